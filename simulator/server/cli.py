@@ -1,0 +1,141 @@
+"""``pushsim server``: run the reference push server on real sockets (CONTRACT §1).
+
+Prints one JSON line on stdout once listening (``{"http", "mqtt", "admin_token"}``), logs
+to stderr, and shuts down cleanly on SIGINT/SIGTERM (exit 0). Mistakes — a bad option, a
+port in use, an unusable database — end with a one-line error and exit status 1 or 2.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import json
+import logging
+import random
+import signal
+import sys
+
+import trio
+
+from .config import Limits, ServerConfig
+from .server import PushServer, RunningServer
+from .store import SqliteStore, StoreError
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger("simulator.server")
+PROG = "pushsim server"
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535 (0 = any free port): {port}")
+    return port
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not rate > 0 or rate == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return rate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pushsim server``."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=_port, default=8480, metavar="P",
+                        help="HTTP API port, 0 = any free port (default 8480)")
+    parser.add_argument("--mqtt-port", type=_port, default=1883, metavar="P",
+                        help="MQTT port, 0 = any free port (default 1883)")
+    parser.add_argument("--mqtts-port", type=_port, default=None, metavar="P",
+                        help="MQTT over TLS port (not supported yet)")
+    parser.add_argument("--tls-dir", default=None, metavar="DIR",
+                        help="directory of the server's CA and certificate (not supported yet)")
+    parser.add_argument("--db", default="./pushsim.db", metavar="PATH",
+                        help="SQLite database file, or :memory: (default ./pushsim.db)")
+    parser.add_argument("--admin-token", default=None, metavar="T",
+                        help="bearer token for POST /v1/apps (default: a random one, printed)")
+    parser.add_argument("--push-rate", type=_rate, default=Limits().push_rate, metavar="PER_S",
+                        help="pushes per second allowed per app; bursts of twice that "
+                             "(default %(default)g)")
+    parser.add_argument("--log-level", default="info",
+                        choices=("debug", "info", "warning", "error"),
+                        help="stderr log level (default info)")
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT/SIGTERM; the exit status."""
+    if args.mqtts_port is not None or args.tls_dir is not None:
+        return _error("TLS (--mqtts-port, --tls-dir) is not supported yet")
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    rng = random.SystemRandom()
+    admin_token = args.admin_token
+    if admin_token is None:
+        admin_token = base64.urlsafe_b64encode(rng.randbytes(24)).decode()
+    elif not admin_token.strip() or not admin_token.isprintable():
+        return _error("--admin-token must be a non-empty printable string")
+    config = ServerConfig(
+        admin_token=admin_token,
+        limits=Limits(push_rate=args.push_rate, push_burst=2 * args.push_rate),
+    )
+    try:
+        store = SqliteStore(args.db)
+    except StoreError as exc:
+        return _error(str(exc))
+    try:
+        trio.run(functools.partial(_serve, store, config, args, rng))
+    except BaseException as exc:
+        os_error = _find(exc, OSError)
+        if os_error is not None:  # binding a port
+            return _error(f"cannot listen on {args.host}: {os_error.strerror or os_error}")
+        if _find(exc, KeyboardInterrupt) is None:
+            raise
+    finally:
+        store.close()
+    log.info("stopped")
+    return 0
+
+
+def _find(exc: BaseException, cls: type[BaseException]):  # type: ignore[no-untyped-def]
+    """``exc`` itself or the first exception of type ``cls`` inside (exception groups)."""
+    if isinstance(exc, cls):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, cls)
+            if found is not None:
+                return found
+    return None
+
+
+async def _serve(store: SqliteStore, config: ServerConfig, args: argparse.Namespace,
+                 rng: random.Random) -> None:
+    server = PushServer(store, config=config, rng=rng)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            running: RunningServer = await nursery.start(functools.partial(
+                server.serve_tcp, host=args.host, http_port=args.http_port,
+                mqtt_port=args.mqtt_port,
+            ))
+            print(json.dumps({"http": running.http_url, "mqtt": running.mqtt_url,
+                              "admin_token": config.admin_token}), flush=True)
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                break
+            nursery.cancel_scope.cancel()

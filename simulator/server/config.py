@@ -1,0 +1,69 @@
+"""Configuration of the reference push server: what the operator may tune.
+
+Everything here is a frozen value; the server reads it, never changes it. Defaults are
+the ones ``pushsim server`` runs with (CONTRACT §1–§3).
+"""
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["Limits", "ServerConfig", "DAY"]
+
+DAY = 86400.0
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, not {value!r}")
+
+
+@attrs.frozen
+class Limits:
+    """Size, time and rate limits. Times are seconds of monotonic (trio) time."""
+
+    #: Largest HTTP request body; a bigger one gets 413 without being read.
+    max_body_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
+    #: Largest push payload: the compact JSON of ``notification`` and ``message`` (413 above).
+    max_push_payload: int = attrs.field(default=4096, validator=_positive)
+    #: Largest HTTP request head (request line + headers); 431 above.
+    max_header_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
+    #: A request (head and body) must arrive within this time of its first byte (408).
+    request_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: An idle keep-alive connection is closed after this long without a new request.
+    idle_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Per-app token bucket for POST /v1/push: sustained pushes per second and burst size.
+    push_rate: float = attrs.field(default=1000.0, validator=_positive)
+    push_burst: float = attrs.field(default=2000.0, validator=_positive)
+    #: Most entries in an audience list (registration ids, aliases or tags).
+    max_audience: int = attrs.field(default=1000, validator=_positive)
+    #: Largest MQTT packet accepted from a device (CONTRACT §3: 64 KiB).
+    max_packet_size: int = attrs.field(default=64 * 1024, validator=_positive)
+    #: A new MQTT connection must send CONNECT within this time.
+    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Writing to a device that does not read for this long closes its connection.
+    send_timeout: float = attrs.field(default=60.0, validator=_positive)
+    #: QoS 1 messages sent to one device and not yet acknowledged, at most.
+    inflight_window: int = attrs.field(default=10, validator=_positive)
+    #: Undelivered messages kept per device; older ones are dropped with a ``deleted`` notice.
+    queue_cap: int = attrs.field(default=100, validator=_positive)
+
+
+@attrs.frozen
+class ServerConfig:
+    """What a :class:`~simulator.server.server.PushServer` needs besides its store and clock.
+
+    ``mqtt_host``/``mqtt_port``/``mqtt_tls`` are what registration answers tell devices;
+    ``mqtt_host=None`` means "the host the device used to reach the HTTP API" (its ``Host``
+    header), which is right behind NAT and for loopback tests alike.
+    """
+
+    admin_token: str
+    mqtt_host: str | None = None
+    mqtt_port: int = 1883
+    mqtt_tls: bool = False
+    #: Lifetime of a device token (wall-clock seconds); 30 days.
+    token_ttl: float = attrs.field(default=30 * DAY, validator=_positive)
+    #: TTL of a push without ``options.ttl`` (CONTRACT §2), and the largest one accepted.
+    default_ttl: int = 86400
+    max_ttl: int = 28 * 86400
+    limits: Limits = Limits()

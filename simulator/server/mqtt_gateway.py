@@ -1,0 +1,436 @@
+"""The MQTT 3.1.1 side of the reference server (CONTRACT §3).
+
+One :class:`MqttSession` per connected device. Its only long-lived task is the one that
+called :func:`serve_mqtt` and reads packets; messages go out from a short-lived *flush*
+task, started by :meth:`MqttSession.wake` when a push for the device is committed, a
+PUBACK frees room in the inflight window, or the inbox subscription is made. An idle
+connection therefore costs one task, one codec object and this small slotted object.
+
+Delivery: queued messages are sent in ``seq`` order as QoS 1 PUBLISHes, at most
+``inflight_window`` unacknowledged at a time; a PUBACK marks the message delivered. What is
+unacknowledged when the connection ends is resent with DUP=1, in order, after the device
+reconnects (persistent session).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from pushsdk.protocol import (
+    NEED_DATA,
+    SUBACK_FAILURE,
+    ConnAck,
+    ConnackCode,
+    Connect,
+    Connection,
+    ConnectionClosed,
+    Disconnect,
+    PingReq,
+    PubAck,
+    Publish,
+    RemoteProtocolError,
+    Role,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+
+from .payloads import deleted_payload
+from .validation import InvalidRequest, parse_receipt
+
+if TYPE_CHECKING:
+    from .server import PushServer
+
+__all__ = ["MqttSession", "serve_mqtt", "inbox_topic", "receipt_topic"]
+
+log = logging.getLogger("simulator.server.mqtt")
+
+RECEIVE_SIZE = 16 * 1024
+#: PINGRESP never changes: encode it once, not once per heartbeat of every device.
+PINGRESP = b"\xd0\x00"
+#: CONNACK 1, "unacceptable protocol level", for clients of other MQTT versions.
+CONNACK_UNSUPPORTED_VERSION = b"\x20\x02\x00\x01"
+
+
+def inbox_topic(app_key: str, registration_id: str) -> str:
+    return f"push/{app_key}/{registration_id}"
+
+
+def receipt_topic(app_key: str, registration_id: str) -> str:
+    return f"rcpt/{app_key}/{registration_id}"
+
+
+class _Closed(Exception):
+    """Internal: close this device's connection; ``str()`` says why (it gets logged)."""
+
+
+async def serve_mqtt(server: PushServer, stream: trio.abc.Stream) -> None:
+    """Serve one MQTT connection until it ends. Never raises for anything the peer does."""
+    server._mqtt_connections += 1
+    conn = Connection(Role.SERVER, max_packet_size=server.limits.max_packet_size)
+    try:
+        connect = await _read_connect(server, stream, conn)
+        if connect is not None:
+            session = await _accept(server, stream, conn, connect)
+            if session is not None:
+                await session.run()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        server._mqtt_connections -= 1
+        await trio.aclose_forcefully(stream)
+
+
+def _other_mqtt_version(head: bytes) -> bool:
+    """Whether ``head`` starts a CONNECT for an MQTT version other than 3.1/3.1.1 (MQTT 5)."""
+    if not head or head[0] != 0x10:
+        return False
+    i = 1
+    while i < min(len(head), 4) and head[i] & 0x80:
+        i += 1
+    name = i + 1  # protocol name, after the remaining length
+    level = head[name + 6:name + 7]
+    return head[name:name + 6] == b"\x00\x04MQTT" and level not in (b"", b"\x04")
+
+
+async def _read_connect(server: PushServer, stream: trio.abc.Stream,
+                        conn: Connection) -> Connect | None:
+    head = b""  # the first bytes, to answer an MQTT 5 client properly
+    with trio.move_on_after(server.limits.connect_timeout):
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                server.counters.mqtt_protocol_errors += 1
+                log.info("closing a connection before CONNECT: %s", exc)
+                if _other_mqtt_version(head):  # MQTT-3.1.2-2: CONNACK 1, then close
+                    with trio.move_on_after(server.limits.send_timeout):
+                        await stream.send_all(CONNACK_UNSUPPORTED_VERSION)
+                return None
+            if event is NEED_DATA:
+                data = await stream.receive_some(RECEIVE_SIZE)
+                if len(head) < 16:
+                    head += data[:16]
+                conn.receive_data(data)
+            elif isinstance(event, Connect):
+                return event
+            else:  # ConnectionClosed
+                return None
+    log.debug("closing a connection that sent no CONNECT in %s s", server.limits.connect_timeout)
+    return None
+
+
+def _authenticate(server: PushServer, connect: Connect) -> tuple[int, str]:
+    """CONNACK return code, and the device's app key when accepted."""
+    if not connect.client_id:
+        return ConnackCode.IDENTIFIER_REJECTED, ""
+    if connect.username is None or connect.password is None:
+        return ConnackCode.BAD_USERNAME_OR_PASSWORD, ""
+    owner = server.store.token_device(hashlib.sha256(connect.password).digest(),
+                                      server.clock.now())
+    if owner is None:
+        return ConnackCode.BAD_USERNAME_OR_PASSWORD, ""  # unknown or expired: register again
+    registration_id, app_key = owner
+    if registration_id != connect.client_id or app_key != connect.username:
+        return ConnackCode.NOT_AUTHORIZED, ""
+    if connect.will is not None:
+        # A will would publish on the device's behalf; devices may publish only receipts.
+        return ConnackCode.NOT_AUTHORIZED, ""
+    return ConnackCode.ACCEPTED, app_key
+
+
+async def _accept(server: PushServer, stream: trio.abc.Stream, conn: Connection,
+                  connect: Connect) -> MqttSession | None:
+    code, app_key = _authenticate(server, connect)
+    if code != ConnackCode.ACCEPTED:
+        server.counters.mqtt_connections_refused += 1
+        log.info("refused CONNECT of client id %r: CONNACK %d", connect.client_id[:64], code)
+        with trio.move_on_after(server.limits.send_timeout):
+            await stream.send_all(conn.send(ConnAck(return_code=code)))
+        return None
+    rid = connect.client_id
+    previous = server._sessions.get(rid)
+    if previous is not None:
+        # MQTT-3.1.4-2: a second connection with the same client id replaces the first.
+        server.counters.mqtt_takeovers += 1
+        log.info("device %s connected again: closing its older connection", rid)
+        previous.take_over()
+    opened = server.store.open_session(rid, connect.clean_session)
+    server.counters.messages_discarded += opened.discarded
+    server.counters.mqtt_connections_accepted += 1
+    session = MqttSession(server, stream, conn, rid, app_key, connect.clean_session,
+                          connect.keepalive, opened.sub_qos)
+    server._sessions[rid] = session
+    session.connack = conn.send(ConnAck(session_present=opened.session_present))
+    return session
+
+
+class MqttSession:
+    """A connected device: reads its packets, sends it its queue. Owned by the server's
+    routing table (``registration_id -> session``) while connected."""
+
+    __slots__ = (
+        "server", "stream", "conn", "registration_id", "app_key", "inbox", "clean",
+        "keepalive", "sub_qos", "inflight", "last_seq", "next_packet_id", "exhausted",
+        "flushing", "detached", "nursery", "outbox", "connack",
+    )
+
+    def __init__(self, server: PushServer, stream: trio.abc.Stream, conn: Connection,
+                 registration_id: str, app_key: str, clean: bool, keepalive: int,
+                 sub_qos: int | None) -> None:
+        self.server = server
+        self.stream = stream
+        self.conn = conn
+        self.registration_id = registration_id
+        self.app_key = app_key
+        self.inbox = inbox_topic(app_key, registration_id)
+        self.clean = clean
+        self.keepalive = keepalive
+        self.sub_qos = sub_qos  # granted QoS of the inbox subscription; None = not subscribed
+        self.inflight: dict[int, int] = {}  # packet id -> deliveries.seq, in send order
+        self.last_seq = 0  # highest seq taken from the queue on this connection
+        self.next_packet_id = 1
+        self.exhausted = False  # the last look at the queue found nothing more
+        self.flushing = False
+        self.detached = False
+        self.nursery: trio.Nursery | None = None  # cancelling its scope ends the connection
+        self.outbox: bytearray | None = None  # not None while a task is writing
+        self.connack = b""
+
+    def __repr__(self) -> str:
+        return f"<MqttSession {self.registration_id} inflight={len(self.inflight)}>"
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self.detached:  # taken over already
+                    return
+                await self._send(self.connack)
+                self.connack = b""
+                self.wake()
+                await self._read_loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._detach()
+
+    def take_over(self) -> None:
+        """Close this connection because the device connected again (synchronously
+        releases the session, so the new connection starts from a consistent queue)."""
+        self._detach()
+        self._end()
+
+    def _end(self) -> None:
+        """Close the connection, from whichever task notices it must."""
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    def _detach(self) -> None:
+        if self.detached:
+            return
+        self.detached = True
+        server = self.server
+        if server._sessions.get(self.registration_id) is self:
+            del server._sessions[self.registration_id]
+        server.counters.messages_expired += server.store.close_session(
+            self.registration_id, self.clean
+        )
+        self.inflight.clear()
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        conn, stream = self.conn, self.stream
+        # MQTT-3.1.2-24: silence for 1.5 x keepalive ends the connection; 0 disables it.
+        grace = self.keepalive * 1.5 if self.keepalive else math.inf
+        deadline = trio.current_time() + grace
+        try:
+            while True:
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    self.server.counters.mqtt_protocol_errors += 1
+                    raise _Closed(f"protocol error: {exc}") from None
+                if event is NEED_DATA:
+                    with trio.move_on_at(deadline):
+                        conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
+                        continue
+                    self.server.counters.mqtt_keepalive_timeouts += 1
+                    log.debug("device %s silent for %s s: closing", self.registration_id, grace)
+                    return
+                deadline = trio.current_time() + grace
+                if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
+                    return  # detached: taken over while this packet was buffered
+                await self._handle(event)
+        except _Closed as why:
+            log.info("closing device %s: %s", self.registration_id, why)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    async def _handle(self, event: object) -> None:
+        if isinstance(event, PubAck):
+            self._acknowledged(event.packet_id)
+        elif isinstance(event, PingReq):
+            await self._send(PINGRESP)
+        elif isinstance(event, Publish):
+            await self._on_publish(event)
+        elif isinstance(event, Subscribe):
+            await self._on_subscribe(event)
+        elif isinstance(event, Unsubscribe):
+            await self._on_unsubscribe(event)
+        else:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 flow, which this server does not speak
+            self.server.counters.mqtt_protocol_errors += 1
+            raise _Closed(f"{type(event).__name__.upper()}: QoS 2 is not supported")
+
+    async def _on_publish(self, event: Publish) -> None:
+        if event.topic != receipt_topic(self.app_key, self.registration_id):
+            self.server.counters.mqtt_acl_violations += 1
+            raise _Closed(f"PUBLISH to {event.topic[:200]!r} is not allowed "
+                          "(devices may publish only to their rcpt/ topic)")
+        if event.qos == 2:
+            self.server.counters.mqtt_protocol_errors += 1
+            raise _Closed("PUBLISH with QoS 2 is not supported")
+        try:
+            receipt = parse_receipt(event.payload)
+        except InvalidRequest as exc:
+            log.info("device %s sent an invalid receipt: %s", self.registration_id, exc.message)
+        else:
+            if self.server.store.record_receipt(self.registration_id, receipt.msg_id,
+                                                receipt.event):
+                self.server.counters.receipts += 1
+            else:
+                log.info("device %s sent a receipt for unknown message %r",
+                         self.registration_id, receipt.msg_id[:64])
+        if event.qos == 1:
+            await self._send(self.conn.send(PubAck(event.packet_id)))
+
+    async def _on_subscribe(self, event: Subscribe) -> None:
+        codes = []
+        granted = None
+        for topic_filter, qos in event.subscriptions:
+            if topic_filter == self.inbox:
+                granted = min(qos, 1)  # QoS 2 is downgraded to 1 (MQTT-3.9.3 allows it)
+                codes.append(granted)
+            else:
+                log.info("device %s may not subscribe to %r", self.registration_id,
+                         topic_filter[:200])
+                codes.append(SUBACK_FAILURE)
+        if granted is not None and granted != self.sub_qos:
+            self.sub_qos = granted
+            self.server.store.set_subscription(self.registration_id, granted)
+        await self._send(self.conn.send(SubAck(event.packet_id, tuple(codes))))
+        if granted is not None:
+            self.wake()
+
+    async def _on_unsubscribe(self, event: Unsubscribe) -> None:
+        if self.inbox in event.topic_filters and self.sub_qos is not None:
+            self.sub_qos = None
+            self.server.store.set_subscription(self.registration_id, None)
+        await self._send(self.conn.send(UnsubAck(event.packet_id)))
+
+    def _acknowledged(self, packet_id: int) -> None:
+        seq = self.inflight.pop(packet_id, None)
+        if seq is None:
+            log.debug("device %s acknowledged unknown packet id %d", self.registration_id,
+                      packet_id)
+            return
+        if self.server.store.mark_delivered(seq):
+            self.server.counters.messages_delivered += 1
+        if not self.exhausted:
+            self.wake()
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def _send(self, data: bytes) -> None:
+        """Write ``data`` to the device, in order with every other write.
+
+        If another task is writing, ``data`` is appended to what it will write next and
+        this returns at once: no lock, no waiting task. A device that does not read for
+        ``send_timeout`` is disconnected.
+        """
+        if self.outbox is not None:
+            self.outbox += data
+            return
+        self.outbox = outbox = bytearray()
+        try:
+            while data:
+                with trio.move_on_after(self.server.limits.send_timeout) as timeout:
+                    await self.stream.send_all(data)
+                if timeout.cancelled_caught:
+                    log.info("device %s does not read: closing", self.registration_id)
+                    self._end()
+                    await trio.lowlevel.checkpoint()  # raises Cancelled
+                data = bytes(outbox)
+                outbox.clear()
+        finally:
+            self.outbox = None
+
+    def wake(self) -> None:
+        """Something may be waiting for this device: send it unless a send is under way.
+
+        Cheap and synchronous; called by the router when a push for the device has been
+        committed. At most one flush task runs per connection.
+        """
+        self.exhausted = False
+        if self.flushing or self.nursery is None or self.detached or self.sub_qos is None:
+            return
+        self.flushing = True
+        self.nursery.start_soon(self._flush)
+
+    async def _flush(self) -> None:
+        server = self.server
+        window = server.limits.inflight_window
+        try:
+            while not self.detached and self.sub_qos is not None and not self.exhausted:
+                qos = self.sub_qos
+                room = window - len(self.inflight) if qos else window
+                if room <= 0:
+                    return
+                rows, expired = server.store.take_pending(
+                    self.registration_id, self.last_seq, room, server.clock.now()
+                )
+                server.counters.messages_expired += expired
+                if len(rows) < room:
+                    self.exhausted = True
+                if not rows:
+                    return
+                data = bytearray()
+                for row in rows:
+                    self.last_seq = row.seq
+                    payload = row.payload
+                    if payload is None:
+                        payload = deleted_payload(row.msg_id, row.notice_count or 0,
+                                                  row.sent_at, row.expires_at)
+                    packet_id = None
+                    if qos:
+                        packet_id = self._new_packet_id()
+                        self.inflight[packet_id] = row.seq
+                    data += self.conn.send(Publish(self.inbox, payload, qos=qos,
+                                                   dup=row.redelivery and qos > 0,
+                                                   packet_id=packet_id))
+                    server.counters.messages_redelivered += row.redelivery
+                server.counters.messages_sent += len(rows)
+                await self._send(bytes(data))
+                if not qos:  # at most once: written is as delivered as it will get
+                    for row in rows:
+                        server.counters.messages_delivered += server.store.mark_delivered(
+                            row.seq
+                        )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._end()
+        finally:
+            self.flushing = False
+
+    def _new_packet_id(self) -> int:
+        packet_id = self.next_packet_id
+        while packet_id in self.inflight:
+            packet_id = packet_id % 65535 + 1
+        self.next_packet_id = packet_id % 65535 + 1
+        return packet_id

@@ -1,0 +1,106 @@
+"""Values exchanged between the server and its store (see :mod:`.store`)."""
+from __future__ import annotations
+
+import attrs
+
+__all__ = [
+    "KEEP",
+    "Device",
+    "MessageStatus",
+    "NewMessage",
+    "Pending",
+    "PushOutcome",
+    "SessionOpened",
+    "StoreCounts",
+    "StoreError",
+]
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used; ``str()`` is a one-line explanation."""
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+#: Passed for ``alias``/``tags`` to leave the stored value unchanged.
+KEEP = _Keep()
+
+
+@attrs.frozen
+class Device:
+    registration_id: str
+    app_key: str
+    device_id: str
+    platform: str
+    alias: str | None
+    tags: tuple[str, ...]
+
+
+@attrs.frozen
+class NewMessage:
+    """A push about to be stored; ``payload`` is the device-facing JSON (CONTRACT §3)."""
+
+    msg_id: str
+    app_key: str
+    kind: str
+    payload: bytes
+    sent_at: float
+    expires_at: float
+    collapse_key: str | None = None
+    live_only: bool = False  # ttl=0: only devices connected right now
+
+
+@attrs.frozen
+class PushOutcome:
+    """What storing a push did. ``queued`` are the devices that now have it pending."""
+
+    targets: int
+    queued: tuple[str, ...]
+    expired: int = 0  # ttl=0 targets that were offline
+    collapsed: int = 0  # older pushes replaced through the collapse key
+    dropped: int = 0  # older pushes dropped by the per-device queue cap
+    notices: int = 0  # ``deleted`` notices created or grown
+
+
+@attrs.frozen
+class Pending:
+    """One queued message taken for sending. ``payload`` is None for a ``deleted`` notice,
+    whose JSON is built at send time from ``notice_count``."""
+
+    seq: int
+    msg_id: str
+    payload: bytes | None
+    notice_count: int | None
+    sent_at: float
+    expires_at: float
+    redelivery: bool
+
+
+@attrs.frozen
+class SessionOpened:
+    session_present: bool
+    sub_qos: int | None  # granted QoS of the stored inbox subscription, None if none
+    discarded: int = 0  # queued messages dropped because the session was clean
+
+
+@attrs.frozen
+class MessageStatus:
+    msg_id: str
+    targets: int
+    delivered: int
+    pending: int
+    expired: int
+    collapsed: int
+    dropped: int
+    opened: int
+    dismissed: int
+
+
+@attrs.frozen
+class StoreCounts:
+    apps: int
+    devices: int
+    pending: int

@@ -1,0 +1,79 @@
+"""The SQLite schema of :class:`~simulator.server.store.SqliteStore` and its migrations.
+
+``PRAGMA user_version`` records how many entries of :data:`MIGRATIONS` a database has had;
+opening a database applies the missing ones, each in one transaction. To change the schema,
+append a migration — never edit a released one.
+"""
+from __future__ import annotations
+
+import math
+
+# deliveries.status
+PENDING, DELIVERED, EXPIRED, COLLAPSED, DROPPED = range(5)
+# deliveries.sent
+NEVER_SENT, IN_FLIGHT, SENT_BEFORE = range(3)
+#: deliveries.expires_at of a ttl=0 row: deliverable only while the device stays connected.
+LIVE_ONLY = math.inf
+
+_SCHEMA_V1 = """
+CREATE TABLE apps (
+    app_key     TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE devices (
+    registration_id TEXT PRIMARY KEY,
+    app_key         TEXT NOT NULL,
+    device_id       TEXT NOT NULL,
+    platform        TEXT NOT NULL,
+    alias           TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    session         INTEGER NOT NULL DEFAULT 0,  -- 1: a persistent MQTT session exists
+    sub_qos         INTEGER,                     -- granted QoS of the inbox subscription
+    UNIQUE (app_key, device_id)
+);
+CREATE INDEX devices_alias ON devices (app_key, alias) WHERE alias IS NOT NULL;
+CREATE TABLE tags (
+    app_key         TEXT NOT NULL,
+    tag             TEXT NOT NULL,
+    registration_id TEXT NOT NULL,
+    PRIMARY KEY (app_key, tag, registration_id)
+) WITHOUT ROWID;
+CREATE INDEX tags_device ON tags (registration_id);
+CREATE TABLE tokens (
+    token_hash      BLOB PRIMARY KEY,  -- SHA-256 of the token; the token itself is not kept
+    registration_id TEXT NOT NULL,
+    expires_at      REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX tokens_device ON tokens (registration_id, expires_at);
+CREATE TABLE messages (
+    msg_id       TEXT PRIMARY KEY,
+    app_key      TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    payload      BLOB,     -- device JSON; NULL for a 'deleted' notice (built when sent)
+    notice_count INTEGER,  -- for a 'deleted' notice: how many messages it reports
+    sent_at      REAL NOT NULL,
+    expires_at   REAL NOT NULL,
+    targets      INTEGER NOT NULL
+);
+CREATE TABLE deliveries (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,  -- delivery order
+    registration_id TEXT NOT NULL,
+    msg_id          TEXT NOT NULL,
+    status          INTEGER NOT NULL DEFAULT 0,
+    sent            INTEGER NOT NULL DEFAULT 0,
+    expires_at      REAL NOT NULL,
+    collapse_key    TEXT,
+    notice          INTEGER NOT NULL DEFAULT 0,
+    opened          INTEGER NOT NULL DEFAULT 0,
+    dismissed       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX deliveries_queue ON deliveries (registration_id, seq) WHERE status = 0;
+CREATE INDEX deliveries_expiry ON deliveries (expires_at) WHERE status = 0;
+CREATE INDEX deliveries_msg ON deliveries (msg_id, registration_id);
+"""
+
+#: Schema migrations; entry i upgrades ``user_version`` i to i + 1.
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
