@@ -1,0 +1,4 @@
+"""``python -m pushsdk``: same as the ``pushsdk`` command."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""One MQTT connection of a :class:`~pushsdk.client.PushClient`, from CONNECT to its end.
+
+A :class:`Session` runs two tasks: the *loop* (heartbeats, sending, app callbacks — every
+write happens here) and a *reader* (parses packets, notes activity, answers nothing itself).
+The reader hands PUBLISH/PUBREL to the loop through a small channel and records PINGRESP and
+PUBACK directly, so a slow app callback never makes an answered ping look lost.
+
+Heartbeat rule: a PINGREQ goes out once the strategy's interval has passed with no packet sent
+*or* received (traffic either way refreshes NAT state and proves the link), and never later
+than ``keepalive`` seconds after the last packet sent (the MQTT rule, which matters when only
+QoS 0 traffic arrives). The link is declared dead when no PINGRESP came ``ping_timeout``
+seconds after the ping.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .config import BrokerConfig, ClientState
+from .dispatcher import BrokerMessage, PushMessage, broker_dedup_key
+from .heartbeat import HeartbeatContext
+from .protocol import (
+    NEED_DATA,
+    SUBACK_FAILURE,
+    ConnAck,
+    Connect,
+    Connection,
+    ConnectionClosed,
+    Disconnect,
+    LocalProtocolError,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    RemoteProtocolError,
+    Role,
+    SubAck,
+    Subscribe,
+)
+
+if TYPE_CHECKING:
+    from .client import PushClient
+
+log = logging.getLogger("pushsdk.client")
+
+#: Bytes asked of the transport per read; small so 10,000 clients stay small.
+RECEIVE_SIZE = 4096
+#: Receipts sent and not yet acknowledged, at most (Paho's max_inflight is 20 too).
+MAX_INFLIGHT = 20
+#: Inbound packets buffered between the reader and the loop (then the reader waits).
+INBOUND_BUFFER = 16
+#: Shortest heartbeat interval accepted from a strategy, in seconds.
+MIN_INTERVAL = 0.1
+
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+@attrs.define
+class Counters:
+    """The client's counters that sessions update (see ClientStatistics for meanings)."""
+
+    bytes_up: int = 0
+    bytes_down: int = 0
+    heartbeats_sent: int = 0
+    heartbeats_succeeded: int = 0
+    heartbeats_failed: int = 0
+    connect_attempts: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    registrations: int = 0
+    messages_received: int = 0
+    malformed_messages: int = 0
+    receipts_acknowledged: int = 0
+    state_save_errors: int = 0
+    connected_time: float = 0.0
+
+
+class LinkEnded(Exception):
+    """The connection is over; the message says why."""
+
+
+@attrs.define(eq=False)
+class Session:
+    """One connection. :meth:`handshake` then, if accepted, :meth:`serve`."""
+
+    client: PushClient
+    stream: trio.abc.Stream
+    conn: Connection
+    network_key: str = ""
+    connected_at: float = 0.0
+    last_activity: float = 0.0  # last packet sent or received (trio time)
+    last_sent: float = 0.0
+    hb: Any = None  # the heartbeat strategy's state
+    interval: float | None = None  # the interval in force
+    ping_sent_at: float | None = None
+    ping_lateness: float = 0.0
+    pong: bool = False
+    end_reason: str | None = None
+    scope: trio.CancelScope | None = None  # the session's nursery
+    wait_scope: trio.CancelScope | None = None  # the loop's idle wait; cancel to wake it
+
+    @classmethod
+    def over(cls, client: PushClient, stream: trio.abc.Stream) -> Session:
+        return cls(client, stream, Connection(Role.CLIENT,
+                                              max_packet_size=client._max_packet_size))
+
+    def end(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def wake(self) -> None:
+        """Make the loop look again at its deadline, outbox and flags."""
+        if self.wait_scope is not None:
+            self.wait_scope.cancel()
+
+    # --- opening --------------------------------------------------------------------------
+
+    async def handshake(self, connect: Connect) -> ConnAck:
+        """Send CONNECT, return the CONNACK. Raises :class:`LinkEnded`."""
+        await self.send(connect)
+        while True:
+            try:
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    await self._receive()
+                    continue
+            except RemoteProtocolError as exc:
+                raise LinkEnded(f"protocol error before CONNACK: {exc}") from None
+            except _STREAM_ERRORS as exc:
+                raise LinkEnded(f"connection lost before CONNACK: {exc}") from None
+            if isinstance(event, ConnAck):
+                return event
+            raise LinkEnded("server closed the connection before CONNACK")
+
+    async def serve(self) -> float:
+        """Run the accepted connection until it ends; return how long it was up."""
+        client = self.client
+        self.connected_at = self.last_activity = trio.current_time()
+        self.network_key = client._network_key or ""
+        self.hb = client._strategy.start(client._sdk_state.memory_for(self.network_key),
+                                         self.context())
+        send_inbound, receive_inbound = trio.open_memory_channel[Any](INBOUND_BUFFER)
+        client._session = self
+        try:
+            async with trio.open_nursery() as nursery:
+                self.scope = nursery.cancel_scope
+                nursery.start_soon(self._read_loop, send_inbound)
+                try:
+                    await self._subscribe()
+                    for publish in list(client._inflight.values()):
+                        await self.send(attrs.evolve(publish, dup=True))
+                    client._set_state(ClientState.CONNECTED, "connected")
+                    await self._loop(receive_inbound)
+                except LinkEnded as exc:
+                    self.end(str(exc))
+        finally:
+            client._session = None
+            uptime = trio.current_time() - self.connected_at
+            client._counters.connected_time += uptime
+            if client._closing:
+                await self._say_goodbye()
+        if self.ping_sent_at is not None:  # broke while a ping was out: count it as failed
+            await self._heartbeat_failed()
+        return uptime
+
+    async def _subscribe(self) -> None:
+        cfg = self.client._config
+        if isinstance(cfg, BrokerConfig):
+            topics = tuple((topic, cfg.qos) for topic in cfg.topics)
+        else:
+            reg = self.client._sdk_state.registration
+            assert reg is not None
+            topics = ((reg.inbox, 1),)
+        await self.send(Subscribe(self.client._allocate_packet_id(), topics))
+
+    async def _say_goodbye(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            try:
+                data = self.conn.send(Disconnect())
+                await self.stream.send_all(data)
+                self.client._counters.bytes_up += len(data)
+            except (LocalProtocolError, trio.BusyResourceError, *_STREAM_ERRORS):
+                pass
+
+    # --- the loop: heartbeats, sending, callbacks ---------------------------------------------
+
+    async def _loop(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+        client = self.client
+        strategy = client._strategy
+        while True:
+            if self.pong:
+                self.pong = False
+                if self.ping_sent_at is not None:
+                    self.ping_sent_at = None
+                    client._counters.heartbeats_succeeded += 1
+                    self.hb = strategy.on_success(self.hb, self.context(self.ping_lateness))
+                    await self._remember_strategy()
+            await self._flush_outbox()
+            if self.ping_sent_at is not None:
+                deadline = self.ping_sent_at + client._ping_timeout
+            else:
+                interval = strategy.interval(self.hb, self.context())
+                # A strategy bug (0, negative, NaN) must not become a busy loop.
+                self.interval = interval if interval >= MIN_INTERVAL else MIN_INTERVAL
+                deadline = min(self.last_activity + self.interval,
+                               self.last_sent + client._keepalive)
+            now = trio.current_time()
+            if now >= deadline:
+                if self.ping_sent_at is not None:
+                    await self._heartbeat_failed()
+                    raise LinkEnded(f"no PINGRESP within {client._ping_timeout:g} s")
+                self.ping_lateness = now - deadline
+                await self.send(PingReq())
+                self.ping_sent_at = self.last_sent
+                client._counters.heartbeats_sent += 1
+                continue
+            event = None
+            with trio.move_on_at(deadline) as self.wait_scope:
+                event = await inbound.receive()
+            self.wait_scope = None
+            if event is not None:
+                await self._handle_inbound(event)
+
+    async def _heartbeat_failed(self) -> None:
+        self.client._counters.heartbeats_failed += 1
+        self.ping_sent_at = None
+        self.hb = self.client._strategy.on_failure(self.hb, self.context(self.ping_lateness))
+        await self._remember_strategy()
+
+    async def _remember_strategy(self) -> None:
+        client = self.client
+        memory = client._strategy.memory(self.hb)
+        if memory != client._sdk_state.memory_for(self.network_key):
+            client._sdk_state = client._sdk_state.with_memory(self.network_key, memory)
+            await client._save_state()
+
+    def context(self, lateness: float = 0.0) -> HeartbeatContext:
+        client = self.client
+        return HeartbeatContext(
+            now=trio.current_time(),
+            wall_time=client._clock.now(),
+            network_key=self.network_key,
+            network_type=client._network_type,  # type: ignore[arg-type]
+            app_state=client._app_state,  # type: ignore[arg-type]
+            app_state_since=client._app_state_since,
+            connected_since=self.connected_at,
+            lateness=lateness,
+        )
+
+    async def _handle_inbound(self, event: Publish | PubRel) -> None:
+        if isinstance(event, PubRel):
+            await self.send(PubComp(event.packet_id))
+            return
+        client = self.client
+        client._counters.messages_received += 1
+        key, check, message = self._parse(event)
+        new = False
+        if message is not None:
+            new = await client._dispatcher.deliver(key, message, check=check)
+        # Once the app has seen the message, finish recording and acknowledging it even if
+        # the client is being closed or moved to another network meanwhile.
+        with trio.CancelScope(shield=True), trio.move_on_after(client._ping_timeout):
+            if new and key is not None:
+                await client._save_state()
+            if event.qos == 1:
+                await self.send(PubAck(event.packet_id))  # type: ignore[arg-type]
+            elif event.qos == 2:
+                await self.send(PubRec(event.packet_id))  # type: ignore[arg-type]
+
+    def _parse(
+        self, publish: Publish
+    ) -> tuple[str | None, bool, PushMessage | BrokerMessage | None]:
+        """``(dedup key, look the key up?, message or None if malformed)``."""
+        if self.client._broker:
+            message = BrokerMessage(publish.topic, publish.payload, publish.qos,
+                                    publish.retain, publish.dup)
+            if publish.qos == 0:
+                return None, False, message
+            key = broker_dedup_key(publish.packet_id or 0, publish.topic, publish.payload)
+            # Packet ids are reused, so only a DUP=1 redelivery is checked against the window.
+            return key, publish.dup, message
+        try:
+            push = PushMessage.from_payload(publish.payload, topic=publish.topic,
+                                            dup=publish.dup)
+        except ValueError as exc:
+            # Acknowledged and dropped: redelivering it would fail the same way forever.
+            self.client._counters.malformed_messages += 1
+            log.warning("%s: dropping malformed push on %s: %s", self.client._name,
+                        publish.topic, exc)
+            return None, False, None
+        return push.msg_id, True, push
+
+    async def _flush_outbox(self) -> None:
+        client = self.client
+        reg = client._sdk_state.registration
+        while client._outbox and reg is not None and len(client._inflight) < MAX_INFLIGHT:
+            msg_id, event = client._outbox.pop(0)
+            publish = Publish(
+                topic=reg.receipt_topic,
+                payload=json.dumps({"msg_id": msg_id, "event": event}).encode(),
+                qos=1,
+                packet_id=client._allocate_packet_id(),
+            )
+            client._inflight[publish.packet_id] = publish  # type: ignore[index]
+            await self.send(publish)
+
+    # --- bytes --------------------------------------------------------------------------------
+
+    async def send(self, event: Any) -> None:
+        """Write one packet. Raises :class:`LinkEnded` if the link is broken or stalled."""
+        try:
+            data = self.conn.send(event)
+        except LocalProtocolError as exc:
+            raise LinkEnded(f"cannot send {type(event).__name__}: {exc}") from None
+        timeout = self.client._ping_timeout
+        with trio.move_on_after(timeout) as scope:
+            try:
+                await self.stream.send_all(data)
+            except _STREAM_ERRORS as exc:
+                raise LinkEnded(f"connection lost: {exc or type(exc).__name__}") from None
+        if scope.cancelled_caught:
+            raise LinkEnded(f"sending stalled for {timeout:g} s")
+        self.client._counters.bytes_up += len(data)
+        self.last_sent = self.last_activity = trio.current_time()
+
+    async def _receive(self) -> None:
+        data = await self.stream.receive_some(RECEIVE_SIZE)
+        self.client._counters.bytes_down += len(data)
+        self.conn.receive_data(data)
+
+    async def _read_loop(self, inbound: trio.MemorySendChannel[Any]) -> None:
+        client = self.client
+        conn = self.conn
+        try:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    await self._receive()
+                    continue
+                self.last_activity = trio.current_time()
+                if isinstance(event, (Publish, PubRel)):
+                    await inbound.send(event)
+                elif isinstance(event, PingResp):
+                    self.pong = True
+                    self.wake()
+                elif isinstance(event, PubAck):
+                    if client._inflight.pop(event.packet_id, None) is not None:
+                        client._counters.receipts_acknowledged += 1
+                        self.wake()  # room for more receipts
+                elif isinstance(event, SubAck):
+                    if SUBACK_FAILURE in event.return_codes:
+                        log.error("%s: subscription refused: %s", client._name, event)
+                elif isinstance(event, ConnectionClosed):
+                    self.end("server closed the connection")
+                    return
+                else:
+                    log.debug("%s: ignoring %s", client._name, event)
+        except RemoteProtocolError as exc:
+            self.end(f"protocol error from server: {exc}")
+        except _STREAM_ERRORS as exc:
+            self.end(f"connection lost: {exc or type(exc).__name__}")

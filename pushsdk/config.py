@@ -1,0 +1,127 @@
+"""Configuration and reporting values of :class:`~pushsdk.client.PushClient`."""
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from .heartbeat import MAX_KEEPALIVE
+from .registration import parse_server_url
+
+__all__ = ["BrokerConfig", "ClientState", "ClientStatistics", "ServerConfig"]
+
+
+class ClientState(enum.StrEnum):
+    IDLE = "idle"  # created, not started
+    REGISTERING = "registering"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"  # CONNACK 0 received
+    WAITING = "waiting"  # backing off before the next attempt
+    OFFLINE = "offline"  # no network (notify_network_changed(None))
+    CLOSED = "closed"
+
+
+def _to_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _check_server_url(_instance: object, _attribute: object, value: str) -> None:
+    parse_server_url(value)
+
+
+def _non_empty(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{attribute.name} must be a non-empty string")
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Server mode: register over HTTP, then MQTT to the endpoint the server names."""
+
+    server_url: str = attrs.field(validator=_check_server_url)
+    app_key: str = attrs.field(validator=_non_empty)
+    device_id: str = attrs.field(validator=_non_empty)
+    platform: str = "android"
+    alias: str | None = None
+    tags: tuple[str, ...] | None = attrs.field(default=None, converter=_to_tuple)
+    #: Register again when the token expires within this many seconds.
+    token_refresh_margin: float = 300.0
+
+
+@attrs.frozen(kw_only=True)
+class BrokerConfig:
+    """Broker mode: any MQTT 3.1.1 broker, static identity and topics, no registration."""
+
+    host: str = attrs.field(validator=_non_empty)
+    port: int = 1883
+    client_id: str = attrs.field(validator=_non_empty)
+    topics: tuple[str, ...] = attrs.field(converter=tuple)
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = 60
+    clean_session: bool = False
+    tls: bool = False
+    qos: int = 1
+
+    @topics.validator
+    def _check_topics(self, _attribute: object, value: tuple[str, ...]) -> None:
+        if not value or not all(isinstance(t, str) and t for t in value):
+            raise ValueError("give at least one non-empty topic")
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError("port must be in 1..65535")
+        if not 0 < self.keepalive <= MAX_KEEPALIVE:
+            raise ValueError(f"keepalive must be in 1..{MAX_KEEPALIVE} seconds")
+        if self.qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> BrokerConfig:
+        """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` plus the other fields."""
+        parts = urlsplit(url)
+        schemes = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
+        if parts.scheme not in schemes:
+            raise ValueError(f"broker URL must start with mqtt:// or mqtts://: {url!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"bad port in broker URL {url!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"broker URL has no host: {url!r}")
+        tls = schemes[parts.scheme]
+        return cls(host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls, **kwargs)
+
+
+@attrs.frozen
+class ClientStatistics:
+    """A snapshot of the client's counters (see :meth:`PushClient.statistics`)."""
+
+    state: ClientState
+    network_key: str | None
+    network_type: str
+    app_state: str
+    strategy: str
+    keepalive: int
+    heartbeat_interval: float | None  # the interval in force, None when not connected
+    bytes_up: int  # MQTT and registration bytes written to streams (no TCP/TLS overhead)
+    bytes_down: int
+    heartbeats_sent: int
+    heartbeats_succeeded: int
+    heartbeats_failed: int  # no PINGRESP in time, or the link broke while a ping was out
+    connect_attempts: int
+    connects: int  # CONNACK 0 received
+    reconnects: int  # connects after the first
+    registrations: int
+    messages_received: int  # PUBLISH packets, duplicates included
+    messages_dispatched: int  # new messages handed to the app
+    duplicates: int
+    malformed_messages: int
+    callback_errors: int
+    receipts_pending: int  # queued or sent and not yet acknowledged
+    receipts_acknowledged: int
+    state_save_errors: int
+    connected_time: float  # seconds spent connected, current connection included

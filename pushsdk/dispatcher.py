@@ -1,0 +1,209 @@
+"""Inbound messages: parsing, duplicate suppression, and the app's callbacks.
+
+Delivery guarantee (server mode): the client sends the PUBACK for a message only after the
+app's callback has returned *and* the message's ``msg_id`` has been saved in the persisted
+dedup window. A crash before the PUBACK makes the server redeliver (DUP=1) after reconnect;
+the redelivered copy is recognised by its ``msg_id`` and acknowledged without calling the app
+again — also across restarts, because the window lives in the state file. The app sees each
+message at least once and, as long as the state file survives, at most once.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from .state import DEDUP_WINDOW
+
+__all__ = ["BrokerMessage", "Callback", "Dispatcher", "PushMessage", "call_app"]
+
+log = logging.getLogger("pushsdk.dispatcher")
+
+#: An app callback: a plain function or an ``async def``; its return value is ignored.
+Callback = Callable[..., Awaitable[object] | object]
+
+KINDS = ("notification", "message", "deleted")
+
+
+@attrs.frozen
+class PushMessage:
+    """A push from the reference server (CONTRACT §3): the JSON payload, parsed."""
+
+    msg_id: str
+    kind: str
+    """``"notification"``, ``"message"`` or ``"deleted"``."""
+    data: Mapping[str, Any] = attrs.field(repr=False)
+    """The whole payload object, exactly as the server sent it."""
+    topic: str = ""
+    dup: bool = False
+    """The server flagged this delivery as a redelivery."""
+
+    @property
+    def notification(self) -> Mapping[str, Any] | None:
+        """``{"title", "body", "extras"?}`` for notification pushes."""
+        return self.data.get("notification")
+
+    @property
+    def message(self) -> Mapping[str, Any] | None:
+        """``{"data": any}`` for data (pass-through) pushes."""
+        return self.data.get("message")
+
+    @property
+    def count(self) -> int | None:
+        """For ``kind == "deleted"``: how many stored messages the server dropped."""
+        count = self.data.get("count")
+        if count is None and isinstance(self.data.get("deleted"), Mapping):
+            count = self.data["deleted"].get("count")
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+    @property
+    def sent_at(self) -> float | None:
+        return self.data.get("sent_at")
+
+    @property
+    def expires_at(self) -> float | None:
+        return self.data.get("expires_at")
+
+    @property
+    def collapse_key(self) -> str | None:
+        return self.data.get("collapse_key")
+
+    @property
+    def priority(self) -> str:
+        return self.data.get("priority", "normal")
+
+    @classmethod
+    def from_payload(cls, payload: bytes, *, topic: str = "", dup: bool = False) -> PushMessage:
+        """Parse an inbox PUBLISH payload; raises ``ValueError`` if it is not a push object."""
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"payload is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("payload is not a JSON object")
+        msg_id = data.get("msg_id")
+        if not isinstance(msg_id, str) or not msg_id:
+            raise ValueError("payload has no msg_id")
+        kind = data.get("kind")
+        if not isinstance(kind, str):
+            raise ValueError("payload has no kind")
+        return cls(msg_id=msg_id, kind=kind, data=data, topic=topic, dup=dup)
+
+
+@attrs.frozen
+class BrokerMessage:
+    """A message from a plain MQTT broker (broker mode)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+
+    @property
+    def text(self) -> str:
+        """The payload as UTF-8 (undecodable bytes replaced by U+FFFD)."""
+        return self.payload.decode("utf-8", "replace")
+
+
+def broker_dedup_key(packet_id: int, topic: str, payload: bytes) -> str:
+    """Identity of a QoS 1/2 broker delivery, to recognise its DUP=1 redelivery.
+
+    MQTT messages carry no id of their own and packet ids are reused, so the packet id is
+    combined with a digest of topic and payload.
+    """
+    digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()[:16]
+    return f"{packet_id}:{digest}"
+
+
+async def call_app(callback: Callback, *args: Any, what: str) -> bool:
+    """Run an app callback (sync or async). Returns False, after logging, if it raised."""
+    try:
+        result = callback(*args)
+        if inspect.isawaitable(result):
+            await result
+        return True
+    except Exception:  # the app's bug must not take the client down; Cancelled passes
+        log.exception("%s callback raised", what)
+        return False
+
+
+@attrs.define
+class Dispatcher:
+    """Routes messages to callbacks and remembers which msg_ids were already delivered.
+
+    Server mode: ``notification`` → ``on_notification``, ``message`` → ``on_message``,
+    ``deleted`` → ``on_deleted``; kinds this SDK does not know yet go to ``on_message``.
+    Broker mode: everything → ``on_message`` with a :class:`BrokerMessage`. A missing callback
+    means the app does not care: the message is still acknowledged.
+    """
+
+    on_notification: Callback | None = None
+    on_message: Callback | None = None
+    on_deleted: Callback | None = None
+    window: int = DEDUP_WINDOW
+    # msg_id -> None, oldest first (a dict is an insertion-ordered set with O(1) lookup).
+    _recent: dict[str, None] = attrs.field(factory=dict, init=False)
+    dispatched: int = attrs.field(default=0, init=False)
+    duplicates: int = attrs.field(default=0, init=False)
+    callback_errors: int = attrs.field(default=0, init=False)
+
+    def load(self, msg_ids: Iterable[str]) -> None:
+        """Start from a persisted window (oldest first)."""
+        self._recent = dict.fromkeys(msg_ids)
+        self._trim()
+
+    def recent(self) -> tuple[str, ...]:
+        """The window to persist, oldest first."""
+        return tuple(self._recent)
+
+    def seen(self, key: str) -> bool:
+        return key in self._recent
+
+    def remember(self, key: str) -> None:
+        self._recent.pop(key, None)
+        self._recent[key] = None
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._recent) > max(self.window, 0):
+            del self._recent[next(iter(self._recent))]
+
+    def _route(self, message: PushMessage | BrokerMessage) -> Callback | None:
+        if isinstance(message, BrokerMessage):
+            return self.on_message
+        if message.kind == "notification":
+            return self.on_notification
+        if message.kind == "deleted":
+            return self.on_deleted
+        return self.on_message
+
+    async def deliver(
+        self, key: str | None, message: PushMessage | BrokerMessage, *, check: bool = True
+    ) -> bool:
+        """Hand a message to the app unless ``key`` was delivered before; then remember it.
+
+        ``key=None`` (QoS 0) skips duplicate suppression; ``check=False`` remembers ``key``
+        without looking it up first (broker mode only trusts keys of DUP=1 redeliveries).
+        Returns True if the message was new (the caller then persists the window before
+        acknowledging), False for a duplicate. A raising callback is logged and counted in
+        ``callback_errors``; the message still counts as delivered (redelivering it would
+        most likely raise again).
+        """
+        if check and key is not None and self.seen(key):
+            self.duplicates += 1
+            return False
+        callback = self._route(message)
+        if callback is not None:
+            kind = "broker" if isinstance(message, BrokerMessage) else message.kind
+            if not await call_app(callback, message, what=f"{kind} message"):
+                self.callback_errors += 1
+        self.dispatched += 1
+        if key is not None:
+            self.remember(key)
+        return True

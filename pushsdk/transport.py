@@ -1,0 +1,170 @@
+"""Transports: how the SDK opens byte streams.
+
+A *connector* is any object with ``async def connect(host, port, *, tls) -> trio.abc.Stream``.
+The SDK never opens sockets itself; it asks the connector it was given. :class:`TcpConnector`
+opens real TCP (optionally TLS) connections; the simulator supplies a connector that hands out
+in-memory streams served by the in-process server.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import ssl
+from collections.abc import Iterable
+from typing import Protocol
+
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+__all__ = ["Connector", "TcpConnector", "TlsError", "TransportError", "spki_sha256"]
+
+
+class TransportError(OSError):
+    """A connection could not be opened: refused, unreachable, timed out, reset."""
+
+
+class TlsError(TransportError):
+    """The TLS handshake failed: the certificate did not verify, or did not match the pin."""
+
+
+class Connector(Protocol):
+    """Opens a byte stream to ``host:port``, wrapped in TLS when ``tls`` is true.
+
+    Implementations raise :class:`TransportError` (or :class:`TlsError`) when the stream cannot
+    be opened.
+    """
+
+    async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream: ...
+
+
+def spki_sha256(cert_der: bytes) -> bytes:
+    """SHA-256 of the certificate's SubjectPublicKeyInfo (the value HPKP-style pins use)."""
+    cert = x509.load_der_x509_certificate(cert_der)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).digest()
+
+
+def _parse_pin(pin: str | bytes) -> bytes:
+    """A pin is 32 raw bytes, 64 hex digits, or base64 (optionally prefixed ``sha256/``)."""
+    if isinstance(pin, bytes):
+        if len(pin) != 32:
+            raise ValueError("a raw SPKI pin must be 32 bytes")
+        return pin
+    text = pin.strip().removeprefix("sha256/")
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"not a SHA-256 pin (hex or base64 of 32 bytes): {pin!r}")
+    return raw
+
+
+def _reason(exc: OSError) -> str:
+    """The most specific reason: trio reports "all attempts failed" with the causes below."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        reasons = sorted({os.strerror(e.errno) if e.errno and e.errno > 0 else str(e)
+                          for e in cause.exceptions if isinstance(e, OSError)})
+        if reasons:
+            return "; ".join(reasons)
+    return exc.strerror or str(exc)
+
+
+class TcpConnector:
+    """Real TCP connections, with TLS on request.
+
+    - ``ssl_context``: used as is for TLS when given.
+    - ``ca_file``: otherwise, trust this PEM CA bundle (e.g. the reference server's ``ca.pem``)
+      instead of the system store. Loaded here, so a bad file fails at construction with
+      :class:`TlsError`.
+    - ``pin_sha256``: optional SPKI SHA-256 pin(s) (hex, base64 or raw bytes); after a
+      successful, verified handshake the server's key must match one of them.
+    - ``connect_timeout``: seconds for TCP connect plus TLS handshake.
+    - ``source_ip``: local address to bind (fleet runs use several to avoid port exhaustion).
+    """
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        pin_sha256: str | bytes | Iterable[str | bytes] | None = None,
+        connect_timeout: float = 10.0,
+        source_ip: str | None = None,
+    ) -> None:
+        if connect_timeout <= 0:
+            raise ValueError("connect_timeout must be positive")
+        self.connect_timeout = connect_timeout
+        self.source_ip = source_ip
+        if pin_sha256 is None:
+            self._pins: frozenset[bytes] = frozenset()
+        elif isinstance(pin_sha256, (str, bytes)):
+            self._pins = frozenset([_parse_pin(pin_sha256)])
+        else:
+            self._pins = frozenset(_parse_pin(p) for p in pin_sha256)
+        self._ca_file = ca_file
+        self._ssl_context = ssl_context
+        if ssl_context is None and ca_file is not None:
+            self._ssl_context = self._load_ca(ca_file)
+
+    @staticmethod
+    def _load_ca(ca_file: str | os.PathLike[str]) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=os.fspath(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise TlsError(f"cannot load CA file {os.fspath(ca_file)}: {reason}") from exc
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            # System trust store, created on first TLS use (it costs a few ms).
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+        where = f"{host}:{port}"
+        try:
+            with trio.fail_after(self.connect_timeout):
+                tcp = await trio.open_tcp_stream(host, port, local_address=self.source_ip)
+                if not tls:
+                    return tcp
+                stream = trio.SSLStream(tcp, self._context(), server_hostname=host)
+                try:
+                    await stream.do_handshake()
+                    self._check_pin(stream, where)
+                except BaseException:
+                    await trio.aclose_forcefully(tcp)
+                    raise
+                return stream
+        except trio.TooSlowError:
+            raise TransportError(
+                f"connecting to {where} timed out after {self.connect_timeout:g} s"
+            ) from None
+        except trio.BrokenResourceError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                raise TlsError(
+                    f"TLS certificate of {where} did not verify: {cause.verify_message}"
+                ) from exc
+            raise TlsError(f"TLS handshake with {where} failed: {cause or exc}") from exc
+        except TransportError:
+            raise
+        except OSError as exc:
+            raise TransportError(f"cannot connect to {where}: {_reason(exc)}") from exc
+
+    def _check_pin(self, stream: trio.SSLStream[trio.SocketStream], where: str) -> None:
+        if not self._pins:
+            return
+        der = stream.getpeercert(binary_form=True)
+        if der is None or spki_sha256(der) not in self._pins:
+            raise TlsError(f"TLS certificate of {where} does not match the pinned key")

@@ -1,0 +1,344 @@
+"""Virtual-time tests of the connection loop: heartbeats, dead links, backoff, networks."""
+import itertools
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from pushsdk import (
+    Backoff,
+    BrokerConfig,
+    ClientState,
+    FixedStrategy,
+    HeartbeatContext,
+    HeartbeatStrategy,
+    PushClient,
+    VirtualClock,
+)
+from pushsdk.protocol import ConnAck, Connect, Disconnect, PingReq, Subscribe
+from sdk_harness import EPOCH, MemoryNetwork, ScriptedBroker
+
+HOST, PORT = "broker.test", 1883
+
+
+def broker_config(**kwargs):
+    return BrokerConfig(host=HOST, port=PORT, client_id="c1", topics=["t/#"], **kwargs)
+
+
+def setup(nursery, **broker_kwargs):
+    net = MemoryNetwork(nursery)
+    broker = ScriptedBroker(**broker_kwargs)
+    net.serve(HOST, PORT, broker.handle)
+    return net, broker
+
+
+def client(net, **kwargs):
+    kwargs.setdefault("strategy", FixedStrategy(100))
+    kwargs.setdefault("rng", random.Random(1))
+    return PushClient(broker_config(), connector=net, clock=VirtualClock(EPOCH), **kwargs)
+
+
+async def test_fixed_pings_every_n_seconds(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with client(net) as c:
+        await c.wait_connected()
+        t0 = trio.current_time()
+        await trio.sleep(350)
+        stats = c.statistics()
+    assert broker.times(PingReq) == [t0 + 100, t0 + 200, t0 + 300]
+    assert (stats.heartbeats_sent, stats.heartbeats_succeeded, stats.heartbeats_failed) == (3, 3, 0)
+    assert stats.heartbeat_interval == 100
+    connect = broker.events(Connect)[0]
+    assert (connect.client_id, connect.keepalive, connect.clean_session) == ("c1", 100, False)
+    assert broker.events(Subscribe)[0].subscriptions == (("t/#", 1),)
+    assert broker.events(Disconnect)  # aclose says goodbye
+    assert len(net.attempts) == 1
+
+
+async def test_traffic_postpones_the_ping(nursery, autojump_clock):
+    from pushsdk.protocol import Publish
+
+    net, broker = setup(nursery)
+    async with client(net) as c:
+        await c.wait_connected()
+        await trio.sleep(60)
+        await broker.current.send(Publish("t/x", b"hello", qos=1, packet_id=7))
+        await trio.sleep(150)
+    assert broker.times(PingReq) == [160]  # 100 s of silence after the message at t=60
+
+
+async def test_keepalive_is_declared_from_the_strategy(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with PushClient(broker_config(keepalive=30), connector=net,
+                          strategy=FixedStrategy(90.5)) as c:
+        await c.wait_connected()
+        assert c.keepalive == 91
+    assert broker.events(Connect)[0].keepalive == 91
+
+
+async def test_dead_link_detected_at_interval_plus_ping_timeout(nursery, autojump_clock):
+    net, broker = setup(nursery, answer_pings=lambda i: i > 0)
+    reasons = []
+    async with client(net, ping_timeout=7,
+                      on_state_change=lambda o, n, r: reasons.append((n, r))) as c:
+        await c.wait_connected()
+        await broker.wait_for(lambda: len(broker.conns) == 2)
+        await c.wait_connected()
+        stats = c.statistics()
+    assert broker.times(PingReq, index=0) == [100]
+    assert broker.conns[0].closed_at == 107  # exactly interval + ping timeout
+    assert (ClientState.WAITING, "no PINGRESP within 7 s") in reasons
+    assert stats.heartbeats_failed == 1 and stats.reconnects == 1
+    # The link was up more than reset_after (60 s): the retry uses attempt 0, U(0, 1 s).
+    assert 107 <= net.attempts[1][0] <= 108
+
+
+async def test_backoff_delays_follow_the_policy_exactly(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    net.refuse = True
+    policy = Backoff(initial=2, multiplier=3, max_delay=50)
+    async with client(net, backoff=policy, rng=random.Random(42)) as c:
+        await net.wait_for(lambda: len(net.attempts) == 7)
+        net.refuse = False
+        await c.wait_connected()
+    times = [a[0] for a in net.attempts]
+    replica = random.Random(42)
+    expected = [0.0]
+    for n in range(7):
+        expected.append(expected[-1] + policy.delay(n, replica))
+    assert times == pytest.approx(expected[:len(times)], abs=1e-9)
+    for n, (a, b) in enumerate(itertools.pairwise(times)):
+        assert 0 <= b - a <= policy.ceiling(n)
+
+
+async def test_backoff_grows_while_flapping_and_resets_after_a_stable_link(
+        nursery, autojump_clock):
+    # Connections 0-3 are cut after 5 s; connection 4 lasts 61 s (> reset_after = 60).
+    lifetimes = [5, 5, 5, 5, 61, 5]
+    net, broker = setup(nursery, close_after=lambda i: lifetimes[i] if i < 6 else None)
+    policy = Backoff(initial=4, multiplier=2, max_delay=1000, reset_after=60)
+    async with client(net, backoff=policy, rng=random.Random(3)) as c:
+        await net.wait_for(lambda: len(net.attempts) == 7)
+        stats = c.statistics()
+    times = [a[0] for a in net.attempts]
+    ends = [conn.closed_at for conn in broker.conns]
+    waits = [times[i + 1] - ends[i] for i in range(6)]
+    replica = random.Random(3)
+    # attempt counter: 0,1,2,3 while flapping; reset by the stable link; then 0 again... but
+    # the short link after the reset increments it to 1.
+    expected = [policy.delay(n, replica) for n in (0, 1, 2, 3, 0, 1)]
+    assert waits == pytest.approx(expected, abs=1e-9)
+    assert stats.connects == 6 and stats.reconnects == 5
+
+
+async def test_connack_3_backs_off_and_connack_5_waits_the_maximum(nursery, autojump_clock):
+    codes = [3, 5, 0]
+    net, broker = setup(nursery, connack=lambda c, i: ConnAck(codes[i]))
+    reasons = []
+    policy = Backoff(initial=1, max_delay=300)
+    async with client(net, backoff=policy, rng=random.Random(9),
+                      on_state_change=lambda o, n, r: reasons.append((n, r))) as c:
+        await c.wait_connected()
+    times = [a[0] for a in net.attempts]
+    first = Backoff(initial=1, max_delay=300).delay(0, random.Random(9))
+    assert times == pytest.approx([0, first, first + 300])
+    assert (ClientState.WAITING, "server unavailable (CONNACK 3)") in reasons
+    assert (ClientState.WAITING, "not authorised (CONNACK 5)") in reasons
+
+
+async def test_network_change_reconnects_at_once(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with client(net) as c:
+        await c.wait_connected()
+        await trio.sleep(50)
+        c.notify_network_changed("cell_1", network_type="cellular")
+        await broker.wait_for(lambda: len(broker.conns) == 2 and broker.online())
+        assert trio.current_time() == 50
+        assert c.statistics().network_type == "cellular"
+        await trio.sleep(120)
+        # Offline: no attempts until a network is back, then at once.
+        c.notify_network_changed(None)
+        await trio.sleep(1000)
+        assert c.state is ClientState.OFFLINE
+        c.notify_network_changed("wifi_2")
+        await c.wait_connected()
+    assert [a[0] for a in net.attempts] == [0, 50, 1170]
+    assert broker.conns[0].closed_at == 50
+    assert broker.times(PingReq) == [150]  # connection 1 pinged once, at 50 + 100
+
+
+async def test_network_change_during_backoff_skips_the_wait(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    net.refuse = True
+    async with client(net, backoff=Backoff(initial=100, max_delay=100)) as c:
+        await net.wait_for(lambda: len(net.attempts) == 2)
+        await trio.sleep(1)
+        t = trio.current_time()
+        net.refuse = False
+        c.notify_network_changed("other")
+        await c.wait_connected()
+        assert trio.current_time() == t
+
+
+@attrs.frozen
+class Learning(HeartbeatStrategy):
+    """Adds 10 s per success, halves on failure, remembers the value per network."""
+
+    name = "learning"
+    max_interval = 1000.0
+    ping_timeout = 5.0
+    seen: list = attrs.field(factory=list, eq=False)
+
+    def start(self, memory: Mapping[str, Any] | None, ctx: HeartbeatContext) -> float:
+        self.seen.append(("start", ctx.network_key, dict(memory) if memory else None))
+        return memory["interval"] if memory else 100.0
+
+    def interval(self, state: float, ctx: HeartbeatContext) -> float:
+        return state if ctx.app_state == "foreground" else 3 * state
+
+    def on_success(self, state: float, ctx: HeartbeatContext) -> float:
+        return state + 10
+
+    def on_failure(self, state: float, ctx: HeartbeatContext) -> float:
+        self.seen.append(("failure", ctx.network_key, ctx.now))
+        return state / 2
+
+    def memory(self, state: float) -> Mapping[str, Any]:
+        return {"interval": state}
+
+
+async def test_strategy_memory_per_network(nursery, autojump_clock):
+    from pushsdk import MemoryStateStore
+
+    net, broker = setup(nursery, answer_pings=lambda i: i != 2)
+    strategy = Learning()
+    store = MemoryStateStore()
+    async with client(net, strategy=strategy, state_store=store, network_key="wifi_a") as c:
+        await c.wait_connected()
+        assert c.keepalive == 1000
+        await trio.sleep(100 + 110 + 1)  # two successes: 100 -> 110 -> 120
+        c.notify_network_changed("cell_b", "cellular")
+        await broker.wait_for(lambda: len(broker.conns) == 2)
+        await trio.sleep(1)
+        c.notify_network_changed("wifi_a")
+        # connection 2 ignores pings: failure after 120 + 5 s, the value halves to 60
+        await broker.wait_for(lambda: len(broker.conns) == 4)
+    assert strategy.seen[:3] == [
+        ("start", "wifi_a", None),
+        ("start", "cell_b", None),
+        ("start", "wifi_a", {"interval": 120.0}),
+    ]
+    assert strategy.seen[3][:2] == ("failure", "wifi_a")
+    assert broker.conns[2].closed_at - broker.times(Connect, index=2)[0] == 125
+    assert store.state.memory_for("wifi_a") == {"interval": 60.0}
+    assert store.state.memory_for("cell_b") is None  # nothing learned there yet
+
+
+async def test_app_state_change_reevaluates_the_interval(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with client(net, strategy=Learning()) as c:
+        await c.wait_connected()
+        await trio.sleep(50)
+        c.set_app_state("background")  # interval 100 -> 300, counted from the last packet
+        await trio.sleep(400)
+        with pytest.raises(ValueError):
+            c.set_app_state("asleep")
+    assert broker.times(PingReq) == [300]
+
+
+async def test_link_breaking_while_a_ping_is_out_counts_as_failure(nursery, autojump_clock):
+    # Connection 0 ignores pings and is cut 3 s after the ping, before the 10 s timeout.
+    net, broker = setup(nursery, answer_pings=lambda i: i > 0,
+                        close_after=lambda i: 103 if i == 0 else None)
+    async with client(net) as c:
+        await broker.wait_for(lambda: len(broker.conns) == 2)
+        assert c.statistics().heartbeats_failed == 1
+
+
+async def test_keepalive_bound_pings_when_only_receiving(nursery, autojump_clock):
+    # QoS 0 traffic every 30 s keeps the link busy, but the broker needs to hear from the
+    # client within the keepalive: it pings at 100 s after its last sent packet.
+    from pushsdk.protocol import Publish
+
+    net, broker = setup(nursery)
+    async with client(net, strategy=FixedStrategy(100)) as c:
+        await c.wait_connected()
+        for _ in range(8):
+            await trio.sleep(30)
+            await broker.current.send(Publish("t/x", b"tick", qos=0))
+    assert broker.times(PingReq) == [100, 200]
+
+
+async def test_statistics_count_every_byte(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with client(net) as c:
+        await c.wait_connected()
+        await trio.sleep(250)
+        stats = c.statistics()
+    assert stats.bytes_up == broker.bytes_received - 2  # all but the final DISCONNECT
+    assert stats.bytes_down == broker.bytes_sent
+    assert stats.connected_time == 250
+    assert stats.state is ClientState.CONNECTED
+    assert c.state is ClientState.CLOSED
+
+
+async def test_wait_connected_raises_once_closed(nursery, autojump_clock):
+    net, _ = setup(nursery)
+    net.refuse = True
+    c = client(net)
+    async with c:
+        await trio.sleep(5)
+        await c.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await c.wait_connected()
+    assert c.state is ClientState.CLOSED
+
+
+async def test_body_exception_propagates_unwrapped(nursery, autojump_clock):
+    net, _ = setup(nursery)
+    with pytest.raises(KeyError):
+        async with client(net) as c:
+            await c.wait_connected()
+            raise KeyError("mine")
+
+
+async def test_run_in_a_caller_nursery(nursery, autojump_clock):
+    # How a simulation runs thousands of clients: no nursery per client.
+    net, broker = setup(nursery)
+    clients = [PushClient(BrokerConfig(host=HOST, port=PORT, client_id=f"c{i}", topics=["t"]),
+                          connector=net, strategy=FixedStrategy(60)) for i in range(50)]
+    async with trio.open_nursery() as fleet:
+        for c in clients:
+            fleet.start_soon(c.run)
+        for c in clients:
+            await c.wait_connected()
+        await trio.sleep(130)
+        for c in clients:
+            await c.aclose()
+    assert len(broker.times(PingReq)) == 100
+    assert all(c.state is ClientState.CLOSED for c in clients)
+    with pytest.raises(RuntimeError):
+        await clients[0].run()
+
+
+@attrs.frozen
+class Broken(HeartbeatStrategy):
+    name = "broken"
+    max_interval = 10.0
+
+    def start(self, memory, ctx):
+        return None
+
+    def interval(self, state, ctx):
+        return 0.0
+
+
+async def test_a_zero_interval_does_not_spin(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with client(net, strategy=Broken()) as c:
+        await c.wait_connected()
+        await trio.sleep(1.05)
+    assert broker.times(PingReq) == pytest.approx([0.1 * k for k in range(1, 11)])
