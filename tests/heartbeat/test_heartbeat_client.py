@@ -1,0 +1,119 @@
+"""Virtual-time runs of PushClient with each strategy against the SDK tests' scripted broker."""
+import random
+
+import pytest
+import trio
+
+from pushsdk import BrokerConfig, MemoryStateStore, PushClient, SdkState, VirtualClock
+from pushsdk.heartbeat import parse_strategy
+from pushsdk.protocol import Connect, PingReq
+from sdk_harness import EPOCH, MemoryNetwork, ScriptedBroker
+
+HOST, PORT = "broker.test", 1883
+STABLE_370 = {"strategy": "mars", "interval": 370, "stable": True, "failures": 0,
+              "doze_value": False, "modified_at": EPOCH, "doze_events": 0, "normal_events": 0}
+
+
+def setup(nursery, **broker_kwargs):
+    net = MemoryNetwork(nursery)
+    broker = ScriptedBroker(**broker_kwargs)
+    net.serve(HOST, PORT, broker.handle)
+    return net, broker
+
+
+def client(net, spec, **kwargs):
+    kwargs.setdefault("rng", random.Random(1))
+    kwargs.setdefault("network_key", "wifi_home")
+    config = BrokerConfig(host=HOST, port=PORT, client_id="c1", topics=["t/#"], keepalive=60)
+    return PushClient(config, connector=net, clock=VirtualClock(EPOCH),
+                      strategy=parse_strategy(spec), **kwargs)
+
+
+def unanswered(*numbers):
+    """An ``answer_pings`` policy that ignores the given PINGREQs (1-based, over all links)."""
+    count = 0
+
+    def answer(_index):
+        nonlocal count
+        count += 1
+        return count not in numbers
+
+    return answer
+
+
+def since_connect(broker, index):
+    connected = broker.times(Connect, index)[0]
+    return [t - connected for t in broker.times(PingReq, index)]
+
+
+async def test_mars_warms_up_at_min_then_probes(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with client(net, "mars", app_state="inactive") as c:
+        await c.wait_connected()
+        await trio.sleep(2300)
+        assert c.keepalive == 580
+    # 3 warm-up beats, 5 counted at 210 s, then 270 s.
+    assert broker.times(PingReq) == [210, 420, 630, 840, 1050, 1260, 1470, 1680, 1950, 2220]
+
+
+async def test_mars_resumes_the_learned_value_after_the_warm_up(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    store = MemoryStateStore(SdkState(heartbeat_memory=(("wifi_home", STABLE_370),)))
+    async with client(net, "mars", app_state="inactive", state_store=store) as c:
+        await c.wait_connected()
+        await trio.sleep(1400)
+    assert broker.times(PingReq) == [210, 420, 630, 1000, 1370]
+
+
+async def test_mars_in_the_foreground_stays_at_min(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    store = MemoryStateStore(SdkState(heartbeat_memory=(("wifi_home", STABLE_370),)))
+    async with client(net, "mars", state_store=store) as c:
+        await c.wait_connected()
+        await trio.sleep(1300)
+    assert broker.times(PingReq) == [210, 420, 630, 840, 1050, 1260]
+
+
+async def test_mars_settles_below_a_failed_probe_across_connections(nursery, autojump_clock):
+    probing_450 = {**STABLE_370, "interval": 450, "stable": False, "failures": 1}
+    store = MemoryStateStore(SdkState(heartbeat_memory=(("wifi_home", probing_450),)))
+    net, broker = setup(nursery, answer_pings=unanswered(4))
+    async with client(net, "mars", app_state="inactive", state_store=store) as c:
+        await broker.wait_for(lambda: len(broker.times(PingReq, 1)) == 4)
+    assert broker.times(PingReq, 0) == [210, 420, 630, 1080]
+    assert broker.conns[0].closed_at == 1080 + 8  # Mars's 8 s reply timeout
+    assert since_connect(broker, 1) == [210, 420, 630, 1000]
+    memory = store.state.memory_for("wifi_home")
+    assert (memory["interval"], memory["stable"], memory["failures"]) == (370, True, 0)
+
+
+@pytest.mark.parametrize("network_type, interval", [("wifi", 900), ("cellular", 1680)])
+async def test_fcm_pings_by_network_type_and_waits_a_minute_for_the_ack(
+        nursery, autojump_clock, network_type, interval):
+    net, broker = setup(nursery, answer_pings=unanswered(3))
+    async with client(net, "fcm", network_type=network_type) as c:
+        await broker.wait_for(lambda: len(broker.conns) == 2)
+        assert c.keepalive == 1680
+    assert broker.times(PingReq, 0) == [interval, 2 * interval, 3 * interval]
+    assert broker.conns[0].closed_at == 3 * interval + 60
+
+
+async def test_courier_steps_up_to_its_optimum(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with client(net, "courier") as c:
+        await c.wait_connected()
+        await trio.sleep(2100)
+    # 1, 3, 5, 7, 9 minutes, then 9 minutes for good.
+    assert broker.times(PingReq) == [60, 240, 540, 960, 1500, 2040]
+
+
+async def test_kontalk_halves_after_a_failed_ping_and_remembers_it(nursery, autojump_clock):
+    net, broker = setup(nursery, answer_pings=unanswered(1))
+    store = MemoryStateStore()
+    async with client(net, "kontalk", state_store=store) as c:
+        await broker.wait_for(lambda: len(broker.times(PingReq, 1)) == 2)
+    assert broker.times(PingReq, 0) == [1800]
+    assert broker.conns[0].closed_at == 1810  # the client's default reply timeout
+    assert since_connect(broker, 1) == [900, 900 + 1350]
+    # 900 worked (x1.5); the answer to the ping at 900 + 1350 is still on its way.
+    assert store.state.memory_for("wifi_home") == {"strategy": "kontalk", "interval": 1350}
