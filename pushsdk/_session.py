@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -148,6 +149,7 @@ class Session:
         self.network_key = client._network_key or ""
         self.hb = client._strategy.start(client._sdk_state.memory_for(self.network_key),
                                          self.context())
+        await self._remember_strategy()  # a strategy may note the attempt itself (Courier)
         send_inbound, receive_inbound = trio.open_memory_channel[Any](INBOUND_BUFFER)
         client._session = self
         try:
@@ -205,8 +207,11 @@ class Session:
                     self.hb = strategy.on_success(self.hb, self.context(self.ping_lateness))
                     await self._remember_strategy()
             await self._flush_outbox()
-            if self.ping_sent_at is not None:
-                deadline = self.ping_sent_at + client._ping_timeout
+            if client._device_idle:
+                deadline = math.inf  # Doze defers our alarms; set_device_idle(False) wakes us
+            elif self.ping_sent_at is not None:
+                # A ping sent before Doze gets a full timeout after it: its answer was held.
+                deadline = max(self.ping_sent_at, client._idle_ended_at) + client._ping_timeout
             else:
                 interval = strategy.interval(self.hb, self.context())
                 # A strategy bug (0, negative, NaN) must not become a busy loop.

@@ -81,7 +81,7 @@ class PushClient:
     # Slots keep each of the thousands of clients a simulation runs small.
     __slots__ = (
         "_app_state", "_app_state_since", "_backoff", "_broker", "_clock", "_closing",
-        "_config", "_connect_timeout", "_connector", "_counters", "_cycle_scope",
+        "_config", "_connect_timeout", "_device_idle", "_idle_ended_at", "_idle_event", "_connector", "_counters", "_cycle_scope",
         "_dispatcher", "_done", "_ever_connected", "_force_register", "_http_connector",
         "_http_timeout", "_inflight", "_interrupted", "_keepalive", "_max_packet_size",
         "_network_event", "_network_key", "_network_type", "_next_packet_id",
@@ -154,6 +154,9 @@ class PushClient:
         self._network_type = network_type
         self._app_state = app_state
         self._app_state_since = 0.0
+        self._device_idle = False
+        self._idle_ended_at = -math.inf
+        self._idle_event = trio.Event()
         self._state = ClientState.IDLE
         self._state_event = trio.Event()
         self._network_event = trio.Event()
@@ -290,6 +293,29 @@ class PushClient:
             self._app_state_since = trio.current_time()
             self._wake()
 
+    def set_device_idle(self, idle: bool) -> None:
+        """Platform signal: the device entered (``True``) or left Doze idle.
+
+        While idle the platform defers the client's alarms and blocks its network, as
+        Android's Doze does: no heartbeat is due, an outstanding ping cannot time out and no
+        connection is attempted. On leaving idle a heartbeat that fell due meanwhile goes out
+        at once (its lateness is what strategies such as Mars read as a doze event), and a
+        ping still outstanding gets a full ping timeout from that moment.
+        """
+        idle = bool(idle)
+        if idle == self._device_idle:
+            return
+        self._device_idle = idle
+        if not idle:
+            self._idle_ended_at = trio.current_time()
+            event, self._idle_event = self._idle_event, trio.Event()
+            event.set()
+        self._wake()
+
+    @property
+    def device_idle(self) -> bool:
+        return self._device_idle
+
     async def send_receipt(self, msg_id: str, event: str) -> None:
         """Tell the server the user ``"opened"`` or ``"dismissed"`` message ``msg_id``.
 
@@ -402,6 +428,9 @@ class PushClient:
             if self._network_key is None:
                 self._set_state(ClientState.OFFLINE, "no network")
                 await self._network_event.wait()
+                continue
+            if self._device_idle:  # Doze: the platform runs nothing of ours until it ends
+                await self._idle_event.wait()
                 continue
             self._interrupted = False
             with trio.CancelScope() as self._cycle_scope:

@@ -234,7 +234,9 @@ async def test_strategy_memory_per_network(nursery, autojump_clock):
     assert strategy.seen[3][:2] == ("failure", "wifi_a")
     assert broker.conns[2].closed_at - broker.times(Connect, index=2)[0] == 125
     assert store.state.memory_for("wifi_a") == {"interval": 60.0}
-    assert store.state.memory_for("cell_b") is None  # nothing learned there yet
+    # Nothing learned on cell_b yet: what is stored is the strategy's own starting point,
+    # saved as soon as the connection started (strategies may count attempts there).
+    assert store.state.memory_for("cell_b") == {"interval": 100.0}
 
 
 async def test_app_state_change_reevaluates_the_interval(nursery, autojump_clock):
@@ -342,3 +344,50 @@ async def test_a_zero_interval_does_not_spin(nursery, autojump_clock):
         await c.wait_connected()
         await trio.sleep(1.05)
     assert broker.times(PingReq) == pytest.approx([0.1 * k for k in range(1, 11)])
+
+
+async def test_device_idle_defers_heartbeats_to_the_end_of_doze(nursery, autojump_clock):
+    # Doze from t0+150 to t0+1000: the ping due at t0+200 waits for the end of Doze and goes
+    # out at once then (800 s late); the next one follows 100 s after its answer.
+    net, broker = setup(nursery)
+    async with client(net) as c:
+        await c.wait_connected()
+        t0 = trio.current_time()
+        await trio.sleep(150)
+        c.set_device_idle(True)
+        await trio.sleep(850)
+        assert broker.times(PingReq) == [t0 + 100]
+        c.set_device_idle(False)
+        await trio.sleep(150)
+        stats = c.statistics()
+    pings = broker.times(PingReq)
+    assert pings[:2] == [t0 + 100, t0 + 1000]
+    assert pings[2] == pytest.approx(t0 + 1100, abs=0.01)
+    assert stats.heartbeats_failed == 0 and stats.connects == 1
+
+
+async def test_ping_outstanding_when_doze_starts_gets_a_full_timeout_after_it(nursery, autojump_clock):
+    # The broker ignores the first ping; Doze starts 1 s after it. Without the idle rule the
+    # link would be declared dead 10 s after the ping; with it, 10 s after Doze ends.
+    net, broker = setup(nursery, answer_pings=lambda i: i != 0)
+    async with client(net) as c:
+        await c.wait_connected()
+        t0 = trio.current_time()
+        await trio.sleep(101)
+        c.set_device_idle(True)
+        await trio.sleep(499)
+        assert c.state is ClientState.CONNECTED
+        c.set_device_idle(False)
+        await broker.wait_for(lambda: len(broker.conns) == 2)
+    assert broker.conns[0].closed_at == pytest.approx(t0 + 600 + 10)
+
+
+async def test_no_connection_attempt_while_device_idle(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    async with client(net) as c:
+        c.set_device_idle(True)
+        await trio.sleep(3600)
+        assert net.attempts == []
+        c.set_device_idle(False)
+        await c.wait_connected()
+        assert trio.current_time() == pytest.approx(3600, abs=1)
