@@ -1,0 +1,333 @@
+"""A virtual handset: the real SDK behind a simulated network, NAT, Doze and radio.
+
+A :class:`Handset` is three things to the pieces around it:
+
+- the SDK's *connector* (``connect(host, port, tls=...)``): it opens a
+  :class:`~simulator.link.SimConnection` through the handset's current network, pays the TCP
+  handshake in time and radio energy, and hands the server's end to the in-process server;
+- the link's :class:`~simulator.link.PathHooks`: every segment is counted with its TCP/IP
+  overhead, fed to the radio meter at the moment the handset's radio sends or receives it, and
+  judged by the connection's NAT binding;
+- the app: its callbacks record which pushes arrived, when, and whether twice.
+
+The world drives the handset's timeline (network switches, outages, Doze, app state, other
+apps' traffic) through the ``on_*`` methods. Nothing here reads a clock but trio's.
+"""
+from __future__ import annotations
+
+import errno
+import random
+
+import trio
+
+from pushsdk import MemoryStateStore, PushClient
+from pushsdk.config import ClientState, ServerConfig
+from simulator.link import SimConnection, Verdict
+from simulator.metrics import HandsetResult
+from simulator.nat import WIRE
+from simulator.radio import get_model
+
+#: Where handsets find the in-process server (any names would do: nothing resolves them).
+SERVER_HOST = "push.sim"
+HTTP_PORT = 80
+MQTT_PORT = 1883
+
+#: How the gateway's payload marks a high-priority push (compact JSON, CONTRACT §3).
+_HIGH_PRIORITY = b'"priority":"high"'
+_MSS = WIRE.mss
+_HEADER = WIRE.header_bytes
+_PER_ACK = WIRE.segments_per_ack
+
+
+def _plan_id(message) -> str | None:
+    """The workload's plan id, carried in the notification extras or the message data."""
+    notification = message.notification
+    if notification is not None:
+        extras = notification.get("extras")
+        return extras.get("plan_id") if isinstance(extras, dict) else None
+    body = message.message
+    data = body.get("data") if isinstance(body, dict) else None
+    return data.get("plan_id") if isinstance(data, dict) else None
+
+
+class Handset:
+    """One virtual handset of a :class:`~simulator.world.World`."""
+
+    __slots__ = (
+        "world", "spec", "index", "client", "network", "online", "_nat", "_jitter", "_meters",
+        "_background_meters", "_radio_since", "_radio_time", "conns", "_mqtt_conn",
+        "_connected_since", "_connected_conn", "connected_s", "dead_s", "bytes_up",
+        "bytes_down", "pending", "delivered_ids", "latencies", "delivered", "duplicates",
+        "unexpected", "deleted_notices", "idle", "expected",
+    )
+
+    def __init__(self, world, spec, strategy, *, app_key: str, clock) -> None:
+        self.world = world
+        self.spec = spec
+        self.index = spec.index
+        rng = random.Random(spec.seed)
+        self.network = spec.network
+        self.online = True
+        self.idle = False
+        self._nat = self.network.nat()
+        self._jitter = self.network.link().jitter_source(rng)
+        self._meters: dict[str, object] = {}  # radio model -> meter (SDK + other apps)
+        self._background_meters: dict[str, object] = {}  # radio model -> other apps only
+        self._radio_since = 0.0
+        self._radio_time: dict[str, float] = {}  # seconds spent on each radio model
+        self.conns: list[SimConnection] = []
+        self._mqtt_conn: SimConnection | None = None
+        self._connected_since: float | None = None
+        self._connected_conn: SimConnection | None = None
+        self.connected_s = 0.0
+        self.dead_s = 0.0
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.pending: dict[str, tuple[float, str | None]] = {}  # plan id -> (accepted, collapse)
+        self.delivered_ids: set[str] = set()
+        self.latencies: list[float] = []
+        self.expected = 0
+        self.delivered = 0
+        self.duplicates = 0
+        self.unexpected = 0
+        self.deleted_notices = 0
+        self.client = PushClient(
+            ServerConfig(server_url=f"http://{SERVER_HOST}:{HTTP_PORT}", app_key=app_key,
+                         device_id=spec.device_id, alias=spec.alias, tags=spec.tags),
+            connector=self, state_store=MemoryStateStore(), clock=clock, rng=rng,
+            strategy=strategy, network_key=self.network.key, network_type=self.network.type,
+            app_state="background", on_notification=self._on_push, on_message=self._on_push,
+            on_deleted=self._on_deleted, on_state_change=self._on_state_change,
+        )
+
+    # --- connector (the SDK opens its connections here) -----------------------------------
+
+    async def connect(self, host: str, port: int, *, tls: bool = False) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        if not self.online:
+            raise OSError(errno.ENETUNREACH, "network is unreachable")
+        if host != SERVER_HOST or port not in (HTTP_PORT, MQTT_PORT):
+            raise OSError(errno.ECONNREFUSED, f"nothing listens on {host}:{port}")
+        network = self.network
+        now = trio.current_time()
+        conn = SimConnection(self, network.latency, self._jitter, tag=self._nat.open(now))
+        self._radio(now, "up", WIRE.syn_bytes, acked=False)  # SYN
+        await trio.sleep(2 * network.latency)  # SYN-ACK comes back
+        if conn.dead_since is not None or network is not self.network:
+            raise OSError(errno.ETIMEDOUT, "connection timed out (network changed)")
+        now = trio.current_time()
+        self._radio(now, "down", WIRE.syn_ack_bytes, acked=False)
+        self._radio(now, "up", WIRE.handshake_ack_bytes, acked=False)
+        self.conns = [c for c in self.conns if c.alive and not c.client._closed]
+        self.conns.append(conn)
+        server = self.world.server
+        handler = server.handle_mqtt_stream if port == MQTT_PORT else server.handle_http_stream
+        self.world.nursery.start_soon(handler, conn.server)
+        if port == MQTT_PORT:
+            self._mqtt_conn = conn
+        return conn.client
+
+    # --- path hooks (the link asks about every segment) -----------------------------------
+
+    def uplink(self, conn: SimConnection, now: float, nbytes: int) -> Verdict:
+        self._radio(now, "up", nbytes)  # the radio transmits even into a dead path
+        if conn.dead_since is not None:
+            return Verdict.DROP
+        verdict = conn.tag.on_packet(now)
+        if verdict is Verdict.DROP:
+            conn.kill_silently(conn.tag.expires_at)
+        return verdict
+
+    def downlink(self, conn: SimConnection, now: float, nbytes: int) -> Verdict:
+        if conn.dead_since is not None:
+            return Verdict.DROP
+        verdict = conn.tag.on_packet(now)
+        if verdict is Verdict.DROP:
+            conn.kill_silently(conn.tag.expires_at)
+        return verdict
+
+    def arrived(self, conn: SimConnection, now: float, nbytes: int) -> None:
+        self._radio(now, "down", nbytes)
+
+    def hold_downlink(self, conn: SimConnection, data: bytes) -> bool:
+        """In Doze the device's firewall keeps our app's traffic out, except a high-priority
+        push, which wakes the app with a short network grant (as FCM high priority does)."""
+        if not self.idle:
+            return False
+        if _HIGH_PRIORITY in data:
+            self.world.nursery.start_soon(self._grant, self.spec.doze.params.high_priority_grace)
+            return False
+        return True
+
+    async def _grant(self, seconds: float) -> None:
+        self.on_device_idle(False)
+        await trio.sleep(seconds)
+        if not self.spec.doze.network_allowed(trio.current_time()):
+            self.on_device_idle(True)
+
+    def _radio(self, now: float, direction: str, nbytes: int, *, acked: bool = True) -> None:
+        """Count one write of ``nbytes`` (0 = a FIN) with TCP/IP overhead; wake the radio.
+
+        ``nbytes`` is application data: it becomes ceil(n / MSS) segments of 40-byte headers,
+        and the receiver's delayed ACKs (one per two segments) travel the other way.
+        """
+        if nbytes:
+            segments = -(-nbytes // _MSS)
+            wire = nbytes + segments * _HEADER
+            acks = (-(-segments // _PER_ACK)) * _HEADER if acked else 0
+        else:
+            wire, acks = _HEADER, 0  # a FIN
+        meter = self._meter()
+        other = "down" if direction == "up" else "up"
+        meter.on_packet(now, direction, wire)
+        if acks:
+            meter.on_packet(now, other, acks)
+        if direction == "up":
+            self.bytes_up += wire
+            self.bytes_down += acks
+        else:
+            self.bytes_down += wire
+            self.bytes_up += acks
+
+    def _meter(self, background: bool = False):
+        meters = self._background_meters if background else self._meters
+        radio = self.network.radio
+        meter = meters.get(radio)
+        if meter is None:
+            meter = meters[radio] = get_model(radio).new_meter()
+        return meter
+
+    # --- the timeline (driven by the world) -----------------------------------------------
+
+    def on_switch(self, network) -> None:
+        """Move to another network: new address and NAT; old connections die silently."""
+        now = trio.current_time()
+        self._account_radio_time(now)
+        self._kill_connections(now)
+        self.network = network
+        self._nat = network.nat()
+        self._jitter = network.link().jitter_source(random.Random(f"{self.spec.seed}:{now}"))
+        if self.online:
+            self.client.notify_network_changed(network.key, network.type)
+
+    def on_outage(self, down: bool) -> None:
+        """Connectivity lost (the platform tells the app) or back."""
+        now = trio.current_time()
+        self.online = not down
+        if down:
+            self._kill_connections(now)
+            self.client.notify_network_changed(None, self.network.type)
+        else:
+            self.client.notify_network_changed(self.network.key, self.network.type)
+
+    def on_background_traffic(self, bytes_up: int, bytes_down: int) -> None:
+        """Another app uses the radio now (counted apart so the SDK's share can be told)."""
+        if not self.online:
+            return
+        now = trio.current_time()
+        for meter in (self._meter(), self._meter(background=True)):
+            meter.on_packet(now, "up", bytes_up)
+            meter.on_packet(now, "down", bytes_down)
+
+    def on_app_state(self, state: str) -> None:
+        self.client.set_app_state(state)
+
+    def on_device_idle(self, idle: bool) -> None:
+        self.idle = idle
+        self.client.set_device_idle(idle)
+        if not idle:
+            for conn in self.conns:
+                conn.release()
+
+    def _kill_connections(self, now: float) -> None:
+        for conn in self.conns:
+            conn.kill_silently(now)
+        self.conns = []
+
+    def _account_radio_time(self, now: float) -> None:
+        radio = self.network.radio
+        self._radio_time[radio] = self._radio_time.get(radio, 0.0) + now - self._radio_since
+        self._radio_since = now
+
+    # --- the app ----------------------------------------------------------------------------
+
+    def expect(self, plan_id: str, accepted_at: float, collapse_key: str | None) -> None:
+        """The provider's push ``plan_id`` targets this handset (accepted at ``accepted_at``)."""
+        self.pending[plan_id] = (accepted_at, collapse_key)
+        self.expected += 1
+
+    def _on_push(self, message) -> None:
+        plan_id = _plan_id(message)
+        entry = self.pending.pop(plan_id, None)
+        if entry is None:
+            if plan_id in self.delivered_ids:
+                self.duplicates += 1
+            else:
+                self.unexpected += 1
+            return
+        accepted_at, collapse_key = entry
+        self.delivered += 1
+        self.delivered_ids.add(plan_id)
+        self.latencies.append(trio.current_time() - accepted_at)
+        if collapse_key is not None:
+            # Older undelivered pushes with this key were replaced on the server by this
+            # one (CONTRACT §3): the user sees the newest, so they count as delivered.
+            for other, (t, key) in list(self.pending.items()):
+                if key == collapse_key and t <= accepted_at:
+                    del self.pending[other]
+                    self.delivered += 1
+                    self.delivered_ids.add(other)
+
+    def _on_deleted(self, message) -> None:
+        self.deleted_notices += 1
+
+    def _on_state_change(self, old: ClientState, new: ClientState, reason: str) -> None:
+        now = trio.current_time()
+        if new is ClientState.CONNECTED:
+            self._connected_since = now
+            self._connected_conn = self._mqtt_conn
+        elif old is ClientState.CONNECTED:
+            self._close_connected_interval(now)
+
+    def _close_connected_interval(self, now: float) -> None:
+        since, conn = self._connected_since, self._connected_conn
+        if since is None:
+            return
+        self.connected_s += now - since
+        if conn is not None and conn.dead_since is not None and conn.dead_since < now:
+            self.dead_s += now - max(since, conn.dead_since)
+        self._connected_since = self._connected_conn = None
+
+    # --- results ----------------------------------------------------------------------------
+
+    def result(self, *, strategy: str, scenario: str, duration: float) -> HandsetResult:
+        """What this handset did, measured at the end of the run (``now`` = ``duration``)."""
+        now = trio.current_time()
+        self._close_connected_interval(now)
+        self._account_radio_time(now)
+        stats = self.client.statistics()
+        energy = idle = radio_active = 0.0
+        promotions = 0
+        for radio, meter in self._meters.items():
+            s = meter.statistics(until=now)
+            energy += s.joules
+            promotions += s.promotions
+            radio_active += s.radio_active_s
+            idle += s.idle_baseline_j(self._radio_time.get(radio, 0.0))
+        for meter in self._background_meters.values():
+            energy -= meter.statistics(until=now).joules
+        for radio, seconds in self._radio_time.items():
+            if radio not in self._meters:  # never used: idle all along
+                idle += get_model(radio).idle_baseline_j(seconds)
+        return HandsetResult(
+            index=self.index, device_id=self.spec.device_id, strategy=strategy,
+            scenario=scenario, radio_model=self.spec.network.radio,
+            network_type=self.spec.network.type, nat_timeout_s=self.spec.network.nat_timeout,
+            duration_s=duration, energy_j=max(0.0, energy), idle_baseline_j=idle,
+            promotions=promotions, radio_active_s=radio_active,
+            heartbeats=stats.heartbeats_sent, heartbeats_failed=stats.heartbeats_failed,
+            reconnects=stats.reconnects, bytes_up=self.bytes_up, bytes_down=self.bytes_down,
+            pushes_sent=self.expected, pushes_delivered=self.delivered,
+            duplicates=self.duplicates, connected_s=self.connected_s, dead_s=self.dead_s,
+            latencies=tuple(self.latencies),
+        )

@@ -1,0 +1,181 @@
+"""Simulated TCP connections between a virtual handset and the in-process server.
+
+A :class:`SimConnection` is one TCP connection through a handset's network path. Its two
+ends are :class:`trio.abc.Stream` objects: the SDK holds ``client``, the server's handler
+holds ``server``. Bytes written at one end arrive at the other after the path's latency, in
+order, as TCP would deliver them. No extra task runs per connection: a receiver sleeps until
+the head of its queue is due (``trio.sleep_until``), which keeps a virtual handset cheap.
+
+What the path does to the bytes is decided per write by the handset's :class:`PathHooks`
+(NAT verdict, Doze gate, radio accounting), so this module knows nothing about radios or
+NATs. Death of a path comes in two flavours, as on a real network:
+
+- *silent* (NAT mapping expired with drop behaviour, network switch, outage): every later
+  segment in either direction vanishes and neither end is told, including FIN;
+- *reset* (NAT with RST behaviour): both ends see :class:`trio.BrokenResourceError`.
+"""
+from __future__ import annotations
+
+import collections
+import math
+from typing import Protocol
+
+import trio
+
+from simulator.nat import Verdict
+
+
+class PathHooks(Protocol):
+    """What the handset's network decides about each segment of one connection."""
+
+    def uplink(self, conn: SimConnection, now: float, nbytes: int) -> Verdict:
+        """The handset sends ``nbytes`` (``0`` for a FIN): the radio pays, the NAT decides."""
+
+    def downlink(self, conn: SimConnection, now: float, nbytes: int) -> Verdict:
+        """The server sends ``nbytes`` towards the handset: the NAT decides (radio pays on arrival)."""
+
+    def arrived(self, conn: SimConnection, now: float, nbytes: int) -> None:
+        """``nbytes`` reach the handset's radio (called when the SDK reads them)."""
+
+    def hold_downlink(self, conn: SimConnection, data: bytes) -> bool:
+        """True to hold server data at the handset's door (Doze) until :meth:`release`."""
+
+
+_EOF = b""
+
+
+class _End(trio.abc.Stream):
+    __slots__ = ("_conn", "_is_client", "_inbox", "_lot", "_closed", "_broken", "_last_due")
+
+    def __init__(self, conn: SimConnection, is_client: bool) -> None:
+        self._conn = conn
+        self._is_client = is_client
+        self._inbox: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False  # this end was closed locally
+        self._broken = False  # a reset reached this end
+        self._last_due = -math.inf  # TCP delivers in order: jitter never reorders
+
+    # -- sending -----------------------------------------------------------------------
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise trio.ClosedResourceError("connection closed")
+        if self._broken:
+            raise trio.BrokenResourceError("connection reset by peer")
+        if data:
+            self._conn._transmit(self, bytes(data))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    # -- receiving ---------------------------------------------------------------------
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("connection closed")
+            if self._broken:
+                raise trio.BrokenResourceError("connection reset by peer")
+            if not self._inbox:
+                await self._lot.park()
+                continue
+            due, data = self._inbox[0]
+            if due > trio.current_time():
+                await trio.sleep_until(due)
+                continue  # re-check: a reset or close may have happened meanwhile
+            self._inbox.popleft()
+            if self._is_client:
+                self._conn.hooks.arrived(self._conn, trio.current_time(), len(data))
+            if max_bytes is not None and len(data) > max_bytes:
+                self._inbox.appendleft((due, data[max_bytes:]))
+                data = data[:max_bytes]
+            return data  # b"" is the peer's FIN: end of stream
+
+    # -- closing -----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        """Close this end and send a FIN along the path (which may lose it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.clear()
+        self._lot.unpark_all()
+        if not self._broken:
+            self._conn._transmit(self, _EOF)
+
+    def _deliver(self, due: float, data: bytes) -> None:
+        if self._closed:
+            return
+        due = max(due, self._last_due)
+        self._last_due = due
+        self._inbox.append((due, data))
+        self._lot.unpark_all()
+
+    def _reset(self) -> None:
+        self._broken = True
+        self._inbox.clear()
+        self._lot.unpark_all()
+
+
+class SimConnection:
+    """One simulated TCP connection; ``client`` and ``server`` are its two stream ends."""
+
+    __slots__ = ("client", "server", "hooks", "latency", "rng_jitter", "dead_since", "tag",
+                 "held")
+
+    def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: object = None) -> None:
+        self.hooks = hooks
+        self.latency = latency
+        self.rng_jitter = jitter  # callable() -> extra one-way delay, or None
+        self.dead_since: float | None = None  # when the path died silently (None = alive)
+        self.tag = tag  # free slot for the owner (e.g. a NAT binding)
+        self.held: list[bytes] | None = None  # server data held back by the handset (Doze)
+        self.client = _End(self, True)
+        self.server = _End(self, False)
+
+    @property
+    def alive(self) -> bool:
+        return self.dead_since is None and not self.client._broken
+
+    def kill_silently(self, now: float) -> None:
+        """The path is gone (NAT expiry, network switch): later segments vanish unannounced."""
+        if self.dead_since is None:
+            self.dead_since = now
+
+    def release(self) -> None:
+        """Let held server data through now (TCP's retransmission gets it in once allowed)."""
+        held, self.held = self.held, None
+        if held and self.dead_since is None:
+            due = trio.current_time() + self.latency
+            for data in held:
+                self.client._deliver(due, data)
+
+    def reset(self) -> None:
+        """Both ends learn the connection is gone (a RST reached them)."""
+        self.client._reset()
+        self.server._reset()
+
+    def _transmit(self, sender: _End, data: bytes) -> None:
+        now = trio.current_time()
+        if sender._is_client:
+            verdict = self.hooks.uplink(self, now, len(data))
+            receiver = self.server
+        else:
+            verdict = self.hooks.downlink(self, now, len(data))
+            receiver = self.client
+        if self.dead_since is not None or verdict is Verdict.DROP:
+            return
+        if verdict is Verdict.RESET:
+            self.reset()
+            return
+        if receiver is self.client and self.hooks.hold_downlink(self, data):
+            if self.held is None:
+                self.held = []
+            self.held.append(data)
+            return
+        delay = self.latency + (self.rng_jitter() if self.rng_jitter is not None else 0.0)
+        receiver._deliver(now + delay, data)

@@ -1,0 +1,100 @@
+"""Run a matrix of (scenario × strategy) worlds, sharded over worker processes.
+
+Each job is one :class:`~simulator.world.RunConfig` shard: handsets ``i, i+W, i+2W, …`` of
+one scenario under one strategy. Handset specs and the workload depend only on the seed and
+the handset index (docs/scenarios.md), so the union of the shards is the same fleet a single
+process would simulate, and merging is concatenation. Workers report progress through a
+queue; the parent draws one progress bar (tqdm, on stderr).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from tqdm import tqdm
+
+from simulator.metrics import HandsetResult
+from simulator.scenario import Scenario
+from simulator.world import RunConfig, run_world
+
+_progress_queue = None  # set in each worker process
+
+
+def plan_jobs(scenarios: Sequence[Scenario], strategies: Sequence[str], handsets: int,
+              hours: float, seed: int, workers: int) -> list[RunConfig]:
+    shards = max(1, min(workers, handsets))
+    return [
+        RunConfig(scenario, strategy, handsets, hours, seed=seed, shard=(i, shards))
+        for scenario in scenarios
+        for strategy in strategies
+        for i in range(shards)
+    ]
+
+
+def run_jobs(jobs: Sequence[RunConfig], workers: int = 1, *, progress: bool = True,
+             label: str = "simulating") -> list[HandsetResult]:
+    """Run every job (in worker processes if ``workers`` > 1); results in job order."""
+    bar = tqdm(total=100 * len(jobs), desc=label, unit="%", disable=not progress,
+               file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+    try:
+        if workers <= 1:
+            results: list[HandsetResult] = []
+            for job in jobs:
+                results.extend(run_world(job, _bar_updater(bar)))
+            return results
+        return _run_in_processes(jobs, workers, bar)
+    finally:
+        bar.close()
+
+
+def _bar_updater(bar):
+    last = [0]
+
+    def update(fraction: float) -> None:
+        step = int(fraction * 100)
+        bar.update(step - last[0])
+        last[0] = step
+
+    return update
+
+
+def _run_in_processes(jobs, workers, bar) -> list[HandsetResult]:
+    context = multiprocessing.get_context("spawn")  # no trio or SQLite state crosses a fork
+    queue = context.Queue()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_init_worker, initargs=(queue,)) as pool:
+        futures = [pool.submit(_run_job, job) for job in jobs]
+        pending = set(futures)
+        while pending:
+            while not queue.empty():
+                bar.update(queue.get())
+            done = {f for f in pending if f.done()}
+            for future in done:
+                future.result()  # surface a worker's exception at once
+            pending -= done
+            if pending:
+                try:
+                    bar.update(queue.get(timeout=0.2))
+                except Exception:  # queue.Empty: nothing new, look at the futures again
+                    pass
+        while not queue.empty():
+            bar.update(queue.get())
+        return [result for future in futures for result in future.result()]
+
+
+def _init_worker(queue) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _run_job(job: RunConfig) -> list[HandsetResult]:
+    last = [0]
+
+    def report(fraction: float) -> None:
+        step = int(fraction * 100)
+        _progress_queue.put(step - last[0])
+        last[0] = step
+
+    return run_world(job, report)

@@ -1,0 +1,224 @@
+"""The simulated world: the reference server and N virtual handsets in one ``trio.run``.
+
+Everything runs in virtual time under ``trio.testing.MockClock(autojump_threshold=0)``: when
+every task is waiting, the clock jumps to the next deadline, so a day passes as fast as the
+handsets' work allows. The server is the real one on a ``:memory:`` store; every handset runs
+the real SDK (:mod:`simulator.handset`). Three tasks drive the world besides them:
+
+- the *starter* brings handsets up spread over ``ramp_s`` (a fleet is not born in one instant);
+- the *timeline* replays each handset's scripted events (network switches, outages, Doze, app
+  state, other apps' traffic) from a heap holding one pending event per handset;
+- the *provider* sends the workload's pushes through the server's push API at their times.
+
+Determinism: all randomness comes from seeded ``random.Random`` objects, the wall clock is
+``EPOCH`` + virtual time, and trio's own scheduler randomness (it reverses a batch of runnable
+tasks half of the time) is seeded too; see docs/simulator.md for what remains.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable, Iterator
+
+import attrs
+import trio
+import trio.testing
+
+from pushsdk import VirtualClock
+from simulator.handset import MQTT_PORT, SERVER_HOST, Handset
+from simulator.metrics import HandsetResult
+from simulator.scenario import HandsetSpec, Scenario
+from simulator.server import Limits, PushServer, SqliteStore
+from simulator.server import ServerConfig as GatewayConfig
+from simulator.strategies import strategy_for
+
+#: Wall-clock time of virtual t = 0 (2026-01-01T00:00:00Z): fixed, so runs repeat exactly.
+EPOCH = 1_767_225_600.0
+
+
+@attrs.frozen
+class RunConfig:
+    """One simulated run: a scenario, one strategy, a fleet, a duration, a seed."""
+
+    scenario: Scenario
+    strategy: str
+    handsets: int
+    hours: float
+    seed: int = 1
+    shard: tuple[int, int] = (0, 1)  # (i, n): this run simulates handsets with index % n == i
+    ramp_s: float = 60.0  # handsets come up spread over this many seconds
+    warmup_s: float = 120.0  # no pushes before this (every handset has registered)
+    push_window: float = 0.9  # pushes only in the first 90 % of the run: the rest drains
+
+    @property
+    def duration(self) -> float:
+        return self.hours * 3600.0
+
+    def indices(self) -> range:
+        index, count = self.shard
+        return range(index, self.handsets, count)
+
+
+class World:
+    """Build with a :class:`RunConfig`; ``await world.run()`` returns one result per handset."""
+
+    def __init__(self, config: RunConfig, progress: Callable[[float], None] | None = None) -> None:
+        self.config = config
+        self.progress = progress
+        self.nursery: trio.Nursery | None = None
+        self.server: PushServer | None = None
+        self.handsets: dict[int, Handset] = {}
+
+    async def run(self) -> list[HandsetResult]:
+        config = self.config
+        clock = VirtualClock(EPOCH)
+        self.server = PushServer(
+            SqliteStore(":memory:"),
+            config=GatewayConfig(
+                admin_token="simulation", mqtt_host=SERVER_HOST, mqtt_port=MQTT_PORT,
+                limits=Limits(push_rate=1e9, push_burst=1e9, max_audience=1_000_000),
+            ),
+            clock=clock, rng=random.Random(f"{config.seed}:server"),
+        )
+        app = self.server.create_app("simulation")
+        specs = config.scenario.handset_specs(seed=config.seed, hours=config.hours,
+                                              indices=config.indices())
+        for spec in specs:
+            strategy = strategy_for(config.strategy, spec)
+            self.handsets[spec.index] = Handset(self, spec, strategy, app_key=app.app_key,
+                                                clock=clock)
+        plans = config.scenario.workload.schedule(specs, config.hours, config.seed)
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._start_handsets, specs)
+            nursery.start_soon(self._timeline, specs)
+            nursery.start_soon(self._provider, plans, app.app_key)
+            if self.progress is not None:
+                nursery.start_soon(self._report_progress)
+            await trio.sleep_until(config.duration)
+            results = [
+                handset.result(strategy=config.strategy, scenario=config.scenario.name,
+                               duration=config.duration)
+                for handset in self.handsets.values()
+            ]
+            nursery.cancel_scope.cancel()
+        self.server.store.close()
+        return results
+
+    # --- the three drivers --------------------------------------------------------------------
+
+    async def _start_handsets(self, specs: list[HandsetSpec]) -> None:
+        n = max(1, len(specs))
+        for k, spec in enumerate(specs):
+            await trio.sleep_until(self.config.ramp_s * k / n)
+            self.nursery.start_soon(self.handsets[spec.index].client.run)
+
+    async def _timeline(self, specs: list[HandsetSpec]) -> None:
+        end = self.config.duration
+        heap: list[tuple[float, int, Iterator]] = []
+        for spec in specs:
+            events = _events(spec, end)
+            first = next(events, None)
+            if first is not None:
+                heap.append((first[0], next(_ORDER), first, events, spec.index))
+        heapq.heapify(heap)
+        while heap:
+            t, _, event, events, index = heap[0]
+            if t >= end:
+                return
+            await trio.sleep_until(t)
+            _apply(self.handsets[index], event)
+            following = next(events, None)
+            if following is None:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (following[0], next(_ORDER), following, events, index))
+
+    async def _provider(self, plans, app_key: str) -> None:
+        config = self.config
+        first, last = config.warmup_s, config.duration * config.push_window
+        handsets = self.handsets
+        for plan in plans:
+            if plan.t < first or plan.t > last:
+                continue
+            await trio.sleep_until(plan.t)
+            registered = {
+                i: handsets[i].client.registration.registration_id
+                for i in plan.targets
+                if handsets[i].client.registration is not None
+            }
+            if not registered:
+                continue
+            if plan.audience_kind == "registration_id":
+                body = plan.body(registered)
+            else:
+                body = plan.body()
+            result = self.server.push_body(app_key, body)
+            now = trio.current_time()
+            for i in registered:
+                handsets[i].expect(plan.plan_id, now, plan.collapse_key)
+            del result  # the server's own count may include devices outside this shard
+
+    async def _report_progress(self) -> None:
+        duration = self.config.duration
+        for step in range(1, 101):
+            await trio.sleep_until(duration * step / 100)
+            self.progress(step / 100)
+
+
+# --- each handset's scripted timeline ---------------------------------------------------------
+
+_ORDER = itertools.count()
+
+
+def _events(spec: HandsetSpec, end: float) -> Iterator[tuple]:
+    """``(t, kind, arg)`` for one handset, in time order, lazily (a day has hundreds)."""
+    streams = [
+        ((e.t, e.kind, e.network) for e in spec.network_events),
+        ((t, "background", None) for t in spec.background.times),
+        ((p.start, "app", p.state.value) for p in spec.app.periods if p.start > 0),
+        _doze_events(spec, end),
+    ]
+    return heapq.merge(*streams, key=lambda event: event[0])
+
+
+def _doze_events(spec: HandsetSpec, end: float) -> Iterator[tuple]:
+    doze = spec.doze
+    allowed = doze.network_allowed(0.0)
+    if not allowed:
+        yield (0.0, "idle", True)
+    t = 0.0
+    while True:
+        t = doze.next_change(t)
+        if t >= end:
+            return
+        now_allowed = doze.network_allowed(t)
+        if now_allowed != allowed:
+            allowed = now_allowed
+            yield (t, "idle", not allowed)
+
+
+def _apply(handset: Handset, event: tuple) -> None:
+    _, kind, arg = event
+    if kind == "switch":
+        handset.on_switch(arg)
+    elif kind == "outage_start":
+        handset.on_outage(True)
+    elif kind == "outage_end":
+        handset.on_outage(False)
+    elif kind == "background":
+        bg = handset.spec.background
+        handset.on_background_traffic(bg.bytes_up, bg.bytes_down)
+    elif kind == "app":
+        handset.on_app_state(arg)
+    elif kind == "idle":
+        handset.on_device_idle(arg)
+
+
+def run_world(config: RunConfig, progress: Callable[[float], None] | None = None) -> list[HandsetResult]:
+    """Run one world to completion in virtual time (blocking); return per-handset results."""
+    # trio randomly reverses batches of runnable tasks; seed that choice so a run repeats.
+    trio._core._run._r.seed(f"{config.seed}:{config.shard}")
+    world = World(config, progress)
+    return trio.run(world.run, clock=trio.testing.MockClock(autojump_threshold=0))
