@@ -1,8 +1,9 @@
 """``pushsim server``: run the reference push server on real sockets (CONTRACT §1).
 
-Prints one JSON line on stdout once listening (``{"http", "mqtt", "admin_token"}``), logs
-to stderr, and shuts down cleanly on SIGINT/SIGTERM (exit 0). Mistakes — a bad option, a
-port in use, an unusable database — end with a one-line error and exit status 1 or 2.
+Prints one JSON line on stdout once listening (``{"http", "mqtt", "admin_token"}``, plus
+``"mqtts"`` and ``"https"`` when TLS serves them), logs to stderr, and shuts down cleanly
+on SIGINT/SIGTERM (exit 0). Mistakes — a bad option, a port in use, an unusable database
+or TLS directory — end with a one-line error and exit status 1 or 2.
 """
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import json
 import logging
 import random
 import signal
+import ssl
 import sys
 
 import trio
+
+from pushsdk.clock import SystemClock
 
 from .config import Limits, ServerConfig
 from .server import PushServer, RunningServer
@@ -25,6 +29,7 @@ __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger("simulator.server")
 PROG = "pushsim server"
+MQTTS_PORT = 8883
 
 
 def _port(text: str) -> int:
@@ -55,10 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="HTTP API port, 0 = any free port (default 8480)")
     parser.add_argument("--mqtt-port", type=_port, default=1883, metavar="P",
                         help="MQTT port, 0 = any free port (default 1883)")
-    parser.add_argument("--mqtts-port", type=_port, default=None, metavar="P",
-                        help="MQTT over TLS port (not supported yet)")
     parser.add_argument("--tls-dir", default=None, metavar="DIR",
-                        help="directory of the server's CA and certificate (not supported yet)")
+                        help="turn TLS on: the private CA (DIR/ca.pem, what clients trust) "
+                             "and server certificate, created there on first use")
+    parser.add_argument("--mqtts-port", type=_port, default=None, metavar="P",
+                        help=f"MQTT over TLS port, with --tls-dir (default {MQTTS_PORT})")
+    parser.add_argument("--https-port", type=_port, default=None, metavar="P",
+                        help="also serve the HTTP API over TLS on this port, with --tls-dir")
     parser.add_argument("--db", default="./pushsim.db", metavar="PATH",
                         help="SQLite database file, or :memory: (default ./pushsim.db)")
     parser.add_argument("--admin-token", default=None, metavar="T",
@@ -78,12 +86,24 @@ def _error(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; the exit status."""
-    if args.mqtts_port is not None or args.tls_dir is not None:
-        return _error("TLS (--mqtts-port, --tls-dir) is not supported yet")
+    if args.tls_dir is None and (args.mqtts_port is not None or args.https_port is not None):
+        return _error("--mqtts-port and --https-port need --tls-dir DIR")
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    tls = None
+    if args.tls_dir is not None:
+        from .tls import TlsSetupError, certificate_names, ensure_credentials, server_ssl_context
+
+        try:
+            credentials = ensure_credentials(args.tls_dir, names=certificate_names(args.host),
+                                             now=SystemClock().now())
+            tls = server_ssl_context(credentials.files)
+        except TlsSetupError as exc:
+            return _error(str(exc))
+        log.info("TLS: trust %s; server key SPKI sha256 %s", credentials.files.ca_cert,
+                 credentials.server_spki_sha256)
     rng = random.SystemRandom()
     admin_token = args.admin_token
     if admin_token is None:
@@ -99,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         return _error(str(exc))
     try:
-        trio.run(functools.partial(_serve, store, config, args, rng))
+        trio.run(functools.partial(_serve, store, config, args, rng, tls))
     except BaseException as exc:
         os_error = _find(exc, OSError)
         if os_error is not None:  # binding a port
@@ -125,16 +145,20 @@ def _find(exc: BaseException, cls: type[BaseException]):  # type: ignore[no-unty
 
 
 async def _serve(store: SqliteStore, config: ServerConfig, args: argparse.Namespace,
-                 rng: random.Random) -> None:
+                 rng: random.Random, tls: ssl.SSLContext | None) -> None:
     server = PushServer(store, config=config, rng=rng)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             running: RunningServer = await nursery.start(functools.partial(
                 server.serve_tcp, host=args.host, http_port=args.http_port,
-                mqtt_port=args.mqtt_port,
+                mqtt_port=args.mqtt_port, tls=tls,
+                mqtts_port=MQTTS_PORT if args.mqtts_port is None else args.mqtts_port,
+                https_port=args.https_port,
             ))
-            print(json.dumps({"http": running.http_url, "mqtt": running.mqtt_url,
-                              "admin_token": config.admin_token}), flush=True)
+            urls = {"http": running.http_url, "https": running.https_url,
+                    "mqtt": running.mqtt_url, "mqtts": running.mqtts_url}
+            line = {kind: url for kind, url in urls.items() if url is not None}
+            print(json.dumps({**line, "admin_token": config.admin_token}), flush=True)
             async for signum in signals:
                 log.info("%s: shutting down", signal.Signals(signum).name)
                 break

@@ -211,12 +211,19 @@ class MqttSession:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                if self.detached:  # taken over already
-                    return
-                await self._send(self.connack)
-                self.connack = b""
-                self.wake()
-                await self._read_loop()
+                try:
+                    if self.detached:  # taken over already
+                        return
+                    await self._send(self.connack)
+                    self.connack = b""
+                    self.wake()
+                    await self._read_loop()
+                finally:
+                    # Detach the moment reading stops, before the nursery winds down: a
+                    # flush task already scheduled must not write to a codec that is
+                    # closed, and a push committed while the nursery closes must not try
+                    # to start one in it (wake() and _flush() check `detached`).
+                    self._detach()
                 nursery.cancel_scope.cancel()
         finally:
             self._detach()

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import random
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +72,9 @@ class RunningServer:
     host: str
     http_port: int
     mqtt_port: int
+    #: None when TLS is off (or HTTPS was not asked for).
+    mqtts_port: int | None = None
+    https_port: int | None = None
 
     @property
     def http_url(self) -> str:
@@ -79,6 +83,16 @@ class RunningServer:
     @property
     def mqtt_url(self) -> str:
         return f"mqtt://{_url_host(self.host)}:{self.mqtt_port}"
+
+    @property
+    def mqtts_url(self) -> str | None:
+        return None if self.mqtts_port is None else \
+            f"mqtts://{_url_host(self.host)}:{self.mqtts_port}"
+
+    @property
+    def https_url(self) -> str | None:
+        return None if self.https_port is None else \
+            f"https://{_url_host(self.host)}:{self.https_port}"
 
 
 def _url_host(host: str) -> str:
@@ -124,33 +138,59 @@ class PushServer:
         await mqtt_gateway.serve_mqtt(self, stream)
 
     async def serve_tcp(self, *, host: str = "127.0.0.1", http_port: int = 8480,
-                        mqtt_port: int = 1883,
+                        mqtt_port: int = 1883, tls: ssl.SSLContext | None = None,
+                        mqtts_port: int = 8883, https_port: int | None = None,
                         task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
                         ) -> None:
         """Listen on TCP (port 0 = any free port) and serve until cancelled.
 
+        With a server-side ``tls`` context (see :mod:`simulator.server.tls`) MQTT over TLS
+        is served on ``mqtts_port`` as well, and HTTPS on ``https_port`` if given; the
+        registration answer then advertises the MQTTS endpoint (``"tls": true``), while
+        plain MQTT stays open for broker-style clients.
+
         Reports a :class:`RunningServer` with the real ports. Raises ``OSError`` when a port
-        cannot be bound.
+        cannot be bound (nothing is left listening then).
         """
-        http_listeners = await trio.open_tcp_listeners(http_port, host=host)
+        if https_port is not None and tls is None:
+            raise ValueError("https_port needs a TLS context")
+        handlers = {"http": (http_port, self.handle_http_stream),
+                    "mqtt": (mqtt_port, self.handle_mqtt_stream)}
+        if tls is not None:
+            from .tls import tls_handler  # imports cryptography: only when TLS is on
+
+            limits = self.limits
+            # A client that never finishes its handshake is given the same time it would
+            # have had to send CONNECT or an HTTP request on a plain connection.
+            handlers["mqtts"] = (mqtts_port, tls_handler(
+                self.handle_mqtt_stream, tls, handshake_timeout=limits.connect_timeout))
+            if https_port is not None:
+                handlers["https"] = (https_port, tls_handler(
+                    self.handle_http_stream, tls, handshake_timeout=limits.request_timeout))
+        listeners: dict[str, list[trio.SocketListener]] = {}
         try:
-            mqtt_listeners = await trio.open_tcp_listeners(mqtt_port, host=host)
+            for kind, (port, _) in handlers.items():
+                listeners[kind] = await trio.open_tcp_listeners(port, host=host)
         except BaseException:
-            for listener in http_listeners:
-                await trio.aclose_forcefully(listener)
+            for opened in listeners.values():
+                for listener in opened:
+                    await trio.aclose_forcefully(listener)
             raise
-        real_http = http_listeners[0].socket.getsockname()[1]
-        real_mqtt = mqtt_listeners[0].socket.getsockname()[1]
-        if self.config.mqtt_port != real_mqtt:
-            self.config = attrs.evolve(self.config, mqtt_port=real_mqtt)
+        ports = {kind: opened[0].socket.getsockname()[1] for kind, opened in listeners.items()}
+        # What registration answers advertise: TLS whenever it is on (that is how the SDK
+        # learns to use it), with the port really bound.
+        advertised = {"mqtt_port": ports["mqtts"], "mqtt_tls": True} if tls is not None \
+            else {"mqtt_port": ports["mqtt"]}
+        self.config = attrs.evolve(self.config, **advertised)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, self._guard(self.handle_http_stream),
-                               http_listeners)
-            nursery.start_soon(trio.serve_listeners, self._guard(self.handle_mqtt_stream),
-                               mqtt_listeners)
-            task_status.started(RunningServer(self, host, real_http, real_mqtt))
-            log.info("listening: HTTP on %s port %d, MQTT on port %d", host, real_http,
-                     real_mqtt)
+            for kind, (_, handler) in handlers.items():
+                nursery.start_soon(trio.serve_listeners, self._guard(handler), listeners[kind])
+            running = RunningServer(self, host, ports["http"], ports["mqtt"],
+                                    mqtts_port=ports.get("mqtts"),
+                                    https_port=ports.get("https"))
+            task_status.started(running)
+            log.info("listening on %s: %s", host,
+                     ", ".join(f"{kind.upper()} port {port}" for kind, port in ports.items()))
 
     @staticmethod
     def _guard(handler):  # type: ignore[no-untyped-def]
@@ -329,11 +369,16 @@ async def run_server(
     host: str = "127.0.0.1",
     http_port: int = 8480,
     mqtt_port: int = 1883,
+    tls: ssl.SSLContext | None = None,
+    mqtts_port: int = 8883,
+    https_port: int | None = None,
     clock: Clock | None = None,
     rng: random.Random | None = None,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the store, listen, serve until cancelled, then close connections and the store.
+
+    ``tls``, ``mqtts_port`` and ``https_port`` are as for :meth:`PushServer.serve_tcp`.
 
     Raises :class:`~simulator.server.store.StoreError` for an unusable database and
     ``OSError`` for a port that cannot be bound, before reporting started.
@@ -341,7 +386,8 @@ async def run_server(
     store = SqliteStore(db)
     try:
         server = PushServer(store, config=config, clock=clock, rng=rng)
-        await server.serve_tcp(host=host, http_port=http_port, mqtt_port=mqtt_port,
+        await server.serve_tcp(host=host, http_port=http_port, mqtt_port=mqtt_port, tls=tls,
+                               mqtts_port=mqtts_port, https_port=https_port,
                                task_status=task_status)
     finally:
         store.close()

@@ -161,11 +161,11 @@ def test_user_mistakes_are_one_line_errors(case: str, tmp_path: Path) -> None:
     args = {
         "port in use": ["--db", ":memory:", "--http-port", str(busy.getsockname()[1])],
         "bad db": ["--db", str(tmp_path / "no" / "such" / "dir.db")],
-        "tls": ["--db", ":memory:", "--tls-dir", str(tmp_path), "--mqtts-port", "0"],
+        "tls": ["--db", ":memory:", "--mqtts-port", "0"],  # without --tls-dir
         "bad port": ["--http-port", "99999"],
     }[case]
     expect = {"port in use": "cannot listen", "bad db": "cannot open database",
-              "tls": "not supported yet", "bad port": "port must be 0-65535"}[case]
+              "tls": "need --tls-dir", "bad port": "port must be 0-65535"}[case]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "simulator.server", "--mqtt-port", "0", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
