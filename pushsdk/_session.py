@@ -102,10 +102,12 @@ class Session:
     interval: float | None = None  # the interval in force
     ping_sent_at: float | None = None
     ping_lateness: float = 0.0
-    pong: bool = False
+    memory_dirty: bool = False  # the strategy learned something not saved yet
+    wait_deadline: float = 0.0  # when the loop's current wait ends by itself
     end_reason: str | None = None
     scope: trio.CancelScope | None = None  # the session's nursery
     wait_scope: trio.CancelScope | None = None  # the loop's idle wait; cancel to wake it
+    stall_timeout: float | None = None  # set while a write runs under the session deadline
 
     @classmethod
     def over(cls, client: PushClient, stream: trio.abc.Stream) -> Session:
@@ -164,6 +166,8 @@ class Session:
                     await self._loop(receive_inbound)
                 except LinkEnded as exc:
                     self.end(str(exc))
+            if nursery.cancel_scope.cancelled_caught and self.stall_timeout is not None:
+                self.end(f"sending stalled for {self.stall_timeout:g} s")
         finally:
             client._session = None
             uptime = trio.current_time() - self.connected_at
@@ -172,6 +176,9 @@ class Session:
                 await self._say_goodbye()
         if self.ping_sent_at is not None:  # broke while a ping was out: count it as failed
             await self._heartbeat_failed()
+        elif self.memory_dirty:  # learned from the last answer; the loop had no time to save
+            self.memory_dirty = False
+            await client._save_state()
         return uptime
 
     async def _subscribe(self) -> None:
@@ -199,13 +206,9 @@ class Session:
         client = self.client
         strategy = client._strategy
         while True:
-            if self.pong:
-                self.pong = False
-                if self.ping_sent_at is not None:
-                    self.ping_sent_at = None
-                    client._counters.heartbeats_succeeded += 1
-                    self.hb = strategy.on_success(self.hb, self.context(self.ping_lateness))
-                    await self._remember_strategy()
+            if self.memory_dirty:
+                self.memory_dirty = False
+                await self.client._save_state()
             await self._flush_outbox()
             if client._device_idle:
                 deadline = math.inf  # Doze defers our alarms; set_device_idle(False) wakes us
@@ -229,11 +232,29 @@ class Session:
                 client._counters.heartbeats_sent += 1
                 continue
             event = None
+            self.wait_deadline = deadline
             with trio.move_on_at(deadline) as self.wait_scope:
                 event = await inbound.receive()
             self.wait_scope = None
             if event is not None:
                 await self._handle_inbound(event)
+
+    def _pong(self) -> None:
+        """A PINGRESP: the heartbeat succeeded (called by the reader, synchronously)."""
+        if self.ping_sent_at is None:
+            return
+        client = self.client
+        strategy = client._strategy
+        self.ping_sent_at = None
+        client._counters.heartbeats_succeeded += 1
+        self.hb = strategy.on_success(self.hb, self.context(self.ping_lateness))
+        self.memory_dirty = self._note_memory() or self.memory_dirty  # the loop saves it
+        # The loop sleeps until this ping's timeout. Wake it only if the next beat is due
+        # before that: with intervals far above the timeout (the usual case) this saves a
+        # scheduler round trip per heartbeat, which thousands of simulated clients feel.
+        next_beat = self.last_activity + strategy.interval(self.hb, self.context())
+        if next_beat < self.wait_deadline or client._outbox:
+            self.wake()
 
     async def _heartbeat_failed(self) -> None:
         self.client._counters.heartbeats_failed += 1
@@ -242,11 +263,18 @@ class Session:
         await self._remember_strategy()
 
     async def _remember_strategy(self) -> None:
+        if self._note_memory():
+            await self.client._save_state()
+
+    def _note_memory(self) -> bool:
+        """Put the strategy's memory for this network into the client's state (not saved
+        yet); True if it changed."""
         client = self.client
         memory = client._strategy.memory(self.hb)
-        if memory != client._sdk_state.memory_for(self.network_key):
-            client._sdk_state = client._sdk_state.with_memory(self.network_key, memory)
-            await client._save_state()
+        if memory == client._sdk_state.memory_for(self.network_key):
+            return False
+        client._sdk_state = client._sdk_state.with_memory(self.network_key, memory)
+        return True
 
     def context(self, lateness: float = 0.0) -> HeartbeatContext:
         client = self.client
@@ -327,15 +355,28 @@ class Session:
         except LocalProtocolError as exc:
             raise LinkEnded(f"cannot send {type(event).__name__}: {exc}") from None
         timeout = self.client._ping_timeout
-        with trio.move_on_after(timeout) as scope:
-            try:
-                await self.stream.send_all(data)
-            except _STREAM_ERRORS as exc:
-                raise LinkEnded(f"connection lost: {exc or type(exc).__name__}") from None
-        if scope.cancelled_caught:
-            raise LinkEnded(f"sending stalled for {timeout:g} s")
+        session_scope = self.scope
+        if session_scope is None or session_scope.cancel_called:
+            with trio.move_on_after(timeout) as scope:
+                await self._send_all(data)
+            if scope.cancelled_caught:
+                raise LinkEnded(f"sending stalled for {timeout:g} s")
+        else:
+            # Within a session, a stalled write ends the session: give its scope a deadline
+            # for the write instead of opening a scope per packet (thousands of clients ping).
+            session_scope.deadline = trio.current_time() + timeout
+            self.stall_timeout = timeout
+            await self._send_all(data)
+            session_scope.deadline = math.inf
+            self.stall_timeout = None
         self.client._counters.bytes_up += len(data)
         self.last_sent = self.last_activity = trio.current_time()
+
+    async def _send_all(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except _STREAM_ERRORS as exc:
+            raise LinkEnded(f"connection lost: {exc or type(exc).__name__}") from None
 
     async def _receive(self) -> None:
         data = await self.stream.receive_some(RECEIVE_SIZE)
@@ -355,8 +396,7 @@ class Session:
                 if isinstance(event, (Publish, PubRel)):
                     await inbound.send(event)
                 elif isinstance(event, PingResp):
-                    self.pong = True
-                    self.wake()
+                    self._pong()
                 elif isinstance(event, PubAck):
                     if client._inflight.pop(event.packet_id, None) is not None:
                         client._counters.receipts_acknowledged += 1

@@ -39,6 +39,45 @@ _HEADER = WIRE.header_bytes
 _PER_ACK = WIRE.segments_per_ack
 
 
+class LazyRandom:
+    """A ``random.Random`` created on first use.
+
+    A Mersenne Twister carries 2.5 KB of state; most virtual handsets never draw a number
+    (the SDK draws only for backoff jitter), so they should not pay for one.
+    """
+
+    __slots__ = ("_seed", "_rng")
+
+    def __init__(self, seed) -> None:
+        self._seed = seed
+        self._rng = None
+
+    def __getattr__(self, name: str):
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random(self._seed)
+        return getattr(rng, name)
+
+
+def _jitter_source(network, seed):
+    """Per-segment extra delay U(0, jitter) from a 64-bit LCG (Knuth's MMIX constants).
+
+    Small and fast: the link asks for one number per segment. The statistics of link jitter
+    need nothing stronger, and it stays deterministic per handset and network.
+    """
+    jitter = network.jitter
+    if jitter <= 0:
+        return None
+    state = random.Random(seed).getrandbits(64)  # one-off draw; the Random is dropped
+
+    def next_jitter() -> float:
+        nonlocal state
+        state = (state * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        return (state >> 11) * (jitter / 9007199254740992.0)  # top 53 bits → [0, jitter)
+
+    return next_jitter
+
+
 def _plan_id(message) -> str | None:
     """The workload's plan id, carried in the notification extras or the message data."""
     notification = message.notification
@@ -65,12 +104,12 @@ class Handset:
         self.world = world
         self.spec = spec
         self.index = spec.index
-        rng = random.Random(spec.seed)
+        rng = LazyRandom(spec.seed)
         self.network = spec.network
         self.online = True
         self.idle = False
         self._nat = self.network.nat()
-        self._jitter = self.network.link().jitter_source(rng)
+        self._jitter = _jitter_source(self.network, spec.seed)
         self._meters: dict[str, object] = {}  # radio model -> meter (SDK + other apps)
         self._background_meters: dict[str, object] = {}  # radio model -> other apps only
         self._radio_since = 0.0
@@ -206,7 +245,7 @@ class Handset:
         self._kill_connections(now)
         self.network = network
         self._nat = network.nat()
-        self._jitter = network.link().jitter_source(random.Random(f"{self.spec.seed}:{now}"))
+        self._jitter = _jitter_source(network, f"{self.spec.seed}:{now}")
         if self.online:
             self.client.notify_network_changed(network.key, network.type)
 

@@ -16,7 +16,6 @@ NATs. Death of a path comes in two flavours, as on a real network:
 """
 from __future__ import annotations
 
-import collections
 import math
 from typing import Protocol
 
@@ -45,20 +44,29 @@ _EOF = b""
 
 
 class _End(trio.abc.Stream):
-    __slots__ = ("_conn", "_is_client", "_inbox", "_lot", "_closed", "_broken", "_last_due")
+    """One end of a :class:`SimConnection`.
+
+    Kept lean because a simulation holds two per handset: the inbox is a list (a deque
+    costs half a kilobyte empty) and at most one task waits on it, parked with
+    ``wait_task_rescheduled`` rather than a ParkingLot. ``send_all`` never blocks (the path
+    has no buffer limit), so it is a cancellation point without a scheduling point;
+    ``receive_some`` yields once, either while it waits or before it returns ready data.
+    """
+
+    __slots__ = ("_conn", "_is_client", "_inbox", "_waiter", "_closed", "_broken", "_last_due")
 
     def __init__(self, conn: SimConnection, is_client: bool) -> None:
         self._conn = conn
         self._is_client = is_client
-        self._inbox: collections.deque[tuple[float, bytes]] = collections.deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        self._inbox: list[tuple[float, bytes]] = []
+        self._waiter = None  # the task parked in receive_some, if any
         self._closed = False  # this end was closed locally
         self._broken = False  # a reset reached this end
         self._last_due = -math.inf  # TCP delivers in order: jitter never reorders
 
     # -- sending -----------------------------------------------------------------------
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError("connection closed")
         if self._broken:
@@ -71,26 +79,50 @@ class _End(trio.abc.Stream):
 
     # -- receiving ---------------------------------------------------------------------
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        await trio.lowlevel.checkpoint()
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is already receiving")
+        yielded = False
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("connection closed")
             if self._broken:
                 raise trio.BrokenResourceError("connection reset by peer")
-            if not self._inbox:
-                await self._lot.park()
+            inbox = self._inbox
+            if not inbox:
+                await self._park()
+                yielded = True
                 continue
-            due, data = self._inbox[0]
-            if due > trio.current_time():
+            due, data = inbox[0]
+            now = trio.current_time()
+            if due > now:
                 await trio.sleep_until(due)
+                yielded = True
                 continue  # re-check: a reset or close may have happened meanwhile
-            self._inbox.popleft()
+            if not yielded:
+                await trio.lowlevel.checkpoint()
+                yielded = True
+                continue  # re-check after yielding
+            del inbox[0]
             if self._is_client:
-                self._conn.hooks.arrived(self._conn, trio.current_time(), len(data))
+                self._conn.hooks.arrived(self._conn, now, len(data))
             if max_bytes is not None and len(data) > max_bytes:
-                self._inbox.appendleft((due, data[max_bytes:]))
+                inbox.insert(0, (due, data[max_bytes:]))
                 data = data[:max_bytes]
             return data  # b"" is the peer's FIN: end of stream
+
+    async def _park(self) -> None:
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel):
+            self._waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
 
     # -- closing -----------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -103,22 +135,23 @@ class _End(trio.abc.Stream):
             return
         self._closed = True
         self._inbox.clear()
-        self._lot.unpark_all()
+        self._wake()
         if not self._broken:
             self._conn._transmit(self, _EOF)
 
     def _deliver(self, due: float, data: bytes) -> None:
         if self._closed:
             return
-        due = max(due, self._last_due)
+        if due < self._last_due:
+            due = self._last_due
         self._last_due = due
         self._inbox.append((due, data))
-        self._lot.unpark_all()
+        self._wake()
 
     def _reset(self) -> None:
         self._broken = True
         self._inbox.clear()
-        self._lot.unpark_all()
+        self._wake()
 
 
 class SimConnection:

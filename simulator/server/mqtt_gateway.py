@@ -256,26 +256,27 @@ class MqttSession:
     async def _read_loop(self) -> None:
         conn, stream = self.conn, self.stream
         # MQTT-3.1.2-24: silence for 1.5 x keepalive ends the connection; 0 disables it.
+        # One scope for the whole connection, its deadline moved on by every packet: far
+        # cheaper than a scope per read when thousands of devices ping.
         grace = self.keepalive * 1.5 if self.keepalive else math.inf
-        deadline = trio.current_time() + grace
         try:
-            while True:
-                try:
-                    event = conn.next_event()
-                except RemoteProtocolError as exc:
-                    self.server.counters.mqtt_protocol_errors += 1
-                    raise _Closed(f"protocol error: {exc}") from None
-                if event is NEED_DATA:
-                    with trio.move_on_at(deadline):
+            with trio.CancelScope(deadline=trio.current_time() + grace) as keepalive:
+                while True:
+                    try:
+                        event = conn.next_event()
+                    except RemoteProtocolError as exc:
+                        self.server.counters.mqtt_protocol_errors += 1
+                        raise _Closed(f"protocol error: {exc}") from None
+                    if event is NEED_DATA:
                         conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
                         continue
-                    self.server.counters.mqtt_keepalive_timeouts += 1
-                    log.debug("device %s silent for %s s: closing", self.registration_id, grace)
-                    return
-                deadline = trio.current_time() + grace
-                if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
-                    return  # detached: taken over while this packet was buffered
-                await self._handle(event)
+                    keepalive.deadline = trio.current_time() + grace
+                    if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
+                        return  # detached: taken over while this packet was buffered
+                    await self._handle(event)
+            if keepalive.cancelled_caught:
+                self.server.counters.mqtt_keepalive_timeouts += 1
+                log.debug("device %s silent for %s s: closing", self.registration_id, grace)
         except _Closed as why:
             log.info("closing device %s: %s", self.registration_id, why)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

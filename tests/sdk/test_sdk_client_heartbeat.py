@@ -391,3 +391,49 @@ async def test_no_connection_attempt_while_device_idle(nursery, autojump_clock):
         c.set_device_idle(False)
         await c.wait_connected()
         assert trio.current_time() == pytest.approx(3600, abs=1)
+
+
+class _StallingStream(trio.abc.Stream):
+    """Passes bytes through until ``stall`` is set; then every write blocks forever (a peer
+    that stopped reading with full TCP buffers)."""
+
+    def __init__(self, inner):
+        self.inner, self.stall = inner, False
+
+    async def send_all(self, data):
+        if self.stall:
+            await trio.sleep_forever()
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self):
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None):
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+async def test_a_stalled_write_ends_the_session_after_the_ping_timeout(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    streams = []
+
+    class Stalling:
+        async def connect(self, host, port, *, tls):
+            stream = _StallingStream(await net.connect(host, port, tls=tls))
+            streams.append(stream)
+            return stream
+
+    reasons = []
+    c = PushClient(broker_config(), connector=Stalling(), clock=VirtualClock(EPOCH),
+                   strategy=FixedStrategy(100), rng=random.Random(1),
+                   on_state_change=lambda old, new, why: reasons.append((trio.current_time(), why)))
+    async with c:
+        await c.wait_connected()
+        t0 = trio.current_time()
+        streams[0].stall = True  # the ping due at t0 + 100 cannot be written
+        await broker.wait_for(lambda: len(broker.conns) == 2)
+    ended = [(t, why) for t, why in reasons if "stalled" in why]
+    assert ended and ended[0][0] == pytest.approx(t0 + 100 + 10)
+    assert ended[0][1] == "sending stalled for 10 s"
