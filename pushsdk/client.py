@@ -75,7 +75,9 @@ class PushClient:
     ``http_connector`` [connector] for registration, ``state_store`` [MemoryStateStore()],
     ``clock`` [SystemClock()], ``rng`` [random.Random()], ``strategy`` [fixed:270 in server
     mode, fixed:<keepalive> in broker mode], ``backoff`` [Backoff()], ``ping_timeout``
-    [strategy.ping_timeout or 10 s].
+    [strategy.ping_timeout or 10 s]. ``min_keepalive`` [0]: declare at least this MQTT
+    keepalive (the server waits 1.5 × it for a sign of life), e.g. to keep the session
+    through Doze idle periods, when no heartbeat can be sent.
     """
 
     # Slots keep each of the thousands of clients a simulation runs small.
@@ -105,6 +107,7 @@ class PushClient:
         connect_timeout: float = 10.0,
         http_timeout: float = 30.0,
         max_packet_size: int = 65536,
+        min_keepalive: int = 0,
         dedup_window: int = DEDUP_WINDOW,
         network_key: str | None = "default",
         network_type: str = "wifi",
@@ -142,7 +145,10 @@ class PushClient:
         self._connect_timeout = connect_timeout
         self._http_timeout = http_timeout
         self._max_packet_size = max_packet_size
-        declared = math.ceil(strategy.max_interval)
+        # The declared keepalive only bounds how long the server waits for a sign of life;
+        # pings follow the strategy. ``min_keepalive`` lets an app keep its session through
+        # silences the strategy does not plan, such as Doze idle periods (hours).
+        declared = max(math.ceil(strategy.max_interval), min_keepalive)
         if isinstance(config, BrokerConfig):
             declared = max(declared, config.keepalive)
         self._keepalive = min(MAX_KEEPALIVE, max(1, declared))

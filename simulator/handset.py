@@ -16,6 +16,7 @@ apps' traffic) through the ``on_*`` methods. Nothing here reads a clock but trio
 from __future__ import annotations
 
 import errno
+import math
 import random
 
 import trio
@@ -78,6 +79,14 @@ def _jitter_source(network, seed):
     return next_jitter
 
 
+def _doze_keepalive(spec) -> int:
+    """A handset with Doze declares a keepalive covering the longest Doze idle period, so
+    the server keeps its session (and a high-priority push can get through) while the SDK
+    cannot ping; whether the NAT keeps the path is another matter, as on a real phone."""
+    params = spec.doze.params
+    return math.ceil(params.max_idle_timeout) if params.enabled else 0
+
+
 def _plan_id(message) -> str | None:
     """The workload's plan id, carried in the notification extras or the message data."""
     notification = message.notification
@@ -134,8 +143,8 @@ class Handset:
             ServerConfig(server_url=f"http://{SERVER_HOST}:{HTTP_PORT}", app_key=app_key,
                          device_id=spec.device_id, alias=spec.alias, tags=spec.tags),
             connector=self, state_store=MemoryStateStore(), clock=clock, rng=rng,
-            strategy=strategy, network_key=self.network.key, network_type=self.network.type,
-            app_state="background", on_notification=self._on_push, on_message=self._on_push,
+            strategy=strategy, min_keepalive=_doze_keepalive(spec), network_key=self.network.key, network_type=self.network.type,
+            app_state=spec.app.state_at(0.0).value, on_notification=self._on_push, on_message=self._on_push,
             on_deleted=self._on_deleted, on_state_change=self._on_state_change,
         )
 
@@ -333,8 +342,14 @@ class Handset:
         if since is None:
             return
         self.connected_s += now - since
-        if conn is not None and conn.dead_since is not None and conn.dead_since < now:
-            self.dead_s += now - max(since, conn.dead_since)
+        if conn is not None:
+            # Dead from the first of: the path was cut (switch, outage, a probe hit the
+            # expired NAT) or the NAT mapping expired, whether or not anything noticed.
+            dead_from = conn.dead_since if conn.dead_since is not None else math.inf
+            if conn.tag.expired(now):
+                dead_from = min(dead_from, conn.tag.expires_at)
+            if dead_from < now:
+                self.dead_s += now - max(since, dead_from)
         self._connected_since = self._connected_conn = None
 
     # --- results ----------------------------------------------------------------------------

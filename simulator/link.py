@@ -41,6 +41,9 @@ class PathHooks(Protocol):
 
 
 _EOF = b""
+#: Due time of the unread rest of a segment that was split by ``max_bytes``: it arrived
+#: (and was counted) with the segment.
+_ARRIVED = -math.inf
 
 
 class _End(trio.abc.Stream):
@@ -103,10 +106,10 @@ class _End(trio.abc.Stream):
                 yielded = True
                 continue  # re-check after yielding
             del inbox[0]
-            if self._is_client:
+            if self._is_client and due != _ARRIVED:
                 self._conn.hooks.arrived(self._conn, now, len(data))
             if max_bytes is not None and len(data) > max_bytes:
-                inbox.insert(0, (due, data[max_bytes:]))
+                inbox.insert(0, (_ARRIVED, data[max_bytes:]))  # the radio has it already
                 data = data[:max_bytes]
             return data  # b"" is the peer's FIN: end of stream
 
@@ -205,7 +208,8 @@ class SimConnection:
         if verdict is Verdict.RESET:
             self.reset()
             return
-        if receiver is self.client and self.hooks.hold_downlink(self, data):
+        # Once something is held, everything after it waits too: TCP keeps byte order.
+        if receiver is self.client and (self.hooks.hold_downlink(self, data) or self.held):
             if self.held is None:
                 self.held = []
             self.held.append(data)

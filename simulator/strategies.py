@@ -68,7 +68,10 @@ def strategy_for(name: str, spec) -> HeartbeatStrategy:
 def check_strategy(name: str) -> str:
     """``name`` if it is a known strategy; UnknownStrategyError (a ValueError) otherwise."""
     if name != ORACLE:
-        _shared(name)
+        try:
+            _shared(name)
+        except UnknownStrategyError as exc:
+            raise UnknownStrategyError(f"{exc}; in simulation also: {ORACLE}") from None
     return name
 
 

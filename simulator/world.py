@@ -109,9 +109,10 @@ class World:
     # --- the three drivers --------------------------------------------------------------------
 
     async def _start_handsets(self, specs: list[HandsetSpec]) -> None:
-        n = max(1, len(specs))
-        for k, spec in enumerate(specs):
-            await trio.sleep_until(self.config.ramp_s * k / n)
+        # By global index, so that a shard starts each handset when a single process would.
+        n = max(1, self.config.handsets)
+        for spec in specs:
+            await trio.sleep_until(self.config.ramp_s * spec.index / n)
             self.nursery.start_soon(self.handsets[spec.index].client.run)
 
     async def _timeline(self, specs: list[HandsetSpec]) -> None:

@@ -1,6 +1,8 @@
 """``pushsim run SCENARIO``: one scenario under one or more strategies, in virtual time."""
 from __future__ import annotations
 
+import argparse
+import math
 import time
 from pathlib import Path
 
@@ -65,14 +67,20 @@ def simulate(scenarios, strategies, *, handsets, hours, seed, workers, out, prog
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
     return value

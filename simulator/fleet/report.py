@@ -1,0 +1,65 @@
+"""The few lines a fleet run (or a merge) prints when it is done."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["text_report"]
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def text_report(fleet: dict[str, Any], summary: list[dict[str, Any]], out: Path) -> str:
+    """Human summary of a results directory's content (fleet.json and summary rows)."""
+    run, connect, pushes = fleet["run"], fleet["connect"], fleet["pushes"]
+    hs, latency = connect["handshake_s"], pushes["latency_s"]
+    shards = "" if run["shards"] == ["0/1"] else f"shards {', '.join(run['shards'])}, "
+    lines = [
+        f"pushsim fleet: {run['handsets']:,} handsets ({run['mode']} mode, {run['target']}, "
+        f"{shards}{run['workers']} worker(s)), {run['duration_s']:g} s, "
+        f"strategy {run['strategy']}",
+        f"  connected    {connect['handsets_connected']:,}/{connect['handsets']:,} handsets; "
+        f"{connect['connects']:,} connects, {connect['connect_failures']:,} failed attempts, "
+        f"{connect['disconnects']:,} drops; {_num(connect['connect_rate_per_s'])} connects/s "
+        f"(peak {connect['peak_connects_per_s']:,}/s)",
+        f"  handshake    TCP p50 {_ms(connect['tcp_connect_s']['p50'])}; TCP+MQTT CONNACK "
+        f"p50 {_ms(hs['p50'])}, p95 {_ms(hs['p95'])}, p99 {_ms(hs['p99'])}",
+    ]
+    if pushes["due"]:
+        lines += [
+            f"  pushes       {pushes['sent']:,} sent, {pushes['delivered']:,} delivered "
+            f"(ratio {_num(pushes['delivery_ratio'], 4)}), {pushes['lost']:,} lost, "
+            f"{pushes['duplicates']:,} duplicates, {pushes['failed']:,} failed, "
+            f"{pushes['not_sent']:,} not sent",
+            f"  latency      p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])}, "
+            f"p99 {_ms(latency['p99'])}, max {_ms(latency['max'])} (sent → app callback)",
+        ]
+    for process in fleet["processes"]:
+        if not process.get("handsets"):
+            continue
+        per_connection = process.get("memory_per_connection_bytes")
+        lines.append(
+            f"  {process['name']:<12} RSS {process.get('rss_start_mb', 0):.0f} → "
+            f"{process.get('rss_peak_mb', 0):.0f} MB"
+            + (f", {per_connection / 1024:.1f} KiB per connection" if per_connection else "")
+            + f", CPU {_num(process.get('cpu_percent_avg'))} %")
+    for row in summary:
+        lines.append(
+            f"  battery      {_num(row['battery_pct_per_day'], 2)} %/day by the "
+            f"{fleet['run']['radio_model']} model ({_num(row['energy_j_per_day'], 1)} J/day, "
+            f"{_num(row['heartbeats_per_day'], 1)} heartbeats/day; from {_num(row['hours'] * 3600)}"
+            " s of traffic)")
+    lines.append(f"  results      {out}/ (summary.csv, summary.json, handsets.csv, fleet.json, "
+                 "latencies.csv, connects.csv, connected.png, latency_cdf.png)")
+    return "\n".join(lines)

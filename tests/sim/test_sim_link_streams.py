@@ -1,0 +1,281 @@
+"""simulator.link: simulated TCP connections over in-memory trio streams, in virtual time.
+
+A scripted ``PathHooks`` stands in for the handset's network so each test decides what the
+path does (pass, drop, reset, hold) and sees what the path was asked about.
+"""
+import random
+
+import pytest
+import trio
+
+from simulator.link import SimConnection
+from simulator.nat import LinkProfile, Verdict
+
+LATENCY = 0.04
+
+
+class ScriptedPath:
+    """PathHooks whose verdicts the test sets; records every question it is asked."""
+
+    def __init__(self) -> None:
+        self.verdict = Verdict.PASS
+        self.holding = False
+        self.up: list[tuple[float, int]] = []
+        self.down: list[tuple[float, int]] = []
+        self.arrivals: list[tuple[float, int]] = []
+
+    def uplink(self, conn, now, nbytes):
+        self.up.append((now, nbytes))
+        return self.verdict
+
+    def downlink(self, conn, now, nbytes):
+        self.down.append((now, nbytes))
+        return self.verdict
+
+    def arrived(self, conn, now, nbytes):
+        self.arrivals.append((now, nbytes))
+
+    def hold_downlink(self, conn, data):
+        return self.holding
+
+
+def connection(path=None, latency=LATENCY, jitter=None) -> tuple[SimConnection, ScriptedPath]:
+    path = path or ScriptedPath()
+    return SimConnection(path, latency, jitter), path
+
+
+async def nothing_arrives(stream, within: float = 1000.0) -> bool:
+    """True if ``stream.receive_some`` returns nothing (not even EOF) for ``within`` seconds."""
+    with trio.move_on_after(within):
+        await stream.receive_some()
+        return False
+    return True
+
+
+async def test_bytes_arrive_after_exactly_the_latency_both_ways(autojump_clock):
+    conn, path = connection()
+    await trio.sleep(5)
+    await conn.client.send_all(b"CONNECT")
+    assert await conn.server.receive_some() == b"CONNECT"
+    assert trio.current_time() == pytest.approx(5 + LATENCY, abs=1e-9)
+    await conn.server.send_all(b"CONNACK")
+    assert await conn.client.receive_some() == b"CONNACK"
+    assert trio.current_time() == pytest.approx(5 + 2 * LATENCY, abs=1e-9)
+    assert path.up == [(pytest.approx(5), 7)]
+    assert path.down == [(pytest.approx(5 + LATENCY), 7)]
+    # The handset's radio hears of downlink bytes when they reach it, not when sent.
+    assert path.arrivals == [(pytest.approx(5 + 2 * LATENCY), 7)]
+
+
+async def test_a_receiver_waiting_first_is_woken_by_the_arrival(autojump_clock):
+    conn, _ = connection()
+    got = []
+
+    async def receive():
+        got.append((await conn.server.receive_some(), trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.sleep(3)
+        await conn.client.send_all(b"late")
+    assert got == [(b"late", pytest.approx(3 + LATENCY))]
+
+
+async def test_jitter_never_reorders_segments(autojump_clock):
+    delays = iter([0.5, 0.1, 0.0, 0.3])
+    conn, _ = connection(jitter=lambda: next(delays))
+    for chunk in (b"a", b"b", b"c", b"d"):
+        await conn.client.send_all(chunk)
+    received = []
+    for _ in range(4):
+        received.append((await conn.server.receive_some(), trio.current_time()))
+    # In order; a segment never overtakes the one before it (TCP delivers in sequence).
+    assert [data for data, _ in received] == [b"a", b"b", b"c", b"d"]
+    times = [t for _, t in received]
+    assert times == sorted(times)
+    assert times[0] == pytest.approx(LATENCY + 0.5)
+    assert times[-1] == pytest.approx(LATENCY + 0.5)  # held back behind "a", not earlier
+
+
+async def test_random_jitter_keeps_a_long_stream_in_order(autojump_clock):
+    jitter = LinkProfile(LATENCY, 0.02).jitter_source(random.Random(7))
+    conn, _ = connection(jitter=jitter)
+    sent = [f"{k:04d}".encode() for k in range(200)]
+
+    async def sender():
+        for chunk in sent:
+            await conn.client.send_all(chunk)
+            await trio.sleep(0.001)  # closer together than the jitter: naive delays would swap
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        received = b""
+        while len(received) < 4 * len(sent):
+            received += await conn.server.receive_some()
+    assert received == b"".join(sent)
+
+
+async def test_receive_some_max_bytes_splits_a_segment_without_delay(autojump_clock):
+    conn, path = connection()
+    await conn.server.send_all(b"abcdefghij")
+    assert await conn.client.receive_some(4) == b"abcd"
+    t_first = trio.current_time()
+    assert await conn.client.receive_some(4) == b"efgh"
+    assert await conn.client.receive_some() == b"ij"
+    assert trio.current_time() == t_first == pytest.approx(LATENCY)
+    await conn.server.send_all(b"next")
+    assert await conn.client.receive_some(100) == b"next"
+
+
+async def test_split_reads_tell_the_radio_each_byte_once(autojump_clock):
+    # The radio meter is fed from ``arrived``: a segment read in pieces arrived once.
+    conn, path = connection()
+    await conn.server.send_all(b"x" * 10)
+    for _ in range(3):
+        await conn.client.receive_some(4)
+    assert sum(n for _, n in path.arrivals) == 10
+
+
+async def test_fin_reads_as_end_of_stream(autojump_clock):
+    conn, path = connection()
+    await conn.client.send_all(b"bye")
+    await conn.client.aclose()
+    assert await conn.server.receive_some() == b"bye"
+    assert await conn.server.receive_some() == b""
+    assert trio.current_time() == pytest.approx(LATENCY)
+    assert path.up[-1][1] == 0  # the FIN went through the path (the radio pays for it)
+    with pytest.raises(trio.ClosedResourceError):
+        await conn.client.send_all(b"more")
+    with pytest.raises(trio.ClosedResourceError):
+        await conn.client.receive_some()
+
+
+async def test_closing_an_end_wakes_its_own_waiting_reader(autojump_clock):
+    conn, _ = connection()
+    async with trio.open_nursery() as nursery:
+        async def reader():
+            with pytest.raises(trio.ClosedResourceError):
+                await conn.client.receive_some()
+
+        nursery.start_soon(reader)
+        await trio.sleep(1)
+        conn.client.close()
+
+
+async def test_silent_death_loses_later_segments_both_ways_and_the_fin(autojump_clock):
+    conn, path = connection()
+    await conn.client.send_all(b"alive")
+    assert await conn.server.receive_some() == b"alive"
+    conn.kill_silently(trio.current_time())
+    assert not conn.alive
+    assert conn.dead_since == pytest.approx(LATENCY)
+    await conn.client.send_all(b"ping")  # no error: the sender cannot know
+    await conn.server.send_all(b"push")
+    assert await nothing_arrives(conn.server, 1000)
+    assert await nothing_arrives(conn.client, 1000)
+    await conn.client.aclose()  # its FIN vanishes too: the server is never told
+    assert await nothing_arrives(conn.server, 1000)
+    # The radio still transmitted the uplink segments (the path decides after the radio).
+    assert [n for _, n in path.up] == [5, 4, 0]
+
+
+async def test_kill_keeps_the_first_death_time(autojump_clock):
+    conn, _ = connection()
+    conn.kill_silently(10.0)
+    conn.kill_silently(20.0)
+    assert conn.dead_since == 10.0
+
+
+async def test_a_drop_verdict_loses_that_segment_only(autojump_clock):
+    conn, path = connection()
+    path.verdict = Verdict.DROP
+    await conn.client.send_all(b"lost")
+    path.verdict = Verdict.PASS
+    await conn.client.send_all(b"kept")
+    assert await conn.server.receive_some() == b"kept"
+
+
+async def test_reset_breaks_both_ends(autojump_clock):
+    conn, _ = connection()
+    await conn.server.send_all(b"in flight")
+    conn.reset()
+    assert not conn.alive
+    for end in (conn.client, conn.server):
+        with pytest.raises(trio.BrokenResourceError):
+            await end.receive_some()
+        with pytest.raises(trio.BrokenResourceError):
+            await end.send_all(b"x")
+    conn.client.close()  # closing a reset end sends nothing and does not raise
+
+
+async def test_a_reset_verdict_on_a_ping_breaks_the_waiting_reader(autojump_clock):
+    # NAT with RST behaviour: the first segment after expiry is answered with a reset.
+    conn, path = connection()
+    async with trio.open_nursery() as nursery:
+        async def reader():
+            with pytest.raises(trio.BrokenResourceError):
+                await conn.client.receive_some()
+            assert trio.current_time() == pytest.approx(300.0)
+
+        nursery.start_soon(reader)
+        await trio.sleep(300)
+        path.verdict = Verdict.RESET
+        await conn.client.send_all(b"\xc0\x00")  # PINGREQ
+    with pytest.raises(trio.BrokenResourceError):
+        await conn.server.receive_some()
+
+
+async def test_held_downlink_waits_for_release_then_takes_the_latency(autojump_clock):
+    conn, path = connection()
+    path.holding = True  # Doze: the device's firewall keeps our traffic out
+    await conn.server.send_all(b"push-1")
+    await conn.server.send_all(b"push-2")
+    assert conn.held == [b"push-1", b"push-2"]
+    assert await nothing_arrives(conn.client, 3600)
+    path.holding = False
+    released_at = trio.current_time()
+    conn.release()
+    assert conn.held is None
+    assert await conn.client.receive_some() == b"push-1"
+    assert await conn.client.receive_some() == b"push-2"
+    assert trio.current_time() == pytest.approx(released_at + LATENCY)
+
+
+async def test_uplink_is_not_held(autojump_clock):
+    conn, path = connection()
+    path.holding = True
+    await conn.client.send_all(b"puback")
+    assert await conn.server.receive_some() == b"puback"
+
+
+async def test_release_of_a_dead_connection_delivers_nothing(autojump_clock):
+    conn, path = connection()
+    path.holding = True
+    await conn.server.send_all(b"push")
+    await trio.sleep(100)
+    conn.kill_silently(trio.current_time())
+    conn.release()
+    assert await nothing_arrives(conn.client, 1000)
+
+
+async def test_release_with_nothing_held_is_harmless(autojump_clock):
+    conn, _ = connection()
+    conn.release()
+    await conn.server.send_all(b"ok")
+    assert await conn.client.receive_some() == b"ok"
+
+
+async def test_data_let_through_never_overtakes_held_data(autojump_clock):
+    # Doze holds a normal push; a high-priority one right behind it is let through (and
+    # opens a grant that releases the first). TCP delivers a byte stream in order: the
+    # second write cannot reach the app before the first.
+    conn, path = connection()
+    path.holding = True
+    await conn.server.send_all(b"normal")
+    path.holding = False
+    await conn.server.send_all(b"high")
+    conn.release()
+    received = b""
+    while len(received) < len(b"normalhigh"):
+        received += await conn.client.receive_some()
+    assert received == b"normalhigh"

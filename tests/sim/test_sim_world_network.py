@@ -1,0 +1,287 @@
+"""The simulated world end to end: the real SDK and server over simulated links and NATs.
+
+Each test runs one tiny world (one to a few handsets, one or two virtual hours) with
+``run_world`` and checks its results against arithmetic on the scenario's figures. Jitter is
+0 unless a test says otherwise, so virtual times are exact.
+"""
+import math
+
+import pytest
+
+from simulator.radio import get_model
+from simulator.scenario import Scenario
+from simulator.world import RunConfig, run_world
+from simworld import one_network, pushes
+
+PING_TIMEOUT = 10.0  # the SDK's default (pushsdk.client.DEFAULT_PING_TIMEOUT)
+LATENCY = 0.04  # one way, the test scenarios' 40 ms
+
+
+def run_one(scenario, strategy, hours, seed=1):
+    [result] = run_world(RunConfig(scenario, strategy, 1, hours, seed=seed))
+    return result
+
+
+def test_nat_longer_than_the_interval_costs_exactly_the_expected_beats(recorder):
+    result = run_one(one_network(nat=600), "fixed:300", hours=2)
+    [connected_at] = recorder.connected_times()
+    # Register (1 RTT on a new TCP connection + the HTTP exchange), connect, CONNACK: 0.32 s.
+    assert connected_at == pytest.approx(8 * LATENCY)
+    # The first ping goes 300 s after the SUBSCRIBE; each later one 300 s after the PINGRESP
+    # came back (one round trip after its ping): every 300.08 s.
+    first = connected_at + 300
+    expected = 1 + math.floor((7200 - first) / (300 + 2 * LATENCY))
+    assert result.heartbeats == expected == 23
+    assert result.heartbeats_failed == 0
+    assert result.reconnects == 0
+    assert result.dead_s == 0
+    assert result.connected_s == pytest.approx(7200 - connected_at)
+    assert result.duplicates == 0
+
+
+def test_nat_shorter_than_the_interval_kills_every_connection(recorder):
+    result = run_one(one_network(nat=200), "fixed:300", hours=1)
+    assert result.heartbeats_failed > 0
+    assert result.reconnects == result.heartbeats_failed == result.heartbeats
+    assert result.dead_s > 0
+    cycles = recorder.left_connected()[:-1]  # the last one is the end of the run
+    assert len(cycles) == result.heartbeats_failed
+    connects = recorder.connected_times()
+    for connected_at, ended in zip(connects, cycles):
+        # The NAT saw its last packet when the server sent the SUBACK (one latency after
+        # the SUBSCRIBE left) and forgot the connection 200 s later.
+        assert ended.dead_since == pytest.approx(connected_at + LATENCY + 200)
+        # The SDK pinged 300 s after its last activity and gave up after the ping timeout.
+        assert ended.reason == f"no PINGRESP within {PING_TIMEOUT:g} s"
+        assert ended.t == pytest.approx(connected_at + 300 + PING_TIMEOUT)
+    per_cycle = 300 + PING_TIMEOUT - 200 - LATENCY  # 109.96 s of each cycle was dead
+    assert result.dead_s == pytest.approx(per_cycle * len(cycles))
+    # Each cycle is 310 s up plus a backoff of U(0, 1) s and 0.16 s to connect: 11 in an hour.
+    assert len(cycles) == 11
+
+
+def test_rst_nat_lets_the_sdk_learn_at_once(recorder):
+    result = run_one(one_network(nat=200, behaviour="rst"), "fixed:300", hours=1)
+    assert result.reconnects == result.heartbeats_failed > 0
+    # Dead from each expiry (200 s after the last packet) until the next ping, at 300 s,
+    # is answered by the RST: about 100 s per cycle, with no ping timeout on top.
+    # (the run's last cycle ends before its ping: dead from its expiry to the end).
+    cycles = result.heartbeats_failed
+    assert 100.0 * cycles - 1 <= result.dead_s <= 100.0 * (cycles + 1) + 1
+    connects = recorder.connected_times()
+    for connected_at, ended in zip(connects, recorder.left_connected()[:-1]):
+        assert ended.t == pytest.approx(connected_at + 300)  # at the ping, no ping timeout
+        assert "reset" in ended.reason
+
+
+def test_silent_drop_costs_dead_time_that_rst_does_not():
+    drop = run_one(one_network(nat=200), "fixed:300", hours=1)
+    rst = run_one(one_network(nat=200, behaviour="rst"), "fixed:300", hours=1)
+    assert drop.dead_s / drop.connected_s > 0.3
+    # RST saves the ping timeout (10 s) of every cycle.
+    assert rst.dead_s < drop.dead_s
+
+
+def beat_energy(radio: str, rtt: float) -> float:
+    """Joules of one isolated heartbeat as the handset meters it: PINGREQ (42 B) and the
+    server's delayed ACK at once, then PINGRESP (42 B) and our ACK one round trip later."""
+    meter = get_model(radio).new_meter()
+    meter.on_packet(0.0, "up", 42)
+    meter.on_packet(0.0, "down", 40)
+    meter.on_packet(rtt, "down", 42)
+    meter.on_packet(rtt, "up", 40)
+    return meter.statistics().joules
+
+
+@pytest.mark.parametrize("radio, interval", [
+    ("lte", 300), ("lte", 600), ("3g", 300), ("lte-aro", 240), ("3g-aro", 300),
+])
+def test_energy_of_a_fixed_heartbeat_is_beats_times_e1(radio, interval):
+    hours = 2
+    result = run_one(one_network(nat=3600, radio=radio), f"fixed:{interval}", hours=hours)
+    # Every beat (and the first connect) finds the radio idle again: one E1 each.
+    beats = hours * 3600 // interval
+    assert result.promotions == beats
+    e1 = get_model(radio).isolated_energy()
+    assert result.energy_j == pytest.approx(beats * e1, rel=0.02)
+    # Closer still: the 80 ms round trip stretches each beat's tail a little.
+    assert result.energy_j == pytest.approx(beats * beat_energy(radio, 2 * LATENCY), rel=0.005)
+
+
+def test_energy_on_wifi_counts_the_round_trip_in_the_tail():
+    # Wi-Fi's tail (0.24 s) is short, so a 20 ms round trip adds ~6 % to E1 per beat.
+    scenario = one_network(nat=3600, radio="wifi", net_type="wifi", latency_ms=10)
+    result = run_one(scenario, "fixed:300", hours=2)
+    assert result.promotions == 24
+    e1 = get_model("wifi").isolated_energy()
+    assert result.energy_j == pytest.approx(24 * beat_energy("wifi", 0.02), rel=0.02)
+    assert 24 * e1 < result.energy_j < 24 * e1 * 1.1
+
+
+def test_idle_paging_baseline_is_reported_apart_from_traffic_energy():
+    result = run_one(one_network(nat=3600), "fixed:300", hours=2)
+    model = get_model("lte")
+    # LTE pages at ~20 mW whenever the radio is idle, whatever the SDK does.
+    assert result.idle_baseline_j == pytest.approx(
+        model.idle_baseline_j(7200 - result.radio_active_s), rel=1e-6)
+    assert result.idle_baseline_j == pytest.approx(0.02005 * 7200, rel=0.05)
+
+
+def test_bytes_count_tcp_ip_overhead_of_each_heartbeat():
+    short = run_one(one_network(nat=3600), "fixed:300", hours=1)
+    long = run_one(one_network(nat=3600), "fixed:300", hours=2)
+    extra_beats = long.heartbeats - short.heartbeats
+    # A PINGREQ is 2 B of MQTT + 40 B of IPv4/TCP headers up, acknowledged by the
+    # PINGRESP's 42 B down plus a 40 B delayed ACK each way.
+    per_beat_up = (long.bytes_up - short.bytes_up) / extra_beats
+    per_beat_down = (long.bytes_down - short.bytes_down) / extra_beats
+    assert per_beat_up == pytest.approx(42 + 40)
+    assert per_beat_down == pytest.approx(42 + 40)
+
+
+def test_other_apps_traffic_is_not_billed_to_the_sdk():
+    background = "background = { wakeups_per_hour = 6 }"
+    for interval in (120, 300, 600):
+        quiet = run_one(one_network(nat=3600), f"fixed:{interval}", hours=2, seed=4)
+        busy = run_one(one_network(nat=3600, group=background), f"fixed:{interval}", hours=2,
+                       seed=4)
+        spec = one_network(nat=3600, group=background).handset_spec(0, 4, hours=2)
+        wakeups = len(spec.background.times)
+        assert wakeups >= 6
+        own_cost = wakeups * get_model("lte").isolated_energy()
+        # Other apps wake the radio more often (more promotions) ...
+        assert busy.promotions > quiet.promotions
+        assert busy.heartbeats == quiet.heartbeats
+        # ... but the SDK is billed only what its own packets add: never the other apps'
+        # cost, and no more than when it had the radio to itself (shared tails help it).
+        assert busy.energy_j <= quiet.energy_j + 1e-6
+        assert busy.energy_j < quiet.energy_j + 0.05 * own_cost
+
+
+SWITCH = """
+[networks.home]
+type = "wifi"
+radio = "wifi"
+nat_timeout_s = 3600
+latency_ms = 10
+jitter_ms = 0
+
+[[groups.switches]]
+at = "00:30"
+to = "home"
+"""
+
+
+def test_network_switch_reconnects_at_once_and_keeps_delivering(recorder):
+    scenario = one_network(nat=3600, group=SWITCH, workload=pushes(400))
+    result = run_one(scenario, "fixed:270", hours=1)
+    moved = [s for s in recorder.states if s.old == "CONNECTED" and s.t == 1800.0]
+    assert len(moved) == 1
+    back = [t for t in recorder.connected_times() if t >= 1800]
+    # No backoff: the new TCP handshake and CONNECT/CONNACK on Wi-Fi (10 ms each way).
+    assert back[0] == pytest.approx(1800 + 4 * 0.010)
+    assert result.reconnects == 1
+    assert result.heartbeats_failed == 0
+    assert result.dead_s == 0  # the SDK was told: no zombie time
+    after = [d for d in recorder.deliveries if d.t > 1800]
+    assert after, "the workload puts pushes after the switch"
+    assert result.pushes_sent == result.pushes_delivered > 0
+
+
+def _seed_with_outage(scenario, lo, hi):
+    """The first seed whose handset 0 has an outage starting and ending within [lo, hi]."""
+    for seed in range(1, 200):
+        events = scenario.handset_spec(0, seed, hours=1).network_events
+        starts = [e.t for e in events if e.kind == "outage_start"]
+        ends = [e.t for e in events if e.kind == "outage_end"]
+        for start, end in zip(starts, ends):
+            if lo < start and end < hi:
+                return seed, start, end
+    raise AssertionError("no seed with a suitable outage")
+
+
+def test_outage_holds_pushes_until_connectivity_returns(recorder):
+    outages = "outages = { per_day = 24, duration_s = 600 }"
+    scenario = one_network(nat=3600, group=outages, workload=pushes(2000))
+    seed, start, end = _seed_with_outage(scenario, 300, 0.9 * 3600 - 300)
+    result = run_one(scenario, "fixed:270", hours=1, seed=seed)
+    plans = {p.plan_id: p for p in scenario.workload.schedule(
+        scenario.handset_specs(1, seed, hours=1), 1, seed)}
+    delivered = {d.plan_id: d.t for d in recorder.deliveries}
+    # Nothing reaches the app while the handset is offline (a segment already in flight
+    # when the outage began may land within one latency of its start).
+    assert not [t for t in delivered.values() if start + 0.1 < t < end]
+    during = [p for p in plans.values() if start < p.t < end]
+    assert during, "the workload puts pushes inside the outage"
+    for plan in during:
+        # Delivered after connectivity returns: reconnect at once (no backoff wait), no
+        # registration (the token is still valid), then the stored pushes flow.
+        assert end <= delivered[plan.plan_id] < end + 1.0
+    assert result.pushes_delivered == result.pushes_sent
+    assert result.reconnects >= 1
+    assert result.dead_s == pytest.approx(0, abs=0.1)
+
+
+def test_oracle_beats_under_the_nat_and_spends_less_than_fixed_270():
+    scenario = Scenario.builtin("carrier-nat-5min")  # NAT 300 s, silent drop
+
+    def run(strategy):
+        return run_world(RunConfig(scenario, strategy, 3, 2, seed=5))
+
+    oracle, fixed270, fixed600 = run("oracle"), run("fixed:270"), run("fixed:600")
+    assert sum(r.reconnects for r in oracle) == 0
+    assert sum(r.heartbeats_failed for r in oracle) == 0
+    assert sum(r.dead_s for r in oracle) == 0
+    # Beating at 295 s instead of 270 s: fewer beats, less energy, same delivery.
+    assert sum(r.heartbeats for r in oracle) < sum(r.heartbeats for r in fixed270)
+    assert sum(r.energy_j for r in oracle) < sum(r.energy_j for r in fixed270)
+    assert sum(r.pushes_delivered for r in oracle) == sum(r.pushes_sent for r in oracle)
+    # 600 s behind a 300 s NAT: every connection dies before its first ping.
+    assert all(r.heartbeats_failed > 0 and r.reconnects > 0 for r in fixed600)
+    assert all(r.dead_s > 0 for r in fixed600)
+
+
+def test_dead_time_counts_an_expired_nat_nobody_probed_before_the_run_ended(recorder):
+    # A 28-min heartbeat behind a 5-min NAT, for 15 min: the NAT forgets the connection at
+    # 300 s after the SUBACK passed it, and nothing crosses it again before the run ends.
+    result = run_one(one_network(nat=300), "fixed:1680", hours=0.25)
+    [connected_at] = recorder.connected_times()
+    assert result.heartbeats == 0
+    assert result.connected_s == pytest.approx(900 - connected_at)
+    dead_from = connected_at + LATENCY + 300
+    assert result.dead_s == pytest.approx(900 - dead_from)
+
+
+def test_dead_time_counts_an_expired_nat_before_a_network_switch(recorder):
+    switch = SWITCH.replace('at = "00:30"', 'at = "00:04"')
+    result = run_one(one_network(nat=200, group=switch), "fixed:300", hours=0.25)
+    [first, *_] = recorder.connected_times()
+    # Dead from the NAT's expiry (200 s after the SUBACK) until the switch at 240 s told
+    # the SDK to move: that stretch was CONNECTED over a dead path.
+    assert result.heartbeats_failed == 0
+    assert result.dead_s == pytest.approx(240 - (first + LATENCY + 200))
+
+
+def test_collapsed_pushes_count_as_delivered_when_the_newest_arrives(recorder):
+    outages = "outages = { per_day = 24, duration_s = 600 }"
+    scenario = one_network(nat=3600, group=outages, workload=pushes(2000, collapse_share=1.0))
+    seed, start, end = _seed_with_outage(scenario, 300, 0.9 * 3600 - 300)
+    result = run_one(scenario, "fixed:270", hours=1, seed=seed)
+    plans = scenario.workload.schedule(scenario.handset_specs(1, seed, hours=1), 1, seed)
+    during = [p for p in plans if start < p.t < end]
+    newest = {p.collapse_key: p.plan_id for p in during}  # plans are in time order
+    assert len(during) > len(newest), "some key was pushed twice while offline"
+    dispatched = [d.plan_id for d in recorder.deliveries]
+    for plan in during:
+        # The server replaced the older ones: the app sees only the newest of each key ...
+        assert (plan.plan_id in dispatched) == (plan.plan_id == newest[plan.collapse_key])
+    # ... and the user has seen the latest content, so every push counts as delivered.
+    assert result.pushes_delivered == result.pushes_sent
+    sent = [p for p in plans if 120 <= p.t <= 0.9 * 3600]  # warm-up and drain excluded
+    assert len(sent) == result.pushes_sent
+    for plan in sent:
+        if plan.plan_id not in dispatched:  # replaced by a newer push with its key
+            assert any(q.collapse_key == plan.collapse_key and q.t > plan.t
+                       and q.plan_id in dispatched for q in sent)
+    assert len(result.latencies) == len(dispatched)  # latency only for what reached the app
+    assert result.duplicates == 0
