@@ -102,6 +102,8 @@ class Session:
     interval: float | None = None  # the interval in force
     ping_sent_at: float | None = None
     ping_lateness: float = 0.0
+    ping_silence: float = 0.0  # the idle time the outstanding ping tests
+    piggyback_now: bool = False  # the radio is active and the strategy wants a ping now
     memory_dirty: bool = False  # the strategy learned something not saved yet
     wait_deadline: float = 0.0  # when the loop's current wait ends by itself
     end_reason: str | None = None
@@ -222,11 +224,16 @@ class Session:
                 deadline = min(self.last_activity + self.interval,
                                self.last_sent + client._keepalive)
             now = trio.current_time()
+            if self.piggyback_now:
+                self.piggyback_now = False
+                if self.ping_sent_at is None and not client._device_idle:
+                    deadline = now
             if now >= deadline:
                 if self.ping_sent_at is not None:
                     await self._heartbeat_failed()
                     raise LinkEnded(f"no PINGRESP within {client._ping_timeout:g} s")
-                self.ping_lateness = now - deadline
+                self.ping_lateness = max(0.0, now - deadline)
+                self.ping_silence = now - self.last_activity
                 await self.send(PingReq())
                 self.ping_sent_at = self.last_sent
                 client._counters.heartbeats_sent += 1
@@ -239,6 +246,16 @@ class Session:
             if event is not None:
                 await self._handle_inbound(event)
 
+    def radio_active(self) -> None:
+        """The platform reports radio activity: ping now if the strategy finds it worth it."""
+        client = self.client
+        if self.ping_sent_at is not None or client._device_idle or self.hb is None:
+            return
+        silence = trio.current_time() - self.last_activity
+        if client._strategy.piggyback(self.hb, self.context(), silence):
+            self.piggyback_now = True
+            self.wake()
+
     def _pong(self) -> None:
         """A PINGRESP: the heartbeat succeeded (called by the reader, synchronously)."""
         if self.ping_sent_at is None:
@@ -247,7 +264,8 @@ class Session:
         strategy = client._strategy
         self.ping_sent_at = None
         client._counters.heartbeats_succeeded += 1
-        self.hb = strategy.on_success(self.hb, self.context(self.ping_lateness))
+        self.hb = strategy.on_success(self.hb, self.context(self.ping_lateness,
+                                                            self.ping_silence))
         self.memory_dirty = self._note_memory() or self.memory_dirty  # the loop saves it
         # The loop sleeps until this ping's timeout. Wake it only if the next beat is due
         # before that: with intervals far above the timeout (the usual case) this saves a
@@ -259,7 +277,8 @@ class Session:
     async def _heartbeat_failed(self) -> None:
         self.client._counters.heartbeats_failed += 1
         self.ping_sent_at = None
-        self.hb = self.client._strategy.on_failure(self.hb, self.context(self.ping_lateness))
+        self.hb = self.client._strategy.on_failure(self.hb, self.context(self.ping_lateness,
+                                                                         self.ping_silence))
         await self._remember_strategy()
 
     async def _remember_strategy(self) -> None:
@@ -276,7 +295,7 @@ class Session:
         client._sdk_state = client._sdk_state.with_memory(self.network_key, memory)
         return True
 
-    def context(self, lateness: float = 0.0) -> HeartbeatContext:
+    def context(self, lateness: float = 0.0, silence: float = 0.0) -> HeartbeatContext:
         client = self.client
         return HeartbeatContext(
             now=trio.current_time(),
@@ -287,6 +306,7 @@ class Session:
             app_state_since=client._app_state_since,
             connected_since=self.connected_at,
             lateness=lateness,
+            silence=silence,
         )
 
     async def _handle_inbound(self, event: Publish | PubRel) -> None:

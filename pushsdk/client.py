@@ -318,6 +318,16 @@ class PushClient:
             event.set()
         self._wake()
 
+    def notify_radio_active(self) -> None:
+        """Platform signal: the radio has just become active for another reason (another
+        app's traffic), as Android's ``ConnectivityManager.OnNetworkActiveListener`` reports.
+
+        A heartbeat sent now rides on that wake-up and costs almost no energy; the strategy
+        decides whether it is worth sending early (``HeartbeatStrategy.piggyback``).
+        """
+        if self._session is not None:
+            self._session.radio_active()
+
     @property
     def device_idle(self) -> bool:
         return self._device_idle

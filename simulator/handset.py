@@ -276,6 +276,9 @@ class Handset:
         for meter in (self._meter(), self._meter(background=True)):
             meter.on_packet(now, "up", bytes_up)
             meter.on_packet(now, "down", bytes_down)
+        # Android's OnNetworkActiveListener: the SDK may ride on this wake-up.
+        if not self.idle:
+            self.client.notify_radio_active()
 
     def on_app_state(self, state: str) -> None:
         self.client.set_app_state(state)

@@ -18,7 +18,7 @@ from ._base import (
 )
 
 # Strategy modules register themselves on import; add new ones here.
-from . import courier, fcm, kontalk, mars  # noqa: F401
+from . import adaptive, courier, fcm, kontalk, mars  # noqa: F401
 
 __all__ = [
     "APP_STATES",

@@ -63,6 +63,10 @@ class HeartbeatContext:
     connected_since: float = 0.0
     """Monotonic time at which the current connection was accepted (CONNACK 0)."""
     lateness: float = 0.0
+    silence: float = 0.0
+    """In ``on_success``/``on_failure``: how long the link had been silent (nothing sent or
+    received) when the ping went out, i.e. the idle time this ping tested. A ping sent
+    early (piggybacked on radio activity) tests less than the interval."""
     """How many seconds after its due time the heartbeat was sent (device sleep, Doze)."""
 
 
@@ -108,6 +112,11 @@ class HeartbeatStrategy(abc.ABC):
     def memory(self, state: Any) -> Mapping[str, Any] | None:
         """JSON-serialisable summary to persist for this network, or ``None``."""
         return None
+
+    def piggyback(self, state: Any, ctx: HeartbeatContext, silence: float) -> bool:
+        """The platform says the radio is already active (another app's traffic): send the
+        heartbeat now, ``silence`` seconds into the interval, almost for free? Default no."""
+        return False
 
 
 @attrs.frozen

@@ -50,12 +50,12 @@ class Run:
     def wall_time(self) -> float:
         return WALL0 + self.now
 
-    def ctx(self, lateness: float = 0.0) -> HeartbeatContext:
+    def ctx(self, lateness: float = 0.0, silence: float = 0.0) -> HeartbeatContext:
         return HeartbeatContext(
             now=self.now, wall_time=self.wall_time, network_key=self.network_key,
             network_type=self.network_type, app_state=self.app_state,  # type: ignore[arg-type]
             app_state_since=self.app_state_since, connected_since=self.connected_since,
-            lateness=lateness,
+            lateness=lateness, silence=silence,
         )
 
     def connect(self) -> None:
@@ -86,7 +86,7 @@ class Run:
             ok = interval + self.lateness <= self.nat_timeout
         if not ok:  # the client gives up once the reply timeout has passed
             self.now += self.strategy.ping_timeout or 10.0
-        ctx = self.ctx(self.lateness)
+        ctx = self.ctx(self.lateness, interval + self.lateness)
         report = self.strategy.on_success if ok else self.strategy.on_failure
         self.state = report(self.state, ctx)
         self.remember()
