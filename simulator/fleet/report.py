@@ -33,7 +33,7 @@ def text_report(fleet: dict[str, Any], summary: list[dict[str, Any]], out: Path)
         f"{connect['connects']:,} connects, {connect['connect_failures']:,} failed attempts, "
         f"{connect['disconnects']:,} drops; {_num(connect['connect_rate_per_s'])} connects/s "
         f"(peak {connect['peak_connects_per_s']:,}/s)",
-        f"  handshake    TCP p50 {_ms(connect['tcp_connect_s']['p50'])}; TCP+MQTT CONNACK "
+        f"  handshake    TCP(+TLS) p50 {_ms(connect['tcp_connect_s']['p50'])}; through CONNACK "
         f"p50 {_ms(hs['p50'])}, p95 {_ms(hs['p95'])}, p99 {_ms(hs['p99'])}",
     ]
     if pushes["due"]:
@@ -49,8 +49,9 @@ def text_report(fleet: dict[str, Any], summary: list[dict[str, Any]], out: Path)
         if not process.get("handsets"):
             continue
         per_connection = process.get("memory_per_connection_bytes")
+        name = process["name"].removeprefix("shard 0/1 ")
         lines.append(
-            f"  {process['name']:<12} RSS {process.get('rss_start_mb', 0):.0f} → "
+            f"  {name:<12} RSS {process.get('rss_start_mb', 0):.0f} → "
             f"{process.get('rss_peak_mb', 0):.0f} MB"
             + (f", {per_connection / 1024:.1f} KiB per connection" if per_connection else "")
             + f", CPU {_num(process.get('cpu_percent_avg'))} %")
@@ -58,8 +59,8 @@ def text_report(fleet: dict[str, Any], summary: list[dict[str, Any]], out: Path)
         lines.append(
             f"  battery      {_num(row['battery_pct_per_day'], 2)} %/day by the "
             f"{fleet['run']['radio_model']} model ({_num(row['energy_j_per_day'], 1)} J/day, "
-            f"{_num(row['heartbeats_per_day'], 1)} heartbeats/day; from {_num(row['hours'] * 3600)}"
-            " s of traffic)")
+            f"{_num(row['heartbeats_per_day'], 1)} heartbeats/day; scaled from a "
+            f"{_num(row['hours'] * 3600)} s window)")
     lines.append(f"  results      {out}/ (summary.csv, summary.json, handsets.csv, fleet.json, "
                  "latencies.csv, connects.csv, connected.png, latency_cdf.png)")
     return "\n".join(lines)

@@ -160,7 +160,7 @@ class FleetResults:
         failed = sum(self.push_failures.values())
         duration = self.run.get("duration_s") or math.nan
         return {
-            "due": sent + failed + self.counters.get("pushes_not_sent", 0),
+            "due": self.counters.get("pushes_due", sent + failed),
             "sent": sent,
             "delivered": delivered,
             "delivery_ratio": delivered / sent if sent else math.nan,

@@ -227,7 +227,8 @@ def _run_spawned(config: FleetConfig, progress: Callable[[int, dict[str, Any]], 
     coordinator = {"name": f"shard {config.shard} coordinator", "pid": os.getpid(),
                    "handsets": 0, "connected_peak": 0, "rss_start_bytes": rss_start,
                    "rss_connected_bytes": rss_start, "rss_peak_bytes": me.memory_info().rss,
-                   "cpu_user_s": cpu.user, "cpu_system_s": cpu.system, "wall_s": 0}
+                   "cpu_user_s": cpu.user, "cpu_system_s": cpu.system,
+                   "wall_s": max((r["process"]["wall_s"] for r in reports.values()), default=0)}
     return [reports[w] for w in sorted(reports)], [coordinator]
 
 

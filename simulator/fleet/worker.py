@@ -33,7 +33,7 @@ from simulator.radio import get_model
 from .config import FleetConfig, ServerTarget
 from .handset import Handset, device_id, topic
 from .senders import HttpClient, HttpPusher, PushFailed, open_publisher
-from .workload import Probe, encode_probe, pushes_for
+from .workload import Probe, encode_probe, pushes_due, pushes_for
 
 __all__ = ["FleetProbe", "run_worker"]
 
@@ -165,9 +165,8 @@ class _Worker:
                            rng=rng)
             for index in self.indices
         }
-        self.strategy_name = (strategy.name if strategy else
-                              next(iter(self.handsets.values())).client.strategy.name
-                              if self.handsets else "")
+        first = next(iter(self.handsets.values()), None)
+        self.strategy_name = first.client.strategy.name if first else (config.strategy or "")
         self.send_channel, self.receive_channel = trio.open_memory_channel[Any](math.inf)
         self.pushing = True  # False once the drain is over: nothing more is queued
         self.pushers: list[HttpPusher] = []
@@ -318,7 +317,11 @@ class _Worker:
                     tasks.start_soon(self._ramp, clients)
                     tasks.start_soon(self._schedule_pushes)
                     await self._run_until(self.t0 + config.duration)
-                    tasks.cancel_scope.cancel()
+                    # On time, the ramp and the schedule end by themselves (a busy loop may
+                    # lag a little: every push due within the run is still queued). Ctrl-C
+                    # cuts them short; what was not sent counts as not sent.
+                    if self.stop.is_set():
+                        tasks.cancel_scope.cancel()
                 drain = 0 if self.stop.is_set() else config.drain
                 await self._drain(trio.current_time() + drain)
                 self.pushing = False
@@ -338,8 +341,10 @@ class _Worker:
                          network_type=self.network_type, run_start=self.t0, run_end=self.t_end)
                 for h in self.handsets.values()]
         counters = Counter(probe.counters)
-        counters["pushes_not_sent"] = self.queued + self.in_flight + self.deferred
         counters["pushes_failed"] = sum(probe.push_failures.values())
+        counters["pushes_due"] = pushes_due(self.indices, config.handsets, config.push_count())
+        counters["pushes_not_sent"] = (counters["pushes_due"] - counters["pushes_accepted"]
+                                       - counters["pushes_failed"])
         counters["rate_limited"] = sum(p.rate_limited for p in self.pushers)
         cpu = self.process.cpu_times()
         return {

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Ledger", "Probe", "decode_probe", "encode_probe", "pushes_for"]
+__all__ = ["Ledger", "Probe", "decode_probe", "encode_probe", "pushes_due", "pushes_for"]
 
 
 @attrs.frozen
@@ -77,6 +77,11 @@ def pushes_for(handsets: Sequence[int], fleet_size: int, total: int) -> Iterator
                 return
             yield seq
         cycle += 1
+
+
+def pushes_due(handsets: Sequence[int], fleet_size: int, total: int) -> int:
+    """How many of the ``total`` pushes go to ``handsets`` (``len(list(pushes_for(...)))``)."""
+    return sum(-(-(total - handset) // fleet_size) for handset in handsets if handset < total)
 
 
 class Ledger:

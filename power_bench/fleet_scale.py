@@ -1,0 +1,437 @@
+"""Scale figures of the real-socket fleet (a benchmark script, not a test).
+
+::
+
+    python -m power_bench.fleet_scale [--quick] [--out DIR] [--sizes 5000,10000,19000]
+                                      [--paho-n N] [--big N] [--budget SECONDS]
+
+Measures, on this machine, against real Mosquitto instances on loopback:
+
+1. **Idle memory per connection and connect rate, SDK alone vs paho-mqtt.** N clients
+   connect (paced at a start rate), subscribe QoS 1 to their own topic and sit idle; the
+   RSS delta of the process over N is the memory per idle connection. The SDK runs N
+   ``PushClient``s in one ``trio.run`` (``nursery.start_soon(client.run)``); paho runs N
+   ``paho.mqtt.client.Client``s driven by one selector loop in one thread
+   (``loop_read``/``loop_write``/``loop_misc`` — a thread per client is not viable at this
+   scale). Each side runs in its own fresh process against a fresh broker.
+2. **``pushsim fleet`` at growing N** (all the fleet's measuring included), with
+   ``--source-ips`` and ``--workers``, pushes on.
+3. **The largest N**: more connections than one broker process can hold here (each process,
+   Mosquitto included, is capped at the hard RLIMIT_NOFILE) — so several brokers, one
+   ``pushsim fleet --shard i/N`` per broker, then ``pushsim merge``.
+
+Writes ``fleet_scale.json`` and prints a Markdown table. Every step has a time limit.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import resource
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Mosquitto:
+    """A broker process of our own on a free loopback port (stopped by its pid)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        conf = workdir / f"mosquitto-{self.port}.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        "persistence false\nmax_queued_messages 1000\nlog_dest none\n")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("mosquitto did not start (run .ci/install-deps)")
+                time.sleep(0.05)
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ReferenceServer:
+    """``pushsim server --db :memory:`` on free ports (stopped by its pid)."""
+
+    def __init__(self) -> None:
+        self.admin_token = "fleet-scale"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "server", "--db", ":memory:", "--http-port",
+             "0", "--mqtt-port", "0", "--admin-token", self.admin_token, "--push-rate", "5000",
+             "--log-level", "error"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, preexec_fn=_raise_nofile)
+        try:
+            if not selectors_select([self.proc.stdout], 30):
+                raise RuntimeError("pushsim server did not start")
+            self.http = json.loads(self.proc.stdout.readline())["http"]
+        except BaseException:
+            self.stop()
+            raise
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def selectors_select(files: list, timeout: float) -> list:
+    with selectors.DefaultSelector() as selector:
+        for f in files:
+            selector.register(f, selectors.EVENT_READ)
+        return [key.fileobj for key, _ in selector.select(timeout)]
+
+
+def _source_ips(n: int) -> list[str]:
+    """Enough loopback addresses for ``n`` connections (10,000 each, well under the ports)."""
+    count = max(1, -(-n // 10_000))
+    return [f"127.0.0.{2 + i}" for i in range(count)]
+
+
+def _rss() -> int:
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+def _raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def _child(kind: str, n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
+    """Run one idle-connection measurement in a fresh process; its JSON answer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "power_bench.fleet_scale", f"_{kind}", str(n), str(port),
+         str(rate), str(timeout)], capture_output=True, text=True, timeout=timeout + 60)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:] or ["exit %d" % done.returncode]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the SDK alone --------------------------------------------------------------------------
+
+def sdk_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
+    """N PushClients in one trio.run: connect, subscribe, idle. Prints nothing itself."""
+    import trio
+
+    from pushsdk import BrokerConfig, ClientState, PushClient, TcpConnector
+
+    _raise_nofile()
+
+    async def main() -> dict[str, Any]:
+        connected = 0
+        all_in = trio.Event()
+
+        def on_state(old: ClientState, new: ClientState, reason: str) -> None:
+            nonlocal connected
+            if new is ClientState.CONNECTED:
+                connected += 1
+                if connected == n:
+                    all_in.set()
+            elif old is ClientState.CONNECTED:
+                connected -= 1
+
+        connectors = [TcpConnector(source_ip=ip) for ip in _source_ips(n)]
+        rng = random.Random(1)  # shared, as pushsim fleet does (a Random is 2.5 KB)
+        rss_before = _rss()
+        clients = [PushClient(BrokerConfig(host="127.0.0.1", port=port, client_id=f"sdk-{i}",
+                                           topics=[f"sdk/{i}"], keepalive=600),
+                              connector=connectors[i % len(connectors)], rng=rng,
+                              on_message=lambda m: None, on_state_change=on_state)
+                   for i in range(n)]
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            for i, client in enumerate(clients):
+                if rate:
+                    await trio.sleep_until(start + i / rate)
+                nursery.start_soon(client.run)
+            with trio.move_on_after(timeout):
+                await all_in.wait()
+            seconds = trio.current_time() - start
+            got = connected
+            await trio.sleep(2.0)  # SUBACKs in, everything idle
+            rss_after = _rss()
+            attempts = sum(c.statistics().connect_attempts for c in clients)
+            nursery.cancel_scope.cancel()
+        return {"n": n, "connected": got, "seconds_to_connect": seconds,
+                "connect_rate_per_s": got / seconds, "connect_attempts": attempts,
+                "rss_before": rss_before, "rss_after": rss_after,
+                "bytes_per_connection": (rss_after - rss_before) / max(1, got)}
+
+    return trio.run(main)
+
+
+# --- paho-mqtt, one selector thread ---------------------------------------------------------
+
+def paho_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
+    """N paho clients driven by one selector loop: connect, subscribe QoS 1, idle."""
+    import paho.mqtt.client as mqtt
+
+    _raise_nofile()
+    ips = _source_ips(n)
+    selector = selectors.DefaultSelector()
+    state = {"connected": 0}
+    dirty: set = set()
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        if not reason_code.is_failure:
+            state["connected"] += 1
+            client.subscribe(userdata, qos=1)
+            dirty.add(client)
+
+    def pump(wait: float) -> None:
+        for key, _ in selector.select(wait):
+            key.data.loop_read()
+        for client in list(dirty):
+            if client.want_write():
+                client.loop_write()
+            else:
+                dirty.discard(client)
+
+    rss_before = _rss()
+    clients = []
+    start = time.monotonic()
+    for i in range(n):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
+                             clean_session=False, protocol=mqtt.MQTTv311, userdata=f"paho/{i}")
+        client.on_connect = on_connect
+        client.connect("127.0.0.1", port, keepalive=600, bind_address=ips[i % len(ips)])
+        selector.register(client.socket(), selectors.EVENT_READ, client)
+        dirty.add(client)
+        clients.append(client)
+        if rate:
+            while time.monotonic() < start + (i + 1) / rate:
+                pump(max(0.0, min(0.01, start + (i + 1) / rate - time.monotonic())))
+        else:
+            pump(0)
+    deadline = start + timeout
+    while state["connected"] < n and time.monotonic() < deadline:
+        pump(0.05)
+    seconds = time.monotonic() - start
+    got = state["connected"]
+    settle = time.monotonic() + 2.0
+    while time.monotonic() < settle:
+        pump(0.05)
+    for client in clients:
+        client.loop_misc()
+    rss_after = _rss()
+    return {"n": n, "connected": got, "seconds_to_connect": seconds,
+            "connect_rate_per_s": got / seconds, "rss_before": rss_before,
+            "rss_after": rss_after, "bytes_per_connection": (rss_after - rss_before) / max(1, got)}
+
+
+# --- pushsim fleet ---------------------------------------------------------------------------
+
+def fleet_run(args: list[str], out: Path, timeout: float) -> dict[str, Any]:
+    """``pushsim fleet ARGS --out OUT``; the headline figures of its fleet.json."""
+    command = [sys.executable, "-m", "simulator", "fleet", *args, "--out", str(out),
+               "--no-progress"]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        return {"command": _shell(args), "error": done.stderr.strip()}
+    return {"command": _shell(args), "wall_s": wall, **_headline(out)}
+
+
+def _headline(out: Path) -> dict[str, Any]:
+    fleet = json.loads((out / "fleet.json").read_text())
+    connect, pushes = fleet["connect"], fleet["pushes"]
+    workers = [p for p in fleet["processes"] if p.get("handsets")]
+    return {
+        "handsets": connect["handsets"], "connected": connect["handsets_connected"],
+        "connect_failures": connect["connect_failures"],
+        "connect_rate_per_s": connect["connect_rate_per_s"],
+        "peak_connects_per_s": connect["peak_connects_per_s"],
+        "handshake_p50_s": connect["handshake_s"]["p50"],
+        "handshake_p99_s": connect["handshake_s"]["p99"],
+        "pushes_sent": pushes["sent"], "delivery_ratio": pushes["delivery_ratio"],
+        "lost": pushes["lost"], "duplicates": pushes["duplicates"],
+        "latency_p50_s": pushes["latency_s"]["p50"], "latency_p99_s": pushes["latency_s"]["p99"],
+        "rss_peak_mb": sum(p["rss_peak_mb"] for p in workers),
+        "memory_per_connection_bytes": [p.get("memory_per_connection_bytes") for p in workers],
+        "cpu_percent_avg": [p.get("cpu_percent_avg") for p in workers],
+    }
+
+
+def _shell(args: list[str]) -> str:
+    return "pushsim fleet " + " ".join(args)
+
+
+def fleet_args(url: str, n: int, *, ramp: float, workers: int, push_rate: float,
+               hold: float, shard: str | None = None, admin_token: str | None = None
+               ) -> list[str]:
+    duration = n / ramp + hold
+    target = (["--server", url, "--admin-token", admin_token] if admin_token
+              else ["--broker", url])
+    args = [*target, "--handsets", str(n), "--duration", f"{duration:.0f}",
+            "--ramp", f"{ramp:g}", "--push-rate", f"{push_rate:g}", "--workers", str(workers),
+            "--drain", "15"]
+    addresses = max(2, len(_source_ips(n)))  # at least two, to show the spreading
+    args += ["--source-ips", f"127.0.0.2-127.0.0.{1 + addresses}"]
+    if shard:
+        args += ["--shard", shard]
+    return args
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    return {"nproc": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(terse=True),
+            "nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+            "mosquitto": subprocess.run([MOSQUITTO, "-h"], capture_output=True,
+                                        text=True).stdout.splitlines()[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("_sdk", "_paho"):
+        n, port, rate, timeout = int(argv[1]), int(argv[2]), float(argv[3]), float(argv[4])
+        result = (sdk_idle if argv[0] == "_sdk" else paho_idle)(n, port, rate, timeout)
+        print(json.dumps(result))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m power_bench.fleet_scale")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    parser.add_argument("--out", default="fleet-scale-out")
+    parser.add_argument("--sizes", default="5000,10000,19000",
+                        help="pushsim fleet sizes against one broker")
+    parser.add_argument("--idle-n", type=int, default=10000,
+                        help="clients for the SDK vs paho idle comparison")
+    parser.add_argument("--big", type=int, default=50000,
+                        help="the largest fleet: over several brokers, sharded (0 = skip)")
+    parser.add_argument("--rate", type=float, default=5000, help="start rate, per second")
+    parser.add_argument("--server-n", type=int, default=5000,
+                        help="handsets against the reference server (0 = skip)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.idle_n, args.big, args.server_n = "2000", 2000, 0, 1000
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"machine": machine(), "idle": {}, "server": None, "fleet": [],
+                              "big": None}
+    print(json.dumps(report["machine"]), flush=True)
+    work = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
+
+    for kind in ("sdk", "paho"):
+        broker = Mosquitto(work)
+        try:
+            result = _child(kind, args.idle_n, broker.port, args.rate, timeout=120)
+            result["broker_rss_mb"] = round(broker.rss() / 2**20, 1)
+        finally:
+            broker.stop()
+        report["idle"][kind] = result
+        print(kind, json.dumps(result), flush=True)
+
+    if args.server_n:
+        server = ReferenceServer()
+        try:
+            cli = fleet_args(server.http, args.server_n, ramp=1000.0, workers=2, push_rate=100,
+                             hold=20, admin_token=server.admin_token)
+            result = fleet_run(cli, out / f"server-{args.server_n}",
+                               timeout=args.server_n / 1000 + 180)
+            result["server_rss_mb"] = round(server.rss() / 2**20, 1)
+        finally:
+            server.stop()
+        report["server"] = result
+        print(json.dumps(result), flush=True)
+
+    for n in (int(s) for s in args.sizes.split(",") if s):
+        broker = Mosquitto(work)
+        try:
+            workers = 1 if n <= 5000 else 2
+            ramp = 3000.0 if n <= 5000 else 2000.0 if n <= 10000 else 1500.0
+            cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", n, ramp=ramp, workers=workers,
+                             push_rate=500, hold=20)
+            result = fleet_run(cli, out / f"fleet-{n}", timeout=n / ramp + 180)
+        finally:
+            broker.stop()
+        report["fleet"].append(result)
+        print(json.dumps(result), flush=True)
+
+    if args.big:
+        shards = -(-args.big // 18000)
+        brokers = [Mosquitto(work) for _ in range(shards)]
+        try:
+            ramp = 1200.0
+            runs = []
+            for i, broker in enumerate(brokers):
+                cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", args.big, ramp=ramp,
+                                 workers=1, push_rate=300, hold=30, shard=f"{i}/{shards}")
+                command = [sys.executable, "-m", "simulator", "fleet", *cli,
+                           "--out", str(out / f"big-{i}"), "--no-progress"]
+                runs.append((cli, subprocess.Popen(command, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.PIPE, text=True)))
+            started = time.monotonic()
+            errors = []
+            for cli, proc in runs:
+                _, stderr = proc.communicate(timeout=args.big / ramp + 300)
+                if proc.returncode != 0:
+                    errors.append(stderr.strip())
+            wall = time.monotonic() - started
+            broker_rss = [round(b.rss() / 2**20, 1) for b in brokers]
+        finally:
+            for broker in brokers:
+                broker.stop()
+        if errors:
+            report["big"] = {"error": errors}
+        else:
+            merge = subprocess.run(
+                [sys.executable, "-m", "simulator", "merge",
+                 *[str(out / f"big-{i}") for i in range(shards)], "--out", str(out / "big")],
+                capture_output=True, text=True, timeout=600)
+            report["big"] = {"commands": [_shell(cli) for cli, _ in runs], "wall_s": wall,
+                             "brokers": shards, "broker_rss_mb": broker_rss,
+                             "merge_ok": merge.returncode == 0, **_headline(out / "big")}
+        print(json.dumps(report["big"]), flush=True)
+
+    (out / "fleet_scale.json").write_text(json.dumps(report, indent=1) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

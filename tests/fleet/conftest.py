@@ -1,0 +1,83 @@
+"""Fixtures for the fleet tests: the reference server (``pushsim server`` on free ports) and a
+real Mosquitto, each a process started by the test and stopped by its process id."""
+from __future__ import annotations
+
+import json
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet_harness import (
+    ADMIN_TOKEN,
+    MOSQUITTO,
+    Broker,
+    ReferenceServer,
+    free_port,
+    stop_process,
+)
+
+
+def _server(*options: str) -> Iterator[dict]:
+    """``pushsim server --db :memory: --http-port 0 --mqtt-port 0 OPTIONS``: its JSON line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "server", "--db", ":memory:", "--http-port", "0",
+         "--mqtt-port", "0", "--admin-token", ADMIN_TOKEN, "--log-level", "warning", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            pytest.fail("pushsim server did not print its JSON line within 30 s")
+        yield json.loads(line)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def reference_server() -> Iterator[ReferenceServer]:
+    """The reference server as a subprocess, on free ports."""
+    for info in _server():
+        yield ReferenceServer(info["http"], info["mqtt"], info["admin_token"])
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The reference server with TLS on (HTTPS and MQTTS): ``(https URL, CA file)``."""
+    tls_dir = tmp_path / "tls"
+    for info in _server("--tls-dir", str(tls_dir), "--https-port", "0", "--mqtts-port", "0"):
+        yield info["https"], tls_dir / "ca.pem"
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A real Mosquitto on a free loopback port, logging connections to a file."""
+    if MOSQUITTO is None:
+        pytest.fail("mosquitto is not installed: run .ci/install-deps (Debian's mosquitto "
+                    "package) to get the broker these tests run against")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "log_dest stdout\nlog_type notice\nconnection_messages true\n")
+    log = tmp_path / "mosquitto.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail(f"mosquitto did not start: {log.read_text()[-500:]}")
+                time.sleep(0.05)
+        yield Broker(f"mqtt://127.0.0.1:{port}", log)
+    finally:
+        stop_process(proc)

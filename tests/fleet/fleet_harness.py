@@ -1,0 +1,84 @@
+"""Helpers of the fleet tests: run ``pushsim`` as a real process, read a results directory,
+start and stop the reference server and Mosquitto (by process id)."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+
+ADMIN_TOKEN = "fleet-test-admin"
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+@attrs.frozen
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def pushsim(*args: str, timeout: float = 90) -> Finished:
+    """Run ``pushsim ARGS`` as a real process (``python -m simulator``)."""
+    done = subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True,
+                          text=True, timeout=timeout)
+    return Finished(done.returncode, done.stdout, done.stderr)
+
+
+def read_results(out: Path) -> dict:
+    """The parts of a results directory the tests look at."""
+    with open(out / "summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    with open(out / "handsets.csv", newline="") as f:
+        handsets = list(csv.DictReader(f))
+    with open(out / "latencies.csv", newline="") as f:
+        latencies = list(csv.DictReader(f))
+    with open(out / "connects.csv", newline="") as f:
+        connects = list(csv.DictReader(f))
+    return {"summary": summary, "handsets": handsets, "latencies": latencies,
+            "connects": connects, "fleet": json.loads((out / "fleet.json").read_text()),
+            "summary_json": json.loads((out / "summary.json").read_text())}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@attrs.frozen
+class ReferenceServer:
+    http: str
+    mqtt: str
+    admin_token: str
+
+
+@attrs.frozen
+class Broker:
+    url: str
+    log: Path
+
+    def peers(self, client_prefix: str = "pushsim-") -> list[str]:
+        """Source addresses of the clients Mosquitto saw connect, from its log."""
+        peers = []
+        for line in self.log.read_text().splitlines():
+            # "1700000000: New client connected from 127.0.0.5:41870 as pushsim-3 (p2, c0, k60)."
+            if "New client connected from" in line and f" as {client_prefix}" in line:
+                address = line.split("connected from ", 1)[1].split(" ", 1)[0]
+                peers.append(address.rsplit(":", 1)[0])
+        return peers

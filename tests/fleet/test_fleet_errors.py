@@ -1,0 +1,67 @@
+"""Mistakes end ``pushsim fleet`` / ``pushsim merge`` with one line on stderr and exit 2."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from fleet_harness import pushsim
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+FLEET = ("fleet", "--handsets", "4", "--duration", "2")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--server", "ftp://example"), "server URL must start with http:// or https://"),
+    (("--server", "http://127.0.0.1:{port}", "--admin-token", "t"),
+     "cannot reach the server at http://127.0.0.1:{port}: cannot connect to 127.0.0.1:{port}: "
+     "Connection refused"),
+    (("--broker", "mqtt://127.0.0.1:{port}"),
+     "cannot reach the broker at mqtt://127.0.0.1:{port}"),
+    (("--broker", "http://127.0.0.1:1883"), "broker URL must start with mqtt:// or mqtts://"),
+    (("--server", "http://127.0.0.1:8480"), "--server needs --admin-token T, or --app-key K"),
+    (("--broker", "mqtt://127.0.0.1:1", "--source-ips", "127.0.0.9-127.0.0.2"),
+     "--source-ips: 127.0.0.2 comes before 127.0.0.9"),
+    (("--broker", "mqtt://127.0.0.1:1", "--source-ips", "127.0.0.2-"),
+     "--source-ips must be FIRST-LAST addresses"),
+    (("--broker", "mqtt://127.0.0.1:1", "--source-ips", "127.0.0.2-::1"),
+     "not of the same IP version"),
+    (("--broker", "mqtt://127.0.0.1:1", "--shard", "2/2"), "--shard must be i/N"),
+    (("--broker", "mqtt://127.0.0.1:1", "--strategy", "nope"), "unknown heartbeat strategy"),
+    (("--broker", "mqtt://127.0.0.1:1", "--radio-model", "5g"), "5g"),
+    (("--broker", "mqtt://127.0.0.1:1", "--ramp", "1"), "take 3.0 s to start"),
+    (("--broker", "mqtt://127.0.0.1:1", "--workers", "5"), "--workers 5 is more than the 4"),
+    (("--broker", "mqtt://127.0.0.1:1", "--ca", "/nonexistent/ca.pem"),
+     "cannot load CA file /nonexistent/ca.pem"),
+    (("--broker", "mqtt://127.0.0.1:1", "--duration", "-1"), "argument --duration"),
+    ((), "one of the arguments --server --broker is required"),
+])
+def test_bad_arguments_are_one_line_errors(args, message):
+    port = _closed_port()
+    args = tuple(a.format(port=port) for a in args)
+    done = pushsim(*FLEET, *args, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("pushsim fleet: ")
+    assert message.format(port=port) in done.stderr
+    assert done.stdout == ""
+
+
+def test_merge_mistakes(tmp_path):
+    missing = pushsim("merge", str(tmp_path / "nope"), "--out", str(tmp_path / "m"))
+    assert missing.returncode == 2
+    assert missing.stderr == (f"pushsim merge: {tmp_path / 'nope'} is not a fleet results "
+                              "directory: fleet.json is missing\n")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "fleet.json").write_text("[1, 2]")
+    junk = pushsim("merge", str(tmp_path / "junk"), "--out", str(tmp_path / "m"))
+    assert junk.returncode == 2 and "is not a pushsim fleet result" in junk.stderr
+    twice = pushsim("merge", str(tmp_path / "junk"), str(tmp_path / "junk"),
+                    "--out", str(tmp_path / "m"))
+    assert twice.returncode == 2 and twice.stderr.count("\n") == 1
