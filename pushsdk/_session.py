@@ -23,6 +23,7 @@ import trio
 
 from .config import BrokerConfig, ClientState
 from .dispatcher import BrokerMessage, PushMessage, broker_dedup_key
+from ._probe import run_probe
 from .heartbeat import HeartbeatContext
 from .protocol import (
     NEED_DATA,
@@ -72,6 +73,7 @@ class Counters:
     heartbeats_sent: int = 0
     heartbeats_succeeded: int = 0
     heartbeats_failed: int = 0
+    probes: int = 0
     connect_attempts: int = 0
     connects: int = 0
     reconnects: int = 0
@@ -104,6 +106,8 @@ class Session:
     ping_lateness: float = 0.0
     ping_silence: float = 0.0  # the idle time the outstanding ping tests
     piggyback_now: bool = False  # the radio is active and the strategy wants a ping now
+    nursery: trio.Nursery | None = None
+    probing: bool = False  # a probe connection is out (see pushsdk._probe)
     memory_dirty: bool = False  # the strategy learned something not saved yet
     wait_deadline: float = 0.0  # when the loop's current wait ends by itself
     end_reason: str | None = None
@@ -159,6 +163,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self.scope = nursery.cancel_scope
+                self.nursery = nursery
                 nursery.start_soon(self._read_loop, send_inbound)
                 try:
                     await self._subscribe()
@@ -237,6 +242,7 @@ class Session:
                 await self.send(PingReq())
                 self.ping_sent_at = self.last_sent
                 client._counters.heartbeats_sent += 1
+                self._maybe_probe()
                 continue
             event = None
             self.wait_deadline = deadline
@@ -245,6 +251,24 @@ class Session:
             self.wait_scope = None
             if event is not None:
                 await self._handle_inbound(event)
+
+    def _maybe_probe(self) -> None:
+        """Start a probe connection now, while the radio is up for our heartbeat, if the
+        strategy wants one measured (pushsdk._probe)."""
+        if self.probing:
+            return
+        target = self.client._strategy.probe(self.hb, self.context())
+        if target is not None and target > 0 and math.isfinite(target):
+            self.probing = True
+            self.client._counters.probes += 1
+            self.nursery.start_soon(run_probe, self, target)
+
+    def probe_done(self, ok: bool | None, silence: float) -> None:
+        """A probe ended: ``ok`` True/False = the silence survived/failed; None = no probe."""
+        self.probing = False
+        self.hb = self.client._strategy.on_probe(self.hb, self.context(silence=silence), ok)
+        self.memory_dirty = self._note_memory() or self.memory_dirty
+        self.wake()  # the interval in force may have changed
 
     def radio_active(self) -> None:
         """The platform reports radio activity: ping now if the strategy finds it worth it."""

@@ -34,6 +34,7 @@ from .protocol import Connect, Publish
 from .registration import Registration, RegistrationError, register
 from .state import DEDUP_WINDOW, MemoryStateStore, SdkState, StateStore
 from .transport import Connector, TcpConnector, TransportError
+from .webpush import WebPushKeys
 
 __all__ = ["BrokerConfig", "ClientState", "ClientStatistics", "PushClient", "ServerConfig"]
 
@@ -253,6 +254,16 @@ class PushClient:
         return self._sdk_state.registration
 
     @property
+    def webpush_subscription(self) -> dict[str, str] | None:
+        """``{"p256dh", "auth"}`` (base64url) of the device's end-to-end keys, once registered
+        with ``ServerConfig(e2e=True)``: what a sender needs to encrypt for this device, for
+        apps that hand it to their back end over their own channel (docs/security.md)."""
+        keys = self._sdk_state.webpush_keys
+        if not (isinstance(self._config, ServerConfig) and self._config.e2e) or keys is None:
+            return None
+        return keys.subscription()
+
+    @property
     def token(self) -> str | None:
         reg = self._sdk_state.registration
         return reg.token if reg else None
@@ -369,6 +380,7 @@ class PushClient:
             heartbeats_sent=c.heartbeats_sent,
             heartbeats_succeeded=c.heartbeats_succeeded,
             heartbeats_failed=c.heartbeats_failed,
+            probes=c.probes,
             connect_attempts=c.connect_attempts,
             connects=c.connects,
             reconnects=c.reconnects,
@@ -382,6 +394,7 @@ class PushClient:
             receipts_acknowledged=c.receipts_acknowledged,
             state_save_errors=c.state_save_errors,
             connected_time=connected_time,
+            decrypt_errors=self._dispatcher.decrypt_errors,
         )
 
     # --- state --------------------------------------------------------------------------
@@ -416,6 +429,8 @@ class PushClient:
             loaded = None
         self._sdk_state = loaded or SdkState()
         self._dispatcher.load(self._sdk_state.recent_msg_ids)
+        if isinstance(self._config, ServerConfig) and self._config.e2e:
+            self._dispatcher.webpush_keys = self._sdk_state.webpush_keys
 
     async def _save_state(self) -> None:
         self._sdk_state = attrs.evolve(
@@ -427,6 +442,9 @@ class PushClient:
             # Delivery goes on: the cost is a possible duplicate after a crash.
             self._counters.state_save_errors += 1
             log.warning("%s: cannot save state: %s", self._name, exc)
+        except Exception:  # a custom store's (or a strategy memory's) bug: same treatment
+            self._counters.state_save_errors += 1
+            log.exception("%s: cannot save state", self._name)
 
     def _count_traffic(self, sent: int, received: int) -> None:
         self._counters.bytes_up += sent
@@ -503,14 +521,20 @@ class PushClient:
         cfg = self._config
         assert isinstance(cfg, ServerConfig)
         reg = self._sdk_state.registration
-        if reg is None or not reg.is_for(cfg.server_url, cfg.app_key, cfg.device_id):
+        keys = self._sdk_state.webpush_keys
+        same_device = reg is not None and reg.is_for(cfg.server_url, cfg.app_key, cfg.device_id)
+        if not same_device:
             reason = "no stored registration"
         elif self._force_register:
             reason = "token rejected"
         elif reg.token_expired(self._clock.now(), cfg.token_refresh_margin):
             reason = "token expired"
+        elif cfg.e2e and keys is None:
+            reason = "end-to-end keys not registered yet"
         else:
             return False
+        if cfg.e2e and (keys is None or not same_device):
+            keys = WebPushKeys.generate()  # a new identity gets keys of its own (unlinkable)
         self._set_state(ClientState.REGISTERING, reason)
         new = await register(
             self._http_connector,
@@ -520,12 +544,16 @@ class PushClient:
             platform=cfg.platform,
             alias=cfg.alias,
             tags=cfg.tags,
+            webpush=keys.subscription() if cfg.e2e and keys else None,
             timeout=self._http_timeout,
             on_traffic=self._count_traffic,
         )
         self._counters.registrations += 1
         self._force_register = False
-        self._sdk_state = self._sdk_state.with_registration(new)
+        self._sdk_state = attrs.evolve(self._sdk_state.with_registration(new),
+                                       webpush_keys=keys)
+        if cfg.e2e:
+            self._dispatcher.webpush_keys = keys
         await self._save_state()
         if self._on_new_token is not None and (reg is None or new.token != reg.token):
             await call_app(self._on_new_token, new.token, what="on_new_token")

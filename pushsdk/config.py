@@ -49,6 +49,9 @@ class ServerConfig:
     tags: tuple[str, ...] | None = attrs.field(default=None, converter=_to_tuple)
     #: Register again when the token expires within this many seconds.
     token_refresh_margin: float = 300.0
+    #: End-to-end encryption (RFC 8291): create a P-256 key pair and auth secret, send their
+    #: public part with the registration, decrypt encrypted pushes (docs/security.md).
+    e2e: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +115,7 @@ class ClientStatistics:
     heartbeats_sent: int
     heartbeats_succeeded: int
     heartbeats_failed: int  # no PINGRESP in time, or the link broke while a ping was out
+    probes: int  # probe connections opened to measure the NAT timeout (pushsdk._probe)
     connect_attempts: int
     connects: int  # CONNACK 0 received
     reconnects: int  # connects after the first
@@ -125,3 +129,4 @@ class ClientStatistics:
     receipts_acknowledged: int
     state_save_errors: int
     connected_time: float  # seconds spent connected, current connection included
+    decrypt_errors: int  # end-to-end encrypted pushes that did not open (acknowledged)

@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from .state import DEDUP_WINDOW
+from .webpush import DecryptionError, WebPushKeys, decrypt_data, encrypted_payload_of
 
 __all__ = ["BrokerMessage", "Callback", "Dispatcher", "PushMessage", "call_app"]
 
@@ -38,10 +39,14 @@ class PushMessage:
     kind: str
     """``"notification"``, ``"message"`` or ``"deleted"``."""
     data: Mapping[str, Any] = attrs.field(repr=False)
-    """The whole payload object, exactly as the server sent it."""
+    """The whole payload object as the server sent it — except that an end-to-end encrypted
+    ``message.data`` is replaced by its decrypted value (then :attr:`e2e` is True)."""
     topic: str = ""
     dup: bool = False
     """The server flagged this delivery as a redelivery."""
+    e2e: bool = False
+    """``message.data`` arrived end-to-end encrypted for this device and was decrypted by the
+    SDK: neither the push server nor anyone else without the device's key could read it."""
 
     @property
     def notification(self) -> Mapping[str, Any] | None:
@@ -76,6 +81,16 @@ class PushMessage:
     @property
     def priority(self) -> str:
         return self.data.get("priority", "normal")
+
+    def decrypted(self, keys: WebPushKeys) -> PushMessage:
+        """This message with an encrypted ``message.data`` opened with ``keys`` (itself when
+        it carries none). Raises :class:`~pushsdk.webpush.DecryptionError`."""
+        message = self.message
+        if not isinstance(message, Mapping) or encrypted_payload_of(message.get("data")) is None:
+            return self
+        plain = decrypt_data(message["data"], keys)
+        data = {**self.data, "message": {**message, "data": plain}}
+        return attrs.evolve(self, data=data, e2e=True)
 
     @classmethod
     def from_payload(cls, payload: bytes, *, topic: str = "", dup: bool = False) -> PushMessage:
@@ -147,11 +162,14 @@ class Dispatcher:
     on_message: Callback | None = None
     on_deleted: Callback | None = None
     window: int = DEDUP_WINDOW
+    #: The device's end-to-end keys; when set, encrypted pushes are decrypted before dispatch.
+    webpush_keys: WebPushKeys | None = attrs.field(default=None, init=False)
     # msg_id -> None, oldest first (a dict is an insertion-ordered set with O(1) lookup).
     _recent: dict[str, None] = attrs.field(factory=dict, init=False)
     dispatched: int = attrs.field(default=0, init=False)
     duplicates: int = attrs.field(default=0, init=False)
     callback_errors: int = attrs.field(default=0, init=False)
+    decrypt_errors: int = attrs.field(default=0, init=False)
 
     def load(self, msg_ids: Iterable[str]) -> None:
         """Start from a persisted window (oldest first)."""
@@ -194,10 +212,24 @@ class Dispatcher:
         acknowledging), False for a duplicate. A raising callback is logged and counted in
         ``callback_errors``; the message still counts as delivered (redelivering it would
         most likely raise again).
+
+        With :attr:`webpush_keys` set, an end-to-end encrypted push is decrypted first; one
+        that does not open (tampered, or sealed for older keys) is logged, counted in
+        ``decrypt_errors`` and remembered without calling the app — acknowledging it is
+        right, since a redelivery would fail the same way forever.
         """
         if check and key is not None and self.seen(key):
             self.duplicates += 1
             return False
+        if self.webpush_keys is not None and isinstance(message, PushMessage):
+            try:
+                message = message.decrypted(self.webpush_keys)
+            except DecryptionError as exc:
+                self.decrypt_errors += 1
+                log.warning("dropping push %s: cannot decrypt it: %s", message.msg_id, exc)
+                if key is not None:
+                    self.remember(key)
+                return True
         callback = self._route(message)
         if callback is not None:
             kind = "broker" if isinstance(message, BrokerMessage) else message.kind

@@ -166,6 +166,7 @@ async def register(
     platform: str = "android",
     alias: str | None = None,
     tags: Iterable[str] | None = None,
+    webpush: Mapping[str, str] | None = None,
     timeout: float = 30.0,
     on_traffic: Callable[[int, int], None] | None = None,
 ) -> Registration:
@@ -175,6 +176,7 @@ async def register(
     :class:`~pushsdk.transport.TransportError` when the server cannot be reached or the
     exchange takes longer than ``timeout`` seconds, ``ValueError`` for a bad ``server_url``.
     ``on_traffic(sent, received)`` is called with byte counts as they happen.
+    ``webpush`` (``{"p256dh", "auth"}``, base64url) registers the device's end-to-end keys.
     """
     host, port, tls, base = parse_server_url(server_url)
     body: dict[str, Any] = {"device_id": device_id, "platform": platform}
@@ -182,6 +184,8 @@ async def register(
         body["alias"] = alias
     if tags is not None:
         body["tags"] = list(tags)
+    if webpush is not None:
+        body["webpush"] = dict(webpush)
     default_port = 443 if tls else 80
     request = _Request(
         host_header=host if port == default_port else f"{host}:{port}",

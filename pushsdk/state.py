@@ -1,7 +1,8 @@
 """What the SDK remembers between runs, and where it keeps it.
 
 :class:`SdkState` holds the registration, the window of recently delivered ``msg_id``\\ s
-(duplicate suppression across restarts) and the heartbeat strategy's memory per network.
+(duplicate suppression across restarts), the heartbeat strategy's memory per network and, with
+end-to-end encryption on, the device's P-256 private key and auth secret (docs/security.md).
 
 :class:`FileStateStore` keeps it in one file, encrypted and authenticated with AES-256-GCM::
 
@@ -41,6 +42,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .registration import Registration
+from .webpush import WebPushKeys
 
 __all__ = [
     "DEDUP_WINDOW",
@@ -78,6 +80,8 @@ class SdkState:
     recent_msg_ids: tuple[str, ...] = ()
     #: ``(network_key, memory)`` pairs, least recently updated first.
     heartbeat_memory: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    #: End-to-end keys (``ServerConfig(e2e=True)``), created with the registration.
+    webpush_keys: WebPushKeys | None = None
 
     def with_registration(self, registration: Registration | None) -> SdkState:
         return attrs.evolve(self, registration=registration)
@@ -107,6 +111,7 @@ class SdkState:
             "registration": self.registration.to_dict() if self.registration else None,
             "recent_msg_ids": list(self.recent_msg_ids),
             "heartbeat_memory": [[key, dict(mem)] for key, mem in self.heartbeat_memory],
+            "webpush": self.webpush_keys.to_dict() if self.webpush_keys else None,
         }
 
     @classmethod
@@ -117,6 +122,7 @@ class SdkState:
         reg = data.get("registration")
         ids = data.get("recent_msg_ids", [])
         memory = data.get("heartbeat_memory", [])
+        webpush = data.get("webpush")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ValueError("recent_msg_ids must be a list of strings")
         if not isinstance(memory, list) or not all(
@@ -128,6 +134,7 @@ class SdkState:
             registration=Registration.from_dict(reg) if reg is not None else None,
             recent_msg_ids=tuple(ids),
             heartbeat_memory=tuple((key, mem) for key, mem in memory),
+            webpush_keys=WebPushKeys.from_dict(webpush) if webpush is not None else None,
         )
 
 

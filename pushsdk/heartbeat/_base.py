@@ -113,6 +113,19 @@ class HeartbeatStrategy(abc.ABC):
         """JSON-serialisable summary to persist for this network, or ``None``."""
         return None
 
+    def probe(self, state: Any, ctx: HeartbeatContext) -> float | None:
+        """Seconds of silence to test on a separate *probe* connection, or ``None``.
+
+        Asked whenever a heartbeat goes out (the radio is awake: opening the probe then is
+        nearly free). The result comes back through :meth:`on_probe`. Default: never.
+        """
+        return None
+
+    def on_probe(self, state: Any, ctx: HeartbeatContext, ok: bool | None) -> Any:
+        """A probe ended: ``ok`` says whether ``ctx.silence`` seconds of silence survived;
+        ``None`` means no probe could be made (refused, unreachable)."""
+        return state
+
     def piggyback(self, state: Any, ctx: HeartbeatContext, silence: float) -> bool:
         """The platform says the radio is already active (another app's traffic): send the
         heartbeat now, ``silence`` seconds into the interval, almost for free? Default no."""

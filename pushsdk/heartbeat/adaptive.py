@@ -57,6 +57,7 @@ class AdaptiveState:
     streak: int = 0  # full-silence successes at ``interval``
     failures: int = 0  # failures in a row since the value settled
     settled_at: float | None = None  # wall time the search ended (None: searching)
+    inband: bool = False  # no probe connections here: search on the main connection
 
     @property
     def settled(self) -> bool:
@@ -107,6 +108,25 @@ class AdaptiveStrategy(HeartbeatStrategy):
     def interval(self, state: AdaptiveState, ctx: HeartbeatContext) -> float:
         return state.interval
 
+    def probe(self, state: AdaptiveState, ctx: HeartbeatContext) -> float | None:
+        if state.inband or state.settled or state.low <= 0:
+            return None  # nothing proved yet: the main connection proves the first value
+        return self._candidate(state)
+
+    def on_probe(self, state: AdaptiveState, ctx: HeartbeatContext,
+                 ok: bool | None) -> AdaptiveState:
+        if ok is None:  # the server or network refuses probes: search in-band instead
+            return attrs.evolve(state, inband=True)
+        if ok:
+            state = attrs.evolve(state, low=max(state.low, min(ctx.silence, self.cap)))
+        else:
+            high = ctx.silence if state.high is None else min(state.high, ctx.silence)
+            state = attrs.evolve(state, high=high)
+        if self._narrow(state) or (state.high is None and state.low >= self.cap):
+            state = attrs.evolve(state, settled_at=ctx.wall_time)
+        # The main connection always runs at the longest silence proved so far.
+        return attrs.evolve(state, interval=max(self.floor, state.low))
+
     def piggyback(self, state: AdaptiveState, ctx: HeartbeatContext, silence: float) -> bool:
         # On Wi-Fi a wake-up costs ~0.04 J: nothing worth riding on.
         return ctx.network_type == "cellular" and silence >= self.piggyback_after * state.interval
@@ -114,7 +134,7 @@ class AdaptiveStrategy(HeartbeatStrategy):
     def memory(self, state: AdaptiveState) -> Mapping[str, Any]:
         return {"strategy": self.name, "low": state.low, "high": state.high,
                 "interval": state.interval, "settled_at": state.settled_at,
-                "failures": state.failures}
+                "failures": state.failures, "inband": state.inband}
 
     # --- learning -----------------------------------------------------------------------
 
@@ -126,6 +146,8 @@ class AdaptiveStrategy(HeartbeatStrategy):
         state = attrs.evolve(state, low=low, failures=0, streak=state.streak + 1)
         if state.settled:  # after a lone failure, a success restores the settled value
             return attrs.evolve(state, interval=max(self.floor, low)) if suspect else state
+        if not state.inband:
+            return state  # probes do the searching; the main connection stays proved
         if state.streak < self.confirm:
             return state
         if state.high is None:
@@ -157,13 +179,23 @@ class AdaptiveStrategy(HeartbeatStrategy):
         assert high is not None
         if low <= 0:
             return attrs.evolve(state, interval=max(self.floor, high / 2), streak=0)
-        if high - low < self.precision * low:
+        if self._narrow(state):
             return attrs.evolve(state, interval=max(self.floor, low), streak=0,
                                 settled_at=ctx.wall_time)
         if after_failure:
             # Run at the proved value first (one success confirms it), then try the middle.
             return attrs.evolve(state, interval=max(self.floor, low), streak=self.confirm - 1)
         return attrs.evolve(state, interval=(low + high) / 2, streak=0)
+
+    def _candidate(self, state: AdaptiveState) -> float:
+        if state.high is None:
+            return min(self.cap, max(state.low, state.interval) * self.growth)
+        return (state.low + state.high) / 2
+
+    def _narrow(self, state: AdaptiveState) -> bool:
+        """The bracket around the NAT timeout is tight enough to stop searching."""
+        return (state.high is not None and state.low > 0
+                and state.high - state.low < self.precision * state.low)
 
     def _fresh(self, ctx: HeartbeatContext) -> AdaptiveState:
         initial = self.initial_cellular if ctx.network_type == "cellular" else self.initial_wifi
@@ -182,10 +214,11 @@ def _from_memory(memory: Mapping[str, Any] | None) -> AdaptiveState | None:
         settled_at = memory.get("settled_at")
         settled_at = None if settled_at is None else float(settled_at)
         failures = int(memory.get("failures", 0))
+        inband = bool(memory.get("inband", False))
     except (KeyError, TypeError, ValueError):
         return None
     values = [low, interval] + [v for v in (high, settled_at) if v is not None]
     if not all(math.isfinite(v) and v >= 0 for v in values) or interval <= 0:
         return None
     return AdaptiveState(interval=interval, low=low, high=high, settled_at=settled_at,
-                         failures=max(0, failures))
+                         failures=max(0, failures), inband=inband)

@@ -183,6 +183,17 @@ def update_device(call: Call) -> Reply:
                             "tags": list(device.tags)})
 
 
+def device_keys(call: Call) -> Reply:
+    """The device's end-to-end public keys, for its app's provider (docs/security.md)."""
+    app_key = _app(call)
+    keys = call.server.webpush_keys(app_key, call.param)
+    if keys is None:
+        raise HttpError(404, "not_found",
+                        "no end-to-end keys registered for this registration_id in this app")
+    return json_reply(200, {"registration_id": call.param,
+                            "webpush": {"p256dh": keys[0], "auth": keys[1]}})
+
+
 def push(call: Call) -> Reply:
     app_key = _app(call)
     server = call.server
@@ -217,6 +228,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/apps": {"POST": create_app},
     "/v1/devices": {"POST": register_device},
     "/v1/devices/{id}": {"PUT": update_device},
+    "/v1/devices/{id}/keys": {"GET": device_keys},
     "/v1/push": {"POST": push},
     "/v1/messages/{id}": {"GET": message_status},
     "/healthz": {"GET": healthz},
@@ -228,11 +240,14 @@ def _route(path: str) -> tuple[dict[str, Handler] | None, str]:
     methods = ROUTES.get(path)
     if methods is not None:
         return methods, ""
-    prefix, _, last = path.rpartition("/")
-    if last:
-        methods = ROUTES.get(prefix + "/{id}")
-        if methods is not None:
-            return methods, last
+    segments = path.split("/")
+    for pattern, methods in ROUTES.items():
+        parts = pattern.split("/")
+        if len(parts) != len(segments) or "{id}" not in parts:
+            continue
+        i = parts.index("{id}")
+        if segments[i] and parts[:i] + parts[i + 1:] == segments[:i] + segments[i + 1:]:
+            return methods, segments[i]
     return None, ""
 
 

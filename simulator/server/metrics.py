@@ -31,6 +31,7 @@ class Counters:
     mqtt_connections_accepted: int = 0
     mqtt_connections_refused: int = 0
     mqtt_takeovers: int = 0
+    mqtt_probes: int = 0
     mqtt_keepalive_timeouts: int = 0
     mqtt_protocol_errors: int = 0
     mqtt_acl_violations: int = 0
@@ -66,6 +67,7 @@ class ServerStatistics:
     mqtt_connections_accepted: int
     mqtt_connections_refused: int
     mqtt_takeovers: int
+    mqtt_probes: int
     mqtt_keepalive_timeouts: int
     mqtt_protocol_errors: int
     mqtt_acl_violations: int
@@ -97,6 +99,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("mqtt_connections_accepted", "counter", "CONNECTs accepted (CONNACK 0)."),
     ("mqtt_connections_refused", "counter", "CONNECTs refused (CONNACK != 0)."),
     ("mqtt_takeovers", "counter", "Connections closed by a newer CONNECT of the same device."),
+    ("mqtt_probes", "counter", "Probe connections accepted (NAT timeout measurement)."),
     ("mqtt_keepalive_timeouts", "counter", "Connections closed after 1.5 x keepalive silence."),
     ("mqtt_protocol_errors", "counter", "Connections closed for malformed or oversized packets."),
     ("mqtt_acl_violations", "counter", "Connections closed for publishing outside rcpt/."),

@@ -30,6 +30,7 @@ from pushsdk.protocol import (
     ConnectionClosed,
     Disconnect,
     PingReq,
+    PingResp,
     PubAck,
     Publish,
     RemoteProtocolError,
@@ -55,6 +56,10 @@ RECEIVE_SIZE = 16 * 1024
 PINGRESP = b"\xd0\x00"
 #: CONNACK 1, "unacceptable protocol level", for clients of other MQTT versions.
 CONNACK_UNSUPPORTED_VERSION = b"\x20\x02\x00\x01"
+
+
+#: Client id suffix of a probe connection (see ``_serve_probe``).
+PROBE_SUFFIX = "/probe"
 
 
 def inbox_topic(app_key: str, registration_id: str) -> str:
@@ -136,7 +141,8 @@ def _authenticate(server: PushServer, connect: Connect) -> tuple[int, str]:
     if owner is None:
         return ConnackCode.BAD_USERNAME_OR_PASSWORD, ""  # unknown or expired: register again
     registration_id, app_key = owner
-    if registration_id != connect.client_id or app_key != connect.username:
+    if connect.client_id not in (registration_id, registration_id + PROBE_SUFFIX) \
+            or app_key != connect.username:
         return ConnackCode.NOT_AUTHORIZED, ""
     if connect.will is not None:
         # A will would publish on the device's behalf; devices may publish only receipts.
@@ -153,6 +159,9 @@ async def _accept(server: PushServer, stream: trio.abc.Stream, conn: Connection,
         with trio.move_on_after(server.limits.send_timeout):
             await stream.send_all(conn.send(ConnAck(return_code=code)))
         return None
+    if connect.client_id.endswith(PROBE_SUFFIX):
+        await _serve_probe(server, stream, conn, connect)
+        return None
     rid = connect.client_id
     previous = server._sessions.get(rid)
     if previous is not None:
@@ -168,6 +177,35 @@ async def _accept(server: PushServer, stream: trio.abc.Stream, conn: Connection,
     server._sessions[rid] = session
     session.connack = conn.send(ConnAck(session_present=opened.session_present))
     return session
+
+
+async def _serve_probe(server: PushServer, stream: trio.abc.Stream, conn: Connection,
+                       connect: Connect) -> None:
+    """A *probe* connection (client id ``<registration_id>/probe``): an extension for
+    heartbeat strategies that measure the NAT's idle timeout on a second connection, so the
+    main one never goes silent longer than is known to be safe (docs/protocol.md).
+
+    It has no session, no queue and does not take the device's connection over: it answers
+    PINGREQ until the device disconnects, goes silent past 1.5 × keepalive, or sends
+    anything else (which closes it).
+    """
+    server.counters.mqtt_probes += 1
+    grace = connect.keepalive * 1.5 if connect.keepalive else math.inf
+    with trio.move_on_after(server.limits.send_timeout):
+        await stream.send_all(conn.send(ConnAck()))
+    with trio.CancelScope(deadline=trio.current_time() + grace) as keepalive:
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError:
+                return
+            if event is NEED_DATA:
+                conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
+                continue
+            if not isinstance(event, PingReq):
+                return  # DISCONNECT, EOF, or anything a probe has no business sending
+            keepalive.deadline = trio.current_time() + grace
+            await stream.send_all(conn.send(PingResp()))
 
 
 class MqttSession:

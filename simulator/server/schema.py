@@ -75,5 +75,15 @@ CREATE INDEX deliveries_expiry ON deliveries (expires_at) WHERE status = 0;
 CREATE INDEX deliveries_msg ON deliveries (msg_id, registration_id);
 """
 
+# Version 2: devices' end-to-end public keys (RFC 8291 p256dh and auth, base64url), which
+# providers read to encrypt pushes the server can then only store and forward.
+_SCHEMA_V2 = """
+CREATE TABLE webpush_keys (
+    registration_id TEXT PRIMARY KEY,
+    p256dh          TEXT NOT NULL,
+    auth            TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 #: Schema migrations; entry i upgrades ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)

@@ -234,9 +234,13 @@ class PushServer:
         rid = self.store.register_device(
             app_key, request.device_id, request.platform, request.alias, request.tags,
             new_registration_id=self._hex_id(80), token_hash=_sha256(token),
-            token_expires_at=expires_at, now=now,
+            token_expires_at=expires_at, now=now, webpush=request.webpush,
         )
         return DeviceRegistration(rid, token, expires_at, inbox_topic(app_key, rid))
+
+    def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None:
+        """``(p256dh, auth)`` a device of ``app_key`` registered for end-to-end encryption."""
+        return self.store.webpush_keys(app_key, registration_id)
 
     def authenticate_device(self, token: str) -> tuple[str, str] | None:
         """``(registration_id, app_key)`` for a valid device token, else None."""
@@ -350,6 +354,7 @@ class PushServer:
             mqtt_connections_accepted=c.mqtt_connections_accepted,
             mqtt_connections_refused=c.mqtt_connections_refused,
             mqtt_takeovers=c.mqtt_takeovers,
+            mqtt_probes=c.mqtt_probes,
             mqtt_keepalive_timeouts=c.mqtt_keepalive_timeouts,
             mqtt_protocol_errors=c.mqtt_protocol_errors,
             mqtt_acl_violations=c.mqtt_acl_violations,

@@ -75,6 +75,7 @@ class Store(Protocol):
         new_registration_id: str, token_hash: bytes, token_expires_at: float, now: float,
     ) -> str: ...
     def token_device(self, token_hash: bytes, now: float) -> tuple[str, str] | None: ...
+    def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None: ...
     def device(self, registration_id: str) -> Device | None: ...
     def update_device(self, registration_id: str, alias: object, tags: object,
                       now: float) -> Device: ...
@@ -215,11 +216,13 @@ class SqliteStore:
     def register_device(
         self, app_key: str, device_id: str, platform: str, alias: object, tags: object, *,
         new_registration_id: str, token_hash: bytes, token_expires_at: float, now: float,
+        webpush: object = KEEP,
     ) -> str:
         """Create or refresh the device of ``(app_key, device_id)`` and add a token.
 
         Returns its registration id (``new_registration_id`` if the device is new).
-        ``alias``/``tags`` are :data:`KEEP` to leave them as they are.
+        ``alias``/``tags`` are :data:`KEEP` to leave them as they are; so is ``webpush``
+        (``(p256dh, auth)`` to set the end-to-end keys, None to remove them).
         """
         with self._tx(durable=True) as db:
             row = db.execute(
@@ -243,6 +246,11 @@ class SqliteStore:
                     (rid, app_key, device_id, platform, now, now),
                 )
             self._write_alias_tags(db, rid, app_key, alias, tags)
+            if webpush is None:
+                db.execute("DELETE FROM webpush_keys WHERE registration_id = ?", (rid,))
+            elif webpush is not KEEP:
+                db.execute("INSERT OR REPLACE INTO webpush_keys (registration_id, p256dh, auth) "
+                           "VALUES (?, ?, ?)", (rid, *webpush))  # type: ignore[misc]
             db.execute(
                 "INSERT INTO tokens (token_hash, registration_id, expires_at) VALUES (?, ?, ?)",
                 (token_hash, rid, token_expires_at),
@@ -272,6 +280,16 @@ class SqliteStore:
         if row is None or row[2] <= now:
             return None
         return row[0], row[1]
+
+    def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None:
+        """``(p256dh, auth)`` of an ``app_key`` device that registered end-to-end keys."""
+        row = self._db.execute(
+            "SELECT w.p256dh, w.auth FROM webpush_keys w JOIN devices d "
+            "ON d.registration_id = w.registration_id "
+            "WHERE w.registration_id = ? AND d.app_key = ?",
+            (registration_id, app_key),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
 
     def device(self, registration_id: str) -> Device | None:
         row = self._db.execute(

@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from pushsdk.webpush import AUTH_SECRET_SIZE, b64url_decode, parse_p256dh
+
 from .store import KEEP
 
 __all__ = [
@@ -144,21 +146,46 @@ def _tags(doc: Mapping[str, Any]) -> object:
     return _string_list(doc["tags"], "tags", max_items=MAX_TAGS, empty=True)
 
 
+def _webpush(doc: Mapping[str, Any]) -> object:
+    """End-to-end keys (docs/security.md): ``{"p256dh", "auth"}`` as base64url, checked to
+    be a P-256 point and a 16-byte secret; ``null`` removes them; absent keeps them."""
+    if "webpush" not in doc:
+        return KEEP
+    if doc["webpush"] is None:
+        return None
+    fields = _fields(doc["webpush"], "webpush", ("p256dh", "auth"))
+    p256dh = _string(fields["p256dh"], "webpush.p256dh", max_len=200)
+    auth = _string(fields["auth"], "webpush.auth", max_len=200)
+    try:
+        parse_p256dh(p256dh)
+    except ValueError as exc:
+        raise InvalidRequest(f"webpush.p256dh: {exc}") from None
+    try:
+        secret = b64url_decode(auth)
+    except ValueError as exc:
+        raise InvalidRequest(f"webpush.auth: {exc}") from None
+    if len(secret) != AUTH_SECRET_SIZE:
+        raise InvalidRequest(f"webpush.auth must be {AUTH_SECRET_SIZE} bytes (base64url)")
+    return (p256dh, auth)
+
+
 @attrs.frozen
 class DeviceRequest:
     device_id: str
     platform: str
     alias: object = KEEP  # str, None (remove) or KEEP
     tags: object = KEEP  # tuple[str, ...] or KEEP
+    webpush: object = KEEP  # (p256dh, auth), None (remove) or KEEP
 
 
 def parse_device_request(doc: Any) -> DeviceRequest:
-    fields = _fields(doc, "body", ("device_id", "platform"), ("alias", "tags"))
+    fields = _fields(doc, "body", ("device_id", "platform"), ("alias", "tags", "webpush"))
     return DeviceRequest(
         device_id=_string(fields["device_id"], "device_id"),
         platform=_string(fields["platform"], "platform", max_len=MAX_PLATFORM),
         alias=_alias(fields),
         tags=_tags(fields),
+        webpush=_webpush(fields),
     )
 
 

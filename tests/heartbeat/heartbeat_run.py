@@ -42,6 +42,8 @@ class Run:
     connections: int = 0
     connected_since: float = 0.0
     log: list[Beat] = attrs.field(factory=list)
+    probes_allowed: bool = True  # False: the server refuses probe connections
+    probe_log: list[tuple[float, bool]] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         self.connect()
@@ -90,11 +92,28 @@ class Run:
         report = self.strategy.on_success if ok else self.strategy.on_failure
         self.state = report(self.state, ctx)
         self.remember()
+        if ok:
+            self.maybe_probe()
         beat = Beat(interval, ok, self.connections)
         self.log.append(beat)
         if not ok:
             self.connect()
         return beat
+
+    def maybe_probe(self) -> None:
+        """The client asks for a probe whenever it sends a heartbeat; the probe's verdict
+        (silence <= NAT timeout) comes back later, here at once: the harness has no
+        concurrency, and the main connection's beats do not depend on the probe's."""
+        target = self.strategy.probe(self.state, self.ctx())
+        if target is None:
+            return
+        if not self.probes_allowed:
+            self.state = self.strategy.on_probe(self.state, self.ctx(), None)
+        else:
+            ok = target <= self.nat_timeout
+            self.probe_log.append((target, ok))
+            self.state = self.strategy.on_probe(self.state, self.ctx(silence=target), ok)
+        self.remember()
 
     def beats(self, n: int) -> list[float]:
         return [self.beat().interval for _ in range(n)]

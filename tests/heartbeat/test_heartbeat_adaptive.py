@@ -21,8 +21,32 @@ def test_registered_by_name():
     assert parse_strategy("adaptive") == ADAPTIVE
 
 
-def test_doubles_then_bisects_down_to_a_proved_value_behind_a_5_min_nat():
+def test_probes_find_a_5_min_nat_while_the_main_connection_never_fails():
     run = cellular(300)
+    for _ in range(12):
+        run.beat()
+    # The main connection runs at 270 (the initial value, proved by its first beat) until
+    # probes on a second connection bracket the timeout: 540 ✗, 405 ✗, 337.5 ✗, 303.75 ✗,
+    # 286.875 ✓ — then settles on the proved value. No main beat ever fails.
+    assert run.probe_log == [(540, False), (405, False), (337.5, False), (303.75, False),
+                             (286.875, True)]
+    assert all(b.ok for b in run.log)
+    assert run.state.settled and run.interval() == pytest.approx(286.875)
+    assert {b.interval for b in run.log} == {270, 286.875}
+
+
+def test_probes_climb_to_a_long_nat_timeout_in_a_few_hours():
+    run = cellular(7440)
+    while not run.state.settled:
+        run.beat()
+    assert all(b.ok for b in run.log)
+    assert 7000 < run.interval() < 7440
+    assert len(run.probe_log) <= 10
+    assert run.now < 86400 / 2
+
+
+def test_doubles_then_bisects_in_band_where_probes_are_refused():
+    run = cellular(300, probes_allowed=False)
     intervals = [run.beat().interval for _ in range(14)]
     # ×2 after two successes; 540 fails; back to the proved 270 once; then bisect
     # 405 (fails), 270, 337.5 (fails), 270, 303.75 (fails), 270 ... until the bracket is
@@ -38,8 +62,8 @@ def test_doubles_then_bisects_down_to_a_proved_value_behind_a_5_min_nat():
     assert failures == 4
 
 
-def test_reaches_long_nat_timeouts_in_a_few_beats():
-    run = cellular(7440)
+def test_reaches_long_nat_timeouts_in_a_few_beats_in_band():
+    run = cellular(7440, probes_allowed=False)
     while not run.state.settled:
         run.beat()
     assert 7000 < run.state.interval < 7440
@@ -115,9 +139,10 @@ def test_foreign_or_damaged_memory_means_start_afresh(memory):
 
 
 @settings(max_examples=300, deadline=None)
-@given(nat=st.floats(min_value=90, max_value=20000), beats=st.integers(1, 60))
-def test_within_bounds_and_one_overshoot_never_causes_a_second(nat, beats):
-    run = cellular(nat)
+@given(nat=st.floats(min_value=90, max_value=20000), beats=st.integers(1, 60),
+       probes=st.booleans())
+def test_within_bounds_and_one_overshoot_never_causes_a_second(nat, beats, probes):
+    run = cellular(nat, probes_allowed=probes)
     for _ in range(beats):
         run.beat()
         assert ADAPTIVE.floor <= run.interval() <= ADAPTIVE.cap
