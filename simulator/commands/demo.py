@@ -11,7 +11,7 @@ from pathlib import Path
 
 from simulator.commands.run import _positive_float, _positive_int, simulate
 
-DEMO_STRATEGIES = ("fixed:270", "fcm", "mars", "courier", "kontalk", "oracle")
+DEMO_STRATEGIES = ("fixed:270", "fcm", "mars", "courier", "kontalk", "adaptive", "oracle")
 DEMO_SCENARIO = "mixed"
 
 
