@@ -16,6 +16,8 @@ NATs. Death of a path comes in two flavours, as on a real network:
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from typing import Protocol
 
@@ -44,6 +46,53 @@ _EOF = b""
 #: Due time of the unread rest of a segment that was split by ``max_bytes``: it arrived
 #: (and was counted) with the segment.
 _ARRIVED = -math.inf
+
+
+class _DeliveryTimer:
+    """Wakes receivers when their data is due, for every connection of a run.
+
+    One system task per ``trio.run`` instead of a ``sleep_until`` in each receiver: a
+    receiver parks once and is rescheduled at the due time, and the timer keeps a single
+    cancel scope whose deadline it moves, so a delivery costs a heap push and one wake-up.
+    Waking a receiver that has nothing due yet is harmless: it looks and parks again.
+    """
+
+    __slots__ = ("_heap", "_scope", "_order")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _End]] = []
+        self._scope: trio.CancelScope | None = None
+        self._order = itertools.count()
+
+    def wake_at(self, due: float, end: _End) -> None:
+        heapq.heappush(self._heap, (due, next(self._order), end))
+        scope = self._scope
+        if scope is not None and due < scope.deadline:
+            scope.deadline = due
+
+    async def run(self) -> None:
+        heap = self._heap
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                heapq.heappop(heap)[2]._wake()
+
+
+_TIMER: trio.lowlevel.RunVar = trio.lowlevel.RunVar("simulator_link_delivery_timer")
+
+
+def _delivery_timer() -> _DeliveryTimer:
+    try:
+        return _TIMER.get()
+    except LookupError:
+        timer = _DeliveryTimer()
+        _TIMER.set(timer)
+        trio.lowlevel.spawn_system_task(timer.run, name="simulated link delivery timer")
+        return timer
 
 
 class _End(trio.abc.Stream):
@@ -98,7 +147,7 @@ class _End(trio.abc.Stream):
             due, data = inbox[0]
             now = trio.current_time()
             if due > now:
-                await trio.sleep_until(due)
+                await self._park()  # the delivery timer wakes us when it is due
                 yielded = True
                 continue  # re-check: a reset or close may have happened meanwhile
             if not yielded:
@@ -149,7 +198,10 @@ class _End(trio.abc.Stream):
             due = self._last_due
         self._last_due = due
         self._inbox.append((due, data))
-        self._wake()
+        if due <= trio.current_time():
+            self._wake()
+        else:
+            _delivery_timer().wake_at(due, self)
 
     def _reset(self) -> None:
         self._broken = True
