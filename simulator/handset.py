@@ -60,23 +60,31 @@ class LazyRandom:
         return getattr(rng, name)
 
 
-def _jitter_source(network, seed):
-    """Per-segment extra delay U(0, jitter) from a 64-bit LCG (Knuth's MMIX constants).
+_MASK64 = 0xFFFFFFFFFFFFFFFF
 
-    Small and fast: the link asks for one number per segment. The statistics of link jitter
-    need nothing stronger, and it stays deterministic per handset and network.
+
+def _jitter_source(network, seed):
+    """Per-segment extra delay U(0, jitter), a hash of (handset, network, virtual time).
+
+    Common random numbers: a segment sent at the same moment gets the same jitter whichever
+    strategy runs, so a push (sent at the same time in every run of a seed) sees the same
+    network delay under every strategy, and latency differences between strategies are the
+    strategies' own, not noise. SplitMix64 finaliser over the time in microseconds: small,
+    fast, deterministic, and good enough for link jitter.
     """
     jitter = network.jitter
     if jitter <= 0:
         return None
-    state = random.Random(seed).getrandbits(64)  # one-off draw; the Random is dropped
+    mix = random.Random(seed).getrandbits(64)  # one-off draw; the Random is dropped
+    scale = jitter / 9007199254740992.0  # top 53 bits → [0, jitter)
 
-    def next_jitter() -> float:
-        nonlocal state
-        state = (state * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
-        return (state >> 11) * (jitter / 9007199254740992.0)  # top 53 bits → [0, jitter)
+    def jitter_now() -> float:
+        z = (mix + int(trio.current_time() * 1e6) * 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return ((z ^ (z >> 31)) >> 11) * scale
 
-    return next_jitter
+    return jitter_now
 
 
 def _doze_keepalive(spec) -> int:
@@ -254,7 +262,7 @@ class Handset:
         self._kill_connections(now)
         self.network = network
         self._nat = network.nat()
-        self._jitter = _jitter_source(network, f"{self.spec.seed}:{now}")
+        self._jitter = _jitter_source(network, f"{self.spec.seed}:{network.key}")
         if self.online:
             self.client.notify_network_changed(network.key, network.type)
 
