@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from simulator.argtypes import non_negative_int, positive_int
+
 PROG = "python -m power_bench"
 RESULTS = Path(__file__).resolve().parent / "results"
 RESULTS_QUICK = Path(__file__).resolve().parent / "results-quick"
@@ -43,20 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="results directory (default power_bench/results/, "
                              "power_bench/results-quick/ with --quick)")
-    parser.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1, metavar="W",
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="W",
                         help="worker processes (default: one per CPU)")
-    parser.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
                         help="seeds 1..N (default 5, --quick 2)")
     parser.add_argument("--strategies", nargs="+", metavar="NAME", default=None,
                         help="heartbeat strategies (default: fixed:270 fcm mars courier "
                              "kontalk oracle, and adaptive when the SDK has it)")
     parser.add_argument("--scenarios", nargs="+", metavar="SCENARIO", default=None,
                         help="built-in scenario names or TOML files (default: all built-in)")
-    parser.add_argument("--handsets", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--handsets", type=positive_int, default=None, metavar="N",
                         help="handsets per fleet (default 40, --quick 10)")
     parser.add_argument("--hours", type=_positive_float, default=None, metavar="H",
                         help="simulated hours for every scenario (default: each scenario's own)")
-    parser.add_argument("--trace-handsets", type=_non_negative_int, default=None, metavar="N",
+    parser.add_argument("--trace-handsets", type=non_negative_int, default=None, metavar="N",
                         help="handsets whose interval is traced over time (default 4, "
                              "--quick 3; 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -192,26 +194,6 @@ def _machine(load) -> tuple[tuple[str, str], ...]:
          ", ".join(f"{x:.2f}" for x in load) + " (other jobs share the CPUs when it is high)"
          if load else "n/a"),
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 0, got {text!r}")
-    return value
 
 
 def _positive_float(text: str) -> float:

@@ -9,19 +9,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from simulator.commands.run import _positive_float, _positive_int, simulate
+from simulator.argtypes import positive_float, positive_int
+from simulator.commands.run import simulate
 
 DEMO_STRATEGIES = ("fixed:270", "fcm", "mars", "courier", "kontalk", "adaptive", "oracle")
 DEMO_SCENARIO = "mixed"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--handsets", type=_positive_int, default=100,
+    parser.add_argument("--handsets", type=positive_int, default=100,
                         help="virtual handsets per strategy (default 100)")
-    parser.add_argument("--hours", type=_positive_float, default=24.0,
+    parser.add_argument("--hours", type=positive_float, default=24.0,
                         help="simulated hours (default 24)")
     parser.add_argument("--out", type=Path, default=Path("pushsim-out"))
-    parser.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

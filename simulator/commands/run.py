@@ -1,25 +1,24 @@
 """``pushsim run SCENARIO``: one scenario under one or more strategies, in virtual time."""
 from __future__ import annotations
 
-import argparse
-import math
 import time
 from pathlib import Path
 
+from simulator.argtypes import positive_float, positive_int
 from simulator.cli import CommandError
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO",
                         help="built-in name (`pushsim scenarios`) or a TOML file")
-    parser.add_argument("--handsets", type=_positive_int, default=None,
+    parser.add_argument("--handsets", type=positive_int, default=None,
                         help="virtual handsets (default: the scenario's)")
-    parser.add_argument("--hours", type=_positive_float, default=None,
+    parser.add_argument("--hours", type=positive_float, default=None,
                         help="simulated hours (default: the scenario's)")
     parser.add_argument("--strategy", action="append", dest="strategies", metavar="NAME",
                         help="heartbeat strategy, repeatable (default: fixed:270)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workers", type=_positive_int, default=1,
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="worker processes; handsets are sharded over them")
     parser.add_argument("--out", type=Path, default=Path("pushsim-out"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,23 +63,3 @@ def simulate(scenarios, strategies, *, handsets, hours, seed, workers, out, prog
           f"({handset_hours / elapsed:,.0f} handset-h/s, {workers} worker(s)); "
           f"results in {out}/")
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value

@@ -1,0 +1,27 @@
+"""argparse value types shared by the command lines: one-line messages, no tracebacks."""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(text: str, kind, check, wanted: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not check(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a whole number ≥ 1")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 0, "a whole number ≥ 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a number > 0")
