@@ -52,6 +52,16 @@ def _rate(text: str) -> float:
     return rate
 
 
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= workers <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1-64: {workers}")
+    return workers
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``pushsim server``."""
     parser.add_argument("--host", default="127.0.0.1",
@@ -74,6 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push-rate", type=_rate, default=Limits().push_rate, metavar="PER_S",
                         help="pushes per second allowed per app; bursts of twice that "
                              "(default %(default)g)")
+    parser.add_argument("--connect-rate", type=_rate, default=None, metavar="PER_S",
+                        help="admit at most this many MQTT CONNECTs per second, bursts of "
+                             "one second's worth; over it CONNACK 3 (server unavailable) "
+                             "makes devices back off (default: no limit)")
+    parser.add_argument("--connect-timeout", type=_rate, default=Limits().connect_timeout,
+                        metavar="S", help="seconds a new MQTT connection has to send "
+                                          "CONNECT (default %(default)g)")
+    parser.add_argument("--request-timeout", type=_rate, default=Limits().request_timeout,
+                        metavar="S", help="seconds an HTTP request (head and body) has to "
+                                          "arrive after its first byte (default %(default)g)")
+    parser.add_argument("--workers", type=_workers, default=1, metavar="N",
+                        help="gateway processes sharing the ports (SO_REUSEPORT) and the "
+                             "database file (default 1)")
     parser.add_argument("--log-level", default="info",
                         choices=("debug", "info", "warning", "error"),
                         help="stderr log level (default info)")
@@ -84,8 +107,12 @@ def _error(message: str) -> int:
     return 1
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the server until SIGINT/SIGTERM; the exit status."""
+def run(args: argparse.Namespace, *, member: tuple[int, int, str] | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; the exit status.
+
+    With ``--workers N`` > 1 this process supervises N workers (:mod:`.cluster`); a worker
+    runs this with ``member = (index, workers, control directory)``.
+    """
     if args.tls_dir is None and (args.mqtts_port is not None or args.https_port is not None):
         return _error("--mqtts-port and --https-port need --tls-dir DIR")
     logging.basicConfig(
@@ -112,14 +139,20 @@ def run(args: argparse.Namespace) -> int:
         return _error("--admin-token must be a non-empty printable string")
     config = ServerConfig(
         admin_token=admin_token,
-        limits=Limits(push_rate=args.push_rate, push_burst=2 * args.push_rate),
+        limits=Limits(push_rate=args.push_rate, push_burst=2 * args.push_rate,
+                      connect_rate=args.connect_rate, connect_timeout=args.connect_timeout,
+                      request_timeout=args.request_timeout),
     )
+    if getattr(args, "workers", 1) > 1:
+        from .cluster import run_cluster
+
+        return run_cluster(args, admin_token)
     try:
-        store = SqliteStore(args.db)
+        store = SqliteStore(args.db, shared=member is not None)
     except StoreError as exc:
         return _error(str(exc))
     try:
-        trio.run(functools.partial(_serve, store, config, args, rng, tls))
+        trio.run(functools.partial(_serve, store, config, args, rng, tls, member))
     except BaseException as exc:
         os_error = _find(exc, OSError)
         if os_error is not None:  # binding a port
@@ -145,15 +178,22 @@ def _find(exc: BaseException, cls: type[BaseException]):  # type: ignore[no-unty
 
 
 async def _serve(store: SqliteStore, config: ServerConfig, args: argparse.Namespace,
-                 rng: random.Random, tls: ssl.SSLContext | None) -> None:
-    server = PushServer(store, config=config, rng=rng)
+                 rng: random.Random, tls: ssl.SSLContext | None,
+                 member: tuple[int, int, str] | None = None) -> None:
+    server = PushServer(store, config=config, rng=rng, recover=member is None)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            if member is not None:  # a worker of `--workers N`
+                from .cluster import ClusterMember
+
+                mesh = ClusterMember(*member)
+                mesh.attach(server)
+                await nursery.start(mesh.run)
             running: RunningServer = await nursery.start(functools.partial(
                 server.serve_tcp, host=args.host, http_port=args.http_port,
                 mqtt_port=args.mqtt_port, tls=tls,
                 mqtts_port=MQTTS_PORT if args.mqtts_port is None else args.mqtts_port,
-                https_port=args.https_port,
+                https_port=args.https_port, reuse_port=member is not None,
             ))
             urls = {"http": running.http_url, "https": running.https_url,
                     "mqtt": running.mqtt_url, "mqtts": running.mqtts_url}

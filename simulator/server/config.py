@@ -46,6 +46,13 @@ class Limits:
     inflight_window: int = attrs.field(default=10, validator=_positive)
     #: Undelivered messages kept per device; older ones are dropped with a ``deleted`` notice.
     queue_cap: int = attrs.field(default=100, validator=_positive)
+    #: Admission of MQTT CONNECTs (a token bucket, see ``admission.py``): at most this many
+    #: per second, bursts of ``connect_burst`` (default: one second's worth). Over it a
+    #: device gets CONNACK 3 "server unavailable" and backs off. None = no limit.
+    connect_rate: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive))
+    connect_burst: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive))
 
 
 @attrs.frozen

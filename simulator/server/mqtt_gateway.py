@@ -41,6 +41,7 @@ from pushsdk.protocol import (
     Unsubscribe,
 )
 
+from .admission import CONNACK_SERVER_UNAVAILABLE, ConnectAdmission
 from .payloads import deleted_payload
 from .validation import InvalidRequest, parse_receipt
 
@@ -150,8 +151,28 @@ def _authenticate(server: PushServer, connect: Connect) -> tuple[int, str]:
     return ConnackCode.ACCEPTED, app_key
 
 
+def _admission(server: PushServer) -> ConnectAdmission:
+    """The server's CONNECT admission limiter, created on first use from its Limits."""
+    admission: ConnectAdmission | None = getattr(server, "connect_admission", None)
+    if admission is None:
+        limits = server.limits
+        admission = ConnectAdmission.from_limits(limits.connect_rate, limits.connect_burst,
+                                                 trio.current_time())
+        server.connect_admission = admission  # type: ignore[attr-defined]
+    return admission
+
+
 async def _accept(server: PushServer, stream: trio.abc.Stream, conn: Connection,
                   connect: Connect) -> MqttSession | None:
+    if not _admission(server).admit(trio.current_time()):
+        # Over the admission rate (a reconnect storm): "server unavailable", before the
+        # token lookup, so a refusal costs almost nothing. The SDK backs off and retries.
+        server.counters.mqtt_connections_refused += 1
+        log.debug("refused CONNECT of client id %r: over the admission rate",
+                  connect.client_id[:64])
+        with trio.move_on_after(server.limits.send_timeout):
+            await stream.send_all(CONNACK_SERVER_UNAVAILABLE)
+        return None
     code, app_key = _authenticate(server, connect)
     if code != ConnackCode.ACCEPTED:
         server.counters.mqtt_connections_refused += 1
@@ -270,6 +291,20 @@ class MqttSession:
         """Close this connection because the device connected again (synchronously
         releases the session, so the new connection starts from a consistent queue)."""
         self._detach()
+        self._end()
+
+    def superseded(self) -> None:
+        """Close this connection because the device connected again to another worker
+        process of a cluster. That connection owns the device's queue now, so this one
+        lets go without touching the store (its in-flight messages are the new
+        connection's redeliveries)."""
+        if self.detached:
+            return
+        self.detached = True
+        sessions = self.server._sessions
+        if sessions.get(self.registration_id) is self:
+            del sessions[self.registration_id]
+        self.inflight.clear()
         self._end()
 
     def _end(self) -> None:

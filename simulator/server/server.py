@@ -111,10 +111,12 @@ class PushServer:
     ``store`` holds everything durable; ``clock.now()`` gives Unix seconds (message times,
     token expiry); ``rng`` makes every id and secret (pass ``random.SystemRandom()`` for a
     real server, a seeded ``random.Random`` for a reproducible simulation).
+    ``recover=False`` skips crash recovery of the store (a worker of a cluster, where the
+    parent recovered it once and other workers' connections are live).
     """
 
     def __init__(self, store: Store, *, config: ServerConfig, clock: Clock | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, recover: bool = True) -> None:
         self.store = store
         self.config = config
         self.limits = config.limits
@@ -125,7 +127,10 @@ class PushServer:
         self._buckets: dict[str, TokenBucket] = {}  # app_key -> push rate limit
         self._mqtt_connections = 0
         self._http_connections = 0
-        self.counters.messages_expired += store.recover()
+        #: The other worker processes of a cluster (``cluster.ClusterMember``), or None.
+        self.peers: Any = None
+        if recover:
+            self.counters.messages_expired += store.recover()
 
     # --- connections --------------------------------------------------------------------
 
@@ -140,6 +145,7 @@ class PushServer:
     async def serve_tcp(self, *, host: str = "127.0.0.1", http_port: int = 8480,
                         mqtt_port: int = 1883, tls: ssl.SSLContext | None = None,
                         mqtts_port: int = 8883, https_port: int | None = None,
+                        reuse_port: bool = False,
                         task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
                         ) -> None:
         """Listen on TCP (port 0 = any free port) and serve until cancelled.
@@ -148,6 +154,9 @@ class PushServer:
         is served on ``mqtts_port`` as well, and HTTPS on ``https_port`` if given; the
         registration answer then advertises the MQTTS endpoint (``"tls": true``), while
         plain MQTT stays open for broker-style clients.
+
+        ``reuse_port=True`` listens with ``SO_REUSEPORT``, so that several processes serve
+        the same ports (``pushsim server --workers N``).
 
         Reports a :class:`RunningServer` with the real ports. Raises ``OSError`` when a port
         cannot be bound (nothing is left listening then).
@@ -168,9 +177,13 @@ class PushServer:
                 handlers["https"] = (https_port, tls_handler(
                     self.handle_http_stream, tls, handshake_timeout=limits.request_timeout))
         listeners: dict[str, list[trio.SocketListener]] = {}
+        if reuse_port:
+            from .cluster import reuseport_listeners as open_listeners
+        else:
+            open_listeners = trio.open_tcp_listeners
         try:
             for kind, (port, _) in handlers.items():
-                listeners[kind] = await trio.open_tcp_listeners(port, host=host)
+                listeners[kind] = await open_listeners(port, host=host)
         except BaseException:
             for opened in listeners.values():
                 for listener in opened:
@@ -291,8 +304,10 @@ class PushServer:
             expires_at=expires_at, collapse_key=request.collapse_key,
             live_only=request.ttl == 0,
         )
+        peers = self.peers
         outcome = self.store.add_push(
-            message, targets, online=self._sessions, queue_cap=self.limits.queue_cap,
+            message, targets, online=self._sessions if peers is None else peers.online(),
+            queue_cap=self.limits.queue_cap,
             notice_id=lambda: self._hex_id(96),
             notice_expires_at=now + self.config.max_ttl,
         )
@@ -308,6 +323,8 @@ class PushServer:
             session = sessions.get(rid)
             if session is not None:
                 session.wake()
+        if peers is not None:  # devices connected to other worker processes
+            peers.pushed(outcome.queued)
         return PushResult(msg_id, outcome.targets)
 
     def resolve(self, app_key: str, kind: str, values: Sequence[str] = ()) -> list[str]:

@@ -96,7 +96,9 @@ class Store(Protocol):
 
 
 _TARGET_QUERIES = {
-    "registration_id": "SELECT registration_id FROM devices WHERE app_key = ? AND "
+    # `+app_key`: look the ids up by primary key, not by scanning all the app's devices
+    # (the planner otherwise prefers the (app_key, device_id) index: 9 ms at 36,000).
+    "registration_id": "SELECT registration_id FROM devices WHERE +app_key = ? AND "
     "registration_id IN (SELECT value FROM json_each(?))",
     "alias": "SELECT registration_id FROM devices WHERE app_key = ? AND "
     "alias IN (SELECT value FROM json_each(?))",
@@ -109,18 +111,23 @@ class SqliteStore:
     """:class:`Store` on SQLite. ``path`` is a file name or ``":memory:"``.
 
     A file database is opened in WAL mode with an exclusive lock, so a second server on the
-    same file fails at startup instead of corrupting delivery state. Raises
+    same file fails at startup instead of corrupting delivery state. ``shared=True`` (the
+    worker processes of ``pushsim server --workers N``) opens it in ordinary WAL mode
+    instead, with a busy timeout: several processes then share the file, each with its
+    own connection, and writes wait for each other. Raises
     :class:`StoreError` when the file cannot be opened, is not a database, or has a schema
     newer than this code.
     """
 
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(self, path: str = ":memory:", *, shared: bool = False) -> None:
         self.path = path
         self._file = path != ":memory:"
+        self._shared = shared and self._file
         self._sync: str | None = None
         try:
+            # Shared: a write waits up to 10 s for another process's transaction.
             self._db = sqlite3.connect(path, isolation_level=None, cached_statements=256,
-                                       timeout=0)
+                                       timeout=10.0 if self._shared else 0)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         try:
@@ -138,8 +145,9 @@ class SqliteStore:
     def _configure(self) -> None:
         db = self._db
         if self._file:
-            # Exclusive before WAL: no shared-memory index, and one server per file.
-            db.execute("PRAGMA locking_mode = EXCLUSIVE")
+            if not self._shared:
+                # Exclusive before WAL: no shared-memory index, and one server per file.
+                db.execute("PRAGMA locking_mode = EXCLUSIVE")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreError(f"cannot use database {self.path}: WAL mode unavailable")
@@ -447,6 +455,14 @@ class SqliteStore:
                 (registration_id,),
             ).fetchone()
             existing = bool(row and row[0])
+            # Whatever an earlier connection left in flight is a redelivery now. Normally
+            # close_session did that already; not when that connection was on a worker
+            # process that crashed or learned of the takeover only afterwards.
+            db.execute(
+                "UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
+                "AND sent = 1",
+                (registration_id,),
+            )
             if clean:
                 discarded = db.execute(
                     "UPDATE deliveries SET status = 4 WHERE registration_id = ? AND status = 0",

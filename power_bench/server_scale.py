@@ -1,0 +1,502 @@
+"""The reference server at scale, against Mosquitto in the same run.
+
+``python -m power_bench.server_scale --connections N --workers W --out DIR``
+
+1. A database with one app and N devices is prepared directly through SQLite (a
+   benchmark-only bulk registration: N ``POST /v1/devices`` would measure registration,
+   not the gateway), then ``pushsim server --workers W`` is started on it.
+2. N plain MQTT clients (the project's sans-IO codec over trio, one task each, spread
+   over several client processes and loopback source addresses) CONNECT with the
+   devices' tokens, SUBSCRIBE to their inboxes and stay idle (keepalive 0).
+3. Server RSS per idle connection = (RSS of all server processes with N connected −
+   RSS before any connection) ÷ N.
+4. A broadcast (``audience: "all"``): time from the request to every delivery
+   acknowledged, as the server reports it (``GET /v1/messages/<id>``: pending 0).
+5. Single-target pushes at a fixed rate over kept-alive HTTP connections; end-to-end
+   latency = client receipt time − send time stamped in the payload (same machine clock).
+6. The same clients against Mosquitto (one broker per 19,000 connections, the open-files
+   limit): each subscribes to its own topic and to ``all``; a QoS 1 PUBLISH to ``all``
+   is the broadcast, QoS 1 PUBLISHes to the clients' topics the single pushes. Memory per
+   connection and CPU seconds per phase are reported as ratios server ÷ Mosquitto.
+
+Every phase has a time limit; results go to DIR/server_scale.json and the terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from power_bench.fleet_scale import MOSQUITTO, Mosquitto, _raise_nofile, machine, selectors_select
+
+PER_PROCESS = 14_000  # client connections per client process (under the 20,000 files)
+PER_BROKER = 19_000
+
+
+# --- clients (a child process) -----------------------------------------------------------
+
+def clients_main(spec: dict[str, Any]) -> None:
+    """Connect the clients of ``spec``, report, then serve pushes until told to report."""
+    import trio
+
+    from pushsdk.protocol import (NEED_DATA, ConnAck, Connect, Connection, PubAck, Publish,
+                                  Role, SubAck, Subscribe)
+
+    latencies: list[float] = []
+    broadcast_at: list[float] = []
+    counts = {"connected": 0, "failed": 0, "received": 0}
+
+    async def one(i: int, host: str, port: int, source: str, cid: str, user: str | None,
+                  password: str | None, topics: list[str]) -> None:
+        try:
+            stream = await trio.open_tcp_stream(host, port, local_address=source)
+        except OSError:
+            counts["failed"] += 1
+            return
+        conn = Connection(Role.CLIENT, max_packet_size=1 << 16)
+        await stream.send_all(conn.send(Connect(
+            client_id=cid, username=user, keepalive=0, clean_session=False,
+            password=None if password is None else password.encode()))
+            + conn.send(Subscribe(1, tuple((t, 1) for t in topics))))
+        try:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    data = await stream.receive_some(16384)
+                    conn.receive_data(data)
+                    if not data:
+                        return
+                elif isinstance(event, ConnAck):
+                    if event.return_code:
+                        counts["failed"] += 1
+                        return
+                elif isinstance(event, SubAck):
+                    counts["connected"] += 1
+                elif isinstance(event, Publish):
+                    now = time.time()
+                    await stream.send_all(conn.send(PubAck(event.packet_id)))
+                    body = json.loads(event.payload)
+                    probe = body["message"]["data"] if "message" in body else body
+                    counts["received"] += 1
+                    if probe["k"] == "b":
+                        broadcast_at.append(now)
+                    else:
+                        latencies.append(now - probe["ts"])
+                else:
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            for n, c in enumerate(spec["clients"]):
+                due = start + n / spec["rate"]
+                if due > trio.current_time():
+                    await trio.sleep_until(due)
+                nursery.start_soon(one, *c)
+            with trio.move_on_after(spec["timeout"]):
+                while counts["connected"] + counts["failed"] < len(spec["clients"]):
+                    await trio.sleep(0.05)
+            took = trio.current_time() - start
+            print(json.dumps({**counts, "seconds": took}), flush=True)
+            while (await trio.to_thread.run_sync(sys.stdin.readline)).strip() == "report":
+                print(json.dumps({**counts, "latencies": latencies,
+                                  "broadcast_at": broadcast_at}), flush=True)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+class ClientProcess:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "power_bench.server_scale", "_clients"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
+        self.proc.stdin.write(json.dumps(spec) + "\n")
+        self.proc.stdin.flush()
+
+    def line(self, timeout: float) -> dict[str, Any]:
+        if not selectors_select([self.proc.stdout], timeout):
+            raise RuntimeError("client process did not answer")
+        return json.loads(self.proc.stdout.readline())
+
+    def ask(self, timeout: float) -> dict[str, Any]:
+        self.proc.stdin.write("report\n")
+        self.proc.stdin.flush()
+        return self.line(timeout)
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_clients(clients: list[list[Any]], rate: float, timeout: float
+                  ) -> tuple[list[ClientProcess], dict[str, Any]]:
+    """Spread ``clients`` over processes; wait until all connected; the connect figures."""
+    procs = []
+    shares = [clients[i::max(1, -(-len(clients) // PER_PROCESS))]
+              for i in range(max(1, -(-len(clients) // PER_PROCESS)))]
+    t0 = time.time()
+    for share in shares:
+        procs.append(ClientProcess({"clients": share, "rate": rate / len(shares),
+                                    "timeout": timeout}))
+    answers = [p.line(timeout + 30) for p in procs]
+    took = time.time() - t0
+    connected = sum(a["connected"] for a in answers)
+    return procs, {"connected": connected, "failed": sum(a["failed"] for a in answers),
+                   "seconds": round(took, 2), "connects_per_s": round(connected / took),
+                   "client_processes": len(procs)}
+
+
+def collect(procs: list[ClientProcess]) -> dict[str, Any]:
+    answers = [p.ask(60) for p in procs]
+    return {"latencies": sorted(x for a in answers for x in a["latencies"]),
+            "broadcast_at": sorted(x for a in answers for x in a["broadcast_at"]),
+            "received": sum(a["received"] for a in answers)}
+
+
+# --- the measured side --------------------------------------------------------------------
+
+def prepare_db(path: str, n: int) -> tuple[str, str, list[tuple[str, str]]]:
+    """An app and ``n`` devices with tokens; (app_key, master_secret, [(rid, token)])."""
+    from simulator.server import PushServer, ServerConfig, SqliteStore
+
+    store = SqliteStore(path)
+    app = PushServer(store, config=ServerConfig(admin_token="x")).create_app("scale")
+    store.close()
+    rng = random.Random(7)
+    devices = [(rng.getrandbits(80).to_bytes(10, "big").hex(),
+                rng.getrandbits(192).to_bytes(24, "big").hex()) for _ in range(n)]
+    now = time.time()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO devices (registration_id, app_key, device_id, platform, created_at, "
+        "updated_at) VALUES (?, ?, ?, 'android', ?, ?)",
+        [(rid, app.app_key, f"d{i}", now, now) for i, (rid, _) in enumerate(devices)])
+    db.executemany("INSERT INTO tokens (token_hash, registration_id, expires_at) "
+                   "VALUES (?, ?, ?)",
+                   [(hashlib.sha256(tok.encode()).digest(), rid, now + 86400)
+                    for rid, tok in devices])
+    db.execute("COMMIT")
+    db.close()
+    return app.app_key, app.master_secret, devices
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def rss(procs: list[psutil.Process]) -> int:
+    return sum(p.memory_info().rss for p in procs)
+
+
+def cpu(procs: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
+async def http_pushes(url: str, app_key: str, secret: str, bodies: list[dict[str, Any]],
+                      rate: float, connections: int = 16) -> dict[str, Any]:
+    """POST each body to /v1/push at ``rate``/s over kept-alive connections; stamps
+    ``message.data.ts`` just before sending. Returns counts and the answers' msg_ids."""
+    import base64
+
+    import trio
+
+    host, port = url.split("//")[1].split(":")
+    auth = base64.b64encode(f"{app_key}:{secret}".encode()).decode()
+    queue_send, queue_receive = trio.open_memory_channel(len(bodies) + 1)
+    results = {"ok": 0, "failed": 0, "msg_ids": []}
+
+    async def worker() -> None:
+        stream = await trio.open_tcp_stream(host, int(port))
+        buf = b""
+        async for body in queue_receive:
+            body["message"]["data"]["ts"] = time.time()
+            data = json.dumps(body).encode()
+            await stream.send_all(
+                f"POST /v1/push HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                .encode() + data)
+            while b"\r\n\r\n" not in buf:
+                buf += await stream.receive_some(65536)
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(buf) < length:
+                buf += await stream.receive_some(65536)
+            answer, buf = buf[:length], buf[length:]
+            if head.startswith(b"HTTP/1.1 200"):
+                results["ok"] += 1
+                results["msg_ids"].append(json.loads(answer)["msg_id"])
+            else:
+                results["failed"] += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(worker)
+        start = trio.current_time()
+        for k, body in enumerate(bodies):
+            await trio.sleep_until(start + k / rate)
+            queue_send.send_nowait(body)
+        await queue_send.aclose()
+    return results
+
+
+def status(url: str, app_key: str, secret: str, msg_id: str) -> dict[str, Any]:
+    import base64
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/v1/messages/{msg_id}", headers={
+        "Authorization": "Basic " + base64.b64encode(f"{app_key}:{secret}".encode()).decode()})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def pct(values: list[float], p: float) -> float | None:
+    return round(values[min(len(values) - 1, int(p * len(values)))] * 1000, 1) if values \
+        else None
+
+
+def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: float,
+                    workdir: Path, log: Any) -> dict[str, Any]:
+    import trio
+
+    db = str(workdir / "scale.db")
+    app_key, secret, devices = prepare_db(db, n)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "server", "--db", db, "--workers", str(workers),
+         "--http-port", "0", "--mqtt-port", "0", "--push-rate", "1000000",
+         "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_raise_nofile)
+    procs: list[ClientProcess] = []
+    try:
+        if not selectors_select([server.stdout], 60):
+            raise RuntimeError("pushsim server did not start")
+        info = json.loads(server.stdout.readline())
+        mqtt_port = int(info["mqtt"].rsplit(":", 1)[1])
+        time.sleep(1.0)
+        members = tree(server.pid)
+        base_rss, cpu0 = rss(members), cpu(members)
+        clients = [[i, "127.0.0.1", mqtt_port, f"127.0.0.{2 + i // PER_PROCESS}", rid,
+                    app_key, token, [f"push/{app_key}/{rid}"]]
+                   for i, (rid, token) in enumerate(devices)]
+        procs, connect = start_clients(clients, ramp, timeout=240)
+        time.sleep(3.0)
+        held = rss(members)
+        cpu1 = cpu(members)
+        result: dict[str, Any] = {
+            "workers": workers, "connect": connect,
+            "rss_before_mb": round(base_rss / 2**20, 1), "rss_connected_mb": round(held / 2**20, 1),
+            "bytes_per_connection": round((held - base_rss) / max(1, connect["connected"])),
+            "rss_per_process_mb": [round(p.memory_info().rss / 2**20, 1) for p in members],
+            "cpu_connect_s": round(cpu1 - cpu0, 2)}
+        # Broadcast.
+        t0 = time.time()
+        answer = trio.run(http_pushes, info["http"], app_key, secret,
+                          [{"audience": "all", "message": {"data": {"k": "b"}}}], 1.0, 1)
+        accepted = time.time() - t0
+        msg_id = answer["msg_ids"][0]
+        deadline = t0 + 120
+        while time.time() < deadline:
+            st = status(info["http"], app_key, secret, msg_id)
+            if st["pending"] == 0:
+                break
+            time.sleep(0.05)
+        acked = time.time() - t0
+        cpu2 = cpu(members)
+        result["broadcast"] = {"targets": st["targets"], "delivered": st["delivered"],
+                               "accepted_s": round(accepted, 3), "acknowledged_s": round(acked, 2),
+                               "cpu_s": round(cpu2 - cpu1, 2)}
+        # Single-target pushes.
+        rng = random.Random(3)
+        bodies = [{"audience": {"registration_id": [devices[rng.randrange(n)][0]]},
+                   "message": {"data": {"k": "s"}}} for _ in range(int(rate * seconds))]
+        t0 = time.time()
+        sent = trio.run(http_pushes, info["http"], app_key, secret, bodies, rate)
+        took = time.time() - t0
+        time.sleep(2.0)
+        cpu3 = cpu(members)
+        got = collect(procs)
+        lat = got["latencies"]
+        result["single"] = {"rate": rate, "seconds": round(took, 2), "sent": sent["ok"],
+                            "failed": sent["failed"], "delivered": len(lat),
+                            "achieved_rate": round(sent["ok"] / took),
+                            "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+                            "max_ms": pct(lat, 1.0), "cpu_s": round(cpu3 - cpu2, 2)}
+        result["broadcast"]["received_by_clients"] = len(got["broadcast_at"])
+        return result
+    finally:
+        for p in procs:
+            p.stop()
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def run_mosquitto_side(n: int, rate: float, seconds: float, ramp: float,
+                       workdir: Path) -> dict[str, Any]:
+    import trio
+
+    brokers = [Mosquitto(workdir) for _ in range(-(-n // PER_BROKER))]
+    procs: list[ClientProcess] = []
+    try:
+        members = [psutil.Process(b.proc.pid) for b in brokers]
+        time.sleep(0.5)
+        base_rss, cpu0 = rss(members), cpu(members)
+        clients = [[i, "127.0.0.1", brokers[i % len(brokers)].port,
+                    f"127.0.0.{2 + i // PER_PROCESS}", f"c{i}", None, None, [f"d/{i}", "all"]]
+                   for i in range(n)]
+        procs, connect = start_clients(clients, ramp, timeout=240)
+        time.sleep(3.0)
+        held, cpu1 = rss(members), cpu(members)
+        result: dict[str, Any] = {
+            "brokers": len(brokers), "connect": connect,
+            "rss_before_mb": round(base_rss / 2**20, 1), "rss_connected_mb": round(held / 2**20, 1),
+            "bytes_per_connection": round((held - base_rss) / max(1, connect["connected"])),
+            "cpu_connect_s": round(cpu1 - cpu0, 2)}
+
+        async def publish(items: list[tuple[int, str]], pace: float) -> None:
+            from pushsdk.protocol import ConnAck, Connect, Connection, PubAck, Publish, Role
+
+            async def per_broker(b: Mosquitto, mine: list[str]) -> None:
+                stream = await trio.open_tcp_stream("127.0.0.1", b.port)
+                conn = Connection(Role.CLIENT)
+                await stream.send_all(conn.send(Connect(client_id=f"pub-{b.port}",
+                                                        keepalive=0, clean_session=True)))
+                pending = 0
+
+                async def reader() -> None:
+                    nonlocal pending
+                    from pushsdk.protocol import NEED_DATA
+                    while True:
+                        event = conn.next_event()
+                        if event is NEED_DATA:
+                            data = await stream.receive_some(65536)
+                            if not data:
+                                return
+                            conn.receive_data(data)
+                        elif isinstance(event, PubAck):
+                            pending -= 1
+                            if pending == 0 and done:
+                                return
+                        elif not isinstance(event, ConnAck):
+                            return
+                done = False
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(reader)
+                    start = trio.current_time()
+                    for k, topic in enumerate(mine):
+                        await trio.sleep_until(start + k / pace)
+                        pending += 1
+                        payload = json.dumps({"k": "b" if topic == "all" else "s",
+                                              "ts": time.time()}).encode()
+                        await stream.send_all(conn.send(Publish(topic, payload, qos=1,
+                                                                packet_id=k % 65535 + 1)))
+                    done = True
+                    if pending == 0:
+                        inner.cancel_scope.cancel()
+                await stream.aclose()
+
+            async with trio.open_nursery() as nursery:
+                for j, b in enumerate(brokers):
+                    mine = [t for i, t in items if i % len(brokers) == j]
+                    if mine:
+                        nursery.start_soon(per_broker, b, mine, )
+
+        # Broadcast: one PUBLISH to "all" per broker (each broker holds its share).
+        t0 = time.time()
+        trio.run(publish, [(j, "all") for j in range(len(brokers))], 1.0)
+        deadline = t0 + 120
+        while time.time() < deadline:
+            got = collect(procs)
+            if len(got["broadcast_at"]) >= connect["connected"]:
+                break
+            time.sleep(0.2)
+        cpu2 = cpu(members)
+        result["broadcast"] = {"received_by_clients": len(got["broadcast_at"]),
+                               "all_received_s": round(max(got["broadcast_at"]) - t0, 2)
+                               if got["broadcast_at"] else None,
+                               "cpu_s": round(cpu2 - cpu1, 2)}
+        rng = random.Random(3)
+        items = [(i, f"d/{i}") for i in (rng.randrange(n) for _ in range(int(rate * seconds)))]
+        t0 = time.time()
+        trio.run(publish, items, rate / len(brokers))
+        took = time.time() - t0
+        time.sleep(2.0)
+        cpu3 = cpu(members)
+        lat = collect(procs)["latencies"]
+        result["single"] = {"rate": rate, "seconds": round(took, 2), "sent": len(items),
+                            "delivered": len(lat), "p50_ms": pct(lat, 0.5),
+                            "p99_ms": pct(lat, 0.99), "max_ms": pct(lat, 1.0),
+                            "cpu_s": round(cpu3 - cpu2, 2)}
+        return result
+    finally:
+        for p in procs:
+            p.stop()
+        for b in brokers:
+            b.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["_clients"]:
+        clients_main(json.loads(sys.stdin.readline()))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m power_bench.server_scale")
+    parser.add_argument("--connections", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ramp", type=float, default=3000, help="connects per second")
+    parser.add_argument("--push-rate", type=float, default=1000)
+    parser.add_argument("--push-seconds", type=float, default=10)
+    parser.add_argument("--no-mosquitto", action="store_true")
+    parser.add_argument("--out", default="server-scale")
+    args = parser.parse_args(argv)
+    _raise_nofile()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"machine": machine(), "connections": args.connections,
+                              "command": " ".join(sys.argv)}
+    with tempfile.TemporaryDirectory(prefix="server-scale-") as tmp:
+        report["pushsim"] = run_server_side(args.connections, args.workers, args.push_rate,
+                                            args.push_seconds, args.ramp, Path(tmp),
+                                            (out / "server.log").open("w"))
+        print(json.dumps(report["pushsim"], indent=1), flush=True)
+        if not args.no_mosquitto:
+            report["mosquitto"] = run_mosquitto_side(args.connections, args.push_rate,
+                                                     args.push_seconds, args.ramp, Path(tmp))
+            print(json.dumps(report["mosquitto"], indent=1), flush=True)
+            p, m = report["pushsim"], report["mosquitto"]
+            report["ratios"] = {
+                "memory_per_connection": round(p["bytes_per_connection"]
+                                               / max(1, m["bytes_per_connection"]), 1),
+                **{f"cpu_{phase}": round(p[k] / m[k], 1) if m[k] else None
+                   for phase, k in (("connect", "cpu_connect_s"),)},
+                "cpu_broadcast": round(p["broadcast"]["cpu_s"] / m["broadcast"]["cpu_s"], 1)
+                if m["broadcast"]["cpu_s"] else None,
+                "cpu_single": round(p["single"]["cpu_s"] / m["single"]["cpu_s"], 1)
+                if m["single"]["cpu_s"] else None}
+    (out / "server_scale.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report.get("ratios", {})), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Reconnect storm: kill -9 the server under N connected handsets and watch them come back.
+
+``python -m power_bench.storm --handsets 20000 --workers 4`` runs, for each combination
+of backoff (full jitter, the SDK's default, vs. a no-jitter baseline where every handset
+retries on the same schedule 1, 2, 4 ... s) and admission (the server's ``--connect-rate``
+limit on or off):
+
+1. ``pushsim server`` on a database file; N handsets (real ``PushClient`` s, plain TCP,
+   spread over 127.0.0.x source addresses) in ``--workers`` processes register and connect;
+2. once all are connected the server is SIGKILLed and restarted at once on the same file
+   and ports (registrations survive, so the storm is pure MQTT CONNECTs);
+3. every CONNACK 0 after the kill is time-stamped; reported: the peak connect rate (most
+   CONNACKs in any 1 s window), the time until every handset is back, CONNACK 3 refusals,
+   and the peak RSS of the server and of each worker.
+
+Each run is bounded (``--run-timeout``). The CI variant is ``tests/reliability/test_storm.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+
+from pushsdk import ClientState, PushClient, ServerConfig, parse_strategy
+from pushsdk.backoff import Backoff
+from pushsdk.transport import TcpConnector
+
+from .chaos import ServerProcess, create_app, free_port
+
+__all__ = ["NoJitterBackoff", "run_storm", "peak_rate", "main"]
+
+
+class NoJitterBackoff(Backoff):
+    """The baseline: the full ceiling every time, so a fleet that lost its server at the
+    same moment retries in lock-step (what plain exponential backoff, e.g. Paho's, does)."""
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return self.ceiling(attempt)
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def peak_rate(times: list[float], window: float = 1.0) -> int:
+    """Most events in any window of ``window`` seconds."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+# --- a worker process -------------------------------------------------------------------------
+
+def _worker(first: int, count: int, http_url: str, app_key: str, sources: list[str],
+            jitter: bool, ramp: float, seed: int, pipe: Any) -> None:
+    _raise_nofile()
+    trio.run(_worker_main, first, count, http_url, app_key, sources, jitter, ramp, seed, pipe)
+
+
+async def _worker_main(first: int, count: int, http_url: str, app_key: str,
+                       sources: list[str], jitter: bool, ramp: float, seed: int,
+                       pipe: Any) -> None:
+    connected_at: list[float] = []
+    refused = [0]
+
+    def on_state(old: ClientState, new: ClientState, reason: str) -> None:
+        if new is ClientState.CONNECTED:
+            connected_at.append(time.time())
+        elif "CONNACK 3" in reason:
+            refused[0] += 1
+
+    policy = NoJitterBackoff if jitter is False else Backoff
+    backoff = policy(initial=1.0, multiplier=2.0, max_delay=32.0, reset_after=5.0)
+    rng = random.Random(seed)  # one per process, shared (the fleet's way; 2.5 KB each saved)
+    connectors = [TcpConnector(source_ip=ip) for ip in sources]
+    strategy = parse_strategy("fixed:300")
+    clients = [PushClient(ServerConfig(server_url=http_url, app_key=app_key,
+                                       device_id=f"storm-{first + i}"),
+                          connector=connectors[i % len(connectors)], rng=rng,
+                          strategy=strategy, backoff=backoff, on_state_change=on_state,
+                          connect_timeout=30.0, http_timeout=60.0)
+               for i in range(count)]
+    peak_rss = 0
+    async with trio.open_nursery() as nursery:
+        for i, client in enumerate(clients):
+            nursery.start_soon(client.run)
+            if i % 50 == 49:
+                await trio.sleep(50 / ramp)
+        for client in clients:
+            await client.wait_connected()
+        await trio.to_thread.run_sync(pipe.send, ("ready", len(connected_at)))
+        _, killed_at, timeout = await trio.to_thread.run_sync(pipe.recv)  # wall clock of the kill
+        refused[0] = 0
+        deadline = trio.current_time() + timeout
+        while trio.current_time() < deadline:
+            peak_rss = max(peak_rss, psutil.Process().memory_info().rss)
+            back = sum(1 for c in clients if c.state is ClientState.CONNECTED)
+            if back == count and len([t for t in connected_at if t > killed_at]) >= count:
+                break
+            await trio.sleep(0.25)
+        after = [t for t in connected_at if t > killed_at]
+        pipe.send(("done", after, refused[0], peak_rss,
+                   sum(c.statistics().connect_attempts for c in clients)))
+        nursery.cancel_scope.cancel()
+
+
+# --- one run ------------------------------------------------------------------------------------
+
+def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float | None,
+              workdir: Path, sources: int = 8, ramp: float = 400.0,
+              run_timeout: float = 240.0, seed: int = 1) -> dict[str, Any]:
+    """One storm (see the module docstring); a dict of figures."""
+    _raise_nofile()
+    db = workdir / f"storm-{handsets}-{jitter}-{connect_rate}.db"
+    ports = {"http_port": free_port(), "mqtt_port": free_port()}
+    extra = ("--push-rate", "10000")
+    if connect_rate is not None:
+        extra += ("--connect-rate", str(connect_rate))
+    log = workdir / "server.log"
+    started = time.monotonic()
+    server = ServerProcess(db, **ports, extra=extra, log=log)
+    ctx = multiprocessing.get_context("spawn")
+    procs, pipes = [], []
+    try:
+        app = create_app(server.http_port, "storm")
+        ips = [f"127.0.0.{2 + i}" for i in range(sources)]
+        per = -(-handsets // workers)
+        for w in range(workers):
+            first, count = w * per, min(per, handsets - w * per)
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, daemon=True, args=(
+                first, count, server.http_url, app["app_key"], ips, jitter,
+                ramp / workers, seed + w, child))
+            proc.start()
+            procs.append(proc)
+            pipes.append(parent)
+        for pipe in pipes:
+            if not pipe.poll(run_timeout):
+                raise RuntimeError("handsets did not all connect in time")
+            pipe.recv()
+        ramp_s = time.monotonic() - started
+        server_rss_before = server.rss()
+        kill_at = time.time()
+        server.kill()
+        server = ServerProcess(db, **ports, extra=extra, log=log)
+        restart_s = time.time() - kill_at
+        deadline_wall = run_timeout
+        for pipe in pipes:
+            pipe.send(("killed", kill_at, run_timeout))
+        # Workers compare against their own trio clock: pass a deadline in it.
+        server_peak = server.rss()
+        results = []
+        for pipe in pipes:
+            while not pipe.poll(0.25):
+                server_peak = max(server_peak, server.rss())
+                if time.time() - kill_at > deadline_wall:
+                    raise RuntimeError("the storm did not settle in time")
+            results.append(pipe.recv())
+            server_peak = max(server_peak, server.rss())
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(10)
+        server.terminate()
+    times = sorted(t for r in results for t in r[1])
+    back = len(times)
+    return {
+        "handsets": handsets, "workers": workers,
+        "backoff": "full jitter" if jitter else "no jitter",
+        "connect_rate_limit": connect_rate,
+        "back": back,
+        "all_back_s": round(times[-1] - kill_at, 2) if back else None,
+        "restart_s": round(restart_s, 2),
+        "peak_connects_per_s": peak_rate(times),
+        "connack3_refusals": sum(r[2] for r in results),
+        "connect_attempts_total": sum(r[4] for r in results),
+        "server_rss_before_mb": round(server_rss_before / 2**20, 1),
+        "server_rss_peak_after_mb": round(server_peak / 2**20, 1),
+        "worker_rss_peak_mb": [round(r[3] / 2**20, 1) for r in results],
+        "ramp_s": round(ramp_s, 1),
+        "per_second": _histogram(times, kill_at),
+    }
+
+
+def _histogram(times: list[float], origin: float) -> list[int]:
+    if not times:
+        return []
+    bins = [0] * (int(times[-1] - origin) + 1)
+    for t in times:
+        bins[int(t - origin)] += 1
+    return bins
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m power_bench.storm",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--handsets", type=int, default=20000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--connect-rate", type=float, default=1000.0,
+                        help="the admission limit for the runs with it on (default 1000/s)")
+    parser.add_argument("--ramp", type=float, default=400.0,
+                        help="initial connects per second over all workers")
+    parser.add_argument("--only", choices=("jitter", "nojitter"), default=None)
+    parser.add_argument("--run-timeout", type=float, default=300.0)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="storm-") as tmp:
+        for jitter in (True, False):
+            if args.only and (args.only == "jitter") != jitter:
+                continue
+            for rate in (None, args.connect_rate):
+                figures = run_storm(args.handsets, workers=args.workers, jitter=jitter,
+                                    connect_rate=rate, workdir=Path(tmp), ramp=args.ramp,
+                                    run_timeout=args.run_timeout)
+                runs.append(figures)
+                print(json.dumps({k: v for k, v in figures.items() if k != "per_second"}),
+                      flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(runs, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
