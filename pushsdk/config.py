@@ -54,6 +54,25 @@ class ServerConfig:
     e2e: bool = False
 
 
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` → ``(host, port, tls)``;
+    ``ValueError`` with a one-line reason otherwise."""
+    parts = urlsplit(url)
+    schemes = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
+    if parts.scheme not in schemes:
+        raise ValueError(f"broker URL must start with mqtt:// or mqtts://: {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port in broker URL {url!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"broker URL has no host: {url!r}")
+    if parts.path not in ("", "/"):
+        raise ValueError(f"broker URL must not have a path: {url!r}")
+    tls = schemes[parts.scheme]
+    return parts.hostname, port or (8883 if tls else 1883), tls
+
+
 @attrs.frozen(kw_only=True)
 class BrokerConfig:
     """Broker mode: any MQTT 3.1.1 broker, static identity and topics, no registration."""
@@ -85,18 +104,8 @@ class BrokerConfig:
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> BrokerConfig:
         """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` plus the other fields."""
-        parts = urlsplit(url)
-        schemes = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
-        if parts.scheme not in schemes:
-            raise ValueError(f"broker URL must start with mqtt:// or mqtts://: {url!r}")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"bad port in broker URL {url!r}") from None
-        if not parts.hostname:
-            raise ValueError(f"broker URL has no host: {url!r}")
-        tls = schemes[parts.scheme]
-        return cls(host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls, **kwargs)
+        host, port, tls = parse_broker_url(url)
+        return cls(host=host, port=port, tls=tls, **kwargs)
 
 
 @attrs.frozen

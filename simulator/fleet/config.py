@@ -13,9 +13,10 @@ one process, in ``--workers W`` processes or as ``--shard i/N`` runs on several 
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit
 
 import attrs
+
+from pushsdk.config import parse_broker_url
 
 __all__ = ["BrokerTarget", "FleetConfig", "ServerTarget", "Shard", "parse_shard"]
 
@@ -48,21 +49,8 @@ class BrokerTarget:
     def from_url(cls, url: str, username: str | None = None,
                  password: str | None = None) -> BrokerTarget:
         """``mqtt://HOST[:1883]`` or ``mqtts://HOST[:8883]``; ``ValueError`` otherwise."""
-        parts = urlsplit(url)
-        schemes = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
-        if parts.scheme not in schemes:
-            raise ValueError(f"broker URL must start with mqtt:// or mqtts://: {url!r}")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"bad port in broker URL {url!r}") from None
-        if not parts.hostname:
-            raise ValueError(f"broker URL has no host: {url!r}")
-        if parts.path not in ("", "/"):
-            raise ValueError(f"broker URL must not have a path: {url!r}")
-        tls = schemes[parts.scheme]
-        return cls(url=url, host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls,
-                   username=username, password=password)
+        host, port, tls = parse_broker_url(url)
+        return cls(url=url, host=host, port=port, tls=tls, username=username, password=password)
 
 
 @attrs.frozen
