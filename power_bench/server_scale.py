@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +37,7 @@ from typing import Any
 
 import psutil
 
-from power_bench.fleet_scale import MOSQUITTO, Mosquitto, _raise_nofile, machine, selectors_select
+from power_bench.fleet_scale import Mosquitto, _raise_nofile, machine, selectors_select
 
 PER_PROCESS = 14_000  # client connections per client process (under the 20,000 files)
 PER_BROKER = 19_000

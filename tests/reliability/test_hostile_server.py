@@ -30,7 +30,6 @@ from pushsdk.clock import VirtualClock
 from pushsdk.protocol import (
     NEED_DATA, ConnAck, Connect, Connection, Publish, PubAck, Role, Subscribe,
 )
-from pushsdk.transport import TcpConnector
 from simulator.server import Limits, PushServer, ServerConfig as SrvConfig, SqliteStore
 
 TIMEOUT = 2.0  # the server's CONNECT and HTTP request timeouts in the socket test
