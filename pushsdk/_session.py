@@ -109,7 +109,6 @@ class Session:
     nursery: trio.Nursery | None = None
     probing: bool = False  # a probe connection is out (see pushsdk._probe)
     memory_dirty: bool = False  # the strategy learned something not saved yet
-    wait_deadline: float = 0.0  # when the loop's current wait ends by itself
     end_reason: str | None = None
     scope: trio.CancelScope | None = None  # the session's nursery
     wait_scope: trio.CancelScope | None = None  # the loop's idle wait; cancel to wake it
@@ -245,7 +244,6 @@ class Session:
                 self._maybe_probe()
                 continue
             event = None
-            self.wait_deadline = deadline
             with trio.move_on_at(deadline) as self.wait_scope:
                 event = await inbound.receive()
             self.wait_scope = None
@@ -291,12 +289,15 @@ class Session:
         self.hb = strategy.on_success(self.hb, self.context(self.ping_lateness,
                                                             self.ping_silence))
         self.memory_dirty = self._note_memory() or self.memory_dirty  # the loop saves it
-        # The loop sleeps until this ping's timeout. Wake it only if the next beat is due
-        # before that: with intervals far above the timeout (the usual case) this saves a
-        # scheduler round trip per heartbeat, which thousands of simulated clients feel.
-        next_beat = self.last_activity + strategy.interval(self.hb, self.context())
-        if next_beat < self.wait_deadline or client._outbox:
+        # The loop sleeps until this ping's timeout. Rather than waking it now (a scheduler
+        # pass) only for it to sleep again until the next beat, move its deadline there:
+        # one wake-up per heartbeat, which thousands of simulated clients feel.
+        if client._outbox or client._device_idle or self.wait_scope is None:
             self.wake()
+            return
+        interval = strategy.interval(self.hb, self.context())
+        self.wait_scope.deadline = min(
+            self.last_activity + max(interval, MIN_INTERVAL), self.last_sent + client._keepalive)
 
     async def _heartbeat_failed(self) -> None:
         self.client._counters.heartbeats_failed += 1

@@ -16,8 +16,6 @@ NATs. Death of a path comes in two flavours, as on a real network:
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 from typing import Protocol
 
@@ -48,53 +46,6 @@ _EOF = b""
 _ARRIVED = -math.inf
 
 
-class _DeliveryTimer:
-    """Wakes receivers when their data is due, for every connection of a run.
-
-    One system task per ``trio.run`` instead of a ``sleep_until`` in each receiver: a
-    receiver parks once and is rescheduled at the due time, and the timer keeps a single
-    cancel scope whose deadline it moves, so a delivery costs a heap push and one wake-up.
-    Waking a receiver that has nothing due yet is harmless: it looks and parks again.
-    """
-
-    __slots__ = ("_heap", "_scope", "_order")
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _End]] = []
-        self._scope: trio.CancelScope | None = None
-        self._order = itertools.count()
-
-    def wake_at(self, due: float, end: _End) -> None:
-        heapq.heappush(self._heap, (due, next(self._order), end))
-        scope = self._scope
-        if scope is not None and due < scope.deadline:
-            scope.deadline = due
-
-    async def run(self) -> None:
-        heap = self._heap
-        while True:
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
-                self._scope = scope
-                await trio.sleep_forever()
-            self._scope = None
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                heapq.heappop(heap)[2]._wake()
-
-
-_TIMER: trio.lowlevel.RunVar = trio.lowlevel.RunVar("simulator_link_delivery_timer")
-
-
-def _delivery_timer() -> _DeliveryTimer:
-    try:
-        return _TIMER.get()
-    except LookupError:
-        timer = _DeliveryTimer()
-        _TIMER.set(timer)
-        trio.lowlevel.spawn_system_task(timer.run, name="simulated link delivery timer")
-        return timer
-
-
 class _End(trio.abc.Stream):
     """One end of a :class:`SimConnection`.
 
@@ -105,13 +56,15 @@ class _End(trio.abc.Stream):
     ``receive_some`` yields once, either while it waits or before it returns ready data.
     """
 
-    __slots__ = ("_conn", "_is_client", "_inbox", "_waiter", "_closed", "_broken", "_last_due")
+    __slots__ = ("_conn", "_is_client", "_inbox", "_waiter", "_scope", "_closed", "_broken",
+                 "_last_due")
 
     def __init__(self, conn: SimConnection, is_client: bool) -> None:
         self._conn = conn
         self._is_client = is_client
         self._inbox: list[tuple[float, bytes]] = []
         self._waiter = None  # the task parked in receive_some, if any
+        self._scope: trio.CancelScope | None = None  # its wait; the deadline = data due
         self._closed = False  # this end was closed locally
         self._broken = False  # a reset reached this end
         self._last_due = -math.inf  # TCP delivers in order: jitter never reorders
@@ -141,13 +94,13 @@ class _End(trio.abc.Stream):
                 raise trio.BrokenResourceError("connection reset by peer")
             inbox = self._inbox
             if not inbox:
-                await self._park()
+                await self._park(math.inf)
                 yielded = True
                 continue
             due, data = inbox[0]
             now = trio.current_time()
             if due > now:
-                await self._park()  # the delivery timer wakes us when it is due
+                await self._park(due)
                 yielded = True
                 continue  # re-check: a reset or close may have happened meanwhile
             if not yielded:
@@ -162,14 +115,19 @@ class _End(trio.abc.Stream):
                 data = data[:max_bytes]
             return data  # b"" is the peer's FIN: end of stream
 
-    async def _park(self) -> None:
-        self._waiter = trio.lowlevel.current_task()
+    async def _park(self, until: float) -> None:
+        """Wait until data arrives that is due now (rescheduled by ``_wake``), or until
+        ``until``, the time the head of the inbox is due — a deadline a later delivery
+        may bring forward. One scheduler pass per delivery, no helper task."""
+        with trio.CancelScope(deadline=until) as self._scope:
+            self._waiter = trio.lowlevel.current_task()
 
-        def abort(_raise_cancel):
-            self._waiter = None
-            return trio.lowlevel.Abort.SUCCEEDED
+            def abort(_raise_cancel):
+                self._waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        self._scope = None
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -200,8 +158,8 @@ class _End(trio.abc.Stream):
         self._inbox.append((due, data))
         if due <= trio.current_time():
             self._wake()
-        else:
-            _delivery_timer().wake_at(due, self)
+        elif self._scope is not None and due < self._scope.deadline:
+            self._scope.deadline = due  # the receiver wakes when it is due
 
     def _reset(self) -> None:
         self._broken = True
