@@ -13,7 +13,7 @@ import pytest
 from power_bench.trajectory import (
     TracingStrategy, capture, is_adaptive, pick_handsets,
 )
-from pushsdk.heartbeat import HeartbeatStrategy, known_strategies, parse_strategy
+from pushsdk.heartbeat import HeartbeatStrategy, parse_strategy
 from simulator.scenario import Scenario
 from simulator.world import RunConfig, run_world
 from simworld import NO_PUSHES, one_network
@@ -153,7 +153,6 @@ def test_fixed_keeps_its_interval():
     assert _intervals(trajectory) == [(300, True)] * len(trajectory.beats)
 
 
-@pytest.mark.skipif("adaptive" not in known_strategies(), reason="adaptive not registered")
 @pytest.mark.parametrize("nat, net_type, radio", [
     (300, "cellular", "lte"), (600, "cellular", "lte"), (1800, "cellular", "lte"),
     (3000, "wifi", "wifi"),
@@ -181,8 +180,7 @@ def test_adaptive_only_runs_proved_silences_and_settles_just_under_the_nat(nat, 
     assert len(trajectory.starts) == 1
 
 
-TRANSPARENT = ["mars", "courier", "kontalk", "fcm", "oracle"] + (
-    ["adaptive"] if "adaptive" in known_strategies() else [])
+TRANSPARENT = ["mars", "courier", "kontalk", "fcm", "oracle", "adaptive"]
 
 
 @pytest.mark.parametrize("strategy", TRANSPARENT)

@@ -12,15 +12,13 @@ from pushsdk import BrokerConfig, FixedStrategy, MemoryStateStore, PushClient
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-pytestmark = [
-    pytest.mark.mosquitto,
-    pytest.mark.skipif(MOSQUITTO is None, reason="needs a mosquitto binary"),
-]
-paho_publish = pytest.importorskip("paho.mqtt.publish")
+pytestmark = pytest.mark.mosquitto
+import paho.mqtt.publish as paho_publish  # noqa: E402  (a test dependency)
 
 
 @pytest.fixture
 def broker_port(tmp_path):
+    assert MOSQUITTO is not None, "mosquitto is not installed: run .ci/install-deps"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
