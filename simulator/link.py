@@ -119,15 +119,16 @@ class _End(trio.abc.Stream):
         """Wait until data arrives that is due now (rescheduled by ``_wake``), or until
         ``until``, the time the head of the inbox is due — a deadline a later delivery
         may bring forward. One scheduler pass per delivery, no helper task."""
-        with trio.CancelScope(deadline=until) as self._scope:
-            self._waiter = trio.lowlevel.current_task()
+        def abort(_raise_cancel):
+            self._waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
 
-            def abort(_raise_cancel):
-                self._waiter = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
-        self._scope = None
+        try:
+            with trio.CancelScope(deadline=until) as self._scope:
+                self._waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(abort)
+        finally:
+            self._scope = None
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
