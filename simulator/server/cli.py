@@ -20,6 +20,7 @@ import sys
 import trio
 
 from pushsdk.clock import SystemClock
+from simulator.argtypes import positive_float, positive_int
 
 from .config import Limits, ServerConfig
 from .server import PushServer, RunningServer
@@ -42,22 +43,9 @@ def _port(text: str) -> int:
     return port
 
 
-def _rate(text: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not rate > 0 or rate == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
-    return rate
-
-
 def _workers(text: str) -> int:
-    try:
-        workers = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= workers <= 64:
+    workers = positive_int(text)
+    if workers > 64:
         raise argparse.ArgumentTypeError(f"must be 1-64: {workers}")
     return workers
 
@@ -81,17 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SQLite database file, or :memory: (default ./pushsim.db)")
     parser.add_argument("--admin-token", default=None, metavar="T",
                         help="bearer token for POST /v1/apps (default: a random one, printed)")
-    parser.add_argument("--push-rate", type=_rate, default=Limits().push_rate, metavar="PER_S",
+    parser.add_argument("--push-rate", type=positive_float, default=Limits().push_rate, metavar="PER_S",
                         help="pushes per second allowed per app; bursts of twice that "
                              "(default %(default)g)")
-    parser.add_argument("--connect-rate", type=_rate, default=None, metavar="PER_S",
+    parser.add_argument("--connect-rate", type=positive_float, default=None, metavar="PER_S",
                         help="admit at most this many MQTT CONNECTs per second, bursts of "
                              "one second's worth; over it CONNACK 3 (server unavailable) "
                              "makes devices back off (default: no limit)")
-    parser.add_argument("--connect-timeout", type=_rate, default=Limits().connect_timeout,
+    parser.add_argument("--connect-timeout", type=positive_float, default=Limits().connect_timeout,
                         metavar="S", help="seconds a new MQTT connection has to send "
                                           "CONNECT (default %(default)g)")
-    parser.add_argument("--request-timeout", type=_rate, default=Limits().request_timeout,
+    parser.add_argument("--request-timeout", type=positive_float, default=Limits().request_timeout,
                         metavar="S", help="seconds an HTTP request (head and body) has to "
                                           "arrive after its first byte (default %(default)g)")
     parser.add_argument("--workers", type=_workers, default=1, metavar="N",
