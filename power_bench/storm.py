@@ -1,27 +1,35 @@
 """Reconnect storm: kill -9 the server under N connected handsets and watch them come back.
 
-``python -m power_bench.storm --handsets 20000 --workers 4`` runs, for each combination
-of backoff (full jitter, the SDK's default, vs. a no-jitter baseline where every handset
-retries on the same schedule 1, 2, 4 ... s) and admission (the server's ``--connect-rate``
-limit on or off):
+``python -m power_bench.storm --handsets 20000 --workers 2 --server-workers 2`` runs, for
+each combination of backoff (full jitter, the SDK's default, vs. a no-jitter baseline
+where every handset retries on the same schedule 1, 2, 4 ... s) and admission (the
+server's ``--connect-rate`` limit on or off):
 
-1. ``pushsim server`` on a database file; N handsets (real ``PushClient`` s, plain TCP,
-   spread over 127.0.0.x source addresses) in ``--workers`` processes register and connect;
-2. once all are connected the server is SIGKILLed and restarted at once on the same file
-   and ports (registrations survive, so the storm is pure MQTT CONNECTs);
+1. ``pushsim server`` on a database file (``--server-workers S`` > 1: ``pushsim server
+   --workers S``, S gateway processes on the same ports, so no one process needs a
+   descriptor per handset: the hard open-files limit is per process); N handsets (real
+   ``PushClient`` s, plain TCP, spread over 127.0.0.x source addresses) in ``--workers``
+   processes register and connect;
+2. once all are connected every server process (the supervisor and each worker's process
+   group) is SIGKILLed and the server restarted at once on the same file and ports
+   (registrations survive, so the storm is pure MQTT CONNECTs);
 3. every CONNACK 0 after the kill is time-stamped; reported: the peak connect rate (most
    CONNACKs in any 1 s window), the time until every handset is back, CONNACK 3 refusals,
-   and the peak RSS of the server and of each worker.
+   the peak RSS of each server process and of each client worker, and the load average
+   when the run started.
 
-Each run is bounded (``--run-timeout``). The CI variant is ``tests/reliability/test_storm.py``.
+Each run is bounded as a whole (``--run-timeout``: ramp-up and storm together). The CI
+variant is ``tests/reliability/test_storm.py``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing
+import os
 import random
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -37,7 +45,7 @@ from pushsdk.transport import TcpConnector
 
 from .chaos import ServerProcess, create_app, free_port
 
-__all__ = ["NoJitterBackoff", "run_storm", "peak_rate", "main"]
+__all__ = ["NoJitterBackoff", "StormServer", "run_storm", "peak_rate", "main"]
 
 
 class NoJitterBackoff(Backoff):
@@ -62,6 +70,44 @@ def peak_rate(times: list[float], window: float = 1.0) -> int:
             j += 1
         best = max(best, i - j + 1)
     return best
+
+
+class StormServer(ServerProcess):
+    """The server under test, one process or ``--workers N``, killed the hard way.
+
+    ``pushsim server --workers N`` starts its gateway processes in sessions of their own
+    (so a terminal's Ctrl-C reaches only the supervisor); a crash of the whole server is
+    therefore SIGKILL to the supervisor *and* to every worker's process group, all at once.
+    """
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            parent = psutil.Process(self.proc.pid)
+            return [parent, *parent.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def rss_each(self) -> list[int]:
+        """Resident set size of the supervisor, then of each worker (bytes)."""
+        sizes = []
+        for proc in self.processes():
+            try:
+                sizes.append(proc.memory_info().rss)
+            except psutil.Error:
+                sizes.append(0)
+        return sizes
+
+    def rss(self) -> int:
+        return sum(self.rss_each())
+
+    def kill(self) -> None:
+        # Workers first: a supervisor killed alone would let them see EOF and stop cleanly.
+        for proc in self.processes()[1:]:
+            try:
+                os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        super().kill()
 
 
 # --- a worker process -------------------------------------------------------------------------
@@ -123,17 +169,27 @@ async def _worker_main(first: int, count: int, http_url: str, app_key: str,
 
 def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float | None,
               workdir: Path, sources: int = 8, ramp: float = 400.0,
-              run_timeout: float = 240.0, seed: int = 1) -> dict[str, Any]:
-    """One storm (see the module docstring); a dict of figures."""
+              run_timeout: float = 240.0, seed: int = 1,
+              server_workers: int = 1) -> dict[str, Any]:
+    """One storm (see the module docstring); a dict of figures.
+
+    ``connect_rate`` is the admission limit of the whole server: with ``server_workers``
+    processes (each has its own token bucket) each gets ``connect_rate / server_workers``.
+    The whole run (ramp-up and storm) is bounded by ``run_timeout`` seconds.
+    """
     _raise_nofile()
+    load_at_start = os.getloadavg()
     db = workdir / f"storm-{handsets}-{jitter}-{connect_rate}.db"
     ports = {"http_port": free_port(), "mqtt_port": free_port()}
-    extra = ("--push-rate", "10000")
+    extra: tuple[str, ...] = ("--push-rate", "10000")
+    if server_workers > 1:
+        extra += ("--workers", str(server_workers))
     if connect_rate is not None:
-        extra += ("--connect-rate", str(connect_rate))
+        extra += ("--connect-rate", str(connect_rate / server_workers))
     log = workdir / "server.log"
     started = time.monotonic()
-    server = ServerProcess(db, **ports, extra=extra, log=log)
+    run_deadline = started + run_timeout
+    server = StormServer(db, **ports, extra=extra, log=log)
     ctx = multiprocessing.get_context("spawn")
     procs, pipes = [], []
     try:
@@ -150,28 +206,36 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
             procs.append(proc)
             pipes.append(parent)
         for pipe in pipes:
-            if not pipe.poll(run_timeout):
+            if not pipe.poll(max(0.0, run_deadline - time.monotonic())):
                 raise RuntimeError("handsets did not all connect in time")
             pipe.recv()
         ramp_s = time.monotonic() - started
-        server_rss_before = server.rss()
+        server_rss_before = server.rss_each()
         kill_at = time.time()
         server.kill()
-        server = ServerProcess(db, **ports, extra=extra, log=log)
+        server = StormServer(db, **ports, extra=extra, log=log)
         restart_s = time.time() - kill_at
-        deadline_wall = run_timeout
-        for pipe in pipes:
-            pipe.send(("killed", kill_at, run_timeout))
-        # Workers compare against their own trio clock: pass a deadline in it.
-        server_peak = server.rss()
+        left = max(1.0, run_deadline - time.monotonic())
+        for pipe in pipes:  # a duration: workers count it on their own trio clock
+            pipe.send(("killed", kill_at, left))
+        server_peak = server.rss_each()
+
+        def sample() -> None:
+            nonlocal server_peak
+            now = server.rss_each()
+            if len(now) == len(server_peak):
+                server_peak = [max(a, b) for a, b in zip(server_peak, now)]
+            else:
+                server_peak = now if sum(now) > sum(server_peak) else server_peak
+
         results = []
         for pipe in pipes:
             while not pipe.poll(0.25):
-                server_peak = max(server_peak, server.rss())
-                if time.time() - kill_at > deadline_wall:
+                sample()
+                if time.monotonic() > run_deadline + 10:
                     raise RuntimeError("the storm did not settle in time")
             results.append(pipe.recv())
-            server_peak = max(server_peak, server.rss())
+            sample()
     finally:
         for proc in procs:
             proc.terminate()
@@ -181,7 +245,8 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
     times = sorted(t for r in results for t in r[1])
     back = len(times)
     return {
-        "handsets": handsets, "workers": workers,
+        "handsets": handsets, "workers": workers, "server_workers": server_workers,
+        "load_avg_at_start": [round(x, 2) for x in load_at_start],
         "backoff": "full jitter" if jitter else "no jitter",
         "connect_rate_limit": connect_rate,
         "back": back,
@@ -190,8 +255,8 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
         "peak_connects_per_s": peak_rate(times),
         "connack3_refusals": sum(r[2] for r in results),
         "connect_attempts_total": sum(r[4] for r in results),
-        "server_rss_before_mb": round(server_rss_before / 2**20, 1),
-        "server_rss_peak_after_mb": round(server_peak / 2**20, 1),
+        "server_rss_before_mb": [round(r / 2**20, 1) for r in server_rss_before],
+        "server_rss_peak_after_mb": [round(r / 2**20, 1) for r in server_peak],
         "worker_rss_peak_mb": [round(r[3] / 2**20, 1) for r in results],
         "ramp_s": round(ramp_s, 1),
         "per_second": _histogram(times, kill_at),
@@ -211,13 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m power_bench.storm",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--handsets", type=int, default=20000)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument("--server-workers", type=int, default=2,
+                        help="pushsim server --workers (default 2)")
     parser.add_argument("--connect-rate", type=float, default=1000.0,
                         help="the admission limit for the runs with it on (default 1000/s)")
     parser.add_argument("--ramp", type=float, default=400.0,
                         help="initial connects per second over all workers")
     parser.add_argument("--only", choices=("jitter", "nojitter"), default=None)
-    parser.add_argument("--run-timeout", type=float, default=300.0)
+    parser.add_argument("--run-timeout", type=float, default=240.0,
+                        help="bound on each run, ramp-up and storm together (default 240 s)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args(argv)
     runs = []
@@ -226,9 +294,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and (args.only == "jitter") != jitter:
                 continue
             for rate in (None, args.connect_rate):
-                figures = run_storm(args.handsets, workers=args.workers, jitter=jitter,
-                                    connect_rate=rate, workdir=Path(tmp), ramp=args.ramp,
-                                    run_timeout=args.run_timeout)
+                try:
+                    figures = run_storm(args.handsets, workers=args.workers, jitter=jitter,
+                                        connect_rate=rate, workdir=Path(tmp),
+                                        ramp=args.ramp, run_timeout=args.run_timeout,
+                                        server_workers=args.server_workers)
+                except RuntimeError as exc:  # one failed run does not stop the others
+                    figures = {"handsets": args.handsets, "connect_rate_limit": rate,
+                               "backoff": "full jitter" if jitter else "no jitter",
+                               "error": str(exc)}
                 runs.append(figures)
                 print(json.dumps({k: v for k, v in figures.items() if k != "per_second"}),
                       flush=True)
