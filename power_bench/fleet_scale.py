@@ -54,7 +54,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Mosquitto:
+class _Child:
+    """A child process of the benchmark: its memory, and a stop that always reaps it."""
+
+    proc: subprocess.Popen
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Mosquitto(_Child):
     """A broker process of our own on a free loopback port (stopped by its pid)."""
 
     def __init__(self, workdir: Path) -> None:
@@ -75,19 +92,8 @@ class Mosquitto:
                     raise RuntimeError("mosquitto did not start (run .ci/install-deps)")
                 time.sleep(0.05)
 
-    def rss(self) -> int:
-        return psutil.Process(self.proc.pid).memory_info().rss
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-class ReferenceServer:
+class ReferenceServer(_Child):
     """``pushsim server --db :memory:`` on free ports (stopped by its pid)."""
 
     def __init__(self) -> None:
@@ -104,17 +110,6 @@ class ReferenceServer:
         except BaseException:
             self.stop()
             raise
-
-    def rss(self) -> int:
-        return psutil.Process(self.proc.pid).memory_info().rss
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def selectors_select(files: list, timeout: float) -> list:
