@@ -114,7 +114,7 @@ class Handset:
         "_background_meters", "_radio_since", "_radio_time", "conns", "_mqtt_conn",
         "_connected_since", "_connected_conn", "connected_s", "dead_s", "bytes_up",
         "bytes_down", "pending", "delivered_ids", "latencies", "delivered", "duplicates",
-        "unexpected", "deleted_notices", "idle", "expected",
+        "deleted_notices", "idle", "expected",
     )
 
     def __init__(self, world, spec, strategy, *, app_key: str, clock) -> None:
@@ -145,7 +145,6 @@ class Handset:
         self.expected = 0
         self.delivered = 0
         self.duplicates = 0
-        self.unexpected = 0
         self.deleted_notices = 0
         self.client = PushClient(
             ServerConfig(server_url=f"http://{SERVER_HOST}:{HTTP_PORT}", app_key=app_key,
@@ -319,10 +318,10 @@ class Handset:
         plan_id = _plan_id(message)
         entry = self.pending.pop(plan_id, None)
         if entry is None:
+            # Not pending: a second dispatch of a delivered push is a duplicate; anything
+            # else (no plan id) is not part of the workload and is not measured.
             if plan_id in self.delivered_ids:
                 self.duplicates += 1
-            else:
-                self.unexpected += 1
             return
         accepted_at, collapse_key = entry
         self.delivered += 1
