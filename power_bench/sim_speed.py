@@ -2,8 +2,9 @@
 
     python -m power_bench.sim_speed [--handsets 1000] [--hours 24] [--interval 270]
 
-Both sides simulate the same handsets for the same virtual duration under
-``MockClock(autojump_threshold=0)``:
+Both sides simulate the same handsets for the same virtual duration under the simulator's
+clock (``simulator.simclock.SimulationClock``: MockClock(autojump_threshold=0) semantics, one
+scheduler pass per virtual instant):
 
 - *world*: the full simulator (`simulator.world`): reference server in-process, every handset
   running the real SDK with ``fixed:<interval>`` over simulated links, NATs and radio meters
@@ -14,7 +15,8 @@ Both sides simulate the same handsets for the same virtual duration under
   trio simulation of these heartbeats could do.
 
 Printed: simulated handset-hours per wall second for each, their ratio (the figure to
-compare across machines), and the memory per virtual handset of the world (traced
+compare across machines), the bare loop under trio's own ``MockClock(autojump_threshold=0)``
+for reference (what the clock alone is worth), and the memory per virtual handset of the world (traced
 allocations held at the end of the run, divided by the handsets).
 """
 from __future__ import annotations
@@ -26,6 +28,8 @@ import tracemalloc
 
 import trio
 import trio.testing
+
+from simulator.simclock import SimulationClock
 
 PING, PONG = b"\xc0\x00", b"\xd0\x00"
 
@@ -57,10 +61,11 @@ async def _bare_fleet(handsets: int, interval: float, duration: float) -> int:
     return pings
 
 
-def bare_loop(handsets: int, hours: float, interval: float) -> tuple[float, int]:
+def bare_loop(handsets: int, hours: float, interval: float,
+              clock: trio.abc.Clock | None = None) -> tuple[float, int]:
     started = time.perf_counter()
     pings = trio.run(_bare_fleet, handsets, interval, hours * 3600.0,
-                     clock=trio.testing.MockClock(autojump_threshold=0))
+                     clock=clock or SimulationClock())
     return time.perf_counter() - started, pings
 
 
@@ -84,7 +89,7 @@ def world(handsets: int, hours: float, interval: float, *, trace: bool = False):
         tracemalloc.start()
         baseline = tracemalloc.get_traced_memory()[0]
     started = time.perf_counter()
-    results = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    results = trio.run(main, clock=SimulationClock())
     elapsed = time.perf_counter() - started
     memory = None
     if trace:
@@ -119,6 +124,10 @@ def main() -> None:
     print(f"SDK-in-the-loop:     {world_s:7.1f} s  {world_rate:9,.0f} handset-h/s  "
           f"({world_beats:,} heartbeats)")
     print(f"ratio world / bare:  {world_rate / bare_rate:.2f}")
+    mock_s, _ = bare_loop(args.handsets, args.hours, args.interval,
+                          trio.testing.MockClock(autojump_threshold=0))
+    print(f"bare loop, MockClock: {mock_s:6.1f} s  {handset_hours / mock_s:9,.0f} handset-h/s  "
+          f"(trio's autojump clock, for reference)")
 
     n, hours = args.memory_handsets, 1.0
     _, _, held = world(n, hours, args.interval, trace=True)

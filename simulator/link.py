@@ -3,8 +3,9 @@
 A :class:`SimConnection` is one TCP connection through a handset's network path. Its two
 ends are :class:`trio.abc.Stream` objects: the SDK holds ``client``, the server's handler
 holds ``server``. Bytes written at one end arrive at the other after the path's latency, in
-order, as TCP would deliver them. No extra task runs per connection: a receiver sleeps until
-the head of its queue is due (``trio.sleep_until``), which keeps a virtual handset cheap.
+order, as TCP would deliver them. No extra task runs per connection: a receiver parks until
+the head of its queue is due, woken by a timer of the run's
+:class:`~simulator.simclock.SimulationClock`, which keeps a virtual handset cheap.
 
 What the path does to the bytes is decided per write by the handset's :class:`PathHooks`
 (NAT verdict, Doze gate, radio accounting), so this module knows nothing about radios or
@@ -22,6 +23,7 @@ from typing import Protocol
 import trio
 
 from simulator.nat import Verdict
+from simulator.simclock import Timer, current_simulation_clock
 
 
 class PathHooks(Protocol):
@@ -51,12 +53,13 @@ class _End(trio.abc.Stream):
 
     Kept lean because a simulation holds two per handset: the inbox is a list (a deque
     costs half a kilobyte empty) and at most one task waits on it, parked with
-    ``wait_task_rescheduled`` rather than a ParkingLot. ``send_all`` never blocks (the path
+    ``wait_task_rescheduled`` rather than a ParkingLot, and woken by a clock timer rather than
+    a cancel scope's deadline (no exception per packet). ``send_all`` never blocks (the path
     has no buffer limit), so it is a cancellation point without a scheduling point;
     ``receive_some`` yields once, either while it waits or before it returns ready data.
     """
 
-    __slots__ = ("_conn", "_is_client", "_inbox", "_waiter", "_scope", "_closed", "_broken",
+    __slots__ = ("_conn", "_is_client", "_inbox", "_waiter", "_timer", "_closed", "_broken",
                  "_last_due")
 
     def __init__(self, conn: SimConnection, is_client: bool) -> None:
@@ -64,7 +67,7 @@ class _End(trio.abc.Stream):
         self._is_client = is_client
         self._inbox: list[tuple[float, bytes]] = []
         self._waiter = None  # the task parked in receive_some, if any
-        self._scope: trio.CancelScope | None = None  # its wait; the deadline = data due
+        self._timer: Timer | None = None  # wakes the waiter when the head of the inbox is due
         self._closed = False  # this end was closed locally
         self._broken = False  # a reset reached this end
         self._last_due = -math.inf  # TCP delivers in order: jitter never reorders
@@ -116,24 +119,29 @@ class _End(trio.abc.Stream):
             return data  # b"" is the peer's FIN: end of stream
 
     async def _park(self, until: float) -> None:
-        """Wait until data arrives that is due now (rescheduled by ``_wake``), or until
-        ``until``, the time the head of the inbox is due — a deadline a later delivery
-        may bring forward. One scheduler pass per delivery, no helper task."""
+        """Wait until data arrives that is due now, or until ``until``, the time the head of
+        the inbox is due — a time a later delivery may bring forward (:meth:`_deliver`).
+        One scheduler pass per delivery, no helper task, no cancel scope."""
         def abort(_raise_cancel):
             self._waiter = None
+            self._cancel_timer()
             return trio.lowlevel.Abort.SUCCEEDED
 
-        try:
-            with trio.CancelScope(deadline=until) as self._scope:
-                self._waiter = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(abort)
-        finally:
-            self._scope = None
+        self._waiter = trio.lowlevel.current_task()
+        if until != math.inf:
+            self._timer = self._conn.clock.call_at(until, self._wake)
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _wake(self) -> None:
+        self._cancel_timer()
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             trio.lowlevel.reschedule(waiter)
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     # -- closing -----------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -159,8 +167,9 @@ class _End(trio.abc.Stream):
         self._inbox.append((due, data))
         if due <= trio.current_time():
             self._wake()
-        elif self._scope is not None and due < self._scope.deadline:
-            self._scope.deadline = due  # the receiver wakes when it is due
+        elif self._waiter is not None and (self._timer is None or due < self._timer.when):
+            self._cancel_timer()  # the receiver wakes when the new head is due
+            self._timer = self._conn.clock.call_at(due, self._wake)
 
     def _reset(self) -> None:
         self._broken = True
@@ -172,9 +181,10 @@ class SimConnection:
     """One simulated TCP connection; ``client`` and ``server`` are its two stream ends."""
 
     __slots__ = ("client", "server", "hooks", "latency", "rng_jitter", "dead_since", "tag",
-                 "held")
+                 "held", "clock")
 
     def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: object = None) -> None:
+        self.clock = current_simulation_clock()
         self.hooks = hooks
         self.latency = latency
         self.rng_jitter = jitter  # callable() -> extra one-way delay, or None

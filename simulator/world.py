@@ -1,6 +1,7 @@
 """The simulated world: the reference server and N virtual handsets in one ``trio.run``.
 
-Everything runs in virtual time under ``trio.testing.MockClock(autojump_threshold=0)``: when
+Everything runs in virtual time under a :class:`~simulator.simclock.SimulationClock` (trio's
+``MockClock(autojump_threshold=0)`` semantics in one scheduler pass per instant): when
 every task is waiting, the clock jumps to the next deadline, so a day passes as fast as the
 handsets' work allows. The server is the real one on a ``:memory:`` store; every handset runs
 the real SDK (:mod:`simulator.handset`). Three tasks drive the world besides them:
@@ -23,7 +24,6 @@ from collections.abc import Callable, Iterator
 
 import attrs
 import trio
-import trio.testing
 
 from pushsdk import VirtualClock
 from simulator.handset import MQTT_PORT, SERVER_HOST, Handset
@@ -31,6 +31,7 @@ from simulator.metrics import HandsetResult
 from simulator.scenario import HandsetSpec, Scenario
 from simulator.server import Limits, PushServer, SqliteStore
 from simulator.server import ServerConfig as GatewayConfig
+from simulator.simclock import SimulationClock
 from simulator.strategies import strategy_for
 
 #: Wall-clock time of virtual t = 0 (2026-01-01T00:00:00Z): fixed, so runs repeat exactly.
@@ -223,4 +224,4 @@ def run_world(config: RunConfig, progress: Callable[[float], None] | None = None
     # trio randomly reverses batches of runnable tasks; seed that choice so a run repeats.
     trio._core._run._r.seed(f"{config.seed}:{config.shard}")
     world = World(config, progress)
-    return trio.run(world.run, clock=trio.testing.MockClock(autojump_threshold=0))
+    return trio.run(world.run, clock=SimulationClock())

@@ -2,11 +2,11 @@
 simulated network, the reference server answers probes, the main connection never fails."""
 import pytest
 
+from simulator.simclock import SimulationClock
 from simulator.world import RunConfig, World, run_world
 from simworld import one_network, pushes
 
 import trio
-import trio.testing
 
 
 @pytest.mark.parametrize("nat", [300, 1800])
@@ -33,7 +33,7 @@ def test_the_server_answers_probes_and_the_sdk_counts_them():
             nursery.start_soon(peek)
             await world.run()
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(main, clock=SimulationClock())
     assert seen["server"].mqtt_probes == seen["client"].probes >= 4
     assert seen["client"].heartbeats_failed == 0
     assert seen["client"].heartbeat_interval == pytest.approx(1755, abs=60)

@@ -52,7 +52,7 @@ async def nothing_arrives(stream, within: float = 1000.0) -> bool:
     return True
 
 
-async def test_bytes_arrive_after_exactly_the_latency_both_ways(autojump_clock):
+async def test_bytes_arrive_after_exactly_the_latency_both_ways(sim_clock):
     conn, path = connection()
     await trio.sleep(5)
     await conn.client.send_all(b"CONNECT")
@@ -67,7 +67,7 @@ async def test_bytes_arrive_after_exactly_the_latency_both_ways(autojump_clock):
     assert path.arrivals == [(pytest.approx(5 + 2 * LATENCY), 7)]
 
 
-async def test_a_receiver_waiting_first_is_woken_by_the_arrival(autojump_clock):
+async def test_a_receiver_waiting_first_is_woken_by_the_arrival(sim_clock):
     conn, _ = connection()
     got = []
 
@@ -81,7 +81,7 @@ async def test_a_receiver_waiting_first_is_woken_by_the_arrival(autojump_clock):
     assert got == [(b"late", pytest.approx(3 + LATENCY))]
 
 
-async def test_jitter_never_reorders_segments(autojump_clock):
+async def test_jitter_never_reorders_segments(sim_clock):
     delays = iter([0.5, 0.1, 0.0, 0.3])
     conn, _ = connection(jitter=lambda: next(delays))
     for chunk in (b"a", b"b", b"c", b"d"):
@@ -97,7 +97,7 @@ async def test_jitter_never_reorders_segments(autojump_clock):
     assert times[-1] == pytest.approx(LATENCY + 0.5)  # held back behind "a", not earlier
 
 
-async def test_random_jitter_keeps_a_long_stream_in_order(autojump_clock):
+async def test_random_jitter_keeps_a_long_stream_in_order(sim_clock):
     jitter = LinkProfile(LATENCY, 0.02).jitter_source(random.Random(7))
     conn, _ = connection(jitter=jitter)
     sent = [f"{k:04d}".encode() for k in range(200)]
@@ -115,7 +115,7 @@ async def test_random_jitter_keeps_a_long_stream_in_order(autojump_clock):
     assert received == b"".join(sent)
 
 
-async def test_receive_some_max_bytes_splits_a_segment_without_delay(autojump_clock):
+async def test_receive_some_max_bytes_splits_a_segment_without_delay(sim_clock):
     conn, path = connection()
     await conn.server.send_all(b"abcdefghij")
     assert await conn.client.receive_some(4) == b"abcd"
@@ -127,7 +127,7 @@ async def test_receive_some_max_bytes_splits_a_segment_without_delay(autojump_cl
     assert await conn.client.receive_some(100) == b"next"
 
 
-async def test_split_reads_tell_the_radio_each_byte_once(autojump_clock):
+async def test_split_reads_tell_the_radio_each_byte_once(sim_clock):
     # The radio meter is fed from ``arrived``: a segment read in pieces arrived once.
     conn, path = connection()
     await conn.server.send_all(b"x" * 10)
@@ -136,7 +136,7 @@ async def test_split_reads_tell_the_radio_each_byte_once(autojump_clock):
     assert sum(n for _, n in path.arrivals) == 10
 
 
-async def test_fin_reads_as_end_of_stream(autojump_clock):
+async def test_fin_reads_as_end_of_stream(sim_clock):
     conn, path = connection()
     await conn.client.send_all(b"bye")
     await conn.client.aclose()
@@ -150,7 +150,7 @@ async def test_fin_reads_as_end_of_stream(autojump_clock):
         await conn.client.receive_some()
 
 
-async def test_closing_an_end_wakes_its_own_waiting_reader(autojump_clock):
+async def test_closing_an_end_wakes_its_own_waiting_reader(sim_clock):
     conn, _ = connection()
     async with trio.open_nursery() as nursery:
         async def reader():
@@ -162,7 +162,7 @@ async def test_closing_an_end_wakes_its_own_waiting_reader(autojump_clock):
         conn.client.close()
 
 
-async def test_silent_death_loses_later_segments_both_ways_and_the_fin(autojump_clock):
+async def test_silent_death_loses_later_segments_both_ways_and_the_fin(sim_clock):
     conn, path = connection()
     await conn.client.send_all(b"alive")
     assert await conn.server.receive_some() == b"alive"
@@ -179,14 +179,14 @@ async def test_silent_death_loses_later_segments_both_ways_and_the_fin(autojump_
     assert [n for _, n in path.up] == [5, 4, 0]
 
 
-async def test_kill_keeps_the_first_death_time(autojump_clock):
+async def test_kill_keeps_the_first_death_time(sim_clock):
     conn, _ = connection()
     conn.kill_silently(10.0)
     conn.kill_silently(20.0)
     assert conn.dead_since == 10.0
 
 
-async def test_a_drop_verdict_loses_that_segment_only(autojump_clock):
+async def test_a_drop_verdict_loses_that_segment_only(sim_clock):
     conn, path = connection()
     path.verdict = Verdict.DROP
     await conn.client.send_all(b"lost")
@@ -195,7 +195,7 @@ async def test_a_drop_verdict_loses_that_segment_only(autojump_clock):
     assert await conn.server.receive_some() == b"kept"
 
 
-async def test_reset_breaks_both_ends(autojump_clock):
+async def test_reset_breaks_both_ends(sim_clock):
     conn, _ = connection()
     await conn.server.send_all(b"in flight")
     conn.reset()
@@ -208,7 +208,7 @@ async def test_reset_breaks_both_ends(autojump_clock):
     conn.client.close()  # closing a reset end sends nothing and does not raise
 
 
-async def test_a_reset_verdict_on_a_ping_breaks_the_waiting_reader(autojump_clock):
+async def test_a_reset_verdict_on_a_ping_breaks_the_waiting_reader(sim_clock):
     # NAT with RST behaviour: the first segment after expiry is answered with a reset.
     conn, path = connection()
     async with trio.open_nursery() as nursery:
@@ -225,7 +225,7 @@ async def test_a_reset_verdict_on_a_ping_breaks_the_waiting_reader(autojump_cloc
         await conn.server.receive_some()
 
 
-async def test_held_downlink_waits_for_release_then_takes_the_latency(autojump_clock):
+async def test_held_downlink_waits_for_release_then_takes_the_latency(sim_clock):
     conn, path = connection()
     path.holding = True  # Doze: the device's firewall keeps our traffic out
     await conn.server.send_all(b"push-1")
@@ -241,14 +241,14 @@ async def test_held_downlink_waits_for_release_then_takes_the_latency(autojump_c
     assert trio.current_time() == pytest.approx(released_at + LATENCY)
 
 
-async def test_uplink_is_not_held(autojump_clock):
+async def test_uplink_is_not_held(sim_clock):
     conn, path = connection()
     path.holding = True
     await conn.client.send_all(b"puback")
     assert await conn.server.receive_some() == b"puback"
 
 
-async def test_release_of_a_dead_connection_delivers_nothing(autojump_clock):
+async def test_release_of_a_dead_connection_delivers_nothing(sim_clock):
     conn, path = connection()
     path.holding = True
     await conn.server.send_all(b"push")
@@ -258,14 +258,14 @@ async def test_release_of_a_dead_connection_delivers_nothing(autojump_clock):
     assert await nothing_arrives(conn.client, 1000)
 
 
-async def test_release_with_nothing_held_is_harmless(autojump_clock):
+async def test_release_with_nothing_held_is_harmless(sim_clock):
     conn, _ = connection()
     conn.release()
     await conn.server.send_all(b"ok")
     assert await conn.client.receive_some() == b"ok"
 
 
-async def test_data_let_through_never_overtakes_held_data(autojump_clock):
+async def test_data_let_through_never_overtakes_held_data(sim_clock):
     # Doze holds a normal push; a high-priority one right behind it is let through (and
     # opens a grant that releases the first). TCP delivers a byte stream in order: the
     # second write cannot reach the app before the first.

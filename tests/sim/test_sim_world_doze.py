@@ -133,7 +133,7 @@ broadcast_per_day = 0
 
 @pytest.mark.parametrize("model, state", [("foreground", "foreground"),
                                           ("background", "inactive")])
-async def test_the_sdk_starts_in_the_app_state_of_the_first_period(autojump_clock, model, state):
+async def test_the_sdk_starts_in_the_app_state_of_the_first_period(sim_clock, model, state):
     # The timeline's first period starts at t = 0, so no event announces it: the handset
     # must create the SDK in that state (a strategy such as Mars reads it from the start).
     scenario = Scenario.from_text(f"""
