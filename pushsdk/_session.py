@@ -1,15 +1,17 @@
 """One MQTT connection of a :class:`~pushsdk.client.PushClient`, from CONNECT to its end.
 
-A :class:`Session` runs two tasks: the *loop* (heartbeats, sending, app callbacks — every
-write happens here) and a *reader* (parses packets, notes activity, answers nothing itself).
-The reader hands PUBLISH/PUBREL to the loop through a small channel and records PINGRESP and
-PUBACK directly, so a slow app callback never makes an answered ping look lost.
+A :class:`Session` runs in one task, the client's: a loop that reads packets, answers them,
+calls the app, sends heartbeats and receipts, and otherwise waits for the next packet or the
+next heartbeat, whichever comes first (``receive_some`` under a deadline; trio's socket, TLS
+— after its handshake — and in-memory streams all lose nothing when such a wait is
+cancelled). One task and no channel per connection keeps a fleet of clients small.
 
 Heartbeat rule: a PINGREQ goes out once the strategy's interval has passed with no packet sent
 *or* received (traffic either way refreshes NAT state and proves the link), and never later
 than ``keepalive`` seconds after the last packet sent (the MQTT rule, which matters when only
 QoS 0 traffic arrives). The link is declared dead when no PINGRESP came ``ping_timeout``
-seconds after the ping.
+seconds after the ping, not counting time the app spent in callbacks meanwhile (the answer
+may be waiting, unread, behind the message being handed over).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import trio
 from .config import BrokerConfig, ClientState
 from .dispatcher import BrokerMessage, PushMessage, broker_dedup_key
 from ._probe import run_probe
-from .heartbeat import HeartbeatContext
+from .heartbeat import HeartbeatContext, HeartbeatStrategy
 from .protocol import (
     NEED_DATA,
     SUBACK_FAILURE,
@@ -56,8 +58,6 @@ log = logging.getLogger("pushsdk.client")
 RECEIVE_SIZE = 4096
 #: Receipts sent and not yet acknowledged, at most (Paho's max_inflight is 20 too).
 MAX_INFLIGHT = 20
-#: Inbound packets buffered between the reader and the loop (then the reader waits).
-INBOUND_BUFFER = 16
 #: Shortest heartbeat interval accepted from a strategy, in seconds.
 MIN_INTERVAL = 0.1
 
@@ -85,13 +85,19 @@ class Counters:
     connected_time: float = 0.0
 
 
+def _may_probe(strategy: HeartbeatStrategy) -> bool:
+    """Whether ``strategy`` can ask for probe connections (it overrides ``probe``)."""
+    return type(strategy).probe is not HeartbeatStrategy.probe
+
+
 class LinkEnded(Exception):
     """The connection is over; the message says why."""
 
 
 @attrs.define(eq=False)
 class Session:
-    """One connection. :meth:`handshake` then, if accepted, :meth:`serve`."""
+    """One connection: :meth:`handshake`, then if accepted :meth:`serve` (inside the
+    attempt's cancel scope) and :meth:`finish` (after it)."""
 
     client: PushClient
     stream: trio.abc.Stream
@@ -105,19 +111,27 @@ class Session:
     ping_sent_at: float | None = None
     ping_lateness: float = 0.0
     ping_silence: float = 0.0  # the idle time the outstanding ping tests
+    ping_paused: float = 0.0  # time spent in app callbacks since the ping went out
     piggyback_now: bool = False  # the radio is active and the strategy wants a ping now
     nursery: trio.Nursery | None = None
     probing: bool = False  # a probe connection is out (see pushsdk._probe)
     memory_dirty: bool = False  # the strategy learned something not saved yet
     end_reason: str | None = None
-    scope: trio.CancelScope | None = None  # the session's nursery
-    wait_scope: trio.CancelScope | None = None  # the loop's idle wait; cancel to wake it
+    scope: trio.CancelScope | None = None  # the connection attempt's (see PushClient._attempt)
+    serving: bool = False  # past the handshake
+    uptime: float = 0.0
+    wait_scope: trio.CancelScope | None = None  # the loop's wait for input; cancel to wake it
     stall_timeout: float | None = None  # set while a write runs under the session deadline
+    pending: Any = None  # a packet the wait read for the loop to handle
 
     @classmethod
-    def over(cls, client: PushClient, stream: trio.abc.Stream) -> Session:
+    def over(cls, client: PushClient, stream: trio.abc.Stream,
+             scope: trio.CancelScope) -> Session:
+        """A session on ``stream``, ended by cancelling ``scope`` (the attempt's), whose
+        deadline the caller sets for the handshake and the session sets for each write."""
         return cls(client, stream, Connection(Role.CLIENT,
-                                              max_packet_size=client._max_packet_size))
+                                              max_packet_size=client._max_packet_size),
+                   scope=scope)
 
     def end(self, reason: str) -> None:
         if self.end_reason is None:
@@ -149,43 +163,53 @@ class Session:
                 return event
             raise LinkEnded("server closed the connection before CONNACK")
 
-    async def serve(self) -> float:
-        """Run the accepted connection until it ends; return how long it was up."""
+    async def serve(self) -> None:
+        """Run the accepted connection until it ends (inside the attempt's scope); then
+        :meth:`finish` outside it."""
         client = self.client
         self.connected_at = self.last_activity = trio.current_time()
+        self.serving = True
         self.network_key = client._network_key or ""
         self.hb = client._strategy.start(client._sdk_state.memory_for(self.network_key),
                                          self.context())
         await self._remember_strategy()  # a strategy may note the attempt itself (Courier)
-        send_inbound, receive_inbound = trio.open_memory_channel[Any](INBOUND_BUFFER)
         client._session = self
         try:
-            async with trio.open_nursery() as nursery:
-                self.scope = nursery.cancel_scope
-                self.nursery = nursery
-                nursery.start_soon(self._read_loop, send_inbound)
-                try:
-                    await self._subscribe()
-                    for publish in list(client._inflight.values()):
-                        await self.send(attrs.evolve(publish, dup=True))
-                    client._set_state(ClientState.CONNECTED, "connected")
-                    await self._loop(receive_inbound)
-                except LinkEnded as exc:
-                    self.end(str(exc))
-            if nursery.cancel_scope.cancelled_caught and self.stall_timeout is not None:
-                self.end(f"sending stalled for {self.stall_timeout:g} s")
+            if _may_probe(client._strategy):
+                # Probe connections run as tasks beside the loop; a strategy that never
+                # probes needs no nursery, which a fleet of thousands of clients feels.
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    await self._run()
+            else:
+                await self._run()
         finally:
             client._session = None
-            uptime = trio.current_time() - self.connected_at
-            client._counters.connected_time += uptime
-            if client._closing:
-                await self._say_goodbye()
+            self.uptime = trio.current_time() - self.connected_at
+            client._counters.connected_time += self.uptime
+
+    async def finish(self) -> float:
+        """After the attempt's scope: settle the heartbeat state; return the uptime."""
+        scope = self.scope
+        if (self.end_reason is None and scope is not None and scope.cancelled_caught
+                and self.stall_timeout is not None):
+            self.end_reason = f"sending stalled for {self.stall_timeout:g} s"
         if self.ping_sent_at is not None:  # broke while a ping was out: count it as failed
             await self._heartbeat_failed()
         elif self.memory_dirty:  # learned from the last answer; the loop had no time to save
             self.memory_dirty = False
-            await client._save_state()
-        return uptime
+            await self.client._save_state()
+        return self.uptime
+
+    async def _run(self) -> None:
+        try:
+            await self._subscribe()
+            for publish in list(self.client._inflight.values()):
+                await self.send(attrs.evolve(publish, dup=True))
+            self.client._set_state(ClientState.CONNECTED, "connected")
+            await self._loop()
+        except LinkEnded as exc:
+            self.end(str(exc))
 
     async def _subscribe(self) -> None:
         cfg = self.client._config
@@ -197,7 +221,8 @@ class Session:
             topics = ((reg.inbox, 1),)
         await self.send(Subscribe(self.client._allocate_packet_id(), topics))
 
-    async def _say_goodbye(self) -> None:
+    async def say_goodbye(self) -> None:
+        """DISCONNECT, best effort (the client is closing; shielded, at most 1 s)."""
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             try:
                 data = self.conn.send(Disconnect())
@@ -208,52 +233,123 @@ class Session:
 
     # --- the loop: heartbeats, sending, callbacks ---------------------------------------------
 
-    async def _loop(self, inbound: trio.MemoryReceiveChannel[Any]) -> None:
+    async def _loop(self) -> None:
         client = self.client
-        strategy = client._strategy
         while True:
             if self.memory_dirty:
                 self.memory_dirty = False
                 await self.client._save_state()
             await self._flush_outbox()
-            if client._device_idle:
-                deadline = math.inf  # Doze defers our alarms; set_device_idle(False) wakes us
-            elif self.ping_sent_at is not None:
-                # A ping sent before Doze gets a full timeout after it: its answer was held.
-                deadline = max(self.ping_sent_at, client._idle_ended_at) + client._ping_timeout
-            else:
-                interval = strategy.interval(self.hb, self.context())
-                # A strategy bug (0, negative, NaN) must not become a busy loop.
-                self.interval = interval if interval >= MIN_INTERVAL else MIN_INTERVAL
-                deadline = min(self.last_activity + self.interval,
-                               self.last_sent + client._keepalive)
-            now = trio.current_time()
-            if self.piggyback_now:
-                self.piggyback_now = False
-                if self.ping_sent_at is None and not client._device_idle:
-                    deadline = now
-            if now >= deadline:
-                if self.ping_sent_at is not None:
-                    await self._heartbeat_failed()
-                    raise LinkEnded(f"no PINGRESP within {client._ping_timeout:g} s")
-                self.ping_lateness = max(0.0, now - deadline)
-                self.ping_silence = now - self.last_activity
-                await self.send(PingReq())
-                self.ping_sent_at = self.last_sent
-                client._counters.heartbeats_sent += 1
-                self._maybe_probe()
+            # Packets already received come first: one of them may answer the ping.
+            event, self.pending = self.pending, None
+            if event is None:
+                event = self._next_event()
+            if event is not NEED_DATA:
+                await self._handle(event)
                 continue
-            event = None
-            with trio.move_on_at(deadline) as self.wait_scope:
-                event = await inbound.receive()
-            self.wait_scope = None
-            if event is not None:
-                await self._handle_inbound(event)
+            deadline = self._deadline()
+            now = trio.current_time()
+            if now < deadline:
+                await self._wait(deadline)
+                continue
+            if self.ping_sent_at is not None:
+                await self._heartbeat_failed()
+                raise LinkEnded(f"no PINGRESP within {client._ping_timeout:g} s")
+            self.ping_lateness = max(0.0, now - deadline)
+            self.ping_silence = now - self.last_activity
+            await self.send(PingReq())
+            self.piggyback_now = False
+            self.ping_sent_at = self.last_sent
+            self.ping_paused = 0.0
+            client._counters.heartbeats_sent += 1
+            self._maybe_probe()
+
+    def _deadline(self) -> float:
+        """When the loop must act next with nothing received: the next heartbeat, or the
+        outstanding ping's timeout."""
+        client = self.client
+        if client._device_idle:
+            self.piggyback_now = False  # no radio for us, nothing to ride on
+            return math.inf  # Doze defers our alarms; set_device_idle(False) wakes us
+        if self.ping_sent_at is not None:
+            # A ping sent before Doze gets a full timeout after it: its answer was held.
+            return (max(self.ping_sent_at, client._idle_ended_at) + client._ping_timeout
+                    + self.ping_paused)
+        if self.piggyback_now:
+            return trio.current_time()  # the radio is up: ping now (cleared when sent)
+        interval = client._strategy.interval(self.hb, self.context())
+        # A strategy bug (0, negative, NaN) must not become a busy loop.
+        self.interval = interval if interval >= MIN_INTERVAL else MIN_INTERVAL
+        return min(self.last_activity + self.interval, self.last_sent + client._keepalive)
+
+    async def _wait(self, deadline: float) -> None:
+        """Read until ``deadline``, a :meth:`wake`, or a packet the loop must act on.
+
+        Packets that need only bookkeeping (PINGRESP, PUBACK, SUBACK) are settled here and
+        the wait goes on under the same cancel scope, its deadline moved to the next beat:
+        one scope per heartbeat rather than two, which thousands of simulated clients feel.
+        Cancelling the wait loses no data (trio's socket and TLS streams, after the
+        handshake, and in-memory streams all guarantee it).
+        """
+        client = self.client
+        conn = self.conn
+        with trio.move_on_at(deadline) as scope:
+            self.wait_scope = scope
+            while True:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except _STREAM_ERRORS as exc:
+                    raise LinkEnded(f"connection lost: {exc or type(exc).__name__}") from None
+                self.last_activity = trio.current_time()
+                client._counters.bytes_down += len(data)
+                conn.receive_data(data)  # b"": the server closed (ConnectionClosed next)
+                while (event := self._next_event()) is not NEED_DATA:
+                    if not isinstance(event, (PingResp, PubAck, SubAck)):
+                        self.pending = event
+                        self.wait_scope = None
+                        return
+                    self._settle(event)
+                if self.memory_dirty or (client._outbox and len(client._inflight) < MAX_INFLIGHT):
+                    break  # the loop has writing to do
+                deadline = self._deadline()
+                if deadline <= self.last_activity:
+                    break
+                scope.deadline = deadline
+        self.wait_scope = None
+
+    def _next_event(self) -> Any:
+        try:
+            return self.conn.next_event()
+        except RemoteProtocolError as exc:
+            raise LinkEnded(f"protocol error from server: {exc}") from None
+
+    def _settle(self, event: PingResp | PubAck | SubAck) -> None:
+        client = self.client
+        if isinstance(event, PingResp):
+            self._pong()
+        elif isinstance(event, PubAck):
+            if client._inflight.pop(event.packet_id, None) is not None:
+                client._counters.receipts_acknowledged += 1
+        elif SUBACK_FAILURE in event.return_codes:
+            log.error("%s: subscription refused: %s", client._name, event)
+
+    async def _handle(self, event: Any) -> None:
+        if isinstance(event, (Publish, PubRel)):
+            began = trio.current_time()
+            await self._handle_inbound(event)
+            if self.ping_sent_at is not None:  # the ping's answer may be waiting unread
+                self.ping_paused += trio.current_time() - max(began, self.ping_sent_at)
+        elif isinstance(event, (PingResp, PubAck, SubAck)):
+            self._settle(event)
+        elif isinstance(event, ConnectionClosed):
+            raise LinkEnded("server closed the connection")
+        else:
+            log.debug("%s: ignoring %s", self.client._name, event)
 
     def _maybe_probe(self) -> None:
         """Start a probe connection now, while the radio is up for our heartbeat, if the
         strategy wants one measured (pushsdk._probe)."""
-        if self.probing:
+        if self.probing or self.nursery is None:
             return
         target = self.client._strategy.probe(self.hb, self.context())
         if target is not None and target > 0 and math.isfinite(target):
@@ -279,25 +375,15 @@ class Session:
             self.wake()
 
     def _pong(self) -> None:
-        """A PINGRESP: the heartbeat succeeded (called by the reader, synchronously)."""
+        """A PINGRESP: the heartbeat succeeded."""
         if self.ping_sent_at is None:
             return
         client = self.client
-        strategy = client._strategy
         self.ping_sent_at = None
         client._counters.heartbeats_succeeded += 1
-        self.hb = strategy.on_success(self.hb, self.context(self.ping_lateness,
-                                                            self.ping_silence))
+        self.hb = client._strategy.on_success(self.hb, self.context(self.ping_lateness,
+                                                                   self.ping_silence))
         self.memory_dirty = self._note_memory() or self.memory_dirty  # the loop saves it
-        # The loop sleeps until this ping's timeout. Rather than waking it now (a scheduler
-        # pass) only for it to sleep again until the next beat, move its deadline there:
-        # one wake-up per heartbeat, which thousands of simulated clients feel.
-        if client._outbox or client._device_idle or self.wait_scope is None:
-            self.wake()
-            return
-        interval = strategy.interval(self.hb, self.context())
-        self.wait_scope.deadline = min(
-            self.last_activity + max(interval, MIN_INTERVAL), self.last_sent + client._keepalive)
 
     async def _heartbeat_failed(self) -> None:
         self.client._counters.heartbeats_failed += 1
@@ -394,26 +480,24 @@ class Session:
     # --- bytes --------------------------------------------------------------------------------
 
     async def send(self, event: Any) -> None:
-        """Write one packet. Raises :class:`LinkEnded` if the link is broken or stalled."""
+        """Write one packet. Raises :class:`LinkEnded` if the link is broken; a write that
+        stalls ``ping_timeout`` seconds ends the session (the attempt's scope expires)."""
         try:
             data = self.conn.send(event)
         except LocalProtocolError as exc:
             raise LinkEnded(f"cannot send {type(event).__name__}: {exc}") from None
-        timeout = self.client._ping_timeout
-        session_scope = self.scope
-        if session_scope is None or session_scope.cancel_called:
-            with trio.move_on_after(timeout) as scope:
-                await self._send_all(data)
-            if scope.cancelled_caught:
-                raise LinkEnded(f"sending stalled for {timeout:g} s")
-        else:
-            # Within a session, a stalled write ends the session: give its scope a deadline
-            # for the write instead of opening a scope per packet (thousands of clients ping).
-            session_scope.deadline = trio.current_time() + timeout
-            self.stall_timeout = timeout
+        if self.serving:
+            # Give the attempt's scope a deadline for the write rather than opening a scope
+            # per packet (thousands of clients ping). Before the session (handshake) the
+            # scope's connect deadline is in force.
+            scope = self.scope
+            timeout = self.stall_timeout = self.client._ping_timeout
+            scope.deadline = trio.current_time() + timeout
             await self._send_all(data)
-            session_scope.deadline = math.inf
+            scope.deadline = math.inf
             self.stall_timeout = None
+        else:
+            await self._send_all(data)
         self.client._counters.bytes_up += len(data)
         self.last_sent = self.last_activity = trio.current_time()
 
@@ -427,34 +511,3 @@ class Session:
         data = await self.stream.receive_some(RECEIVE_SIZE)
         self.client._counters.bytes_down += len(data)
         self.conn.receive_data(data)
-
-    async def _read_loop(self, inbound: trio.MemorySendChannel[Any]) -> None:
-        client = self.client
-        conn = self.conn
-        try:
-            while True:
-                event = conn.next_event()
-                if event is NEED_DATA:
-                    await self._receive()
-                    continue
-                self.last_activity = trio.current_time()
-                if isinstance(event, (Publish, PubRel)):
-                    await inbound.send(event)
-                elif isinstance(event, PingResp):
-                    self._pong()
-                elif isinstance(event, PubAck):
-                    if client._inflight.pop(event.packet_id, None) is not None:
-                        client._counters.receipts_acknowledged += 1
-                        self.wake()  # room for more receipts
-                elif isinstance(event, SubAck):
-                    if SUBACK_FAILURE in event.return_codes:
-                        log.error("%s: subscription refused: %s", client._name, event)
-                elif isinstance(event, ConnectionClosed):
-                    self.end("server closed the connection")
-                    return
-                else:
-                    log.debug("%s: ignoring %s", client._name, event)
-        except RemoteProtocolError as exc:
-            self.end(f"protocol error from server: {exc}")
-        except _STREAM_ERRORS as exc:
-            self.end(f"connection lost: {exc or type(exc).__name__}")

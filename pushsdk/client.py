@@ -84,9 +84,10 @@ class PushClient:
     # Slots keep each of the thousands of clients a simulation runs small.
     __slots__ = (
         "_app_state", "_app_state_since", "_backoff", "_broker", "_clock", "_closing",
-        "_config", "_connect_timeout", "_device_idle", "_idle_ended_at", "_idle_event", "_connector", "_counters", "_cycle_scope",
-        "_dispatcher", "_done", "_ever_connected", "_force_register", "_http_connector",
-        "_http_timeout", "_inflight", "_interrupted", "_keepalive", "_max_packet_size",
+        "_config", "_connect_timeout", "_connector", "_counters", "_cycle_scope",
+        "_device_idle", "_dispatcher", "_done", "_ever_connected", "_finished",
+        "_force_register", "_http_connector", "_http_timeout", "_idle_ended_at",
+        "_idle_event", "_inflight", "_interrupted", "_keepalive", "_max_packet_size",
         "_network_event", "_network_key", "_network_type", "_next_packet_id",
         "_nursery_manager", "_on_new_token", "_on_state_change", "_outbox", "_ping_timeout",
         "_rng", "_run_scope", "_sdk_state", "_session", "_started", "_state", "_state_event",
@@ -163,10 +164,12 @@ class PushClient:
         self._app_state_since = 0.0
         self._device_idle = False
         self._idle_ended_at = -math.inf
-        self._idle_event = trio.Event()
+        # Events are created only when something waits on them (a fleet holds thousands
+        # of clients, and most never do): see _signal.
+        self._idle_event: trio.Event | None = None
         self._state = ClientState.IDLE
-        self._state_event = trio.Event()
-        self._network_event = trio.Event()
+        self._state_event: trio.Event | None = None
+        self._network_event: trio.Event | None = None
         self._sdk_state = SdkState()
         self._counters = Counters()
         self._outbox: list[tuple[str, str]] = []  # receipts not sent yet, oldest first
@@ -179,7 +182,8 @@ class PushClient:
         self._interrupted = False
         self._closing = False
         self._run_scope: trio.CancelScope | None = None
-        self._done = trio.Event()
+        self._done: trio.Event | None = None
+        self._finished = False
         self._started = False
         self._nursery_manager: Any = None
 
@@ -224,7 +228,9 @@ class PushClient:
             self._set_state(ClientState.CLOSED, "closed before start")
             return
         self._stop()
-        await self._done.wait()
+        if not self._finished:
+            self._done = self._done or trio.Event()
+            await self._done.wait()
 
     def _stop(self) -> None:
         self._closing = True
@@ -240,7 +246,8 @@ class PushClient:
                 await self._connection_loop()
         finally:
             self._set_state(ClientState.CLOSED, "client closed")
-            self._done.set()
+            self._finished = True
+            _signal(self._done)
 
     # --- public API -----------------------------------------------------------------------
 
@@ -283,6 +290,7 @@ class PushClient:
         while self._state is not ClientState.CONNECTED:
             if self._state is ClientState.CLOSED or self._closing:
                 raise trio.ClosedResourceError("the push client is closed")
+            self._state_event = self._state_event or trio.Event()
             await self._state_event.wait()
 
     def notify_network_changed(
@@ -299,8 +307,8 @@ class PushClient:
         self._interrupted = True
         if self._cycle_scope is not None:
             self._cycle_scope.cancel()
-        event, self._network_event = self._network_event, trio.Event()
-        event.set()
+        event, self._network_event = self._network_event, None
+        _signal(event)
 
     def set_app_state(self, app_state: str) -> None:
         """``"foreground"``, ``"background"`` or ``"inactive"``; strategies may adapt to it."""
@@ -325,8 +333,8 @@ class PushClient:
         self._device_idle = idle
         if not idle:
             self._idle_ended_at = trio.current_time()
-            event, self._idle_event = self._idle_event, trio.Event()
-            event.set()
+            event, self._idle_event = self._idle_event, None
+            _signal(event)
         self._wake()
 
     def notify_radio_active(self) -> None:
@@ -404,8 +412,8 @@ class PushClient:
         if new is old:
             return
         self._state = new
-        event, self._state_event = self._state_event, trio.Event()
-        event.set()
+        event, self._state_event = self._state_event, None
+        _signal(event)
         log.debug("%s: %s -> %s (%s)", self._name, old, new, reason)
         if self._on_state_change is not None:
             try:
@@ -461,52 +469,97 @@ class PushClient:
         while True:
             if self._network_key is None:
                 self._set_state(ClientState.OFFLINE, "no network")
+                self._network_event = self._network_event or trio.Event()
                 await self._network_event.wait()
                 continue
             if self._device_idle:  # Doze: the platform runs nothing of ours until it ends
+                self._idle_event = self._idle_event or trio.Event()
                 await self._idle_event.wait()
                 continue
             self._interrupted = False
-            with trio.CancelScope() as self._cycle_scope:
-                ending = await self._connect_once()
-                if ending.uptime is not None and self._backoff.should_reset(ending.uptime):
-                    attempt = 0
-                if ending.retry != "now":
-                    if ending.retry == "max":
-                        delay = self._backoff.max_delay
-                    else:
-                        delay = self._backoff.delay(attempt, self._rng)
-                        attempt += 1
-                    self._set_state(ClientState.WAITING, ending.reason)
-                    log.info("%s: %s; retrying in %.1f s", self._name, ending.reason, delay)
+            ending = await self._attempt()
+            if ending.uptime is not None and self._backoff.should_reset(ending.uptime):
+                attempt = 0
+            if ending.retry != "now" and not self._interrupted:
+                if ending.retry == "max":
+                    delay = self._backoff.max_delay
+                else:
+                    delay = self._backoff.delay(attempt, self._rng)
+                    attempt += 1
+                self._set_state(ClientState.WAITING, ending.reason)
+                log.info("%s: %s; retrying in %.1f s", self._name, ending.reason, delay)
+                with trio.CancelScope() as self._cycle_scope:  # a network change cuts it short
                     await trio.sleep(delay)
-            self._cycle_scope = None
+                self._cycle_scope = None
             if self._interrupted:  # network change: at once, with a fresh backoff
                 attempt = 0
 
-    async def _connect_once(self) -> _Ending:
+    async def _attempt(self) -> _Ending:
+        """One connection attempt: register if needed, connect, handshake, serve.
+
+        It runs in one cancel scope (``_cycle_scope``), which a network change cancels and
+        the session ends by cancelling; its deadline bounds connecting plus the handshake
+        (``connect_timeout``), then guards the session's writes against stalls. One scope
+        rather than one per step: thousands of clients connect at once in a fleet.
+        """
         fresh = False
-        host, port, tls = "", 0, False
+        host, port = "", 0
+        stream: trio.abc.Stream | None = None
+        session: Session | None = None
+        ending: _Ending | None = None
+        phase = "registering"
         try:
-            if isinstance(self._config, ServerConfig):
-                fresh = await self._ensure_registration()
-            host, port, tls = self._endpoint()
-            self._set_state(ClientState.CONNECTING, f"connecting to {host}:{port}")
-            self._counters.connect_attempts += 1
-            with trio.fail_after(self._connect_timeout):
-                stream = await self._connector.connect(host, port, tls=tls)
-        except RegistrationError as exc:
-            return _Ending(str(exc), retry="backoff" if exc.retryable else "max")
-        except TransportError as exc:
-            return _Ending(str(exc))
-        except trio.TooSlowError:
-            return _Ending(f"connecting to {host}:{port} timed out")
-        except (OSError, trio.BrokenResourceError) as exc:
-            return _Ending(f"cannot connect to {host}:{port}: {exc}")
-        try:
-            return await self._mqtt_session(stream, fresh)
+            with trio.CancelScope() as scope:
+                self._cycle_scope = scope
+                try:
+                    if isinstance(self._config, ServerConfig):
+                        fresh = await self._ensure_registration()
+                    host, port, tls = self._endpoint()
+                    self._set_state(ClientState.CONNECTING, f"connecting to {host}:{port}")
+                    self._counters.connect_attempts += 1
+                    phase = "connecting"
+                    scope.deadline = trio.current_time() + self._connect_timeout
+                    stream = await self._connector.connect(host, port, tls=tls)
+                    phase = "handshake"
+                    session = Session.over(self, stream, scope)
+                    connack = await session.handshake(self._connect_packet())
+                    scope.deadline = math.inf
+                    if connack.return_code != 0:
+                        ending = self._refused(connack.return_code, fresh)
+                    else:
+                        self._counters.connects += 1
+                        if self._ever_connected:
+                            self._counters.reconnects += 1
+                        self._ever_connected = True
+                        phase = "connected"
+                        await session.serve()
+                except RegistrationError as exc:
+                    ending = _Ending(str(exc), retry="backoff" if exc.retryable else "max")
+                except LinkEnded as exc:
+                    ending = _Ending(str(exc))
+                except TransportError as exc:
+                    ending = _Ending(str(exc))
+                except (OSError, trio.BrokenResourceError) as exc:
+                    ending = _Ending(f"cannot connect to {host}:{port}: {exc}")
         finally:
-            await trio.aclose_forcefully(stream)
+            self._cycle_scope = None
+            if session is not None and phase == "connected" and self._closing:
+                await session.say_goodbye()
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+        if phase == "connected":
+            assert session is not None
+            uptime = await session.finish()
+            return _Ending(session.end_reason or "connection ended", uptime=uptime)
+        if ending is not None:
+            return ending
+        if self._interrupted:
+            return _Ending("network changed")
+        if phase == "connecting":
+            return _Ending(f"connecting to {host}:{port} timed out")
+        if phase == "handshake":
+            return _Ending(f"no CONNACK within {self._connect_timeout:g} s")
+        return _Ending("connection attempt interrupted")
 
     def _endpoint(self) -> tuple[str, int, bool]:
         cfg = self._config
@@ -579,24 +632,6 @@ class PushClient:
             password=reg.token.encode(),
         )
 
-    async def _mqtt_session(self, stream: trio.abc.Stream, fresh: bool) -> _Ending:
-        session = Session.over(self, stream)
-        try:
-            with trio.fail_after(self._connect_timeout):
-                connack = await session.handshake(self._connect_packet())
-        except trio.TooSlowError:
-            return _Ending(f"no CONNACK within {self._connect_timeout:g} s")
-        except LinkEnded as exc:
-            return _Ending(str(exc))
-        if connack.return_code != 0:
-            return self._refused(connack.return_code, fresh)
-        self._counters.connects += 1
-        if self._ever_connected:
-            self._counters.reconnects += 1
-        self._ever_connected = True
-        uptime = await session.serve()
-        return _Ending(session.end_reason or "connection ended", uptime=uptime)
-
     def _refused(self, code: int, fresh: bool) -> _Ending:
         if code == 4 and not self._broker:
             # Unknown or expired token: register again, at once unless we just did.
@@ -619,6 +654,12 @@ class PushClient:
             self._next_packet_id = packet_id % 65535 + 1
             if packet_id not in self._inflight:
                 return packet_id
+
+def _signal(event: trio.Event | None) -> None:
+    """Wake whoever waits on a lazily created event (nobody if it was never created)."""
+    if event is not None:
+        event.set()
+
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:

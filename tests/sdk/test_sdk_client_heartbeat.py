@@ -437,3 +437,25 @@ async def test_a_stalled_write_ends_the_session_after_the_ping_timeout(nursery, 
     ended = [(t, why) for t, why in reasons if "stalled" in why]
     assert ended and ended[0][0] == pytest.approx(t0 + 100 + 10)
     assert ended[0][1] == "sending stalled for 10 s"
+
+
+async def test_an_answer_queued_behind_a_slow_callback_still_counts(nursery, autojump_clock):
+    """The PINGRESP arrives while the app spends 30 s (> ping timeout) in a callback: time in
+    callbacks does not count against the ping, so the answer, read afterwards, is a success."""
+    from pushsdk.protocol import PingResp, Publish
+
+    net, broker = setup(nursery, answer_pings=lambda i: False)
+
+    async def slow(message):
+        await trio.sleep(30)
+
+    async with client(net, ping_timeout=10, on_message=slow) as c:
+        await c.wait_connected()
+        await broker.wait_for(lambda: broker.events(PingReq))
+        await broker.current.send(Publish(topic="t/x", payload=b"hello", qos=1, packet_id=7))
+        await broker.current.send(PingResp())
+        await trio.sleep(90)  # the next ping (100 s after the PUBACK at 130) is not due yet
+        stats = c.statistics()
+    assert (stats.heartbeats_sent, stats.heartbeats_succeeded, stats.heartbeats_failed) == (1, 1, 0)
+    assert (stats.messages_dispatched, stats.reconnects) == (1, 0)
+    assert len(net.attempts) == 1

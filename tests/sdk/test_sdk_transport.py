@@ -86,11 +86,34 @@ async def test_plain_tcp_and_refused(nursery):
     await stream.aclose()
 
 
+async def test_literal_addresses_are_dialled_from_the_source_address_and_names_resolved(nursery):
+    peers = []
+
+    async def note_peer(stream):
+        peers.append(stream.socket.getpeername()[0])
+        await echo(stream)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, note_peer, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    for source in ("127.0.0.2", "127.0.0.3"):
+        stream = await TcpConnector(source_ip=source).connect("127.0.0.1", port, tls=False)
+        await stream.send_all(b"x")
+        assert await stream.receive_some() == b"x"
+        assert stream.socket.getsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY)
+        await stream.aclose()
+    stream = await TcpConnector().connect("localhost", port, tls=False)  # a name: resolved
+    await stream.send_all(b"y")
+    assert await stream.receive_some() == b"y"
+    await stream.aclose()
+    assert peers[:2] == ["127.0.0.2", "127.0.0.3"]
+
+
 async def test_refused():
     with trio.socket.socket() as sock:  # a port nobody listens on
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(TransportError, match=f"cannot connect to 127.0.0.1:{port}"):
+    with pytest.raises(TransportError, match=f"cannot connect to 127.0.0.1:{port}: "
+                                             "Connection refused$"):
         await TcpConnector().connect("127.0.0.1", port, tls=False)
 
 
