@@ -101,7 +101,7 @@ class _End(trio.abc.Stream):
                 yielded = True
                 continue
             due, data = inbox[0]
-            now = trio.current_time()
+            now = self._conn.clock.current_time()  # trio.current_time(), minus two calls
             if due > now:
                 await self._park(due)
                 yielded = True
@@ -165,7 +165,7 @@ class _End(trio.abc.Stream):
             due = self._last_due
         self._last_due = due
         self._inbox.append((due, data))
-        if due <= trio.current_time():
+        if due <= self._conn.clock.current_time():
             self._wake()
         elif self._waiter is not None and (self._timer is None or due < self._timer.when):
             self._cancel_timer()  # the receiver wakes when the new head is due
@@ -217,7 +217,7 @@ class SimConnection:
         self.server._reset()
 
     def _transmit(self, sender: _End, data: bytes) -> None:
-        now = trio.current_time()
+        now = self.clock.current_time()
         if sender._is_client:
             verdict = self.hooks.uplink(self, now, len(data))
             receiver = self.server
