@@ -252,17 +252,15 @@ class Session:
             if now < deadline:
                 await self._wait(deadline)
                 continue
+            if self.stall_timeout is not None:  # the ping itself could not be written
+                self.ping_sent_at = None  # not a heartbeat the strategy should learn from
+                raise LinkEnded(f"sending stalled for {self.stall_timeout:g} s")
             if self.ping_sent_at is not None:
                 await self._heartbeat_failed()
                 raise LinkEnded(f"no PINGRESP within {client._ping_timeout:g} s")
             self.ping_lateness = max(0.0, now - deadline)
             self.ping_silence = now - self.last_activity
-            await self.send(PingReq())
-            self.piggyback_now = False
-            self.ping_sent_at = self.last_sent
-            self.ping_paused = 0.0
-            client._counters.heartbeats_sent += 1
-            self._maybe_probe()
+            await self._wait(now + client._ping_timeout, ping=True)
 
     def _deadline(self) -> float:
         """When the loop must act next with nothing received: the next heartbeat, or the
@@ -282,18 +280,29 @@ class Session:
         self.interval = interval if interval >= MIN_INTERVAL else MIN_INTERVAL
         return min(self.last_activity + self.interval, self.last_sent + client._keepalive)
 
-    async def _wait(self, deadline: float) -> None:
-        """Read until ``deadline``, a :meth:`wake`, or a packet the loop must act on.
+    async def _wait(self, deadline: float, *, ping: bool = False) -> None:
+        """Read until ``deadline``, a :meth:`wake`, or a packet the loop must act on; with
+        ``ping``, send a PINGREQ first (``deadline`` is then its timeout).
 
         Packets that need only bookkeeping (PINGRESP, PUBACK, SUBACK) are settled here and
-        the wait goes on under the same cancel scope, its deadline moved to the next beat:
-        one scope per heartbeat rather than two, which thousands of simulated clients feel.
-        Cancelling the wait loses no data (trio's socket and TLS streams, after the
-        handshake, and in-memory streams all guarantee it).
+        the wait goes on under the same cancel scope, its deadline moved to the next beat;
+        the ping is written under that scope too, so the ping timeout also bounds a stalled
+        write of it. One cancel scope and two deadline changes per heartbeat, which
+        thousands of simulated clients feel. Cancelling the wait loses no data (trio's
+        socket and TLS streams, after the handshake, and in-memory streams all guarantee it).
         """
         client = self.client
         conn = self.conn
         with trio.move_on_at(deadline) as scope:
+            if ping:  # not wakeable (wait_scope unset) while the write may be under way
+                self.ping_sent_at = trio.current_time()
+                self.ping_paused = 0.0
+                self.piggyback_now = False
+                self.stall_timeout = client._ping_timeout  # cleared once written
+                await self.send(PingReq(), guarded=False)
+                self.stall_timeout = None
+                client._counters.heartbeats_sent += 1
+                self._maybe_probe()
             self.wait_scope = scope
             while True:
                 try:
@@ -479,14 +488,15 @@ class Session:
 
     # --- bytes --------------------------------------------------------------------------------
 
-    async def send(self, event: Any) -> None:
+    async def send(self, event: Any, *, guarded: bool = True) -> None:
         """Write one packet. Raises :class:`LinkEnded` if the link is broken; a write that
-        stalls ``ping_timeout`` seconds ends the session (the attempt's scope expires)."""
+        stalls ``ping_timeout`` seconds ends the session (the attempt's scope expires).
+        ``guarded=False``: the caller's own deadline bounds the write."""
         try:
             data = self.conn.send(event)
         except LocalProtocolError as exc:
             raise LinkEnded(f"cannot send {type(event).__name__}: {exc}") from None
-        if self.serving:
+        if self.serving and guarded:
             # Give the attempt's scope a deadline for the write rather than opening a scope
             # per packet (thousands of clients ping). Before the session (handshake) the
             # scope's connect deadline is in force.

@@ -434,9 +434,12 @@ async def test_a_stalled_write_ends_the_session_after_the_ping_timeout(nursery, 
         t0 = trio.current_time()
         streams[0].stall = True  # the ping due at t0 + 100 cannot be written
         await broker.wait_for(lambda: len(broker.conns) == 2)
+        stats = c.statistics()
     ended = [(t, why) for t, why in reasons if "stalled" in why]
     assert ended and ended[0][0] == pytest.approx(t0 + 100 + 10)
     assert ended[0][1] == "sending stalled for 10 s"
+    # A ping never written is no heartbeat: the strategy learns nothing from the stall.
+    assert (stats.heartbeats_sent, stats.heartbeats_failed) == (0, 0)
 
 
 async def test_an_answer_queued_behind_a_slow_callback_still_counts(nursery, autojump_clock):
