@@ -194,8 +194,8 @@ class Session:
         if (self.end_reason is None and scope is not None and scope.cancelled_caught
                 and self.stall_timeout is not None):
             self.end_reason = f"sending stalled for {self.stall_timeout:g} s"
-        if self.ping_sent_at is not None:  # broke while a ping was out: count it as failed
-            await self._heartbeat_failed()
+        if self.ping_sent_at is not None and not self.client._closing:
+            await self._heartbeat_failed()  # broke while a ping was out: it failed
         elif self.memory_dirty:  # learned from the last answer; the loop had no time to save
             self.memory_dirty = False
             await self.client._save_state()

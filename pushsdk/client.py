@@ -90,7 +90,7 @@ class PushClient:
         "_idle_event", "_inflight", "_interrupted", "_keepalive", "_max_packet_size",
         "_network_event", "_network_key", "_network_type", "_next_packet_id",
         "_nursery_manager", "_on_new_token", "_on_state_change", "_outbox", "_ping_timeout",
-        "_rng", "_run_scope", "_sdk_state", "_session", "_started", "_state", "_state_event",
+        "_rng", "_sdk_state", "_session", "_started", "_state", "_state_event",
         "_store", "_strategy",
     )
 
@@ -181,7 +181,6 @@ class PushClient:
         self._cycle_scope: trio.CancelScope | None = None
         self._interrupted = False
         self._closing = False
-        self._run_scope: trio.CancelScope | None = None
         self._done: trio.Event | None = None
         self._finished = False
         self._started = False
@@ -233,17 +232,21 @@ class PushClient:
             await self._done.wait()
 
     def _stop(self) -> None:
+        # No cancel scope spans the whole run (a fleet holds thousands of clients): stop
+        # whatever the connection loop waits on, and it returns when it sees _closing.
         self._closing = True
-        if self._run_scope is not None:
-            self._run_scope.cancel()
+        if self._cycle_scope is not None:
+            self._cycle_scope.cancel()
+        for event in (self._network_event, self._idle_event):
+            _signal(event)
+        self._network_event = self._idle_event = None
 
     async def _run(self) -> None:
         try:
-            with trio.CancelScope() as self._run_scope:
-                if self._closing:
-                    return
-                await self._load_state()
-                await self._connection_loop()
+            if self._closing:
+                return
+            await self._load_state()
+            await self._connection_loop()
         finally:
             self._set_state(ClientState.CLOSED, "client closed")
             self._finished = True
@@ -466,7 +469,7 @@ class PushClient:
 
     async def _connection_loop(self) -> None:
         attempt = 0
-        while True:
+        while not self._closing:
             if self._network_key is None:
                 self._set_state(ClientState.OFFLINE, "no network")
                 self._network_event = self._network_event or trio.Event()
@@ -478,6 +481,8 @@ class PushClient:
                 continue
             self._interrupted = False
             ending = await self._attempt()
+            if self._closing:
+                return
             if ending.uptime is not None and self._backoff.should_reset(ending.uptime):
                 attempt = 0
             if ending.retry != "now" and not self._interrupted:

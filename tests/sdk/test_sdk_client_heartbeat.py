@@ -462,3 +462,30 @@ async def test_an_answer_queued_behind_a_slow_callback_still_counts(nursery, aut
     assert (stats.heartbeats_sent, stats.heartbeats_succeeded, stats.heartbeats_failed) == (1, 1, 0)
     assert (stats.messages_dispatched, stats.reconnects) == (1, 0)
     assert len(net.attempts) == 1
+
+
+@pytest.mark.parametrize("where", ["connected", "backing off", "offline", "doze"])
+async def test_aclose_returns_at_once_wherever_the_client_waits(nursery, autojump_clock, where):
+    net, broker = setup(nursery)
+    net.refuse = where == "backing off"
+    c = client(net)
+    async with trio.open_nursery() as own:
+        own.start_soon(c.run)
+        if where == "connected":
+            await c.wait_connected()
+        await trio.sleep(30)
+        if where == "offline":
+            c.notify_network_changed(None)
+        elif where == "doze":
+            c.set_device_idle(True)
+        await trio.sleep(30)
+        expected = {"connected": ClientState.CONNECTED, "backing off": ClientState.WAITING,
+                    "offline": ClientState.OFFLINE}.get(where)
+        if expected is not None:
+            assert c.state is expected
+        t = trio.current_time()
+        await c.aclose()
+        assert trio.current_time() == t
+    assert c.state is ClientState.CLOSED
+    # Doze keeps the connection (only the pings stop), so closing says goodbye there too.
+    assert bool(broker.events(Disconnect)) == (where in ("connected", "doze"))
