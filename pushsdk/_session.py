@@ -15,6 +15,7 @@ may be waiting, unread, behind the message being handed over).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -174,15 +175,19 @@ class Session:
                                          self.context())
         await self._remember_strategy()  # a strategy may note the attempt itself (Courier)
         client._session = self
+        # Probe connections run as tasks beside the loop; a strategy that never probes
+        # needs no nursery, which a fleet of thousands of clients feels.
+        tasks = trio.open_nursery() if _may_probe(client._strategy) else contextlib.nullcontext()
         try:
-            if _may_probe(client._strategy):
-                # Probe connections run as tasks beside the loop; a strategy that never
-                # probes needs no nursery, which a fleet of thousands of clients feels.
-                async with trio.open_nursery() as nursery:
-                    self.nursery = nursery
-                    await self._run()
-            else:
-                await self._run()
+            async with tasks as self.nursery:
+                try:  # inside: a nursery would wrap it in an exception group
+                    await self._subscribe()
+                    for publish in list(client._inflight.values()):
+                        await self.send(attrs.evolve(publish, dup=True))
+                    client._set_state(ClientState.CONNECTED, "connected")
+                    await self._loop()
+                except LinkEnded as exc:
+                    self.end(str(exc))
         finally:
             client._session = None
             self.uptime = trio.current_time() - self.connected_at
@@ -200,16 +205,6 @@ class Session:
             self.memory_dirty = False
             await self.client._save_state()
         return self.uptime
-
-    async def _run(self) -> None:
-        try:
-            await self._subscribe()
-            for publish in list(self.client._inflight.values()):
-                await self.send(attrs.evolve(publish, dup=True))
-            self.client._set_state(ClientState.CONNECTED, "connected")
-            await self._loop()
-        except LinkEnded as exc:
-            self.end(str(exc))
 
     async def _subscribe(self) -> None:
         cfg = self.client._config

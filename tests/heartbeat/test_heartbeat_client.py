@@ -117,3 +117,18 @@ async def test_kontalk_halves_after_a_failed_ping_and_remembers_it(nursery, auto
     assert since_connect(broker, 1) == [900, 900 + 1350]
     # 900 worked (x1.5); the answer to the ping at 900 + 1350 is still on its way.
     assert store.state.memory_for("wifi_home") == {"strategy": "kontalk", "interval": 1350}
+
+
+async def test_a_probing_strategy_ends_a_dead_connection_cleanly_and_reconnects(
+        nursery, autojump_clock):
+    """``adaptive`` runs its session in a nursery (probe connections): a dead link must end
+    the session with its reason, not escape as an exception group."""
+    net, broker = setup(nursery, answer_pings=lambda index: index != 0)
+    reasons = []
+    async with client(net, "adaptive",
+                      on_state_change=lambda old, new, why: reasons.append(why)) as c:
+        await c.wait_connected()
+        await broker.wait_for(lambda: len(broker.times(Connect)) >= 3)
+        stats = c.statistics()
+    assert any(why.startswith("no PINGRESP within") for why in reasons)
+    assert stats.heartbeats_failed >= 1 and stats.connects >= 2
