@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import ipaddress
 import os
@@ -21,6 +20,8 @@ from typing import Protocol
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from ._tcp import open_tcp
 
 __all__ = ["Connector", "TcpConnector", "TlsError", "TransportError", "spki_sha256"]
 
@@ -167,30 +168,19 @@ class TcpConnector:
         except OSError as exc:
             raise TransportError(f"cannot connect to {where}: {_reason(exc)}") from exc
 
-    async def _open_tcp(self, host: str, port: int) -> trio.SocketStream:
-        """A TCP stream to ``host:port``. An IP address is dialled directly; a name goes
-        through trio's ``open_tcp_stream`` (resolution, happy eyeballs over its addresses),
-        whose nursery and tasks per attempt are wasted on a literal address — which is what
-        fleets of thousands of clients connect to."""
+    async def _open_tcp(self, host: str, port: int) -> trio.abc.HalfCloseableStream:
+        """A TCP stream to ``host:port``. An IP address is dialled directly into a lean
+        :class:`~pushsdk._tcp.TcpStream`; a name goes through trio's ``open_tcp_stream``
+        (resolution, happy eyeballs over its addresses), whose nursery and tasks per
+        attempt are wasted on a literal address — which is what fleets of thousands of
+        clients connect to."""
         try:
             family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
         except ValueError:
             return await trio.open_tcp_stream(host, port, local_address=self.source_ip)
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        try:
-            if self.source_ip is not None:
-                # Let connect() pick the port, so that ports are shared between different
-                # destinations (bind() alone would reserve one per socket: exhaustion).
-                with contextlib.suppress(OSError, AttributeError):
-                    sock.setsockopt(trio.socket.IPPROTO_IP, trio.socket.IP_BIND_ADDRESS_NO_PORT, 1)
-                await sock.bind((self.source_ip, 0))
-            await sock.connect((host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return trio.SocketStream(sock)
+        return await open_tcp(host, port, family, self.source_ip)
 
-    def _check_pin(self, stream: trio.SSLStream[trio.SocketStream], where: str) -> None:
+    def _check_pin(self, stream: trio.SSLStream[trio.abc.Stream], where: str) -> None:
         if not self._pins:
             return
         der = stream.getpeercert(binary_form=True)

@@ -1,0 +1,154 @@
+"""A lean trio stream over a connected TCP socket, for fleets of plain connections.
+
+``trio.SocketStream`` wraps a trio socket object that wraps the OS socket, and adds conflict
+detectors and a context manager per call: about a kilobyte per connection, which a process
+holding tens of thousands of idle push connections feels. :class:`TcpStream` keeps what the
+SDK relies on — trio's checkpoint and cancellation rules (a cancelled ``receive_some`` loses
+no data; a cancelled ``send_all`` leaves the stream unusable, as trio documents), errors as
+``trio.BrokenResourceError`` / ``trio.ClosedResourceError``, half-close — over the OS socket
+directly. It does not detect two tasks using one direction at once: a session has one task.
+Checked against trio's own conformance suite (``trio.testing.check_half_closeable_stream``).
+TLS wraps it like any other stream.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+import trio
+
+__all__ = ["TcpStream", "open_tcp"]
+
+_MAX_RECEIVE = 65536
+_IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN)
+
+
+class TcpStream(trio.abc.HalfCloseableStream):
+    """A connected, non-blocking ``socket.socket`` as a trio stream (``.socket``)."""
+
+    __slots__ = ("_closed", "_eof_sent", "_sending", "socket")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        try:  # as trio.SocketStream does: small packets (pings) go out at once
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.socket = sock
+        self._closed = False
+        self._eof_sent = False
+        self._sending = False  # a send_all or send_eof is under way (they may not overlap)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the stream is closed")
+
+    def _start_sending(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._check_open()
+        self._sending = True
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._start_sending()
+        try:
+            if self._eof_sent:
+                raise trio.ClosedResourceError("cannot send data after sending EOF")
+            await trio.lowlevel.checkpoint_if_cancelled()
+            sock = self.socket
+            yielded = False
+            with memoryview(data) as view:
+                sent, total = 0, len(view)
+                while sent < total:
+                    try:
+                        sent += sock.send(view[sent:])
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(sock)
+                        yielded = True
+                    except OSError as exc:
+                        raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+            if not yielded:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        self._start_sending()
+        try:
+            await trio.lowlevel.wait_writable(self.socket)
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        self._start_sending()
+        try:
+            await trio.lowlevel.checkpoint()
+            if self._eof_sent:
+                return
+            self._eof_sent = True
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                if exc.errno != errno.ENOTCONN:  # the peer is gone already: EOF is moot
+                    raise trio.BrokenResourceError(f"shutdown failed: {exc}") from exc
+        finally:
+            self._sending = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is None:
+            max_bytes = _MAX_RECEIVE
+        elif max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        self._check_open()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sock = self.socket
+        yielded = False
+        while True:
+            try:
+                data = sock.recv(max_bytes)
+            except BlockingIOError:
+                # Cancellable while nothing has been read: no data can be lost.
+                await trio.lowlevel.wait_readable(sock)
+                yielded = True
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+            break
+        if not yielded:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            trio.lowlevel.notify_closing(self.socket)  # wakes a task blocked on it
+            self.socket.close()
+        await trio.lowlevel.checkpoint()
+
+
+async def open_tcp(host: str, port: int, family: int, source_ip: str | None) -> TcpStream:
+    """Connect to the literal address ``host:port`` (from ``source_ip`` if given)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source_ip is not None:
+            # Let connect() pick the port, so that ports are shared between different
+            # destinations (bind() alone would reserve one per socket: exhaustion).
+            no_port = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux's value
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, no_port, 1)
+            except OSError:
+                pass
+            sock.bind((source_ip, 0))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        err = sock.connect_ex((host, port))
+        if err in _IN_PROGRESS:
+            await trio.lowlevel.wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        sock.close()
+        raise
+    return TcpStream(sock)
