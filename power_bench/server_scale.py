@@ -5,19 +5,25 @@
 1. A database with one app and N devices is prepared directly through SQLite (a
    benchmark-only bulk registration: N ``POST /v1/devices`` would measure registration,
    not the gateway), then ``pushsim server --workers W`` is started on it.
-2. N plain MQTT clients (the project's sans-IO codec over trio, one task each, spread
-   over several client processes and loopback source addresses) CONNECT with the
-   devices' tokens, SUBSCRIBE to their inboxes and stay idle (keepalive 0).
+2. N plain MQTT clients (the project's sans-IO codec over trio, one task each, at most
+   PER_PROCESS per client process, one loopback source address per process) CONNECT with
+   the devices' tokens, SUBSCRIBE to their inboxes and stay idle (keepalive 0). A failed
+   attempt (refused, closed, no SUBACK within HANDSHAKE_S) is retried after a backoff, up
+   to ATTEMPTS times, as a device would; failed attempts are counted by reason. With
+   ``--workers W`` the server holds N / W connections per process: each must stay under
+   the open-files limit (20,000 here, so 50,000 need ``--workers 3``).
 3. Server RSS per idle connection = (RSS of all server processes with N connected −
    RSS before any connection) ÷ N.
-4. A broadcast (``audience: "all"``): time from the request to every delivery
-   acknowledged, as the server reports it (``GET /v1/messages/<id>``: pending 0).
+4. A broadcast (``audience: "all"``): time from the request until every client holds it
+   (asked of the client processes, which costs the server nothing), then until every
+   delivery is acknowledged as the server reports it (``GET /v1/messages/<id>``).
 5. Single-target pushes at a fixed rate over kept-alive HTTP connections; end-to-end
    latency = client receipt time − send time stamped in the payload (same machine clock).
 6. The same clients against Mosquitto (one broker per 19,000 connections, the open-files
    limit): each subscribes to its own topic and to ``all``; a QoS 1 PUBLISH to ``all``
    is the broadcast, QoS 1 PUBLISHes to the clients' topics the single pushes. Memory per
-   connection and CPU seconds per phase are reported as ratios server ÷ Mosquitto.
+   connection and CPU seconds per phase are reported as ratios server ÷ Mosquitto. CPU
+   seconds of the client processes are reported too: they share the machine's cores.
 
 Every phase has a time limit; results go to DIR/server_scale.json and the terminal.
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import sqlite3
 import subprocess
@@ -39,63 +46,100 @@ import psutil
 
 from power_bench.fleet_scale import Mosquitto, _raise_nofile, machine, selectors_select
 
-PER_PROCESS = 14_000  # client connections per client process (under the 20,000 files)
+PER_PROCESS = 17_000  # client connections per client process (under the 20,000 files)
 PER_BROKER = 19_000
+ATTEMPTS, HANDSHAKE_S = 5, 20.0  # a client connects again after a failed attempt
 
 
 # --- clients (a child process) -----------------------------------------------------------
 
 def clients_main(spec: dict[str, Any]) -> None:
     """Connect the clients of ``spec``, report, then serve pushes until told to report."""
+    import gc
+
     import trio
+
+    from simulator.server.gctune import SERVER_THRESHOLDS
+
+    # 17,000 connections are a big long-lived heap, as in the server: with the default GC
+    # thresholds full collections (~0.4 s each) would come every second or two, delaying
+    # receipts (so inflating latencies) and taking CPU from the server on the same cores.
+    gc.set_threshold(*SERVER_THRESHOLDS)
 
     from pushsdk.protocol import (NEED_DATA, ConnAck, Connect, Connection, PubAck, Publish,
                                   Role, SubAck, Subscribe)
 
     latencies: list[float] = []
     broadcast_at: list[float] = []
-    counts = {"connected": 0, "failed": 0, "received": 0}
+    # connected: got its SUBACK; failed: gave up after ATTEMPTS; the other counts are
+    # failed attempts by reason (each followed by a retry, as a device would).
+    counts = {"connected": 0, "failed": 0, "received": 0, "attempts_failed": 0,
+              "connect_error": 0, "no_suback": 0, "closed_early": 0}
+    rng = random.Random()
 
     async def one(i: int, host: str, port: int, source: str, cid: str, user: str | None,
                   password: str | None, topics: list[str]) -> None:
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                await trio.sleep(rng.uniform(0.5, 1.5) * 2**attempt)
+            reason = await session(host, port, source, cid, user, password, topics)
+            if reason is None:
+                return  # it was connected (until the connection ended)
+            counts["attempts_failed"] += 1
+            counts[reason] += 1
+        counts["failed"] += 1
+
+    async def session(host: str, port: int, source: str, cid: str, user: str | None,
+                      password: str | None, topics: list[str]) -> str | None:
+        """One connection; None once it got its SUBACK, else why it failed before."""
         try:
             stream = await trio.open_tcp_stream(host, port, local_address=source)
         except OSError:
-            counts["failed"] += 1
-            return
+            return "connect_error"
         conn = Connection(Role.CLIENT, max_packet_size=1 << 16)
-        await stream.send_all(conn.send(Connect(
-            client_id=cid, username=user, keepalive=0, clean_session=False,
-            password=None if password is None else password.encode()))
-            + conn.send(Subscribe(1, tuple((t, 1) for t in topics))))
+        # CONNACK and SUBACK must come within HANDSHAKE_S.
+        handshake = trio.CancelScope(deadline=trio.current_time() + HANDSHAKE_S)
         try:
-            while True:
-                event = conn.next_event()
-                if event is NEED_DATA:
-                    data = await stream.receive_some(16384)
-                    conn.receive_data(data)
-                    if not data:
-                        return
-                elif isinstance(event, ConnAck):
-                    if event.return_code:
-                        counts["failed"] += 1
-                        return
-                elif isinstance(event, SubAck):
-                    counts["connected"] += 1
-                elif isinstance(event, Publish):
-                    now = time.time()
-                    await stream.send_all(conn.send(PubAck(event.packet_id)))
-                    body = json.loads(event.payload)
-                    probe = body["message"]["data"] if "message" in body else body
-                    counts["received"] += 1
-                    if probe["k"] == "b":
-                        broadcast_at.append(now)
-                    else:
-                        latencies.append(now - probe["ts"])
-                else:
-                    return
+            await stream.send_all(conn.send(Connect(
+                client_id=cid, username=user, keepalive=0, clean_session=False,
+                password=None if password is None else password.encode()))
+                + conn.send(Subscribe(1, tuple((t, 1) for t in topics))))
+            with handshake:
+                await loop(stream, conn, handshake)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
+            pass
+        await trio.aclose_forcefully(stream)
+        if handshake.deadline == math.inf:
+            return None
+        return "no_suback" if handshake.cancelled_caught else "closed_early"
+
+    async def loop(stream: trio.abc.Stream, conn: Connection,
+                   handshake: trio.CancelScope) -> None:
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                data = await stream.receive_some(16384)
+                conn.receive_data(data)
+                if not data:
+                    return
+            elif isinstance(event, ConnAck):
+                if event.return_code:
+                    return
+            elif isinstance(event, SubAck):
+                counts["connected"] += 1
+                handshake.deadline = math.inf
+            elif isinstance(event, Publish):
+                now = time.time()
+                await stream.send_all(conn.send(PubAck(event.packet_id)))
+                body = json.loads(event.payload)
+                probe = body["message"]["data"] if "message" in body else body
+                counts["received"] += 1
+                if probe["k"] == "b":
+                    broadcast_at.append(now)
+                else:
+                    latencies.append(now - probe["ts"])
+            else:
+                return
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -110,9 +154,14 @@ def clients_main(spec: dict[str, Any]) -> None:
                     await trio.sleep(0.05)
             took = trio.current_time() - start
             print(json.dumps({**counts, "seconds": took}), flush=True)
-            while (await trio.to_thread.run_sync(sys.stdin.readline)).strip() == "report":
-                print(json.dumps({**counts, "latencies": latencies,
-                                  "broadcast_at": broadcast_at}), flush=True)
+            while (command := (await trio.to_thread.run_sync(sys.stdin.readline)).strip()):
+                if command == "count":
+                    print(json.dumps({**counts, "broadcast": len(broadcast_at)}), flush=True)
+                elif command == "report":
+                    print(json.dumps({**counts, "latencies": latencies,
+                                      "broadcast_at": broadcast_at}), flush=True)
+                else:
+                    break
             nursery.cancel_scope.cancel()
 
     trio.run(main)
@@ -131,8 +180,8 @@ class ClientProcess:
             raise RuntimeError("client process did not answer")
         return json.loads(self.proc.stdout.readline())
 
-    def ask(self, timeout: float) -> dict[str, Any]:
-        self.proc.stdin.write("report\n")
+    def ask(self, timeout: float, command: str = "report") -> dict[str, Any]:
+        self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
         return self.line(timeout)
 
@@ -146,12 +195,23 @@ class ClientProcess:
             self.proc.wait()
 
 
+def client_processes(n: int) -> int:
+    return max(1, -(-n // PER_PROCESS))
+
+
+def source_ip(i: int, n: int) -> str:
+    """Client ``i``'s loopback source address: one per client process (``i % processes``
+    is the process, as ``start_clients`` deals them out), so no address needs more than
+    PER_PROCESS ephemeral ports towards one server port."""
+    return f"127.0.0.{2 + i % client_processes(n)}"
+
+
 def start_clients(clients: list[list[Any]], rate: float, timeout: float
                   ) -> tuple[list[ClientProcess], dict[str, Any]]:
     """Spread ``clients`` over processes; wait until all connected; the connect figures."""
     procs = []
-    shares = [clients[i::max(1, -(-len(clients) // PER_PROCESS))]
-              for i in range(max(1, -(-len(clients) // PER_PROCESS)))]
+    count = client_processes(len(clients))
+    shares = [clients[i::count] for i in range(count)]
     t0 = time.time()
     for share in shares:
         procs.append(ClientProcess({"clients": share, "rate": rate / len(shares),
@@ -161,7 +221,19 @@ def start_clients(clients: list[list[Any]], rate: float, timeout: float
     connected = sum(a["connected"] for a in answers)
     return procs, {"connected": connected, "failed": sum(a["failed"] for a in answers),
                    "seconds": round(took, 2), "connects_per_s": round(connected / took),
-                   "client_processes": len(procs)}
+                   "client_processes": len(procs),
+                   # failures: no SUBACK in time / refused or closed before it; still
+                   # waiting for TCP connect when the time was up
+                   **{key: sum(a[key] for a in answers) for key in (
+                       "attempts_failed", "connect_error", "no_suback", "closed_early")}}
+
+
+def wait_received(procs: list[ClientProcess], expected: int, deadline: float) -> None:
+    """Until the clients hold ``expected`` broadcast messages (asked every 50 ms)."""
+    while time.time() < deadline:
+        if sum(p.ask(30, "count")["broadcast"] for p in procs) >= expected:
+            return
+        time.sleep(0.05)
 
 
 def collect(procs: list[ClientProcess]) -> dict[str, Any]:
@@ -295,13 +367,16 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
         time.sleep(1.0)
         members = tree(server.pid)
         base_rss, cpu0 = rss(members), cpu(members)
-        clients = [[i, "127.0.0.1", mqtt_port, f"127.0.0.{2 + i // PER_PROCESS}", rid,
+        clients = [[i, "127.0.0.1", mqtt_port, source_ip(i, n), rid,
                     app_key, token, [f"push/{app_key}/{rid}"]]
                    for i, (rid, token) in enumerate(devices)]
         procs, connect = start_clients(clients, ramp, timeout=240)
+        print(f"connect: {connect}", file=sys.stderr, flush=True)
         time.sleep(3.0)
         held = rss(members)
         cpu1 = cpu(members)
+        loaders = [psutil.Process(p.proc.pid) for p in procs]
+        ccpu1 = cpu(loaders)
         result: dict[str, Any] = {
             "workers": workers, "connect": connect,
             "rss_before_mb": round(base_rss / 2**20, 1), "rss_connected_mb": round(held / 2**20, 1),
@@ -314,17 +389,21 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
                           [{"audience": "all", "message": {"data": {"k": "b"}}}], 1.0, 1)
         accepted = time.time() - t0
         msg_id = answer["msg_ids"][0]
+        broadcast_t0 = t0
         deadline = t0 + 120
-        while time.time() < deadline:
+        wait_received(procs, connect["connected"], deadline)  # asking costs the server nothing
+        while True:  # then until the server has recorded every PUBACK
             st = status(info["http"], app_key, secret, msg_id)
-            if st["pending"] == 0:
+            if st["pending"] == 0 or st["delivered"] >= connect["connected"] \
+                    or time.time() > deadline:
                 break
             time.sleep(0.05)
         acked = time.time() - t0
-        cpu2 = cpu(members)
+        cpu2, ccpu2 = cpu(members), cpu(loaders)
         result["broadcast"] = {"targets": st["targets"], "delivered": st["delivered"],
                                "accepted_s": round(accepted, 3), "acknowledged_s": round(acked, 2),
-                               "cpu_s": round(cpu2 - cpu1, 2)}
+                               "cpu_s": round(cpu2 - cpu1, 2),
+                               "client_cpu_s": round(ccpu2 - ccpu1, 2)}
         # Single-target pushes.
         rng = random.Random(3)
         bodies = [{"audience": {"registration_id": [devices[rng.randrange(n)][0]]},
@@ -333,15 +412,18 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
         sent = trio.run(http_pushes, info["http"], app_key, secret, bodies, rate)
         took = time.time() - t0
         time.sleep(2.0)
-        cpu3 = cpu(members)
+        cpu3, ccpu3 = cpu(members), cpu(loaders)
         got = collect(procs)
         lat = got["latencies"]
         result["single"] = {"rate": rate, "seconds": round(took, 2), "sent": sent["ok"],
                             "failed": sent["failed"], "delivered": len(lat),
                             "achieved_rate": round(sent["ok"] / took),
                             "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
-                            "max_ms": pct(lat, 1.0), "cpu_s": round(cpu3 - cpu2, 2)}
+                            "max_ms": pct(lat, 1.0), "cpu_s": round(cpu3 - cpu2, 2),
+                            "client_cpu_s": round(ccpu3 - ccpu2, 2)}
         result["broadcast"]["received_by_clients"] = len(got["broadcast_at"])
+        result["broadcast"]["all_received_s"] = round(max(got["broadcast_at"]) - broadcast_t0,
+                                                      2) if got["broadcast_at"] else None
         return result
     finally:
         for p in procs:
@@ -361,7 +443,7 @@ def run_mosquitto_side(n: int, rate: float, seconds: float, ramp: float,
         time.sleep(0.5)
         base_rss, cpu0 = rss(members), cpu(members)
         clients = [[i, "127.0.0.1", brokers[i % len(brokers)].port,
-                    f"127.0.0.{2 + i // PER_PROCESS}", f"c{i}", None, None, [f"d/{i}", "all"]]
+                    source_ip(i, n), f"c{i}", None, None, [f"d/{i}", "all"]]
                    for i in range(n)]
         procs, connect = start_clients(clients, ramp, timeout=240)
         time.sleep(3.0)
@@ -423,12 +505,8 @@ def run_mosquitto_side(n: int, rate: float, seconds: float, ramp: float,
         # Broadcast: one PUBLISH to "all" per broker (each broker holds its share).
         t0 = time.time()
         trio.run(publish, [(j, "all") for j in range(len(brokers))], 1.0)
-        deadline = t0 + 120
-        while time.time() < deadline:
-            got = collect(procs)
-            if len(got["broadcast_at"]) >= connect["connected"]:
-                break
-            time.sleep(0.2)
+        wait_received(procs, connect["connected"], t0 + 120)
+        got = collect(procs)
         cpu2 = cpu(members)
         result["broadcast"] = {"received_by_clients": len(got["broadcast_at"]),
                                "all_received_s": round(max(got["broadcast_at"]) - t0, 2)

@@ -6,6 +6,7 @@ See docs/server.md. The simulator builds one in-process::
                         clock=VirtualClock(epoch), rng=random.Random(seed))
     await server.handle_mqtt_stream(stream)   # one accepted connection each
 """
+from .committer import Committer
 from .config import Limits, ServerConfig
 from .metrics import ServerStatistics
 from .server import (
@@ -20,6 +21,7 @@ from .store import SqliteStore, Store, StoreError
 
 __all__ = [
     "AppCredentials",
+    "Committer",
     "DeviceRegistration",
     "Limits",
     "PushResult",

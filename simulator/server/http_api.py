@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -134,15 +134,15 @@ def _app(call: Call) -> str:
 
 # --- routes -----------------------------------------------------------------------------
 
-def create_app(call: Call) -> Reply:
+async def create_app(call: Call) -> Reply:
     _admin(call)
     request = parse_app_request(call.json())
-    app = call.server.create_app(request.name)
+    app = await call.server.create_app_async(request.name)
     return json_reply(201, {"name": app.name, "app_key": app.app_key,
                             "master_secret": app.master_secret})
 
 
-def register_device(call: Call) -> Reply:
+async def register_device(call: Call) -> Reply:
     app_key = call.header(b"x-app-key")
     if not app_key:
         raise HttpError(401, "unauthorized", "missing X-App-Key header")
@@ -150,7 +150,7 @@ def register_device(call: Call) -> Reply:
         raise HttpError(401, "unauthorized", "unknown app key")
     request = parse_device_request(call.json())
     server = call.server
-    reg = server.register_device(app_key, request)
+    reg = await server.register_device_async(app_key, request)
     config = server.config
     return json_reply(200, {
         "registration_id": reg.registration_id,
@@ -170,7 +170,7 @@ def _host_of(call: Call) -> str:
     return match.group(1).strip("[]")
 
 
-def update_device(call: Call) -> Reply:
+async def update_device(call: Call) -> Reply:
     token = _credentials(call, "Bearer")
     owner = call.server.authenticate_device(token)
     if owner is None:
@@ -178,12 +178,12 @@ def update_device(call: Call) -> Reply:
     if owner[0] != call.param:
         raise HttpError(403, "forbidden", "this token belongs to another device")
     update = parse_device_update(call.json())
-    device = call.server.update_device(call.param, update)
+    device = await call.server.update_device_async(call.param, update)
     return json_reply(200, {"registration_id": device.registration_id, "alias": device.alias,
                             "tags": list(device.tags)})
 
 
-def device_keys(call: Call) -> Reply:
+async def device_keys(call: Call) -> Reply:
     """The device's end-to-end public keys, for its app's provider (docs/security.md)."""
     app_key = _app(call)
     keys = call.server.webpush_keys(app_key, call.param)
@@ -194,35 +194,35 @@ def device_keys(call: Call) -> Reply:
                             "webpush": {"p256dh": keys[0], "auth": keys[1]}})
 
 
-def push(call: Call) -> Reply:
+async def push(call: Call) -> Reply:
     app_key = _app(call)
     server = call.server
     wait = server.take_push_token(app_key)
     if wait:
         raise HttpError(429, "rate_limited", "too many pushes for this app; slow down",
                         headers=(("Retry-After", str(max(1, math.ceil(wait)))),))
-    result = server.push_body(app_key, call.json())
+    result = await server.push_body_async(app_key, call.json())
     return json_reply(200, {"msg_id": result.msg_id, "targets": result.targets})
 
 
-def message_status(call: Call) -> Reply:
+async def message_status(call: Call) -> Reply:
     app_key = _app(call)
-    status = call.server.message_status(app_key, call.param)
+    status = await call.server.message_status_async(app_key, call.param)
     if status is None:
         raise HttpError(404, "not_found", "no message with this msg_id for this app")
     return json_reply(200, attrs.asdict(status))
 
 
-def healthz(call: Call) -> Reply:
+async def healthz(call: Call) -> Reply:
     return json_reply(200, {"status": "ok"})
 
 
-def metrics(call: Call) -> Reply:
+async def metrics(call: Call) -> Reply:
     return Reply(200, call.server.metrics_text(),
                  content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-Handler = Callable[[Call], Reply]
+Handler = Callable[[Call], Awaitable[Reply]]
 #: path -> {method: handler}; "{id}" stands for one non-empty path segment.
 ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/apps": {"POST": create_app},
@@ -252,7 +252,15 @@ def _route(path: str) -> tuple[dict[str, Handler] | None, str]:
 
 
 def dispatch(server: PushServer, request: h11.Request, body: bytes) -> Reply:
-    """Answer one complete request. Never raises."""
+    """:func:`answer` for in-process callers (tests), with writes that commit at once."""
+    return server._at_once(answer(server, request, body))
+
+
+async def answer(server: PushServer, request: h11.Request, body: bytes) -> Reply:
+    """Answer one complete request. Never raises (but may be cancelled).
+
+    A write (push, registration, ...) is answered once it is committed; if the commit
+    fails the answer is 503 ``storage_unavailable`` and nothing of it was stored."""
     path = request.target.decode("latin-1").partition("?")[0]
     methods, param = _route(path)
     if methods is None:
@@ -265,7 +273,7 @@ def dispatch(server: PushServer, request: h11.Request, body: bytes) -> Reply:
                            headers=(("Allow", allowed),))
     call = Call(server, dict(request.headers), body, param)
     try:
-        return handler(call)
+        return await handler(call)
     except HttpError as exc:
         return exc.reply
     except InvalidRequest as exc:
@@ -301,7 +309,7 @@ class _Connection:
                 request, reply = None, outcome
             else:
                 request, body = outcome
-                reply = dispatch(self.server, request, body)
+                reply = await answer(self.server, request, body)
             head = request is not None and request.method == b"HEAD"
             if not await self._send_reply(reply, head=head):
                 return

@@ -84,6 +84,7 @@ class SessionOpened:
     session_present: bool
     sub_qos: int | None  # granted QoS of the stored inbox subscription, None if none
     discarded: int = 0  # queued messages dropped because the session was clean
+    expired: int = 0  # ttl=0 messages left queued by an earlier connection
 
 
 @attrs.frozen

@@ -5,30 +5,39 @@
 :func:`run_server`) and on in-memory streams inside a virtual-time simulation. Its
 operations (:meth:`create_app`, :meth:`register_device`, :meth:`push`, ...) are what the
 HTTP API calls; a simulation may call them directly.
+
+Writes go through the server's :class:`~simulator.server.committer.Committer`. The
+``*_async`` operations (what the HTTP API and the MQTT gateway use) wait for their commit;
+their plain twins (``create_app``, ``register_device``, ``push``, ``push_body``, ...) are
+for in-process callers — simulations, tests, tools — and commit at once, which is
+possible whenever the committer is immediate or not running.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
 import random
 import ssl
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from pushsdk.clock import Clock, SystemClock
 
-from . import http_api, mqtt_gateway
+from . import http_api, mqtt_gateway, writes
+from .committer import Committer, in_thread
 from .config import ServerConfig
+from .gctune import server_gc
 from .metrics import Counters, ServerStatistics, render_prometheus
-from .mqtt_gateway import MqttSession, inbox_topic
+from .mqtt_gateway import Flusher, MqttSession, inbox_topic
 from .payloads import push_payload
 from .ratelimit import TokenBucket
-from .store import Device, MessageStatus, NewMessage, SqliteStore, Store
+from .store import Device, MessageStatus, NewMessage, SqliteStore, Store, split_live
 from .validation import DeviceRequest, DeviceUpdate, PushRequest, parse_push_request
 
 __all__ = [
@@ -41,6 +50,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("simulator.server")
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -113,11 +123,20 @@ class PushServer:
     real server, a seeded ``random.Random`` for a reproducible simulation).
     ``recover=False`` skips crash recovery of the store (a worker of a cluster, where the
     parent recovered it once and other workers' connections are live).
+
+    ``committer`` runs the writes; by default a database file gets a batching one (group
+    commit on a worker thread, started by :meth:`serve_tcp`) and ``:memory:`` an immediate
+    one (every write committed at once on the trio thread: what a simulation needs).
     """
 
     def __init__(self, store: Store, *, config: ServerConfig, clock: Clock | None = None,
-                 rng: random.Random | None = None, recover: bool = True) -> None:
+                 rng: random.Random | None = None, recover: bool = True,
+                 committer: Committer | None = None) -> None:
         self.store = store
+        if committer is None:
+            on_disk = getattr(store, "on_disk", False)
+            committer = Committer(store, in_thread if on_disk else None)
+        self.committer = committer
         self.config = config
         self.limits = config.limits
         self.clock = clock if clock is not None else SystemClock()
@@ -129,8 +148,10 @@ class PushServer:
         self._http_connections = 0
         #: The other worker processes of a cluster (``cluster.ClusterMember``), or None.
         self.peers: Any = None
+        #: Flushes sessions on TCP sockets while :meth:`serve_tcp` runs (else None).
+        self.flusher: Flusher | None = None
         if recover:
-            self.counters.messages_expired += store.recover()
+            self.counters.messages_expired += committer.now(writes.recover)
 
     # --- connections --------------------------------------------------------------------
 
@@ -195,7 +216,20 @@ class PushServer:
         advertised = {"mqtt_port": ports["mqtts"], "mqtt_tls": True} if tls is not None \
             else {"mqtt_port": ports["mqtt"]}
         self.config = attrs.evolve(self.config, **advertised)
+        with server_gc():
+            await self._serve_listeners(listeners, handlers, host, ports, task_status)
+
+    async def _serve_listeners(self, listeners: dict[str, list[trio.SocketListener]],
+                               handlers: dict[str, Any], host: str, ports: dict[str, int],
+                               task_status: trio.TaskStatus[RunningServer]) -> None:
         async with trio.open_nursery() as nursery:
+            committer = self.committer
+            if committer.batched and not committer.running:
+                # First in, last out: on cancellation it commits what is still queued.
+                await nursery.start(committer.run)
+            if self.flusher is None:
+                self.flusher = Flusher()
+                await nursery.start(self._run_flusher, self.flusher)
             for kind, (_, handler) in handlers.items():
                 nursery.start_soon(trio.serve_listeners, self._guard(handler), listeners[kind])
             running = RunningServer(self, host, ports["http"], ports["mqtt"],
@@ -204,6 +238,15 @@ class PushServer:
             task_status.started(running)
             log.info("listening on %s: %s", host,
                      ", ".join(f"{kind.upper()} port {port}" for kind, port in ports.items()))
+
+    async def _run_flusher(self, flusher: Flusher, *,
+                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                           ) -> None:
+        try:
+            await flusher.run(task_status=task_status)
+        finally:
+            if self.flusher is flusher:
+                self.flusher = None  # sessions woken from now on flush in tasks of their own
 
     @staticmethod
     def _guard(handler):  # type: ignore[no-untyped-def]
@@ -225,11 +268,28 @@ class PushServer:
     def _secret(self) -> str:
         return base64.urlsafe_b64encode(self.rng.randbytes(32)).rstrip(b"=").decode()
 
-    def create_app(self, name: str) -> AppCredentials:
+    def _at_once(self, call: Coroutine[Any, Any, T]) -> T:
+        """Run an ``*_async`` operation to the end without an event loop: it never waits
+        while the committer is immediate or not running (its writes commit at once)."""
+        if self.committer.running:
+            call.close()
+            raise RuntimeError("the committer batches writes now: use the *_async method")
+        try:
+            call.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        call.close()
+        raise RuntimeError("an operation waited although its writes commit at once")
+
+    async def create_app_async(self, name: str) -> AppCredentials:
         app = AppCredentials(name=name, app_key=self._hex_id(96), master_secret=self._secret())
-        self.store.create_app(app.app_key, name, _sha256(app.master_secret), self.clock.now())
+        await self.committer.write(writes.create_app, app.app_key, name,
+                                   _sha256(app.master_secret), self.clock.now(), durable=True)
         log.info("created app %s (%r)", app.app_key, name)
         return app
+
+    def create_app(self, name: str) -> AppCredentials:
+        return self._at_once(self.create_app_async(name))
 
     def authenticate_app(self, app_key: str, master_secret: str) -> bool:
         """Whether ``master_secret`` is the secret of ``app_key`` (constant-time compare)."""
@@ -239,17 +299,23 @@ class PushServer:
     def app_exists(self, app_key: str) -> bool:
         return self.store.app_secret_hash(app_key) is not None
 
-    def register_device(self, app_key: str, request: DeviceRequest) -> DeviceRegistration:
+    async def register_device_async(self, app_key: str,
+                                    request: DeviceRequest) -> DeviceRegistration:
         """Register (idempotently per ``(app_key, device_id)``) and issue a fresh token."""
         token = self._secret()
         now = self.clock.now()
         expires_at = round(now + self.config.token_ttl, 3)
-        rid = self.store.register_device(
-            app_key, request.device_id, request.platform, request.alias, request.tags,
-            new_registration_id=self._hex_id(80), token_hash=_sha256(token),
-            token_expires_at=expires_at, now=now, webpush=request.webpush,
-        )
+        register = functools.partial(
+            writes.register_device, new_registration_id=self._hex_id(80),
+            token_hash=_sha256(token), token_expires_at=expires_at, now=now,
+            webpush=request.webpush)
+        rid = await self.committer.write(register, app_key, request.device_id,
+                                         request.platform, request.alias, request.tags,
+                                         durable=True)
         return DeviceRegistration(rid, token, expires_at, inbox_topic(app_key, rid))
+
+    def register_device(self, app_key: str, request: DeviceRequest) -> DeviceRegistration:
+        return self._at_once(self.register_device_async(app_key, request))
 
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None:
         """``(p256dh, auth)`` a device of ``app_key`` registered for end-to-end encryption."""
@@ -259,9 +325,16 @@ class PushServer:
         """``(registration_id, app_key)`` for a valid device token, else None."""
         return self.store.token_device(_sha256(token), self.clock.now())
 
+    async def update_device_async(self, registration_id: str, update: DeviceUpdate) -> Device:
+        device = await self.committer.write(writes.update_device, registration_id,
+                                            update.alias, update.tags, self.clock.now(),
+                                            durable=True)
+        if device is None:
+            raise KeyError(registration_id)
+        return device  # type: ignore[no-any-return]
+
     def update_device(self, registration_id: str, update: DeviceUpdate) -> Device:
-        return self.store.update_device(registration_id, update.alias, update.tags,
-                                        self.clock.now())
+        return self._at_once(self.update_device_async(registration_id, update))
 
     # --- pushes -------------------------------------------------------------------------
 
@@ -278,7 +351,7 @@ class PushServer:
             self.counters.rate_limited += 1
         return wait
 
-    def push_body(self, app_key: str, body: Any) -> PushResult:
+    async def push_body_async(self, app_key: str, body: Any) -> PushResult:
         """Check a decoded push body exactly as ``POST /v1/push`` does and push it.
 
         Raises :class:`~simulator.server.validation.InvalidRequest` (with the HTTP status
@@ -289,11 +362,14 @@ class PushServer:
             body, default_ttl=config.default_ttl, max_ttl=config.max_ttl,
             max_audience=limits.max_audience, max_payload=limits.max_push_payload,
         )
-        return self.push(app_key, request)
+        return await self.push_async(app_key, request)
 
-    def push(self, app_key: str, request: PushRequest) -> PushResult:
+    def push_body(self, app_key: str, body: Any) -> PushResult:
+        return self._at_once(self.push_body_async(app_key, body))
+
+    async def push_async(self, app_key: str, request: PushRequest) -> PushResult:
         """Store a push for every device of its audience, durably, then wake the connected
-        ones. When this returns the push is committed."""
+        ones. When this returns the push is committed (on disk, for a file database)."""
         now = self.clock.now()
         expires_at = now + request.ttl
         msg_id = self._hex_id(96)
@@ -305,12 +381,13 @@ class PushServer:
             live_only=request.ttl == 0,
         )
         peers = self.peers
-        outcome = self.store.add_push(
-            message, targets, online=self._sessions if peers is None else peers.online(),
-            queue_cap=self.limits.queue_cap,
-            notice_id=lambda: self._hex_id(96),
-            notice_expires_at=now + self.config.max_ttl,
-        )
+        queued, offline = split_live(message, targets,
+                                     self._sessions if peers is None else peers.online())
+        add_push = functools.partial(
+            writes.add_push, queue_cap=self.limits.queue_cap,
+            notice_id=functools.partial(self._hex_id, 96),
+            notice_expires_at=now + self.config.max_ttl)
+        outcome = await self.committer.write(add_push, message, queued, offline, durable=True)
         counters = self.counters
         counters.pushes_accepted += 1
         counters.push_targets += outcome.targets
@@ -327,17 +404,35 @@ class PushServer:
             peers.pushed(outcome.queued)
         return PushResult(msg_id, outcome.targets)
 
+    def push(self, app_key: str, request: PushRequest) -> PushResult:
+        return self._at_once(self.push_async(app_key, request))
+
     def resolve(self, app_key: str, kind: str, values: Sequence[str] = ()) -> list[str]:
         """Registration ids of an audience (``all``, ``registration_id``, ``alias``, ``tag``)."""
         return self.store.resolve_audience(app_key, kind, values)
 
-    def message_status(self, app_key: str, msg_id: str) -> MessageStatus | None:
+    async def message_status_async(self, app_key: str, msg_id: str) -> MessageStatus | None:
+        """The message's delivery status, including every acknowledgement this process
+        received before the call (it waits for their marks to be committed)."""
         self.expire_due()
+        await self.committer.sync()
         return self.store.message_status(app_key, msg_id)
+
+    def message_status(self, app_key: str, msg_id: str) -> MessageStatus | None:
+        return self._at_once(self.message_status_async(app_key, msg_id))
 
     def expire_due(self) -> None:
         """Expire queued messages whose time has passed (also done lazily per device)."""
-        self.counters.messages_expired += self.store.expire_due(self.clock.now())
+        self.committer.post(writes.expire_due, self.clock.now(), self.count_expired)
+
+    def count_expired(self, n: int) -> None:
+        self.counters.messages_expired += n
+
+    def count_delivered(self, n: int) -> None:
+        self.counters.messages_delivered += n
+
+    def count_receipts(self, n: int) -> None:
+        self.counters.receipts += n
 
     # --- observation --------------------------------------------------------------------
 

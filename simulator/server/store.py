@@ -1,31 +1,42 @@
 """Persistent state of the reference server: apps, devices, tokens, messages, delivery queues.
 
-:class:`Store` is the interface the server uses; :class:`SqliteStore` implements it on one
-SQLite database: a file in WAL mode for ``pushsim server``, ``:memory:`` for tests and
-simulations. All methods are synchronous and fast (prepared statements, ``executemany``,
-partial indexes, one transaction per operation), so the server calls them directly on the
-trio thread: no threads, which keeps virtual-time runs deterministic.
+:class:`Store` is what the server needs; :class:`SqliteStore` implements it on one SQLite
+database: a file in WAL mode for ``pushsim server``, ``:memory:`` for tests and
+simulations. The store *reads* (cached prepared statements, partial indexes) directly on
+the trio thread; every *write* is a function of a connection in :mod:`.writes`, run in a
+transaction by :meth:`SqliteStore.commit` — normally through the server's
+:class:`~simulator.server.committer.Committer`, which may group many writes into one
+transaction and run it on a worker thread.
 
-Durability: transactions that accept something a client was promised (an app, a
-registration, a push) commit with ``synchronous=FULL`` on a file database, so the HTTP 200
+Connections. A file database has two: the *reader* (the event loop's, ``query_only``) and
+the *writer* (the committer's, usable from any one thread at a time). ``:memory:`` has
+one, which is both (and is never used from a thread). In WAL mode readers see the last
+committed state and never wait for the writer.
+
+Durability: a commit that accepts something a client was promised (an app, a
+registration, a push) runs with ``synchronous=FULL`` on a file database, so the HTTP 200
 that follows means "on disk". Bookkeeping that may be lost without breaking a promise
-(sent/delivered marks, subscriptions) commits with ``synchronous=NORMAL``: in WAL mode that
-survives a crash of the process and at worst, after a power loss, delivers a message again.
+(sent/delivered marks, sessions, subscriptions, receipts) commits with
+``synchronous=NORMAL``: in WAL mode that survives a crash of the process, and at worst,
+after a power loss, delivers a message again.
 
-Delivery queue model: one ``deliveries`` row per (message, target device), in insertion
-order (``seq``). ``status`` says where it ended up; ``sent`` tracks MQTT in-flight state:
-0 never sent, 1 sent on the live connection and not yet acknowledged, 2 sent on an earlier
-connection (so the next send is a redelivery with DUP=1). Rows that are in flight are never
-expired, collapsed or dropped under the session's feet.
+One server per file: a file database is locked with ``flock`` for the store's life (a
+second server fails at startup); ``shared=True`` (the worker processes of ``pushsim server
+--workers N``, whose parent holds that lock) skips it, and writes of different processes
+wait for each other.
 """
 from __future__ import annotations
 
-import contextlib
+import fcntl
+import functools
 import json
+import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Protocol
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol, TypeVar
 
+from . import writes
 from .records import (
     KEEP,
     Device,
@@ -42,7 +53,7 @@ from .schema import (
     DELIVERED,
     DROPPED,
     EXPIRED,
-    LIVE_ONLY,
+    IN_FLIGHT,
     MIGRATIONS,
     PENDING,
     SENT_BEFORE,
@@ -60,38 +71,27 @@ __all__ = [
     "Store",
     "StoreCounts",
     "StoreError",
+    "split_live",
 ]
+
+T = TypeVar("T")
+#: How long a write waits for another process's transaction (``shared=True``).
+BUSY_TIMEOUT = 10.0
 
 
 class Store(Protocol):
     """What :class:`~simulator.server.server.PushServer` needs from storage."""
 
     def close(self) -> None: ...
-    def recover(self) -> int: ...
-    def create_app(self, app_key: str, name: str, secret_hash: bytes, now: float) -> None: ...
+    def commit(self, work: Callable[[sqlite3.Connection], T], durable: bool = False) -> T: ...
     def app_secret_hash(self, app_key: str) -> bytes | None: ...
-    def register_device(
-        self, app_key: str, device_id: str, platform: str, alias: object, tags: object, *,
-        new_registration_id: str, token_hash: bytes, token_expires_at: float, now: float,
-    ) -> str: ...
     def token_device(self, token_hash: bytes, now: float) -> tuple[str, str] | None: ...
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None: ...
     def device(self, registration_id: str) -> Device | None: ...
-    def update_device(self, registration_id: str, alias: object, tags: object,
-                      now: float) -> Device: ...
     def resolve_audience(self, app_key: str, kind: str, values: Sequence[str]) -> list[str]: ...
-    def add_push(self, message: NewMessage, targets: Sequence[str], *, online: Collection[str],
-                 queue_cap: int, notice_id: Callable[[], str],
-                 notice_expires_at: float) -> PushOutcome: ...
-    def open_session(self, registration_id: str, clean: bool) -> SessionOpened: ...
-    def close_session(self, registration_id: str, clean: bool) -> int: ...
-    def set_subscription(self, registration_id: str, qos: int | None) -> None: ...
-    def take_pending(self, registration_id: str, after_seq: int, limit: int,
-                     now: float) -> tuple[list[Pending], int]: ...
-    def mark_delivered(self, seq: int) -> bool: ...
-    def record_receipt(self, registration_id: str, msg_id: str, event: str) -> bool: ...
+    def pending_rows(self, registration_id: str, after_seq: int, limit: int,
+                     now: float) -> tuple[list[Pending], list[int]]: ...
     def message_status(self, app_key: str, msg_id: str) -> MessageStatus | None: ...
-    def expire_due(self, now: float) -> int: ...
     def counts(self) -> StoreCounts: ...
 
 
@@ -107,176 +107,155 @@ _TARGET_QUERIES = {
 }
 
 
+def split_live(message: NewMessage, targets: Sequence[str],
+               online: Collection[str]) -> tuple[list[str], list[str]]:
+    """``(queued, offline)``: a ttl=0 push is queued only for devices online right now."""
+    if not message.live_only:
+        return list(targets), []
+    return [rid for rid in targets if rid in online], [rid for rid in targets
+                                                       if rid not in online]
+
+
 class SqliteStore:
     """:class:`Store` on SQLite. ``path`` is a file name or ``":memory:"``.
 
-    A file database is opened in WAL mode with an exclusive lock, so a second server on the
-    same file fails at startup instead of corrupting delivery state. ``shared=True`` (the
-    worker processes of ``pushsim server --workers N``) opens it in ordinary WAL mode
-    instead, with a busy timeout: several processes then share the file, each with its
-    own connection, and writes wait for each other. Raises
-    :class:`StoreError` when the file cannot be opened, is not a database, or has a schema
-    newer than this code.
+    Raises :class:`StoreError` when the file cannot be opened, is not a database, has a
+    schema newer than this code, or is in use by another server.
     """
 
     def __init__(self, path: str = ":memory:", *, shared: bool = False) -> None:
         self.path = path
-        self._file = path != ":memory:"
-        self._shared = shared and self._file
+        self.on_disk = path != ":memory:"
+        self._shared = shared and self.on_disk
         self._sync: str | None = None
+        self._lock_fd: int | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
         try:
-            # Shared: a write waits up to 10 s for another process's transaction.
-            self._db = sqlite3.connect(path, isolation_level=None, cached_statements=256,
-                                       timeout=10.0 if self._shared else 0)
+            if self.on_disk and not self._shared:
+                self._lock_fd = _lock_file(path)
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        path = self.path
+        try:
+            # Shared: reads wait up to BUSY_TIMEOUT for another process's recovery;
+            # the writer's BEGIN retries itself (finer-grained than SQLite's back-off).
+            writer = self._writer = sqlite3.connect(
+                path, isolation_level=None, cached_statements=256, timeout=0,
+                check_same_thread=not self.on_disk)
+            if self.on_disk:
+                self._reader = sqlite3.connect(
+                    path, isolation_level=None, cached_statements=256,
+                    timeout=BUSY_TIMEOUT if self._shared else 1.0)
+            else:
+                self._reader = writer
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         try:
             self._configure()
             self._migrate()
         except sqlite3.Error as exc:
-            self._db.close()
             if "locked" in str(exc):
                 raise StoreError(f"database {path} is in use by another process") from None
             raise StoreError(f"cannot use database {path}: {exc}") from None
-        except StoreError:
-            self._db.close()
-            raise
 
     def _configure(self) -> None:
-        db = self._db
-        if self._file:
-            if not self._shared:
-                # Exclusive before WAL: no shared-memory index, and one server per file.
-                db.execute("PRAGMA locking_mode = EXCLUSIVE")
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        writer, reader = self._writer, self._reader
+        assert writer is not None and reader is not None
+        if self.on_disk:
+            self._begin_retrying(lambda: writer.execute("PRAGMA journal_mode = WAL"))
+            mode = writer.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreError(f"cannot use database {self.path}: WAL mode unavailable")
             self._set_sync("FULL")
-        db.execute("PRAGMA temp_store = MEMORY")
+            reader.execute("PRAGMA query_only = 1")  # all writes go through the writer
+            reader.execute("PRAGMA temp_store = MEMORY")
+            # Each commit of the writer empties the reader's page cache (WAL), so a big one
+            # would only hold memory: 512 KiB instead of the default 2 MB.
+            reader.execute("PRAGMA cache_size = -512")
+        writer.execute("PRAGMA temp_store = MEMORY")
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        db = self._writer
+        assert db is not None
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StoreError(
                 f"database {self.path} has schema version {version}; this server knows "
                 f"up to {len(MIGRATIONS)}"
             )
         for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            self._db.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
-            )
+            self._begin_retrying(functools.partial(db.executescript, (
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")))
 
     def _set_sync(self, level: str) -> None:
         if self._sync != level:
-            self._db.execute(f"PRAGMA synchronous = {level}")
+            assert self._writer is not None
+            self._writer.execute(f"PRAGMA synchronous = {level}")
             self._sync = level
 
-    @contextlib.contextmanager
-    def _tx(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
-        """One write transaction; ``durable`` commits with fsync (file databases)."""
-        if self._file:
+    def _begin_retrying(self, begin: Callable[[], object]) -> None:
+        """``begin()``, retried while another process holds the write lock (shared mode)."""
+        deadline = time.monotonic() + (BUSY_TIMEOUT if self._shared else 0.0)
+        delay = 0.0002
+        while True:
+            try:
+                begin()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.002)
+
+    def commit(self, work: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
+        """Run ``work(writer)`` in one write transaction; ``durable`` commits with fsync
+        (file databases). Any exception rolls it all back."""
+        db = self._writer
+        if db is None:
+            raise StoreError(f"database {self.path} is closed")
+        if self.on_disk:
             self._set_sync("FULL" if durable else "NORMAL")
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        self._begin_retrying(lambda: db.execute("BEGIN IMMEDIATE"))
         try:
-            yield db
+            result = work(db)
+            self._commit(db)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        return result
+
+    def _commit(self, db: sqlite3.Connection) -> None:
         db.execute("COMMIT")
 
     def close(self) -> None:
-        self._db.close()
+        """Close the connections (the writer last: it checkpoints the WAL), then the lock."""
+        for db in (self._reader, self._writer):
+            if db is not None:
+                db.close()
+        self._reader = self._writer = None
+        if self._lock_fd is not None:  # after SQLite's descriptors (POSIX lock caveat)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
-    def recover(self) -> int:
-        """Start-up after a stop or crash: no device is connected any more.
+    # --- reads ----------------------------------------------------------------------------
 
-        Whatever was in flight becomes a redelivery; ttl=0 messages still queued expire.
-        Returns how many expired.
-        """
-        with self._tx(durable=False) as db:
-            db.execute(
-                "UPDATE deliveries SET sent = 2 WHERE status = 0 AND sent = 1"
-            )
-            return db.execute(
-                "UPDATE deliveries SET status = 2 WHERE status = 0 AND expires_at = ?",
-                (LIVE_ONLY,),
-            ).rowcount
-
-    # --- apps ---------------------------------------------------------------------------
-
-    def create_app(self, app_key: str, name: str, secret_hash: bytes, now: float) -> None:
-        with self._tx(durable=True) as db:
-            db.execute(
-                "INSERT INTO apps (app_key, name, secret_hash, created_at) VALUES (?, ?, ?, ?)",
-                (app_key, name, secret_hash, now),
-            )
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreError(f"database {self.path} is closed")
+        return self._reader
 
     def app_secret_hash(self, app_key: str) -> bytes | None:
         row = self._db.execute(
             "SELECT secret_hash FROM apps WHERE app_key = ?", (app_key,)
         ).fetchone()
         return row[0] if row else None
-
-    # --- devices and tokens -------------------------------------------------------------
-
-    def register_device(
-        self, app_key: str, device_id: str, platform: str, alias: object, tags: object, *,
-        new_registration_id: str, token_hash: bytes, token_expires_at: float, now: float,
-        webpush: object = KEEP,
-    ) -> str:
-        """Create or refresh the device of ``(app_key, device_id)`` and add a token.
-
-        Returns its registration id (``new_registration_id`` if the device is new).
-        ``alias``/``tags`` are :data:`KEEP` to leave them as they are; so is ``webpush``
-        (``(p256dh, auth)`` to set the end-to-end keys, None to remove them).
-        """
-        with self._tx(durable=True) as db:
-            row = db.execute(
-                "SELECT registration_id FROM devices WHERE app_key = ? AND device_id = ?",
-                (app_key, device_id),
-            ).fetchone()
-            if row:
-                rid = row[0]
-                db.execute(
-                    "UPDATE devices SET platform = ?, updated_at = ? WHERE registration_id = ?",
-                    (platform, now, rid),
-                )
-                db.execute(
-                    "DELETE FROM tokens WHERE registration_id = ? AND expires_at <= ?", (rid, now)
-                )
-            else:
-                rid = new_registration_id
-                db.execute(
-                    "INSERT INTO devices (registration_id, app_key, device_id, platform, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (rid, app_key, device_id, platform, now, now),
-                )
-            self._write_alias_tags(db, rid, app_key, alias, tags)
-            if webpush is None:
-                db.execute("DELETE FROM webpush_keys WHERE registration_id = ?", (rid,))
-            elif webpush is not KEEP:
-                db.execute("INSERT OR REPLACE INTO webpush_keys (registration_id, p256dh, auth) "
-                           "VALUES (?, ?, ?)", (rid, *webpush))  # type: ignore[misc]
-            db.execute(
-                "INSERT INTO tokens (token_hash, registration_id, expires_at) VALUES (?, ?, ?)",
-                (token_hash, rid, token_expires_at),
-            )
-        return rid
-
-    @staticmethod
-    def _write_alias_tags(
-        db: sqlite3.Connection, rid: str, app_key: str, alias: object, tags: object
-    ) -> None:
-        if alias is not KEEP:
-            db.execute("UPDATE devices SET alias = ? WHERE registration_id = ?", (alias, rid))
-        if tags is not KEEP:
-            db.execute("DELETE FROM tags WHERE registration_id = ?", (rid,))
-            db.executemany(
-                "INSERT OR IGNORE INTO tags (app_key, tag, registration_id) VALUES (?, ?, ?)",
-                [(app_key, tag, rid) for tag in tags],  # type: ignore[attr-defined]
-            )
 
     def token_device(self, token_hash: bytes, now: float) -> tuple[str, str] | None:
         """``(registration_id, app_key)`` of a valid token, None if unknown or expired."""
@@ -300,38 +279,7 @@ class SqliteStore:
         return (row[0], row[1]) if row else None
 
     def device(self, registration_id: str) -> Device | None:
-        row = self._db.execute(
-            "SELECT registration_id, app_key, device_id, platform, alias FROM devices "
-            "WHERE registration_id = ?",
-            (registration_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        tags = tuple(
-            tag for (tag,) in self._db.execute(
-                "SELECT tag FROM tags WHERE registration_id = ? ORDER BY tag", (registration_id,)
-            )
-        )
-        return Device(*row, tags=tags)
-
-    def update_device(self, registration_id: str, alias: object, tags: object,
-                      now: float) -> Device:
-        with self._tx(durable=True) as db:
-            row = db.execute(
-                "SELECT app_key FROM devices WHERE registration_id = ?", (registration_id,)
-            ).fetchone()
-            if row is None:
-                raise KeyError(registration_id)
-            db.execute(
-                "UPDATE devices SET updated_at = ? WHERE registration_id = ?",
-                (now, registration_id),
-            )
-            self._write_alias_tags(db, registration_id, row[0], alias, tags)
-        device = self.device(registration_id)
-        assert device is not None
-        return device
-
-    # --- pushes -------------------------------------------------------------------------
+        return writes.read_device(self._db, registration_id)
 
     def resolve_audience(self, app_key: str, kind: str, values: Sequence[str]) -> list[str]:
         """Registration ids of ``app_key``'s devices matching an audience.
@@ -347,212 +295,31 @@ class SqliteStore:
             rows = self._db.execute(_TARGET_QUERIES[kind], (app_key, json.dumps(list(values))))
         return [rid for (rid,) in rows]
 
-    def add_push(self, message: NewMessage, targets: Sequence[str], *, online: Collection[str],
-                 queue_cap: int, notice_id: Callable[[], str],
-                 notice_expires_at: float) -> PushOutcome:
-        """Store a push and queue it for every target, in one durable transaction.
-
-        A ttl=0 (``live_only``) push is queued only for targets in ``online``; the others
-        count as expired at once. Then, per queued device: older undelivered pushes with the
-        same collapse key are replaced, and if more than ``queue_cap`` messages are waiting
-        the oldest are dropped and reported in a ``deleted`` notice (a not-yet-sent notice
-        grows instead of a second one being queued).
-        """
-        if message.live_only:
-            queued = [rid for rid in targets if rid in online]
-            offline = [rid for rid in targets if rid not in online]
-            row_expiry = LIVE_ONLY
-        else:
-            queued, offline, row_expiry = list(targets), [], message.expires_at
-        msg_id, key = message.msg_id, message.collapse_key
-        with self._tx(durable=True) as db:
-            db.execute(
-                "INSERT INTO messages (msg_id, app_key, kind, payload, sent_at, expires_at, "
-                "targets) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (msg_id, message.app_key, message.kind, message.payload, message.sent_at,
-                 message.expires_at, len(targets)),
-            )
-            collapsed = 0
-            if key is not None:
-                collapsed = db.executemany(
-                    "UPDATE deliveries SET status = 3 WHERE registration_id = ? AND status = 0 "
-                    "AND sent != 1 AND collapse_key = ?",
-                    [(rid, key) for rid in queued],
-                ).rowcount
-            db.executemany(
-                "INSERT INTO deliveries (registration_id, msg_id, expires_at, collapse_key) "
-                "VALUES (?, ?, ?, ?)",
-                [(rid, msg_id, row_expiry, key) for rid in queued],
-            )
-            if offline:
-                db.executemany(
-                    "INSERT INTO deliveries (registration_id, msg_id, status, expires_at) "
-                    "VALUES (?, ?, 2, ?)",
-                    [(rid, msg_id, message.expires_at) for rid in offline],
-                )
-            dropped = notices = 0
-            for rid in queued:
-                (waiting,) = db.execute(
-                    "SELECT COUNT(*) FROM deliveries WHERE registration_id = ? AND status = 0 "
-                    "AND notice = 0",
-                    (rid,),
-                ).fetchone()
-                if waiting > queue_cap:
-                    n = self._drop_oldest(db, rid, message, waiting - queue_cap, notice_id,
-                                          notice_expires_at)
-                    dropped += n
-                    notices += n > 0
-        return PushOutcome(
-            targets=len(targets), queued=tuple(queued), expired=len(offline),
-            collapsed=collapsed, dropped=dropped, notices=notices,
-        )
-
-    @staticmethod
-    def _drop_oldest(db: sqlite3.Connection, rid: str, message: NewMessage, excess: int,
-                     notice_id: Callable[[], str], notice_expires_at: float) -> int:
-        victims = db.execute(
-            "SELECT seq FROM deliveries WHERE registration_id = ? AND status = 0 AND notice = 0 "
-            "AND sent != 1 ORDER BY seq LIMIT ?",
-            (rid, excess),
-        ).fetchall()
-        if not victims:
-            return 0
-        db.executemany("UPDATE deliveries SET status = 4 WHERE seq = ?", victims)
-        count = len(victims)
-        notice = db.execute(
-            "SELECT msg_id FROM deliveries WHERE registration_id = ? AND status = 0 "
-            "AND notice = 1 AND sent = 0 ORDER BY seq DESC LIMIT 1",
-            (rid,),
-        ).fetchone()
-        if notice:
-            db.execute(
-                "UPDATE messages SET notice_count = notice_count + ? WHERE msg_id = ?",
-                (count, notice[0]),
-            )
-        else:
-            nid = notice_id()
-            db.execute(
-                "INSERT INTO messages (msg_id, app_key, kind, notice_count, sent_at, "
-                "expires_at, targets) VALUES (?, ?, 'deleted', ?, ?, ?, 1)",
-                (nid, message.app_key, count, message.sent_at, notice_expires_at),
-            )
-            db.execute(
-                "INSERT INTO deliveries (registration_id, msg_id, expires_at, notice) "
-                "VALUES (?, ?, ?, 1)",
-                (rid, nid, notice_expires_at),
-            )
-        return count
-
-    # --- MQTT sessions and delivery -----------------------------------------------------
-
-    def open_session(self, registration_id: str, clean: bool) -> SessionOpened:
-        """A device connected. A clean session discards the stored one (subscription and
-        queued messages, as MQTT 3.1.1 requires); otherwise the stored one is resumed or a
-        new persistent one begins."""
-        with self._tx(durable=False) as db:
-            row = db.execute(
-                "SELECT session, sub_qos FROM devices WHERE registration_id = ?",
-                (registration_id,),
-            ).fetchone()
-            existing = bool(row and row[0])
-            # Whatever an earlier connection left in flight is a redelivery now. Normally
-            # close_session did that already; not when that connection was on a worker
-            # process that crashed or learned of the takeover only afterwards.
-            db.execute(
-                "UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
-                "AND sent = 1",
-                (registration_id,),
-            )
-            if clean:
-                discarded = db.execute(
-                    "UPDATE deliveries SET status = 4 WHERE registration_id = ? AND status = 0",
-                    (registration_id,),
-                ).rowcount
-                db.execute(
-                    "UPDATE devices SET session = 0, sub_qos = NULL WHERE registration_id = ?",
-                    (registration_id,),
-                )
-                return SessionOpened(session_present=False, sub_qos=None, discarded=discarded)
-            if not existing:
-                db.execute(
-                    "UPDATE devices SET session = 1, sub_qos = NULL WHERE registration_id = ?",
-                    (registration_id,),
-                )
-                return SessionOpened(session_present=False, sub_qos=None)
-            return SessionOpened(session_present=True, sub_qos=row[1])
-
-    def close_session(self, registration_id: str, clean: bool) -> int:
-        """A device's connection ended: unacknowledged messages become redeliveries, ttl=0
-        messages still queued for it expire (returned), and a clean session is forgotten."""
-        with self._tx(durable=False) as db:
-            db.execute(
-                "UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
-                "AND sent = 1",
-                (registration_id,),
-            )
-            expired = db.execute(
-                "UPDATE deliveries SET status = 2 WHERE registration_id = ? AND status = 0 "
-                "AND expires_at = ?",
-                (registration_id, LIVE_ONLY),
-            ).rowcount
-            if clean:
-                db.execute(
-                    "UPDATE devices SET session = 0, sub_qos = NULL WHERE registration_id = ?",
-                    (registration_id,),
-                )
-        return expired
-
-    def set_subscription(self, registration_id: str, qos: int | None) -> None:
-        with self._tx(durable=False) as db:
-            db.execute(
-                "UPDATE devices SET sub_qos = ? WHERE registration_id = ?", (qos, registration_id)
-            )
-
-    def take_pending(self, registration_id: str, after_seq: int, limit: int,
-                     now: float) -> tuple[list[Pending], int]:
-        """Up to ``limit`` queued messages after ``after_seq``, oldest first, marked in flight.
-
-        Messages past their expiry are expired first (their count is returned second).
-        """
-        with self._tx(durable=False) as db:
-            expired = db.execute(
-                "UPDATE deliveries SET status = 2 WHERE registration_id = ? AND status = 0 "
-                "AND sent != 1 AND expires_at <= ?",
-                (registration_id, now),
-            ).rowcount
-            rows = db.execute(
+    def pending_rows(self, registration_id: str, after_seq: int, limit: int,
+                     now: float) -> tuple[list[Pending], list[int]]:
+        """Up to ``limit`` queued, unexpired messages after ``after_seq``, oldest first; and
+        the seqs of queued ones met on the way that are past their expiry (and not in
+        flight), for the caller to expire. One query in the usual case."""
+        taken: list[Pending] = []
+        due: list[int] = []
+        while True:
+            asked = limit - len(taken)
+            rows = self._db.execute(
                 "SELECT d.seq, d.msg_id, m.payload, m.notice_count, m.sent_at, m.expires_at, "
-                "d.sent FROM deliveries d JOIN messages m ON m.msg_id = d.msg_id "
+                "d.sent, d.expires_at FROM deliveries d JOIN messages m ON m.msg_id = d.msg_id "
                 "WHERE d.registration_id = ? AND d.status = 0 AND d.seq > ? "
                 "ORDER BY d.seq LIMIT ?",
-                (registration_id, after_seq, limit),
+                (registration_id, after_seq, asked),
             ).fetchall()
-            if rows:
-                db.executemany(
-                    "UPDATE deliveries SET sent = 1 WHERE seq = ?", [(r[0],) for r in rows]
-                )
-        pending = [
-            Pending(seq, msg_id, payload, count, sent_at, expires_at, sent == SENT_BEFORE)
-            for seq, msg_id, payload, count, sent_at, expires_at, sent in rows
-        ]
-        return pending, expired
-
-    def mark_delivered(self, seq: int) -> bool:
-        """Record a PUBACK. False if the row was not pending (e.g. already delivered)."""
-        with self._tx(durable=False) as db:
-            return db.execute(
-                "UPDATE deliveries SET status = 1, sent = 2 WHERE seq = ? AND status = 0", (seq,)
-            ).rowcount > 0
-
-    def record_receipt(self, registration_id: str, msg_id: str, event: str) -> bool:
-        """Record an ``opened``/``dismissed`` receipt; False if the message never targeted
-        that device."""
-        column = {"opened": "opened", "dismissed": "dismissed"}[event]
-        with self._tx(durable=False) as db:
-            return db.execute(
-                f"UPDATE deliveries SET {column} = 1 WHERE msg_id = ? AND registration_id = ?",
-                (msg_id, registration_id),
-            ).rowcount > 0
+            for seq, msg_id, payload, count, sent_at, expires_at, sent, row_expiry in rows:
+                if sent != IN_FLIGHT and row_expiry <= now:
+                    due.append(seq)
+                else:
+                    taken.append(Pending(seq, msg_id, payload, count, sent_at, expires_at,
+                                         sent == SENT_BEFORE))
+            if len(rows) < asked or len(taken) == limit:
+                return taken, due
+            after_seq = rows[-1][0]
 
     def message_status(self, app_key: str, msg_id: str) -> MessageStatus | None:
         row = self._db.execute(
@@ -577,15 +344,6 @@ class SqliteStore:
             opened=opened, dismissed=dismissed,
         )
 
-    def expire_due(self, now: float) -> int:
-        """Expire every queued message past its expiry that is not in flight; how many."""
-        with self._tx(durable=False) as db:
-            return db.execute(
-                "UPDATE deliveries SET status = 2 WHERE status = 0 AND expires_at <= ? "
-                "AND sent != 1",
-                (now,),
-            ).rowcount
-
     def counts(self) -> StoreCounts:
         (apps,) = self._db.execute("SELECT COUNT(*) FROM apps").fetchone()
         (devices,) = self._db.execute("SELECT COUNT(*) FROM devices").fetchone()
@@ -593,3 +351,78 @@ class SqliteStore:
             "SELECT COUNT(*) FROM deliveries WHERE status = 0"
         ).fetchone()
         return StoreCounts(apps=apps, devices=devices, pending=pending)
+
+    # --- writes, one transaction each (tools, tests; the server uses its Committer) ------
+
+    def _now(self, fn: Callable[..., T], *args: object, durable: bool = False,
+             **kwargs: object) -> T:
+        return self.commit(lambda db: fn(db, *args, **kwargs), durable)
+
+    def recover(self) -> int:
+        return self._now(writes.recover)
+
+    def create_app(self, app_key: str, name: str, secret_hash: bytes, now: float) -> None:
+        self._now(writes.create_app, app_key, name, secret_hash, now, durable=True)
+
+    def register_device(self, app_key: str, device_id: str, platform: str, alias: object,
+                        tags: object, **kwargs: object) -> str:
+        return self._now(writes.register_device, app_key, device_id, platform, alias, tags,
+                         durable=True, **kwargs)
+
+    def update_device(self, registration_id: str, alias: object, tags: object,
+                      now: float) -> Device:
+        device = self._now(writes.update_device, registration_id, alias, tags, now,
+                           durable=True)
+        if device is None:
+            raise KeyError(registration_id)
+        return device
+
+    def add_push(self, message: NewMessage, targets: Sequence[str], *, online: Collection[str],
+                 queue_cap: int, notice_id: Callable[[], str],
+                 notice_expires_at: float) -> PushOutcome:
+        queued, offline = split_live(message, targets, online)
+        return self._now(writes.add_push, message, queued, offline, queue_cap=queue_cap,
+                         notice_id=notice_id, notice_expires_at=notice_expires_at,
+                         durable=True)
+
+    def open_session(self, registration_id: str, clean: bool) -> SessionOpened:
+        return self._now(writes.open_session, registration_id, clean)
+
+    def close_session(self, registration_id: str, clean: bool) -> int:
+        return self._now(writes.close_sessions, [(registration_id, clean)])
+
+    def set_subscription(self, registration_id: str, qos: int | None) -> None:
+        self._now(writes.set_subscriptions, [(registration_id, qos)])
+
+    def take_pending(self, registration_id: str, after_seq: int, limit: int,
+                     now: float) -> tuple[list[Pending], int]:
+        """Expire the device's due messages, then take up to ``limit`` after ``after_seq``
+        and mark them in flight; ``(rows, how many expired)``."""
+        rows, due = self.pending_rows(registration_id, after_seq, limit, now)
+        expired = self._now(writes.expire_rows, due) if due else 0
+        if rows:
+            self._now(writes.mark_sent, [row.seq for row in rows])
+        return rows, expired
+
+    def mark_delivered(self, seq: int) -> bool:
+        return self._now(writes.mark_delivered, [seq]) > 0
+
+    def record_receipt(self, registration_id: str, msg_id: str, event: str) -> bool:
+        return self._now(writes.record_receipts, [(registration_id, msg_id, event)]) > 0
+
+    def expire_due(self, now: float) -> int:
+        return self._now(writes.expire_due, [now])
+
+
+def _lock_file(path: str) -> int:
+    """An ``flock`` on the database file: one server per file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"database {path} is in use by another process") from None
+    return fd

@@ -1,0 +1,316 @@
+"""Every write the reference server makes to its database, as functions of a connection.
+
+Each function runs inside a write transaction that its caller opened
+(:meth:`~simulator.server.store.SqliteStore.commit`, usually through the
+:class:`~simulator.server.committer.Committer`, which may put many of them in one
+transaction). None of them opens, commits or rolls back a transaction, touches the
+server's in-memory state, or blocks on anything but SQLite: the committer may run them on
+a worker thread.
+
+Two shapes:
+
+* *operations* (``create_app``, ``register_device``, ``update_device``, ``add_push``,
+  ``open_session``, ``recover``): a caller waits for the result;
+* *bookkeeping* (``mark_sent``, ``mark_delivered``, ``expire_rows``, ``close_sessions``,
+  ``set_subscriptions``, ``record_receipts``, ``expire_due``): take a list of items, so
+  the committer can apply a whole batch of them with one call, and return a count.
+
+Delivery queue model (see ``schema.py``): one ``deliveries`` row per (message, device) in
+``seq`` order; ``status`` says where it ended, ``sent`` is 0 never sent, 1 in flight on the
+live connection, 2 sent on an earlier connection. Rows in flight are never expired,
+collapsed or dropped under the session's feet.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from .records import KEEP, Device, NewMessage, PushOutcome, SessionOpened
+from .schema import LIVE_ONLY
+
+__all__ = [
+    "add_push", "close_sessions", "create_app", "expire_due", "expire_rows", "mark_delivered",
+    "mark_sent", "open_session", "record_receipts", "recover", "register_device",
+    "set_subscriptions", "update_device",
+]
+
+log = logging.getLogger("simulator.server.mqtt")
+
+
+# --- operations ---------------------------------------------------------------------------
+
+def recover(db: sqlite3.Connection) -> int:
+    """Start-up after a stop or crash: no device is connected any more. Whatever was in
+    flight becomes a redelivery; ttl=0 messages still queued expire (how many)."""
+    db.execute("UPDATE deliveries SET sent = 2 WHERE status = 0 AND sent = 1")
+    return db.execute(
+        "UPDATE deliveries SET status = 2 WHERE status = 0 AND expires_at = ?", (LIVE_ONLY,)
+    ).rowcount
+
+
+def create_app(db: sqlite3.Connection, app_key: str, name: str, secret_hash: bytes,
+               now: float) -> None:
+    db.execute("INSERT INTO apps (app_key, name, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+               (app_key, name, secret_hash, now))
+
+
+def register_device(
+    db: sqlite3.Connection, app_key: str, device_id: str, platform: str, alias: object,
+    tags: object, *, new_registration_id: str, token_hash: bytes, token_expires_at: float,
+    now: float, webpush: object = KEEP,
+) -> str:
+    """Create or refresh the device of ``(app_key, device_id)`` and add a token; its
+    registration id (``new_registration_id`` if the device is new). ``alias``, ``tags``
+    and ``webpush`` are :data:`KEEP` to leave them as they are (``webpush``: ``(p256dh,
+    auth)`` sets the end-to-end keys, None removes them)."""
+    row = db.execute(
+        "SELECT registration_id FROM devices WHERE app_key = ? AND device_id = ?",
+        (app_key, device_id),
+    ).fetchone()
+    if row:
+        rid = row[0]
+        db.execute("UPDATE devices SET platform = ?, updated_at = ? WHERE registration_id = ?",
+                   (platform, now, rid))
+        db.execute("DELETE FROM tokens WHERE registration_id = ? AND expires_at <= ?", (rid, now))
+    else:
+        rid = new_registration_id
+        db.execute(
+            "INSERT INTO devices (registration_id, app_key, device_id, platform, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (rid, app_key, device_id, platform, now, now),
+        )
+    _write_alias_tags(db, rid, app_key, alias, tags)
+    if webpush is None:
+        db.execute("DELETE FROM webpush_keys WHERE registration_id = ?", (rid,))
+    elif webpush is not KEEP:
+        db.execute("INSERT OR REPLACE INTO webpush_keys (registration_id, p256dh, auth) "
+                   "VALUES (?, ?, ?)", (rid, *webpush))  # type: ignore[misc]
+    db.execute("INSERT INTO tokens (token_hash, registration_id, expires_at) VALUES (?, ?, ?)",
+               (token_hash, rid, token_expires_at))
+    return rid
+
+
+def _write_alias_tags(db: sqlite3.Connection, rid: str, app_key: str, alias: object,
+                      tags: object) -> None:
+    if alias is not KEEP:
+        db.execute("UPDATE devices SET alias = ? WHERE registration_id = ?", (alias, rid))
+    if tags is not KEEP:
+        db.execute("DELETE FROM tags WHERE registration_id = ?", (rid,))
+        db.executemany(
+            "INSERT OR IGNORE INTO tags (app_key, tag, registration_id) VALUES (?, ?, ?)",
+            [(app_key, tag, rid) for tag in tags],  # type: ignore[attr-defined]
+        )
+
+
+def update_device(db: sqlite3.Connection, registration_id: str, alias: object, tags: object,
+                  now: float) -> Device | None:
+    """Change alias/tags (:data:`KEEP` leaves one as it is); the device, None if unknown."""
+    row = db.execute("SELECT app_key FROM devices WHERE registration_id = ?",
+                     (registration_id,)).fetchone()
+    if row is None:
+        return None
+    db.execute("UPDATE devices SET updated_at = ? WHERE registration_id = ?",
+               (now, registration_id))
+    _write_alias_tags(db, registration_id, row[0], alias, tags)
+    return read_device(db, registration_id)
+
+
+def read_device(db: sqlite3.Connection, registration_id: str) -> Device | None:
+    row = db.execute(
+        "SELECT registration_id, app_key, device_id, platform, alias FROM devices "
+        "WHERE registration_id = ?", (registration_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    tags = tuple(tag for (tag,) in db.execute(
+        "SELECT tag FROM tags WHERE registration_id = ? ORDER BY tag", (registration_id,)))
+    return Device(*row, tags=tags)
+
+
+def add_push(db: sqlite3.Connection, message: NewMessage, queued: Sequence[str],
+             offline: Sequence[str], *, queue_cap: int, notice_id: Callable[[], str],
+             notice_expires_at: float) -> PushOutcome:
+    """Store a push and queue it for ``queued``; ``offline`` are ttl=0 targets that were
+    not connected (they count as expired at once).
+
+    Per queued device: older undelivered pushes with the same collapse key are replaced,
+    and if more than ``queue_cap`` messages are waiting the oldest are dropped and reported
+    in a ``deleted`` notice (a not-yet-sent notice grows instead of a second one being
+    queued). ``notice_id`` makes a notice's msg_id (it may be called on the committer's
+    thread).
+    """
+    msg_id, key = message.msg_id, message.collapse_key
+    row_expiry = LIVE_ONLY if message.live_only else message.expires_at
+    db.execute(
+        "INSERT INTO messages (msg_id, app_key, kind, payload, sent_at, expires_at, "
+        "targets) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (msg_id, message.app_key, message.kind, message.payload, message.sent_at,
+         message.expires_at, len(queued) + len(offline)),
+    )
+    collapsed = 0
+    if key is not None:
+        collapsed = db.executemany(
+            "UPDATE deliveries SET status = 3 WHERE registration_id = ? AND status = 0 "
+            "AND sent != 1 AND collapse_key = ?",
+            [(rid, key) for rid in queued],
+        ).rowcount
+    db.executemany(
+        "INSERT INTO deliveries (registration_id, msg_id, expires_at, collapse_key) "
+        "VALUES (?, ?, ?, ?)",
+        [(rid, msg_id, row_expiry, key) for rid in queued],
+    )
+    if offline:
+        db.executemany(
+            "INSERT INTO deliveries (registration_id, msg_id, status, expires_at) "
+            "VALUES (?, ?, 2, ?)",
+            [(rid, msg_id, message.expires_at) for rid in offline],
+        )
+    # The devices now over the queue cap, found by one query (not one per device: a
+    # broadcast may have 50,000 targets), then handled in audience order.
+    over = dict(db.execute(
+        "SELECT registration_id, COUNT(*) FROM deliveries WHERE status = 0 AND notice = 0 "
+        "AND registration_id IN (SELECT value FROM json_each(?)) "
+        "GROUP BY registration_id HAVING COUNT(*) > ?", (json.dumps(queued), queue_cap),
+    ).fetchall()) if queued else {}
+    dropped = notices = 0
+    for rid in queued if over else ():
+        waiting = over.get(rid)
+        if waiting is not None:
+            n = _drop_oldest(db, rid, message, waiting - queue_cap, notice_id,
+                             notice_expires_at)
+            dropped += n
+            notices += n > 0
+    return PushOutcome(targets=len(queued) + len(offline), queued=tuple(queued),
+                       expired=len(offline), collapsed=collapsed, dropped=dropped,
+                       notices=notices)
+
+
+def _drop_oldest(db: sqlite3.Connection, rid: str, message: NewMessage, excess: int,
+                 notice_id: Callable[[], str], notice_expires_at: float) -> int:
+    victims = db.execute(
+        "SELECT seq FROM deliveries WHERE registration_id = ? AND status = 0 AND notice = 0 "
+        "AND sent != 1 ORDER BY seq LIMIT ?", (rid, excess),
+    ).fetchall()
+    if not victims:
+        return 0
+    db.executemany("UPDATE deliveries SET status = 4 WHERE seq = ?", victims)
+    count = len(victims)
+    notice = db.execute(
+        "SELECT msg_id FROM deliveries WHERE registration_id = ? AND status = 0 "
+        "AND notice = 1 AND sent = 0 ORDER BY seq DESC LIMIT 1", (rid,),
+    ).fetchone()
+    if notice:
+        db.execute("UPDATE messages SET notice_count = notice_count + ? WHERE msg_id = ?",
+                   (count, notice[0]))
+    else:
+        nid = notice_id()
+        db.execute(
+            "INSERT INTO messages (msg_id, app_key, kind, notice_count, sent_at, "
+            "expires_at, targets) VALUES (?, ?, 'deleted', ?, ?, ?, 1)",
+            (nid, message.app_key, count, message.sent_at, notice_expires_at),
+        )
+        db.execute("INSERT INTO deliveries (registration_id, msg_id, expires_at, notice) "
+                   "VALUES (?, ?, ?, 1)", (rid, nid, notice_expires_at))
+    return count
+
+
+def open_session(db: sqlite3.Connection, registration_id: str, clean: bool) -> SessionOpened:
+    """A device connected. A clean session discards the stored one (subscription and
+    queued messages, as MQTT 3.1.1 requires); otherwise the stored one is resumed or a
+    new persistent one begins."""
+    row = db.execute("SELECT session, sub_qos FROM devices WHERE registration_id = ?",
+                     (registration_id,)).fetchone()
+    existing = bool(row and row[0])
+    # Whatever an earlier connection left in flight is a redelivery now. Normally
+    # close_sessions did that already; not when that connection was on a worker process
+    # that crashed or learned of the takeover only afterwards.
+    db.execute("UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
+               "AND sent = 1", (registration_id,))
+    # ttl=0 messages were for the earlier connection only (close_sessions expires them;
+    # this covers a close whose bookkeeping was lost with a failed commit).
+    expired = db.execute(
+        "UPDATE deliveries SET status = 2 WHERE registration_id = ? AND status = 0 "
+        "AND expires_at = ?", (registration_id, LIVE_ONLY),
+    ).rowcount
+    if clean:
+        discarded = db.execute(
+            "UPDATE deliveries SET status = 4 WHERE registration_id = ? AND status = 0",
+            (registration_id,),
+        ).rowcount
+        db.execute("UPDATE devices SET session = 0, sub_qos = NULL WHERE registration_id = ?",
+                   (registration_id,))
+        return SessionOpened(session_present=False, sub_qos=None, discarded=discarded,
+                             expired=expired)
+    if not existing:
+        db.execute("UPDATE devices SET session = 1, sub_qos = NULL WHERE registration_id = ?",
+                   (registration_id,))
+        return SessionOpened(session_present=False, sub_qos=None, expired=expired)
+    return SessionOpened(session_present=True, sub_qos=row[1], expired=expired)
+
+
+# --- bookkeeping: lists of items, a count back --------------------------------------------
+
+def close_sessions(db: sqlite3.Connection, items: list[tuple[str, bool]]) -> int:
+    """Connections of ``(registration_id, clean)`` ended: unacknowledged messages become
+    redeliveries, ttl=0 messages still queued expire (how many, returned), and a clean
+    session is forgotten."""
+    expired = 0
+    for rid, clean in items:
+        db.execute("UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
+                   "AND sent = 1", (rid,))
+        expired += db.execute(
+            "UPDATE deliveries SET status = 2 WHERE registration_id = ? AND status = 0 "
+            "AND expires_at = ?", (rid, LIVE_ONLY),
+        ).rowcount
+        if clean:
+            db.execute("UPDATE devices SET session = 0, sub_qos = NULL "
+                       "WHERE registration_id = ?", (rid,))
+    return expired
+
+
+def set_subscriptions(db: sqlite3.Connection, items: list[tuple[str, int | None]]) -> int:
+    """``(registration_id, granted QoS or None)``: the stored inbox subscriptions."""
+    return db.executemany("UPDATE devices SET sub_qos = ? WHERE registration_id = ?",
+                          [(qos, rid) for rid, qos in items]).rowcount
+
+
+def mark_sent(db: sqlite3.Connection, seqs: list[int]) -> int:
+    """These queue rows were written to their device's live connection (in flight)."""
+    return db.executemany("UPDATE deliveries SET sent = 1 WHERE seq = ?",
+                          [(seq,) for seq in seqs]).rowcount
+
+
+def mark_delivered(db: sqlite3.Connection, seqs: list[int]) -> int:
+    """PUBACKs (or QoS 0 writes); how many rows were still pending (now delivered)."""
+    return db.executemany("UPDATE deliveries SET status = 1, sent = 2 WHERE seq = ? "
+                          "AND status = 0", [(seq,) for seq in seqs]).rowcount
+
+
+def expire_rows(db: sqlite3.Connection, seqs: list[int]) -> int:
+    """Expire these queue rows (found past their expiry) unless they went in flight since;
+    how many."""
+    return db.executemany("UPDATE deliveries SET status = 2 WHERE seq = ? AND status = 0 "
+                          "AND sent != 1", [(seq,) for seq in seqs]).rowcount
+
+
+def record_receipts(db: sqlite3.Connection, items: list[tuple[str, str, str]]) -> int:
+    """``(registration_id, msg_id, "opened" | "dismissed")`` receipts; how many matched a
+    message that targeted the device (the others are logged and ignored)."""
+    recorded = 0
+    for rid, msg_id, event in items:
+        column = {"opened": "opened", "dismissed": "dismissed"}[event]
+        if db.execute(f"UPDATE deliveries SET {column} = 1 WHERE msg_id = ? "
+                      "AND registration_id = ?", (msg_id, rid)).rowcount:
+            recorded += 1
+        else:
+            log.info("device %s sent a receipt for unknown message %r", rid, msg_id[:64])
+    return recorded
+
+
+def expire_due(db: sqlite3.Connection, nows: list[float]) -> int:
+    """Expire every queued message past its expiry (at the latest of ``nows``) that is not
+    in flight; how many."""
+    return db.execute("UPDATE deliveries SET status = 2 WHERE status = 0 AND expires_at <= ? "
+                      "AND sent != 1", (max(nows),)).rowcount
