@@ -75,12 +75,19 @@ class _End(trio.abc.Stream):
     # -- sending -----------------------------------------------------------------------
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
+        self.send_nowait(data)
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Write ``data`` at once (the path has no send buffer to fill) and return what is
+        left unwritten: always ``b""``. The server's gateway uses it to skip a cancel scope
+        per packet (see ``mqtt_gateway._write_now``)."""
         if self._closed:
             raise trio.ClosedResourceError("connection closed")
         if self._broken:
             raise trio.BrokenResourceError("connection reset by peer")
         if data:
             self._conn._transmit(self, bytes(data))
+        return b""
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -83,10 +83,12 @@ def receipt_topic(app_key: str, registration_id: str) -> str:
 def _write_now(stream: trio.abc.Stream, data: bytes) -> bytes:
     """Write what a plain TCP socket takes at once, without trio's machinery (a cancel
     scope and a scheduling round per send: about half the server's CPU per delivery in a
-    broadcast); return what is left over. Other streams (TLS, in-memory: the simulator's)
-    are left alone, for trio's ``send_all``."""
+    broadcast); return what is left over. A stream with a ``send_nowait(data) -> rest``
+    method (the simulator's links, which have no send buffer to fill) is written the same
+    way. Other streams (TLS) are left alone, for trio's ``send_all``."""
     if type(stream) is not trio.SocketStream:
-        return data
+        send_nowait = getattr(stream, "send_nowait", None)
+        return data if send_nowait is None else send_nowait(data)
     fd = stream.socket.fileno()
     if fd < 0:
         return data  # closed: send_all raises ClosedResourceError
