@@ -17,8 +17,6 @@ tasks half of the time) is seeded too; see docs/simulator.md for what remains.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import heapq
 import itertools
 import random
@@ -33,6 +31,7 @@ from simulator.metrics import HandsetResult
 from simulator.scenario import HandsetSpec, Scenario
 from simulator.server import Limits, PushServer, SqliteStore
 from simulator.server import ServerConfig as GatewayConfig
+from simulator.server.gctune import gc_thresholds
 from simulator.simclock import SimulationClock
 from simulator.strategies import strategy_for
 
@@ -226,28 +225,14 @@ def run_world(config: RunConfig, progress: Callable[[float], None] | None = None
     # trio randomly reverses batches of runnable tasks; seed that choice so a run repeats.
     trio._core._run._r.seed(f"{config.seed}:{config.shard}")
     world = World(config, progress)
-    with _fewer_collections():
+    # A world holds tens of kilobytes of long-lived objects per handset, and every packet
+    # allocates short-lived ones (a trio Cancelled and its traceback are the only cycles),
+    # so under the default thresholds full collections keep walking the whole fleet:
+    # measured at 3,000 handsets x 2 h, 24.4 s with the defaults against 19.6 s with these
+    # and 19.4 s with no collection at all. Garbage still goes, in larger, rarer batches.
+    with gc_thresholds(RUN_GC_THRESHOLDS):
         return trio.run(world.run, clock=SimulationClock())
 
 
 #: Cyclic-GC thresholds during a run (Python's defaults: 700, 10, 10).
 RUN_GC_THRESHOLDS = (50_000, 20, 100)
-
-
-@contextlib.contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector less often while a world runs.
-
-    A world holds tens of kilobytes of long-lived objects per handset, and every packet
-    allocates short-lived ones (a trio ``Cancelled`` and its traceback are the only cycles),
-    so under the default thresholds full collections keep walking the whole fleet: measured
-    at 3,000 handsets × 2 h, 24.4 s with the defaults against 19.6 s with these thresholds
-    and 19.4 s with no collection at all (docs/benchmarks.md). Garbage still gets collected,
-    in larger, rarer batches.
-    """
-    old = gc.get_threshold()
-    gc.set_threshold(*RUN_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)

@@ -21,17 +21,22 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-__all__ = ["SERVER_THRESHOLDS", "server_gc"]
+__all__ = ["SERVER_THRESHOLDS", "gc_thresholds", "server_gc"]
 
 SERVER_THRESHOLDS = (50_000, 20, 10)
 
 
 @contextlib.contextmanager
-def server_gc() -> Iterator[None]:
-    """Use :data:`SERVER_THRESHOLDS` while serving; the previous ones afterwards."""
+def gc_thresholds(thresholds: tuple[int, int, int]) -> Iterator[None]:
+    """Use these cyclic-GC ``thresholds`` inside the block; the previous ones afterwards."""
     previous = gc.get_threshold()
-    gc.set_threshold(*SERVER_THRESHOLDS)
+    gc.set_threshold(*thresholds)
     try:
         yield
     finally:
         gc.set_threshold(*previous)
+
+
+def server_gc() -> contextlib.AbstractContextManager[None]:
+    """Use :data:`SERVER_THRESHOLDS` while serving; the previous ones afterwards."""
+    return gc_thresholds(SERVER_THRESHOLDS)
