@@ -78,8 +78,8 @@ def _jitter_source(network, seed):
     mix = random.Random(seed).getrandbits(64)  # one-off draw; the Random is dropped
     scale = jitter / 9007199254740992.0  # top 53 bits → [0, jitter)
 
-    def jitter_now() -> float:
-        z = (mix + int(trio.current_time() * 1e6) * 0x9E3779B97F4A7C15) & _MASK64
+    def jitter_now(now: float) -> float:
+        z = (mix + int(now * 1e6) * 0x9E3779B97F4A7C15) & _MASK64
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
         return ((z ^ (z >> 31)) >> 11) * scale

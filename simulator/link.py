@@ -194,7 +194,7 @@ class SimConnection:
         self.clock = current_simulation_clock()
         self.hooks = hooks
         self.latency = latency
-        self.rng_jitter = jitter  # callable() -> extra one-way delay, or None
+        self.rng_jitter = jitter  # callable(now) -> extra one-way delay, or None
         self.dead_since: float | None = None  # when the path died silently (None = alive)
         self.tag = tag  # free slot for the owner (e.g. a NAT binding)
         self.held: list[bytes] | None = None  # server data held back by the handset (Doze)
@@ -242,5 +242,5 @@ class SimConnection:
                 self.held = []
             self.held.append(data)
             return
-        delay = self.latency + (self.rng_jitter() if self.rng_jitter is not None else 0.0)
+        delay = self.latency + (self.rng_jitter(now) if self.rng_jitter is not None else 0.0)
         receiver._deliver(now + delay, data)

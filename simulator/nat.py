@@ -155,11 +155,11 @@ class LinkProfile:
         """The one-way delay of one segment: latency + U(0, jitter)."""
         return self.latency + self.sample_jitter(rng)
 
-    def jitter_source(self, rng: random.Random) -> Callable[[], float] | None:
-        """A zero-argument callable drawing jitter from ``rng`` (None when jitter is 0)."""
+    def jitter_source(self, rng: random.Random) -> Callable[[float], float] | None:
+        """A callable ``jitter(now)`` drawing jitter from ``rng`` (None when jitter is 0)."""
         if not self.jitter:
             return None
-        return lambda: rng.uniform(0.0, self.jitter)
+        return lambda now: rng.uniform(0.0, self.jitter)
 
 
 # ---------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ async def test_a_receiver_waiting_first_is_woken_by_the_arrival(sim_clock):
 
 async def test_jitter_never_reorders_segments(sim_clock):
     delays = iter([0.5, 0.1, 0.0, 0.3])
-    conn, _ = connection(jitter=lambda: next(delays))
+    conn, _ = connection(jitter=lambda now: next(delays))
     for chunk in (b"a", b"b", b"c", b"d"):
         await conn.client.send_all(chunk)
     received = []

@@ -107,7 +107,7 @@ def test_jitter_source_draws_from_the_injected_rng():
     link = LinkProfile(0.01, 0.005)
     source = link.jitter_source(random.Random(3))
     expected = random.Random(3)
-    assert [source() for _ in range(5)] == [expected.uniform(0, 0.005) for _ in range(5)]
+    assert [source(float(t)) for t in range(5)] == [expected.uniform(0, 0.005) for _ in range(5)]
     assert LinkProfile(0.01, 0.0).jitter_source(random.Random(3)) is None
 
 
