@@ -247,9 +247,6 @@ class Session:
             if now < deadline:
                 await self._wait(deadline)
                 continue
-            if self.stall_timeout is not None:  # the ping itself could not be written
-                self.ping_sent_at = None  # not a heartbeat the strategy should learn from
-                raise LinkEnded(f"sending stalled for {self.stall_timeout:g} s")
             if self.ping_sent_at is not None:
                 await self._heartbeat_failed()
                 raise LinkEnded(f"no PINGRESP within {client._ping_timeout:g} s")
@@ -320,6 +317,9 @@ class Session:
                     break
                 scope.deadline = deadline
         self.wait_scope = None
+        if self.stall_timeout is not None:  # the ping itself could not be written in time
+            self.ping_sent_at = None  # not a heartbeat the strategy should learn from
+            raise LinkEnded(f"sending stalled for {self.stall_timeout:g} s")
 
     def _next_event(self) -> Any:
         try:
