@@ -4,12 +4,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
 from .heartbeat import MAX_KEEPALIVE
-from .registration import parse_server_url
+from .registration import parse_server_url, split_url
 
 __all__ = ["BrokerConfig", "ClientState", "ClientStatistics", "ServerConfig"]
 
@@ -57,19 +56,11 @@ class ServerConfig:
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
     """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` → ``(host, port, tls)``;
     ``ValueError`` with a one-line reason otherwise."""
-    parts = urlsplit(url)
-    schemes = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
-    if parts.scheme not in schemes:
-        raise ValueError(f"broker URL must start with mqtt:// or mqtts://: {url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"bad port in broker URL {url!r}") from None
-    if not parts.hostname:
-        raise ValueError(f"broker URL has no host: {url!r}")
+    parts, port, tls = split_url(url, "broker",
+                                 {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True},
+                                 "mqtt:// or mqtts://")
     if parts.path not in ("", "/"):
         raise ValueError(f"broker URL must not have a path: {url!r}")
-    tls = schemes[parts.scheme]
     return parts.hostname, port or (8883 if tls else 1883), tls
 
 

@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import attrs
 import h11
@@ -144,17 +144,26 @@ def parse_server_url(url: str) -> tuple[str, int, bool, str]:
 
     Raises ``ValueError`` with a readable message for anything else.
     """
+    parts, port, tls = split_url(url, "server", {"http": False, "https": True},
+                                 "http:// or https://")
+    return parts.hostname, port or (443 if tls else 80), tls, parts.path.rstrip("/")
+
+
+def split_url(url: str, what: str, schemes: Mapping[str, bool],
+              expected: str) -> tuple[SplitResult, int | None, bool]:
+    """``(parts, port or None, tls)`` of a ``what`` URL whose scheme is one of ``schemes``
+    (mapped to whether it means TLS; ``expected`` names them for the error); ``ValueError``
+    with a one-line reason otherwise."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"server URL must start with http:// or https://: {url!r}")
+    if parts.scheme not in schemes:
+        raise ValueError(f"{what} URL must start with {expected}: {url!r}")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"bad port in server URL {url!r}") from None
+        raise ValueError(f"bad port in {what} URL {url!r}") from None
     if not parts.hostname:
-        raise ValueError(f"server URL has no host: {url!r}")
-    tls = parts.scheme == "https"
-    return parts.hostname, port or (443 if tls else 80), tls, parts.path.rstrip("/")
+        raise ValueError(f"{what} URL has no host: {url!r}")
+    return parts, port, schemes[parts.scheme]
 
 
 async def register(
