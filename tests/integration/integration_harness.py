@@ -18,7 +18,6 @@ Deliberately nothing here imports the project: these tests see it from the outsi
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import signal
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from power_bench.chaos import http_request
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -174,16 +175,7 @@ class Api:
 
     def request(self, method: str, path: str, body: Any = None,
                 headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            conn.request(method, path, body=data, headers=headers or {})
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
-        ctype = response.getheader("Content-Type", "")
-        return response.status, json.loads(raw) if "json" in ctype else raw.decode()
+        return http_request(self.port, method, path, body, headers, timeout=WAIT)
 
     def create_app(self, name: str = "e2e") -> dict[str, str]:
         status, body = self.request("POST", "/v1/apps", {"name": name},
