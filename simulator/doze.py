@@ -92,6 +92,10 @@ class DozeParams:
     light_max_idle_timeout: float = attrs.field(default=900.0, **_duration)
     light_maintenance: float = attrs.field(default=60.0, **_duration)
     high_priority_grace: float = attrs.field(default=10.0, **_seconds)
+    early_exit: bool = True
+    min_deep_maintenance: float = attrs.field(default=30.0, **_seconds)
+    min_light_maintenance: float = attrs.field(default=5.0, **_seconds)
+    maintenance_work: float = attrs.field(default=30.0, **_seconds)
 
     def __attrs_post_init__(self) -> None:
         for first, cap in (
@@ -110,6 +114,14 @@ class DozeParams:
     @property
     def enabled(self) -> bool:
         return self.deep or self.light
+
+    def window(self, budget: float, minimum: float) -> float:
+        """Length of a maintenance window whose budget is ``budget``: the whole budget, or
+        with ``early_exit`` (AOSP) until the pending work is done (``maintenance_work``),
+        but at least ``minimum`` (MIN_DEEP/LIGHT_MAINTENANCE_TIME)."""
+        if not self.early_exit:
+            return budget
+        return min(budget, max(minimum, self.maintenance_work))
 
     @property
     def deep_idle_delay(self) -> float:
@@ -208,17 +220,22 @@ class DozeSchedule:
         p = self.params
         deep = light = None
         if p.deep:
+            if p.early_exit:  # every window ends once the work is done: a constant length
+                window = p.window(p.maintenance, p.min_deep_maintenance)
+                windows = (window, 1.0, window)
+            else:
+                windows = (p.maintenance, p.maintenance_factor, p.max_maintenance)
             deep = _Cycle.geometric(
                 self.screen_off_at + p.deep_idle_delay,
-                p.idle_timeout, p.idle_factor, p.max_idle_timeout,
-                p.maintenance, p.maintenance_factor, p.max_maintenance,
+                p.idle_timeout, p.idle_factor, p.max_idle_timeout, *windows,
                 DozeState.IDLE, DozeState.MAINTENANCE,
             )
         if p.light:
+            window = p.window(p.light_maintenance, p.min_light_maintenance)
             light = _Cycle.geometric(
                 self.screen_off_at + p.light_after_inactive,
                 p.light_idle_timeout, p.light_idle_factor, p.light_max_idle_timeout,
-                p.light_maintenance, 1.0, p.light_maintenance,
+                window, 1.0, window,
                 DozeState.LIGHT_IDLE, DozeState.LIGHT_MAINTENANCE,
             )
         object.__setattr__(self, "_deep", deep)
@@ -576,6 +593,16 @@ class DozeTimeline:
         schedules = list(self.schedules)
         schedules[index] = schedules[index].with_grant(now, duration)
         return attrs.evolve(self, schedules=tuple(schedules))
+
+    def maintenance_windows(self, end: float) -> list[Phase]:
+        """Every maintenance window (light and deep) starting before ``end``, in order."""
+        windows: list[Phase] = []
+        for schedule in self.schedules:
+            if schedule.screen_off_at >= end:
+                break
+            windows += [w for w in schedule.maintenance_windows(min(end, schedule.screen_on_at))
+                        if w.start < end]
+        return windows
 
     def defer(self, t: float) -> float:
         """``t`` if the network is allowed then, else the time it next becomes allowed."""

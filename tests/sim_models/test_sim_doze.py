@@ -18,6 +18,8 @@ EPS = 1e-6
 
 
 def deep(t_off=0.0, **kw):
+    """A schedule whose windows last their whole budget (``early_exit=False``) unless asked."""
+    kw.setdefault("early_exit", False)
     return DozeSchedule.from_screen_off(t_off, DozeParams(**kw))
 
 
@@ -166,7 +168,7 @@ def test_doze_timeline_follows_the_screen():
         [(0.0, 10 * MIN, AppState.FOREGROUND), (5 * HOUR, 5 * HOUR + 5 * MIN, AppState.BACKGROUND)],
         duration=12 * HOUR,
     )
-    doze = DozeTimeline.from_app_timeline(app, DozeParams())
+    doze = DozeTimeline.from_app_timeline(app, DozeParams(early_exit=False))
     assert doze.network_allowed(5 * MIN) and doze.state(5 * MIN) is DozeState.ACTIVE
     # screen off at 10 min -> idle at 70 min, windows at 130 and 255 min, screen on at 5 h
     assert doze.next_change(0.0) == pytest.approx(70 * MIN)
@@ -187,3 +189,20 @@ def test_doze_timeline_grants_and_disabled():
     assert doze.network_allowed(3 * HOUR + 5) and not doze.network_allowed(3 * HOUR + 11)
     off = DozeTimeline.from_app_timeline(app, DozeParams.disabled())
     assert off.network_allowed(3 * HOUR) and off.next_change(0.0) == INF
+
+
+def test_windows_end_when_the_work_is_done():
+    """AOSP leaves a maintenance window once no work is pending, after at least
+    MIN_DEEP_MAINTENANCE_TIME (30 s) / MIN_LIGHT_MAINTENANCE_TIME (5 s); the next idle period
+    starts then, so the schedule moves earlier by what the window did not use."""
+    schedule = deep(early_exit=True)
+    windows = schedule.maintenance_windows(20 * HOUR)
+    assert [w.end - w.start for w in windows[:4]] == pytest.approx([30.0] * 4)
+    # IDLE 1 h, 30 s window, IDLE 2 h, 30 s window, IDLE 4 h, ...
+    assert [w.start for w in windows[:3]] == pytest.approx(
+        [2 * HOUR, 4 * HOUR + 30, 8 * HOUR + 60])
+    quick = DozeSchedule.from_screen_off(0.0, DozeParams(deep=False, light=True, maintenance_work=0))
+    assert quick.maintenance_windows(HOUR)[0].end - quick.maintenance_windows(HOUR)[0].start == 5.0
+    busy = DozeSchedule.from_screen_off(0.0, DozeParams(maintenance_work=1000))
+    first = busy.maintenance_windows(3 * HOUR)[0]
+    assert first.end - first.start == 300.0  # never longer than the budget (5 min)
