@@ -29,10 +29,12 @@ import trio
 from pushsdk import MemoryStateStore, PushClient
 from pushsdk.config import ClientState, ServerConfig
 from simulator.day import Attachment, HandsetDay
+from simulator.doze import Alarms
 from simulator.link import SimConnection, Verdict
 from simulator.metrics import HandsetResult
 from simulator.nat import WIRE, NatBinding, NatTimeout, Retransmission
 from simulator.radio import get_model
+from simulator.simclock import current_simulation_clock
 
 #: Where handsets find the in-process server (any names would do: nothing resolves them).
 SERVER_HOST = "push.sim"
@@ -274,7 +276,7 @@ class VirtualHandset:
         "_connected_since", "_connected_conn", "connected_s", "dead_s", "bytes_up",
         "bytes_down", "pending", "delivered_ids", "latencies", "delivered", "duplicates",
         "deleted_notices", "idle", "expected", "observer", "exempt", "_ordinals",
-        "_connections", "_unblocked",
+        "_connections", "_unblocked", "_alarms",
     )
 
     def __init__(self, world, day: HandsetDay, strategy, *, app_key: str, clock,
@@ -292,6 +294,7 @@ class VirtualHandset:
         self.online = True
         self.idle = False  # Doze blocks the app's network now (never for an exempt app)
         self._unblocked: trio.Event | None = None
+        self._alarms: Alarms | None = None
         self._jitter = _jitter_source(self.network, spec.seed)
         self._meters: dict[str, object] = {}  # radio model -> meter (SDK + other apps)
         self._background_meters: dict[str, object] = {}  # radio model -> other apps only
@@ -324,6 +327,31 @@ class VirtualHandset:
             on_message=self._on_push, on_deleted=self._on_deleted,
             on_state_change=self._on_state_change,
         )
+
+    # --- the platform ---------------------------------------------------------------------
+
+    @property
+    def alarms(self) -> Alarms:
+        """This app's AlarmManager model (``simulator.doze.Alarms``) on this handset's day:
+        ``alarms.fires_at(set_at, trigger_at, kind)`` is when a timer really fires. For
+        strategies that schedule through AlarmManager; the SDK's own timers do not use it."""
+        if self._alarms is None:
+            self._alarms = Alarms(self.day.doze, [a.t for a in self.day.radio_activity])
+        return self._alarms
+
+    def allow_network_for(self, seconds: float) -> None:
+        """A temporary allowlist (an allow-while-idle alarm fired, ``Alarms.fired``): the app's
+        network opens now for ``seconds``, then Doze blocks it again if it still applies."""
+        if not self.idle or seconds <= 0:
+            return
+        self.on_device_idle(False)
+        clock = current_simulation_clock()
+
+        def again() -> None:
+            if not self.idle and self.day.network_blocked(clock.current_time()):
+                self.on_device_idle(True)
+
+        clock.call_at(clock.current_time() + seconds, again)
 
     # --- connector (the SDK opens its connections here) -----------------------------------
 

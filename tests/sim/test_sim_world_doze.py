@@ -189,3 +189,26 @@ broadcast_per_day = 0
         nursery.start_soon(probe)
         await world.run()
     assert seen == [state]
+
+
+async def test_an_allow_while_idle_alarm_opens_the_network_for_ten_seconds(sim_clock):
+    from simulator.doze import AlarmKind
+    world = World(RunConfig(SCENARIO, "fixed:270", 1, 2.5, seed=1))
+    seen = {}
+
+    async def alarm():
+        await trio.sleep(5000)  # deep IDLE
+        handset = world.handsets[0]
+        alarms = handset.alarms
+        when = alarms.fires_at(5000, 5000, AlarmKind.EXACT_ALLOW_WHILE_IDLE)
+        assert when == 5000 and handset.idle
+        handset.allow_network_for(alarms.fired(when, AlarmKind.EXACT_ALLOW_WHILE_IDLE))
+        seen["open"] = handset.idle
+        await trio.sleep(10)
+        seen["closed"] = handset.idle
+        seen["next"] = alarms.fires_at(5010, 5020, AlarmKind.EXACT_ALLOW_WHILE_IDLE)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(alarm)
+        await world.run()
+    assert seen == {"open": False, "closed": True, "next": 5000 + 540}

@@ -206,3 +206,34 @@ def test_windows_end_when_the_work_is_done():
     busy = DozeSchedule.from_screen_off(0.0, DozeParams(maintenance_work=1000))
     first = busy.maintenance_windows(3 * HOUR)[0]
     assert first.end - first.start == 300.0  # never longer than the budget (5 min)
+
+
+def _screen_off_all_day():
+    from simulator.doze import AppState, AppStateTimeline
+    app = AppStateTimeline.constant(AppState.INACTIVE, 24 * HOUR)
+    return DozeTimeline.from_app_timeline(app, DozeParams(early_exit=False))
+
+
+def test_alarms_wait_for_the_window_unless_allowed_while_idle():
+    from simulator.doze import AlarmKind, Alarms
+    alarms = Alarms(_screen_off_all_day())  # IDLE 1 h - 2 h, window 2 h - 2 h 05, ...
+    assert alarms.fires_at(0.0, 30 * MIN, AlarmKind.EXACT) == 30 * MIN  # not dozing yet
+    assert alarms.fires_at(HOUR, 90 * MIN, AlarmKind.EXACT) == 2 * HOUR
+    assert alarms.fires_at(HOUR, 90 * MIN, AlarmKind.INEXACT) == 2 * HOUR
+    assert alarms.fires_at(HOUR, 90 * MIN, AlarmKind.EXACT_ALLOW_WHILE_IDLE) == 90 * MIN
+    assert alarms.fired(90 * MIN, AlarmKind.EXACT_ALLOW_WHILE_IDLE) == 10.0  # network grant
+    # at most one allow-while-idle alarm per 9 min in deep IDLE
+    assert alarms.fires_at(90 * MIN, 92 * MIN, AlarmKind.EXACT_ALLOW_WHILE_IDLE) == 99 * MIN
+
+
+def test_inexact_alarms_join_other_wakeups_in_their_window():
+    from simulator.doze import AlarmKind, AlarmParams, Alarms
+    app_on = DozeTimeline.from_screen_off_intervals(DozeParams.disabled(), [])
+    alarms = Alarms(app_on, wakeups=[500.0, 1300.0])
+    # asked at 0 for 1000 s: window [1000, 1750]; the 1300 s wake-up takes it along
+    assert alarms.fires_at(0.0, 1000.0) == 1300.0
+    assert alarms.fires_at(0.0, 1000.0, AlarmKind.EXACT) == 1000.0
+    assert alarms.fires_at(0.0, 200.0) == 200.0  # window [200, 350]: nobody to join
+    rare = Alarms(app_on, params=AlarmParams(bucket="rare"))
+    rare.fired(100.0)
+    assert rare.fires_at(100.0, 400.0, AlarmKind.EXACT) == 100.0 + 7200.0
