@@ -1,6 +1,6 @@
 """A virtual handset: the real SDK behind a simulated network, NAT, Doze and radio.
 
-A :class:`Handset` is three things to the pieces around it:
+A :class:`VirtualHandset` is three things to the pieces around it:
 
 - the SDK's *connector* (``connect(host, port, tls=...)``): it opens a
   :class:`~simulator.link.SimConnection` through the handset's current network, pays the TCP
@@ -11,11 +11,16 @@ A :class:`Handset` is three things to the pieces around it:
 - the app: its callbacks record which pushes arrived, when, and whether twice.
 
 The world drives the handset's timeline (network switches, outages, Doze, app state, other
-apps' traffic) through the ``on_*`` methods. Nothing here reads a clock but trio's.
+apps' traffic) through the ``on_*`` methods; the handset's exogenous facts (its attachments
+and their NAT timeouts, Doze intervals, ...) come from its :class:`~simulator.day.HandsetDay`,
+the same object an offline computation reads. A :class:`WorldObserver` given to the world
+hears of radio activity, connections, NAT expiries, pushes and state changes as they happen.
+Nothing here reads a clock but trio's.
 """
 from __future__ import annotations
 
 import errno
+import json
 import math
 import random
 
@@ -23,18 +28,19 @@ import trio
 
 from pushsdk import MemoryStateStore, PushClient
 from pushsdk.config import ClientState, ServerConfig
+from simulator.day import Attachment, HandsetDay
+from simulator.doze import Alarms
 from simulator.link import SimConnection, Verdict
 from simulator.metrics import HandsetResult
-from simulator.nat import WIRE
+from simulator.nat import WIRE, NatBinding, NatTimeout, Retransmission
 from simulator.radio import get_model
+from simulator.simclock import current_simulation_clock
 
 #: Where handsets find the in-process server (any names would do: nothing resolves them).
 SERVER_HOST = "push.sim"
 HTTP_PORT = 80
 MQTT_PORT = 1883
 
-#: How the gateway's payload marks a high-priority push (compact JSON, CONTRACT §3).
-_HIGH_PRIORITY = b'"priority":"high"'
 _MSS = WIRE.mss
 _HEADER = WIRE.header_bytes
 _PER_ACK = WIRE.segments_per_ack
@@ -106,31 +112,196 @@ def _plan_id(message) -> str | None:
     return data.get("plan_id") if isinstance(data, dict) else None
 
 
-class Handset:
-    """One virtual handset of a :class:`~simulator.world.World`."""
+class WorldObserver:
+    """Hears what happens in a world as it happens (every method a no-op here).
+
+    Subclass it and override what you need; pass it as ``World(config, observer=...)`` or
+    ``run_world(config, observer=...)``. Calls are synchronous, from inside the run, at the
+    virtual time ``t`` they report: an observer must not block and must not call into trio.
+    ``index`` is the handset's index. Nothing is called when no observer is given, so an
+    observer costs nothing otherwise.
+    """
+
+    def radio(self, index: int, t: float, direction: str, nbytes: int, source: str) -> None:
+        """The handset's radio sends (``"up"``) or receives (``"down"``) ``nbytes`` IP bytes
+        at ``t``; ``source`` is ``"app"`` (the SDK's traffic) or ``"other"`` (other apps)."""
+
+    def connection_opened(self, index: int, t: float, conn: ConnectionRecord) -> None:
+        """The handset opened a TCP connection (the SYN passed the NAT at ``t``)."""
+
+    def connection_ended(self, index: int, t: float, conn: ConnectionRecord, how: str) -> None:
+        """A connection ended: ``how`` is ``"closed"`` (by the app), ``"reset"`` (a RST)
+        or ``"cut"`` (its path died: network switch or outage)."""
+
+    def nat_expired(self, index: int, conn: ConnectionRecord, expired_at: float) -> None:
+        """The NAT forgot ``conn`` at ``expired_at``, reported (once) when a packet met the
+        expired binding or when the connection ended after it had expired."""
+
+    def push_sent(self, index: int, t: float, plan_id: str) -> None:
+        """The provider's push ``plan_id`` to this handset was accepted by the server at ``t``."""
+
+    def push_delivered(self, index: int, t: float, plan_id: str, latency: float) -> None:
+        """``plan_id`` reached the app at ``t``, ``latency`` s after it was accepted."""
+
+    def push_duplicate(self, index: int, t: float, plan_id: str) -> None:
+        """``plan_id`` reached the app again after it had been delivered."""
+
+    def state_changed(self, index: int, t: float, old: str, new: str, reason: str,
+                      dead_since: float | None) -> None:
+        """The SDK's state changed (``ClientState`` names). Leaving CONNECTED,
+        ``dead_since`` is when the connection it was connected over had died (or None)."""
+
+    def device_idle(self, index: int, t: float, idle: bool) -> None:
+        """Doze started (``True``) or stopped blocking the app's network."""
+
+    def app_state(self, index: int, t: float, state: str) -> None:
+        """The app state changed: ``"foreground"``, ``"background"`` or ``"inactive"``."""
+
+
+class PublishReader:
+    """Frames the server → handset MQTT 3.1.1 byte stream of one connection and reads each
+    PUBLISH's ``priority``: the JSON field of the push as the gateway sends it (CONTRACT §3).
+
+    ``packets(data)`` takes every downlink write in order and returns the packets it
+    completes as ``(bytes, priority)``: ``"high"``/``"normal"`` for a PUBLISH (a payload
+    that is not a JSON object with ``"priority": "high"`` is normal), ``None`` for any other
+    packet. An incomplete packet waits for the rest of its bytes.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def packets(self, data: bytes) -> list[tuple[bytes, str | None]]:
+        buffer = self._buffer + data if self._buffer else data
+        found: list[tuple[bytes, str | None]] = []
+        start = 0
+        while True:
+            frame = _frame(buffer, start)
+            if frame is None:
+                break
+            body_at, end = frame
+            priority = None
+            if buffer[start] >> 4 == 3:  # PUBLISH
+                priority = _publish_priority(buffer[start], buffer[body_at:end])
+            found.append((buffer[start:end], priority))
+            start = end
+        self._buffer = buffer[start:]
+        return found
+
+
+def _frame(buffer: bytes, start: int) -> tuple[int, int] | None:
+    """(body start, packet end) of the MQTT packet at ``start``, or None if incomplete."""
+    length, multiplier, i = 0, 1, start + 1
+    while True:
+        if i >= len(buffer) or i - start > 4:
+            return None
+        byte = buffer[i]
+        length += (byte & 0x7F) * multiplier
+        multiplier *= 128
+        i += 1
+        if not byte & 0x80:
+            break
+    end = i + length
+    return (i, end) if end <= len(buffer) else None
+
+
+def _publish_priority(header: int, body: bytes) -> str:
+    qos = (header >> 1) & 3
+    topic_length = int.from_bytes(body[:2], "big")
+    payload = body[2 + topic_length + (2 if qos else 0):]
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return "normal"
+    return "high" if isinstance(message, dict) and message.get("priority") == "high" else "normal"
+
+
+class ConnectionRecord:
+    """What the handset knows of one of its TCP connections (also the link's ``tag``).
+
+    ``purpose`` is ``"push"`` (the SDK's main MQTT connection), ``"probe"`` (a probe
+    connection, opened while the main one is up) or ``"http"`` (registration);
+    ``ordinal`` counts the connections of that purpose on ``attachment``; ``nat`` is the
+    binding's timeout, ``attachment.nat_timeout(ordinal, purpose)``.
+    """
+
+    __slots__ = ("number", "purpose", "attachment", "ordinal", "opened_at", "binding",
+                 "expiry_reported", "_reader", "deferred")
+
+    def __init__(self, number: int, purpose: str, attachment: Attachment, ordinal: int,
+                 opened_at: float, nat: NatTimeout) -> None:
+        self.number = number  # the handset's connection counter, from 0
+        self.purpose = purpose
+        self.attachment = attachment
+        self.ordinal = ordinal
+        self.opened_at = opened_at
+        self.binding = NatBinding(nat, opened_at)
+        self.expiry_reported = False
+        self._reader: PublishReader | None = None
+        self.deferred: list[bytes] = []  # normal-priority pushes held back (exempt channel)
+
+    def publish_reader(self) -> PublishReader:
+        """The connection's downlink :class:`PublishReader` (made on first use)."""
+        if self._reader is None:
+            self._reader = PublishReader()
+        return self._reader
+
+    @property
+    def nat(self) -> NatTimeout:
+        return self.binding.nat
+
+    def __repr__(self) -> str:
+        return (f"<ConnectionRecord #{self.number} {self.purpose} attachment="
+                f"{self.attachment.index} ordinal={self.ordinal} opened_at={self.opened_at}>")
+
+
+class VirtualHandset:
+    """One virtual handset of a :class:`~simulator.world.World`, living its ``day``.
+
+    Doze (see docs/simulator.md §3.5): while the day says the app's network is blocked,
+    the app's traffic is held in **both directions** (its writes and connection attempts
+    wait in the handset, the server's segments wait at the door) and goes through at the
+    sender's next TCP retransmission once the network opens. A strategy that declares
+    ``doze_exempt = True`` (the FCM model: Google Play services' connection is exempt from
+    Doze) is never blocked; on it the platform holds back only **normal-priority** pushes
+    while the device dozes, decided on the PUBLISH's parsed JSON ``priority`` field, and a
+    high-priority push goes through at once, bringing the held ones with it.
+    """
 
     __slots__ = (
-        "world", "spec", "index", "client", "network", "online", "_nat", "_jitter", "_meters",
+        "world", "day", "spec", "index", "client", "network", "online", "_jitter", "_meters",
         "_background_meters", "_radio_since", "_radio_time", "conns", "_mqtt_conn",
         "_connected_since", "_connected_conn", "connected_s", "dead_s", "bytes_up",
         "bytes_down", "pending", "delivered_ids", "latencies", "delivered", "duplicates",
-        "deleted_notices", "idle", "expected",
+        "deleted_notices", "idle", "expected", "observer", "exempt", "_ordinals",
+        "_connections", "_unblocked", "_alarms",
     )
 
-    def __init__(self, world, spec, strategy, *, app_key: str, clock) -> None:
+    def __init__(self, world, day: HandsetDay, strategy, *, app_key: str, clock,
+                 observer: WorldObserver | None = None) -> None:
+        spec = day.spec
         self.world = world
+        self.day = day
         self.spec = spec
         self.index = spec.index
+        self.observer = observer
+        #: Doze-exempt app (the strategy says so): its network is never blocked.
+        self.exempt = bool(getattr(strategy, "doze_exempt", False))
         rng = LazyRandom(spec.seed)
         self.network = spec.network
         self.online = True
-        self.idle = False
-        self._nat = self.network.nat()
+        self.idle = False  # Doze blocks the app's network now (never for an exempt app)
+        self._unblocked: trio.Event | None = None
+        self._alarms: Alarms | None = None
         self._jitter = _jitter_source(self.network, spec.seed)
         self._meters: dict[str, object] = {}  # radio model -> meter (SDK + other apps)
         self._background_meters: dict[str, object] = {}  # radio model -> other apps only
         self._radio_since = 0.0
         self._radio_time: dict[str, float] = {}  # seconds spent on each radio model
+        self._ordinals: dict[tuple[int, str], int] = {}  # (attachment, purpose) -> opened
+        self._connections = 0
         self.conns: list[SimConnection] = []
         self._mqtt_conn: SimConnection | None = None
         self._connected_since: float | None = None
@@ -150,10 +321,37 @@ class Handset:
             ServerConfig(server_url=f"http://{SERVER_HOST}:{HTTP_PORT}", app_key=app_key,
                          device_id=spec.device_id, alias=spec.alias, tags=spec.tags),
             connector=self, state_store=MemoryStateStore(), clock=clock, rng=rng,
-            strategy=strategy, min_keepalive=_doze_keepalive(spec), network_key=self.network.key, network_type=self.network.type,
-            app_state=spec.app.state_at(0.0).value, on_notification=self._on_push, on_message=self._on_push,
-            on_deleted=self._on_deleted, on_state_change=self._on_state_change,
+            strategy=strategy, min_keepalive=_doze_keepalive(spec),
+            network_key=self.network.key, network_type=self.network.type,
+            app_state=spec.app.state_at(0.0).value, on_notification=self._on_push,
+            on_message=self._on_push, on_deleted=self._on_deleted,
+            on_state_change=self._on_state_change,
         )
+
+    # --- the platform ---------------------------------------------------------------------
+
+    @property
+    def alarms(self) -> Alarms:
+        """This app's AlarmManager model (``simulator.doze.Alarms``) on this handset's day:
+        ``alarms.fires_at(set_at, trigger_at, kind)`` is when a timer really fires. For
+        strategies that schedule through AlarmManager; the SDK's own timers do not use it."""
+        if self._alarms is None:
+            self._alarms = Alarms(self.day.doze, [a.t for a in self.day.radio_activity])
+        return self._alarms
+
+    def allow_network_for(self, seconds: float) -> None:
+        """A temporary allowlist (an allow-while-idle alarm fired, ``Alarms.fired``): the app's
+        network opens now for ``seconds``, then Doze blocks it again if it still applies."""
+        if not self.idle or seconds <= 0:
+            return
+        self.on_device_idle(False)
+        clock = current_simulation_clock()
+
+        def again() -> None:
+            if not self.idle and self.day.network_blocked(clock.current_time()):
+                self.on_device_idle(True)
+
+        clock.call_at(clock.current_time() + seconds, again)
 
     # --- connector (the SDK opens its connections here) -----------------------------------
 
@@ -163,9 +361,13 @@ class Handset:
             raise OSError(errno.ENETUNREACH, "network is unreachable")
         if host != SERVER_HOST or port not in (HTTP_PORT, MQTT_PORT):
             raise OSError(errno.ECONNREFUSED, f"nothing listens on {host}:{port}")
+        while self.idle:  # Doze: the SYN waits in the firewall (the SDK's timeout applies)
+            if self._unblocked is None:
+                self._unblocked = trio.Event()
+            await self._unblocked.wait()
         network = self.network
         now = trio.current_time()
-        conn = SimConnection(self, network.latency, self._jitter, tag=self._nat.open(now))
+        conn = self._open(now, port)
         self._radio(now, "up", WIRE.syn_bytes, acked=False)  # SYN
         await trio.sleep(2 * network.latency)  # SYN-ACK comes back
         if conn.dead_since is not None or network is not self.network:
@@ -178,9 +380,49 @@ class Handset:
         server = self.world.server
         handler = server.handle_mqtt_stream if port == MQTT_PORT else server.handle_http_stream
         self.world.nursery.start_soon(handler, conn.server)
-        if port == MQTT_PORT:
+        if conn.tag.purpose == "push":
             self._mqtt_conn = conn
         return conn.client
+
+    def _open(self, now: float, port: int) -> SimConnection:
+        """A new connection on the current attachment, with its NAT binding and loss."""
+        attachment = self.day.attachment_at(now)
+        if attachment is None or attachment.network.key != self.network.key:
+            attachment = self._stray_attachment(now)
+        if port == HTTP_PORT:
+            purpose = "http"
+        elif self.client.state is ClientState.CONNECTED:
+            purpose = "probe"  # the SDK opens probes only beside a live main connection
+        else:
+            purpose = "push"
+        key = (attachment.index, purpose)
+        ordinal = self._ordinals.get(key, 0)
+        self._ordinals[key] = ordinal + 1
+        record = ConnectionRecord(self._connections, purpose, attachment, ordinal, now,
+                                  attachment.nat_timeout(ordinal, purpose))
+        self._connections += 1
+        network = self.network
+        loss_draw = None
+        if network.loss:
+            loss_draw = random.Random(f"{self.spec.stream_seed}:loss:{attachment.index}:"
+                                      f"{purpose}:{ordinal}").random
+        conn = SimConnection(
+            self, network.latency, self._jitter, tag=record, loss=network.loss,
+            loss_draw=loss_draw,
+            retransmission=Retransmission(network.rto_min, max_retries=network.max_retransmissions),
+        )
+        if self.observer is not None:
+            self.observer.connection_opened(self.index, now, record)
+        return conn
+
+    def _stray_attachment(self, now: float) -> Attachment:
+        # The day and the live network disagree only at the instant of a switch or an
+        # outage's end that the timeline has not applied yet; the connection is cut by that
+        # event at once, so any attachment of the live network will do.
+        for attachment in reversed(self.day.attachments):
+            if attachment.start <= now and attachment.network.key == self.network.key:
+                return attachment
+        return self.day.attachments[0]
 
     # --- path hooks (the link asks about every segment) -----------------------------------
 
@@ -188,37 +430,61 @@ class Handset:
         self._radio(now, "up", nbytes)  # the radio transmits even into a dead path
         if conn.dead_since is not None:
             return Verdict.DROP
-        verdict = conn.tag.on_packet(now)
-        if verdict is Verdict.DROP:
-            conn.kill_silently(conn.tag.expires_at)
-        return verdict
+        return self._nat_verdict(conn, now, "up")
 
     def downlink(self, conn: SimConnection, now: float, nbytes: int) -> Verdict:
         if conn.dead_since is not None:
             return Verdict.DROP
-        verdict = conn.tag.on_packet(now)
-        if verdict is Verdict.DROP:
-            conn.kill_silently(conn.tag.expires_at)
+        return self._nat_verdict(conn, now, "down")
+
+    def _nat_verdict(self, conn: SimConnection, now: float, direction: str) -> Verdict:
+        record = conn.tag
+        verdict = record.binding.on_packet(now, direction)
+        if verdict is not Verdict.PASS:
+            self._report_expiry(record)
+            if verdict is Verdict.DROP:
+                conn.kill_silently(record.binding.expires_at)
         return verdict
+
+    def _report_expiry(self, record: ConnectionRecord) -> None:
+        if not record.expiry_reported:
+            record.expiry_reported = True
+            if self.observer is not None:
+                self.observer.nat_expired(self.index, record, record.binding.expires_at)
 
     def arrived(self, conn: SimConnection, now: float, nbytes: int) -> None:
         self._radio(now, "down", nbytes)
 
-    def hold_downlink(self, conn: SimConnection, data: bytes) -> bool:
-        """In Doze the device's firewall keeps our app's traffic out, except a high-priority
-        push, which wakes the app with a short network grant (as FCM high priority does)."""
-        if not self.idle:
-            return False
-        if _HIGH_PRIORITY in data:
-            self.world.nursery.start_soon(self._grant, self.spec.doze.params.high_priority_grace)
-            return False
-        return True
+    def retransmitted(self, conn: SimConnection, now: float, nbytes: int) -> None:
+        self._radio(now, "up", nbytes, acked=False)
 
-    async def _grant(self, seconds: float) -> None:
-        self.on_device_idle(False)
-        await trio.sleep(seconds)
-        if not self.spec.doze.network_allowed(trio.current_time()):
-            self.on_device_idle(True)
+    def hold_uplink(self, conn: SimConnection, data: bytes) -> bool:
+        """Doze's firewall keeps the app's packets in the handset (they never reach the radio)."""
+        return self.idle
+
+    def hold_downlink(self, conn: SimConnection, data: bytes) -> bool:
+        """Doze's firewall keeps server data out (never on the exempt channel)."""
+        return self.idle
+
+    def filter_downlink(self, conn: SimConnection, data: bytes) -> bytes:
+        """The exempt channel while the device dozes: normal-priority pushes wait (the
+        platform defers them, as FCM does), judged by the parsed PUBLISH; a high-priority
+        one goes through at once and brings the deferred ones along; all else passes."""
+        record = conn.tag
+        if not self.exempt or record.purpose == "http":
+            return data
+        packets = record.publish_reader().packets(data)
+        dozing = not self.day.doze.network_allowed(trio.current_time())
+        out: list[bytes] = []
+        for packet, priority in packets:
+            if priority == "high" and record.deferred:
+                out += record.deferred
+                record.deferred = []
+            if dozing and priority == "normal":
+                record.deferred.append(packet)
+            else:
+                out.append(packet)
+        return b"".join(out)
 
     def _radio(self, now: float, direction: str, nbytes: int, *, acked: bool = True) -> None:
         """Count one write of ``nbytes`` (0 = a FIN) with TCP/IP overhead; wake the radio.
@@ -243,6 +509,10 @@ class Handset:
         else:
             self.bytes_down += wire
             self.bytes_up += acks
+        if self.observer is not None:
+            self.observer.radio(self.index, now, direction, wire, "app")
+            if acks:
+                self.observer.radio(self.index, now, other, acks, "app")
 
     def _meter(self, background: bool = False):
         meters = self._background_meters if background else self._meters
@@ -260,7 +530,6 @@ class Handset:
         self._account_radio_time(now)
         self._kill_connections(now)
         self.network = network
-        self._nat = network.nat()
         self._jitter = _jitter_source(network, f"{self.spec.seed}:{network.key}")
         if self.online:
             self.client.notify_network_changed(network.key, network.type)
@@ -283,22 +552,57 @@ class Handset:
         for meter in (self._meter(), self._meter(background=True)):
             meter.on_packet(now, "up", bytes_up)
             meter.on_packet(now, "down", bytes_down)
+        if self.observer is not None:
+            self.observer.radio(self.index, now, "up", bytes_up, "other")
+            self.observer.radio(self.index, now, "down", bytes_down, "other")
         # Android's OnNetworkActiveListener: the SDK may ride on this wake-up.
         if not self.idle:
             self.client.notify_radio_active()
 
     def on_app_state(self, state: str) -> None:
         self.client.set_app_state(state)
+        if self.observer is not None:
+            self.observer.app_state(self.index, trio.current_time(), state)
 
     def on_device_idle(self, idle: bool) -> None:
+        """Doze starts or stops blocking the app's network (the day's ``blocked`` intervals).
+
+        A Doze-exempt app is not blocked and its SDK is not told; when Doze ends, the
+        normal-priority pushes held back for it are let through."""
+        if self.exempt:
+            if not idle:
+                for conn in self.conns:
+                    deferred, conn.tag.deferred = conn.tag.deferred, []
+                    if deferred:
+                        conn.inject(b"".join(deferred))
+            return
         self.idle = idle
         self.client.set_device_idle(idle)
+        if self.observer is not None:
+            self.observer.device_idle(self.index, trio.current_time(), idle)
         if not idle:
+            event, self._unblocked = self._unblocked, None
+            if event is not None:
+                event.set()
             for conn in self.conns:
                 conn.release()
 
+    def ended(self, conn: SimConnection, how: str) -> None:
+        """The link reports the end of a connection: ``"closed"`` by the app or ``"reset"``."""
+        record = conn.tag
+        now = trio.current_time()
+        if record.binding.expired(now):
+            self._report_expiry(record)
+        if self.observer is not None:
+            self.observer.connection_ended(self.index, now, record, how)
+
     def _kill_connections(self, now: float) -> None:
         for conn in self.conns:
+            if conn.dead_since is None and not conn.client._closed:
+                if conn.tag.binding.expired(now):
+                    self._report_expiry(conn.tag)
+                if self.observer is not None:
+                    self.observer.connection_ended(self.index, now, conn.tag, "cut")
             conn.kill_silently(now)
         self.conns = []
 
@@ -313,6 +617,8 @@ class Handset:
         """The provider's push ``plan_id`` targets this handset (accepted at ``accepted_at``)."""
         self.pending[plan_id] = (accepted_at, collapse_key)
         self.expected += 1
+        if self.observer is not None:
+            self.observer.push_sent(self.index, accepted_at, plan_id)
 
     def _on_push(self, message) -> None:
         plan_id = _plan_id(message)
@@ -322,11 +628,16 @@ class Handset:
             # else (no plan id) is not part of the workload and is not measured.
             if plan_id in self.delivered_ids:
                 self.duplicates += 1
+                if self.observer is not None:
+                    self.observer.push_duplicate(self.index, trio.current_time(), plan_id)
             return
         accepted_at, collapse_key = entry
+        now = trio.current_time()
         self.delivered += 1
         self.delivered_ids.add(plan_id)
-        self.latencies.append(trio.current_time() - accepted_at)
+        self.latencies.append(now - accepted_at)
+        if self.observer is not None:
+            self.observer.push_delivered(self.index, now, plan_id, now - accepted_at)
         if collapse_key is not None:
             # Older undelivered pushes with this key were replaced on the server by this
             # one (CONTRACT §3): the user sees the newest, so they count as delivered.
@@ -341,6 +652,10 @@ class Handset:
 
     def _on_state_change(self, old: ClientState, new: ClientState, reason: str) -> None:
         now = trio.current_time()
+        if self.observer is not None:
+            conn = self._connected_conn
+            dead = conn.dead_since if conn is not None and old is ClientState.CONNECTED else None
+            self.observer.state_changed(self.index, now, old.name, new.name, reason, dead)
         if new is ClientState.CONNECTED:
             self._connected_since = now
             self._connected_conn = self._mqtt_conn
@@ -356,8 +671,9 @@ class Handset:
             # Dead from the first of: the path was cut (switch, outage, a probe hit the
             # expired NAT) or the NAT mapping expired, whether or not anything noticed.
             dead_from = conn.dead_since if conn.dead_since is not None else math.inf
-            if conn.tag.expired(now):
-                dead_from = min(dead_from, conn.tag.expires_at)
+            binding = conn.tag.binding
+            if binding.expired(now):
+                dead_from = min(dead_from, binding.expires_at)
             if dead_from < now:
                 self.dead_s += now - max(since, dead_from)
         self._connected_since = self._connected_conn = None

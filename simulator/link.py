@@ -22,7 +22,7 @@ from typing import Protocol
 
 import trio
 
-from simulator.nat import Verdict
+from simulator.nat import RETRANSMISSION, Retransmission, Verdict
 from simulator.simclock import Timer, current_simulation_clock
 
 
@@ -40,6 +40,19 @@ class PathHooks(Protocol):
 
     def hold_downlink(self, conn: SimConnection, data: bytes) -> bool:
         """True to hold server data at the handset's door (Doze) until :meth:`release`."""
+
+    def hold_uplink(self, conn: SimConnection, data: bytes) -> bool:
+        """True to hold the app's data in the handset (Doze firewall) until :meth:`release`."""
+
+    def retransmitted(self, conn: SimConnection, now: float, nbytes: int) -> None:
+        """TCP sends an unacknowledged uplink segment of ``nbytes`` again: the radio pays."""
+
+    def ended(self, conn: SimConnection, how: str) -> None:
+        """The connection ended: ``"closed"`` (the handset closed it) or ``"reset"``."""
+
+    def filter_downlink(self, conn: SimConnection, data: bytes) -> bytes:
+        """The part of server data to deliver now; the handset keeps the rest and hands it
+        in later with :meth:`SimConnection.inject` (data a platform defers, not loses)."""
 
 
 _EOF = b""
@@ -164,6 +177,8 @@ class _End(trio.abc.Stream):
         self._wake()
         if not self._broken:
             self._conn._transmit(self, _EOF)
+            if self._is_client:
+                self._conn.hooks.ended(self._conn, "closed")
 
     def _deliver(self, due: float, data: bytes) -> None:
         if self._closed:
@@ -184,20 +199,51 @@ class _End(trio.abc.Stream):
         self._wake()
 
 
+class _Held:
+    """Segments of one direction held at the handset's door (Doze firewall), in order.
+
+    ``first`` is when the oldest was first sent: its sender's TCP retransmits it on the
+    RFC 6298 schedule from then, so once the door opens it gets through at the sender's
+    next retransmission, and if the door stays shut past the last one the sender gives up
+    (``give_up`` is that timer)."""
+
+    __slots__ = ("first", "segments", "give_up")
+
+    def __init__(self, first: float) -> None:
+        self.first = first
+        self.segments: list[bytes] = []
+        self.give_up: Timer | None = None
+
+
 class SimConnection:
-    """One simulated TCP connection; ``client`` and ``server`` are its two stream ends."""
+    """One simulated TCP connection; ``client`` and ``server`` are its two stream ends.
+
+    ``loss`` is the probability that one try of a data segment is lost on the radio link;
+    a lost try is sent again on the RFC 6298 schedule of ``retransmission``
+    (:class:`~simulator.nat.Retransmission`), each uplink retry costing the radio
+    (``hooks.retransmitted``), and after the last retry the sender aborts. ``loss_draw``
+    is the callable giving uniform draws for it (the handset's seeded stream).
+    """
 
     __slots__ = ("client", "server", "hooks", "latency", "rng_jitter", "dead_since", "tag",
-                 "held", "clock")
+                 "held", "held_up", "clock", "loss", "loss_draw", "retransmission",
+                 "server_gone")
 
-    def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: object = None) -> None:
+    def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: object = None, *,
+                 loss: float = 0.0, loss_draw=None,
+                 retransmission: Retransmission = RETRANSMISSION) -> None:
         self.clock = current_simulation_clock()
         self.hooks = hooks
         self.latency = latency
         self.rng_jitter = jitter  # callable(now) -> extra one-way delay, or None
         self.dead_since: float | None = None  # when the path died silently (None = alive)
         self.tag = tag  # free slot for the owner (e.g. a NAT binding)
-        self.held: list[bytes] | None = None  # server data held back by the handset (Doze)
+        self.held: _Held | None = None  # server data held at the handset's door (Doze)
+        self.held_up: _Held | None = None  # the app's data held by the firewall (Doze)
+        self.loss = loss
+        self.loss_draw = loss_draw
+        self.retransmission = retransmission
+        self.server_gone = False  # the server's TCP aborted: its host answers with RST
         self.client = _End(self, True)
         self.server = _End(self, False)
 
@@ -210,37 +256,155 @@ class SimConnection:
         if self.dead_since is None:
             self.dead_since = now
 
-    def release(self) -> None:
-        """Let held server data through now (TCP's retransmission gets it in once allowed)."""
-        held, self.held = self.held, None
-        if held and self.dead_since is None:
-            due = trio.current_time() + self.latency
-            for data in held:
-                self.client._deliver(due, data)
+    def release(self, *, immediate: bool = False) -> None:
+        """The door opens: held data goes through at its sender's next retransmission
+        (``immediate``: at once, for data a server deferred rather than lost)."""
+        now = self.clock.current_time()
+        for up in (True, False):
+            held = self.held_up if up else self.held
+            if held is None:
+                continue
+            at = now if immediate else self.retransmission.next_attempt(held.first, now)
+            if at is None:
+                continue  # the give-up timer fires now
+            self.clock.call_at(at, lambda up=up, held=held: self._flush(up, held))
+
+    def inject(self, data: bytes) -> None:
+        """Deliver server data the handset kept back (``filter_downlink``), one latency from now."""
+        if self.dead_since is None and not self.client._broken:
+            self.client._deliver(self.clock.current_time() + self.latency, data)
+
+    def _flush(self, up: bool, held: _Held) -> None:
+        if (self.held_up if up else self.held) is not held:
+            return  # flushed already, or given up
+        if up:
+            self.held_up = None
+        else:
+            self.held = None
+        if held.give_up is not None:
+            held.give_up.cancel()
+        sender = self.client if up else self.server
+        for data in held.segments:
+            self._transmit(sender, data, first=held.first)
 
     def reset(self) -> None:
         """Both ends learn the connection is gone (a RST reached them)."""
+        ended = not (self.client._broken or self.client._closed)
         self.client._reset()
         self.server._reset()
+        if ended:
+            self.hooks.ended(self, "reset")
 
-    def _transmit(self, sender: _End, data: bytes) -> None:
+    def _hold(self, up: bool, first: float, data: bytes) -> None:
+        held = self.held_up if up else self.held
+        if held is None:
+            held = _Held(first)
+            held.give_up = self.clock.call_at(self.retransmission.give_up_at(first),
+                                              lambda: self._give_up(up, held))
+            if up:
+                self.held_up = held
+            else:
+                self.held = held
+        held.segments.append(data)
+
+    def _give_up(self, up: bool, held: _Held) -> None:
+        """The sender's TCP ran out of retries: it aborts (its own end breaks, ETIMEDOUT);
+        the peer is not told, but the server's host answers later packets with a RST."""
+        if up:
+            if self.held_up is held:
+                self.held_up = None
+            self.client._reset()
+        else:
+            if self.held is held:
+                self.held = None
+            self.server._reset()
+            self.server_gone = True
+
+    def _transmit(self, sender: _End, data: bytes, first: float | None = None) -> None:
         now = self.clock.current_time()
-        if sender._is_client:
+        first = now if first is None else first
+        up = sender._is_client
+        if up:
+            if self.held_up is not None or self.hooks.hold_uplink(self, data):
+                self._hold(True, first, data)
+                return
             verdict = self.hooks.uplink(self, now, len(data))
             receiver = self.server
+            if self.server_gone and verdict is Verdict.PASS:
+                verdict = Verdict.RESET
         else:
             verdict = self.hooks.downlink(self, now, len(data))
             receiver = self.client
         if self.dead_since is not None or verdict is Verdict.DROP:
+            if up:
+                self._retry_into_the_void(now, len(data))
             return
         if verdict is Verdict.RESET:
             self.reset()
             return
         # Once something is held, everything after it waits too: TCP keeps byte order.
-        if receiver is self.client and (self.hooks.hold_downlink(self, data) or self.held):
-            if self.held is None:
-                self.held = []
-            self.held.append(data)
-            return
+        if not up:
+            if self.held is not None or self.hooks.hold_downlink(self, data):
+                self._hold(False, first, data)
+                return
+            if data:
+                data = self.hooks.filter_downlink(self, data)
+                if not data:
+                    return
+        sent = now
+        if self.loss and data:
+            sent = self._lossy(up, now, len(data))
+            if sent is None:
+                return
         delay = self.latency + (self.rng_jitter(now) if self.rng_jitter is not None else 0.0)
-        receiver._deliver(now + delay, data)
+        receiver._deliver(sent + delay, data)
+
+    def _lossy(self, up: bool, now: float, nbytes: int) -> float | None:
+        """Draw the tries lost before one gets through; the time of the good try, or None
+        if every try is lost (the sender aborts at its give-up time)."""
+        policy, tries = self.retransmission, 0
+        while self.loss_draw() < self.loss:
+            tries += 1
+            if tries > policy.max_retries:
+                self.clock.call_at(policy.give_up_at(now), lambda: self._give_up_lost(up))
+                if up:
+                    _Retries(self, now, nbytes, policy.max_retries)
+                return None
+        if tries and up:
+            _Retries(self, now, nbytes, tries)
+        return policy.attempt(now, tries)
+
+    def _give_up_lost(self, up: bool) -> None:
+        (self.client if up else self.server)._reset()
+        if not up:
+            self.server_gone = True
+
+    def _retry_into_the_void(self, now: float, nbytes: int) -> None:
+        """An uplink segment into a dead path is never acknowledged: TCP sends it again and
+        again, each try waking the radio, until the app closes the connection or TCP gives
+        up. (A FIN counts as a segment: ``nbytes`` 0.)"""
+        if not self.client._closed:
+            _Retries(self, now, nbytes, self.retransmission.max_retries)
+
+
+class _Retries:
+    """Radio cost of an uplink segment's retransmissions: one clock timer at a time."""
+
+    __slots__ = ("conn", "first", "nbytes", "left", "k")
+
+    def __init__(self, conn: SimConnection, first: float, nbytes: int, tries: int) -> None:
+        self.conn, self.first, self.nbytes, self.left, self.k = conn, first, nbytes, tries, 0
+        self._next()
+
+    def _next(self) -> None:
+        if self.k < self.left:
+            self.k += 1
+            when = self.conn.retransmission.attempt(self.first, self.k)
+            self.conn.clock.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        client = self.conn.client
+        if client._closed or client._broken:
+            return  # the app closed the socket (its retries stop with it) or TCP aborted
+        self.conn.hooks.retransmitted(self.conn, self.conn.clock.current_time(), self.nbytes)
+        self._next()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 import attrs
@@ -46,8 +46,12 @@ class Verdict(enum.Enum):
 # NAT
 
 
+NatRefresh = Literal["both", "outbound"]
+NAT_REFRESH: tuple[str, ...] = ("both", "outbound")
+
+
 def _positive_timeout(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not value > 0:  # also rejects NaN
+    if not (value > 0 and value < math.inf):  # also rejects NaN
         raise ValueError(f"{attribute.name} must be > 0 seconds, got {value!r}")
 
 
@@ -56,9 +60,127 @@ def _known_behaviour(instance: object, attribute: attrs.Attribute, value: str) -
         raise ValueError(f"{attribute.name} must be one of {NAT_BEHAVIOURS}, got {value!r}")
 
 
+def _known_refresh(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if value not in NAT_REFRESH:
+        raise ValueError(f"{attribute.name} must be one of {NAT_REFRESH}, got {value!r}")
+
+
+def _check_schedule(instance: object, attribute: attrs.Attribute, value: tuple) -> None:
+    times = [t for t, _ in value]
+    if times != sorted(times) or len(set(times)) != len(times):
+        raise ValueError("nat schedule: times of day must be in increasing order")
+    for t, factor in value:
+        if not 0 <= t < DAY:
+            raise ValueError(f"nat schedule: {t!r} is not a time of day (0 <= s < 86400)")
+        if not (factor > 0 and factor < math.inf):
+            raise ValueError(f"nat schedule: factor must be > 0, got {factor!r}")
+
+
+def _non_negative_finite(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+DAY = 86400.0
+
+
+@attrs.frozen
+class NatTimeout:
+    """The idle timeout of one NAT binding (one TCP connection) as a function of time.
+
+    ``base`` is this connection's nominal idle timeout (per-connection spread included).
+    ``schedule`` is a daily cycle of ``(time of day, factor)`` steps: from each time of day
+    until the next one the timeout is ``base × factor`` (empty: always ``base``);
+    ``start_of_day`` is the time of day at virtual t = 0. ``sweep`` > 0 means the box
+    checks its bindings only on a periodic sweep at ``sweep_phase + k × sweep``, so an idle
+    binding goes at the first sweep that finds it over its timeout (between T and
+    T + sweep after the last refresh). ``refresh`` says which packets restart the idle
+    timer: ``"both"`` directions, or ``"outbound"`` (handset → server) only.
+    """
+
+    base: float = attrs.field(converter=float, validator=_positive_timeout)
+    behaviour: NatBehaviour = attrs.field(default="drop", validator=_known_behaviour)
+    schedule: tuple[tuple[float, float], ...] = attrs.field(default=(), validator=_check_schedule)
+    start_of_day: float = attrs.field(default=0.0, converter=float)
+    sweep: float = attrs.field(default=0.0, converter=float, validator=_non_negative_finite)
+    sweep_phase: float = attrs.field(default=0.0, converter=float)
+    refresh: NatRefresh = attrs.field(default="both", validator=_known_refresh)
+
+    def timeout_at(self, t: float) -> float:
+        """The idle timeout in force at virtual time ``t``."""
+        if not self.schedule:
+            return self.base
+        tod = (self.start_of_day + t) % DAY
+        factor = self.schedule[-1][1]  # before the first step: the last step of yesterday
+        for at, f in self.schedule:
+            if at > tod:
+                break
+            factor = f
+        return self.base * factor
+
+    def _segments(self, t: float) -> Iterator[tuple[float, float, float]]:
+        """``(start, end, timeout)`` pieces of constant timeout from ``t`` on, for ever."""
+        steps = self.schedule
+        if not steps:
+            yield (t, math.inf, self.base)
+            return
+        day = math.floor((self.start_of_day + t) / DAY)
+        midnight = day * DAY - self.start_of_day  # virtual time of that day's 00:00
+        tod = t - midnight
+        i, d = -1, 0
+        for k, (at, _) in enumerate(steps):
+            if at <= tod:
+                i = k
+        if i < 0:  # before the first step of the day: yesterday's last step holds
+            i, d = len(steps) - 1, -1
+        while True:
+            j, next_d = (i + 1, d) if i + 1 < len(steps) else (0, d + 1)
+            begin = midnight + d * DAY + steps[i][0]
+            end = midnight + next_d * DAY + steps[j][0]
+            if end > t:
+                yield (max(begin, t), end, self.base * steps[i][1])
+            i, d = j, next_d
+
+    def continuous_expiry(self, last: float, not_before: float | None = None) -> float:
+        """First ``t >= not_before`` (default ``last``) with ``t - last >= timeout_at(t)``:
+        when the binding goes on a box that checks it continuously (no sweep)."""
+        begin = last if not_before is None else max(last, not_before)
+        for start, end, timeout in self._segments(begin):
+            candidate = max(start, last + timeout)
+            if candidate < end:
+                return candidate
+        raise AssertionError("unreachable: the schedule repeats every day")
+
+    def expiry(self, last: float) -> float:
+        """When a binding last refreshed at ``last`` is gone if nothing refreshes it again:
+        a packet at ``expiry(last) - ε`` passes, one at ``expiry(last)`` does not."""
+        if not self.schedule and not self.sweep:
+            return last + self.base
+        t = self.continuous_expiry(last)
+        if not self.sweep:
+            return t
+        while True:  # the first sweep at or after t that finds the binding over its timeout
+            s = self.sweep_phase + math.ceil((t - self.sweep_phase) / self.sweep) * self.sweep
+            if s - last >= self.timeout_at(s):
+                return s
+            t = self.continuous_expiry(last, not_before=s + self.sweep * 1e-6)
+
+    def max_silence(self, last: float) -> float:
+        """Longest silence after a refresh at ``last`` that the binding survives (sup)."""
+        return self.expiry(last) - last
+
+    def refreshed_by(self, direction: Direction) -> bool:
+        return self.refresh == "both" or direction == "up"
+
+
 @attrs.frozen
 class NatConfig:
-    """The NAT/firewall of one network: idle timeout (s) and behaviour on expiry.
+    """The NAT/firewall of one network, as one handset sees it.
+
+    ``timeout`` (s) is the network's idle timeout for this handset; each connection through
+    it draws its own :class:`NatTimeout` (``for_connection``): ``timeout × (1 + spread ×
+    (2u − 1))`` for a uniform ``u`` in [0, 1), with the network's daily schedule, sweep and
+    refresh rule.
 
     ``behaviour="drop"``: after expiry every packet of the old connection vanishes, in
     both directions, and nobody is told (the common case for carrier firewalls).
@@ -68,60 +190,86 @@ class NatConfig:
 
     timeout: float = attrs.field(converter=float, validator=_positive_timeout)
     behaviour: NatBehaviour = attrs.field(default="drop", validator=_known_behaviour)
+    spread: float = attrs.field(default=0.0, converter=float)
+    schedule: tuple[tuple[float, float], ...] = attrs.field(default=(), validator=_check_schedule)
+    start_of_day: float = attrs.field(default=0.0, converter=float)
+    sweep: float = attrs.field(default=0.0, converter=float, validator=_non_negative_finite)
+    sweep_phase: float = attrs.field(default=0.0, converter=float)
+    refresh: NatRefresh = attrs.field(default="both", validator=_known_refresh)
 
-    def open(self, now: float) -> NatBinding:
+    @spread.validator
+    def _check_spread(self, attribute: attrs.Attribute, value: float) -> None:
+        if not 0 <= value < 1:
+            raise ValueError(f"nat spread must be in [0, 1), got {value!r}")
+
+    def for_connection(self, u: float = 0.5) -> NatTimeout:
+        """The timeout of one connection whose spread draw is ``u`` (0.5: no spread)."""
+        base = self.timeout * (1.0 + self.spread * (2.0 * u - 1.0))
+        return NatTimeout(base, self.behaviour, self.schedule, self.start_of_day, self.sweep,
+                          self.sweep_phase, self.refresh)
+
+    def open(self, now: float, u: float = 0.5) -> NatBinding:
         """A fresh binding for a new connection whose SYN passes the NAT at ``now``."""
-        return NatBinding(config=self, last_activity=now)
+        return NatBinding(self.for_connection(u), now)
 
 
-@attrs.define
 class NatBinding:
-    """The NAT mapping of one TCP connection.
+    """The NAT mapping of one TCP connection (:class:`NatTimeout` says when it expires).
 
-    The idle timer restarts on every packet that passes, in either direction. The binding
-    is expired from ``expires_at`` on (a packet at ``expires_at - ε`` still passes, one at
-    ``expires_at`` does not), and an expired binding never comes back: a later connection
-    needs a new binding (``config.open``).
+    The idle timer restarts on every packet that passes and refreshes it (both directions,
+    or outbound only). The binding is expired from ``expires_at`` on (a packet at
+    ``expires_at - ε`` still passes, one at ``expires_at`` does not), and an expired binding
+    never comes back: a later connection needs a new binding.
     """
 
-    config: NatConfig
-    last_activity: float
-    packets: int = 0  # packets that passed
-    _expired_at: float | None = attrs.field(default=None, init=False)
+    __slots__ = ("nat", "last_activity", "packets", "_expires_at", "_expired")
+
+    def __init__(self, nat: NatTimeout | NatConfig, last_activity: float) -> None:
+        if isinstance(nat, NatConfig):
+            nat = nat.for_connection()
+        self.nat = nat
+        self.last_activity = last_activity
+        self.packets = 0  # packets that passed
+        self._expires_at = nat.expiry(last_activity)
+        self._expired = False
+
+    @property
+    def config(self) -> NatTimeout:
+        return self.nat
 
     @property
     def timeout(self) -> float:
-        return self.config.timeout
+        """The idle timeout in force now-ish (at the last refresh)."""
+        return self.nat.timeout_at(self.last_activity)
 
     @property
     def expires_at(self) -> float:
-        """When the mapping expires unless a packet passes before then."""
-        if self._expired_at is not None:
-            return self._expired_at
-        return self.last_activity + self.config.timeout
+        """When the mapping expires unless a refreshing packet passes before then."""
+        return self._expires_at
 
     def expired(self, now: float) -> bool:
         """True if a packet at ``now`` would no longer pass."""
-        return self._expired_at is not None or now >= self.last_activity + self.config.timeout
+        return self._expired or now >= self._expires_at
 
     def remaining(self, now: float) -> float:
         """Seconds of idleness left before expiry (0 once expired)."""
-        return 0.0 if self.expired(now) else self.expires_at - now
+        return 0.0 if self.expired(now) else self._expires_at - now
 
-    def on_packet(self, now: float) -> Verdict:
-        """A segment reaches the NAT at ``now`` (either direction): PASS, DROP or RESET.
+    def on_packet(self, now: float, direction: Direction = "up") -> Verdict:
+        """A segment reaches the NAT at ``now``: PASS, DROP or RESET.
 
-        A passing packet restarts the idle timer. Once expired, every later packet gets
-        the same answer: DROP for a silent NAT, RESET for one that answers with RST.
-        Calls slightly out of order (two directions timed independently) are tolerated:
-        the timer never moves backwards.
+        A passing packet that refreshes (see ``NatTimeout.refresh``) restarts the idle
+        timer. Once expired, every later packet gets the same answer: DROP for a silent
+        NAT, RESET for one that answers with RST. Calls slightly out of order (two
+        directions timed independently) are tolerated: the timer never moves backwards.
         """
-        if self.expired(now):
-            if self._expired_at is None:
-                self._expired_at = self.last_activity + self.config.timeout
-            return Verdict.DROP if self.config.behaviour == "drop" else Verdict.RESET
-        self.last_activity = max(self.last_activity, now)
+        if self._expired or now >= self._expires_at:
+            self._expired = True
+            return Verdict.DROP if self.nat.behaviour == "drop" else Verdict.RESET
         self.packets += 1
+        if now > self.last_activity and self.nat.refreshed_by(direction):
+            self.last_activity = now
+            self._expires_at = self.nat.expiry(now)
         return Verdict.PASS
 
 
@@ -160,6 +308,55 @@ class LinkProfile:
         if not self.jitter:
             return None
         return lambda now: rng.uniform(0.0, self.jitter)
+
+
+# ---------------------------------------------------------------------------------------
+# TCP retransmission
+
+
+@attrs.frozen
+class Retransmission:
+    """When TCP sends a segment again that was not acknowledged (RFC 6298).
+
+    The first retransmission comes ``rto`` seconds after the original, and each later one
+    after twice the previous wait (exponential backoff, RFC 6298 §5.5), the wait capped at
+    ``rto_max``; after ``max_retries`` retransmissions the sender gives up and aborts the
+    connection (Linux ``tcp_retries2`` = 15). ``rto`` is RFC 6298's minimum of 1 s: on
+    these paths (round trips of 20–160 ms) ``SRTT + 4·RTTVAR`` is always below it, so the
+    RTO is the minimum (RFC 6298 §2.4). ``rto_max`` 120 s is Linux's ``TCP_RTO_MAX``
+    (RFC 6298 §2.5 allows any maximum ≥ 60 s).
+    """
+
+    rto: float = 1.0
+    rto_max: float = 120.0
+    max_retries: int = 15
+
+    def attempt(self, t0: float, k: int) -> float:
+        """Time of try ``k`` of a segment first sent at ``t0`` (try 0 is the original)."""
+        t, wait = t0, self.rto
+        for _ in range(k):
+            t += wait
+            wait = min(self.rto_max, 2 * wait)
+        return t
+
+    def give_up_at(self, t0: float) -> float:
+        """When the sender aborts if no try is acknowledged: one RTO after the last try."""
+        last = self.attempt(t0, self.max_retries)
+        return last + min(self.rto_max, self.rto * 2 ** self.max_retries)
+
+    def next_attempt(self, t0: float, now: float) -> float | None:
+        """The first try at or after ``now`` (``None`` if the sender has given up by then)."""
+        t, wait = t0, self.rto
+        for _ in range(self.max_retries + 1):
+            if t >= now:
+                return t
+            t += wait
+            wait = min(self.rto_max, 2 * wait)
+        return None
+
+
+#: RFC 6298 with Linux's cap and retry count.
+RETRANSMISSION = Retransmission()
 
 
 # ---------------------------------------------------------------------------------------

@@ -136,13 +136,26 @@ class NetworkSpec:
     key: str  # what the SDK learns per-network values under ("wifi_home", "mobile_carrierA")
     type: Literal["wifi", "cellular"]
     radio: str
-    nat_timeout: float  # seconds
+    nat_timeout: float  # seconds: this handset's timeout on this network (before spread)
     nat_behaviour: Literal["drop", "rst"]
     latency: float  # one-way, seconds
     jitter: float  # seconds, U(0, jitter) per segment
+    nat_spread: float = 0.0  # per connection: timeout × (1 ± spread), uniform
+    nat_schedule: tuple[tuple[float, float], ...] = ()  # (time of day, factor) steps
+    nat_sweep: float = 0.0  # seconds between the box's binding sweeps (0: exact timer)
+    nat_sweep_phase: float = 0.0  # virtual time of one sweep (drawn per handset and network)
+    nat_refresh: Literal["both", "outbound"] = "both"
+    start_of_day: float = 0.0  # time of day at virtual t = 0 (for the schedule)
+    loss: float = 0.0  # probability that a data segment is lost (each try)
+    rto_min: float = 1.0  # RFC 6298 minimum retransmission timeout, seconds
+    max_retransmissions: int = 15  # Linux tcp_retries2
 
     def nat(self) -> NatConfig:
-        return NatConfig(self.nat_timeout, self.nat_behaviour)
+        return NatConfig(
+            self.nat_timeout, self.nat_behaviour, spread=self.nat_spread,
+            schedule=self.nat_schedule, start_of_day=self.start_of_day, sweep=self.nat_sweep,
+            sweep_phase=self.nat_sweep_phase, refresh=self.nat_refresh,
+        )
 
     def link(self) -> LinkProfile:
         return LinkProfile(self.latency, self.jitter)
@@ -160,12 +173,25 @@ class NetworkProfile:
     nat_behaviour: Literal["drop", "rst"]
     latency: float
     jitter: float
+    nat_spread: float = 0.0
+    nat_schedule: tuple[tuple[float, float], ...] = ()
+    nat_sweep: float = 0.0
+    nat_refresh: Literal["both", "outbound"] = "both"
+    loss: float = 0.0
+    rto_min: float = 1.0
+    max_retransmissions: int = 15
 
-    def sample(self, rng: random.Random) -> NetworkSpec:
+    def sample(self, rng: random.Random, start_of_day: float = 0.0) -> NetworkSpec:
+        timeout = float(self.nat_timeout.sample(rng))
+        # Drawn after the timeout, so adding a sweep never changes the timeouts drawn.
+        phase = rng.uniform(0.0, self.nat_sweep) if self.nat_sweep else 0.0
         return NetworkSpec(
             name=self.name, key=self.key, type=self.type, radio=self.radio,
-            nat_timeout=float(self.nat_timeout.sample(rng)), nat_behaviour=self.nat_behaviour,
-            latency=self.latency, jitter=self.jitter,
+            nat_timeout=timeout, nat_behaviour=self.nat_behaviour,
+            latency=self.latency, jitter=self.jitter, nat_spread=self.nat_spread,
+            nat_schedule=self.nat_schedule, nat_sweep=self.nat_sweep, nat_sweep_phase=phase,
+            nat_refresh=self.nat_refresh, start_of_day=start_of_day, loss=self.loss,
+            rto_min=self.rto_min, max_retransmissions=self.max_retransmissions,
         )
 
 
@@ -241,6 +267,9 @@ class HandsetSpec:
     doze: DozeTimeline
     network_events: tuple[NetworkEvent, ...]
     background: BackgroundTraffic
+    #: Prefix of this handset's random streams, ``f"{seed}:{index}"``: anything drawn later
+    #: for it (per-connection NAT spread, ...) uses ``f"{stream_seed}:{purpose}"``.
+    stream_seed: str = ""
 
     @property
     def radio_model(self) -> str:
@@ -384,7 +413,8 @@ class Scenario:
 
         names = [group.network] + [rule.to for rule in group.switches]
         sampled = {
-            name: self.network(name).sample(rng(f"network:{name}")) for name in dict.fromkeys(names)
+            name: self.network(name).sample(rng(f"network:{name}"), self.start)
+            for name in dict.fromkeys(names)
         }
         app = AppStateTimeline.generate(group.app, duration, self.start, rng("app"))
         doze = DozeTimeline.from_app_timeline(app, group.doze)
@@ -403,6 +433,7 @@ class Scenario:
             doze=doze,
             network_events=tuple(events),
             background=_background(group.background, duration, doze, rng("background")),
+            stream_seed=f"{seed}:{index}",
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from simulator.doze import APP_MODEL_KINDS, AppStateModel, DozeParams
-from simulator.nat import NAT_BEHAVIOURS
+from simulator.nat import NAT_BEHAVIOURS, NAT_REFRESH
 from simulator.scenario import (
     DAY,
     DEFAULT_LINK_MS,
@@ -269,9 +269,30 @@ def _parse_network(t: _Table, name: str) -> NetworkProfile:
         nat_behaviour=t.string("nat_behaviour", "drop", choices=NAT_BEHAVIOURS),
         latency=t.number("latency_ms", latency_ms, minimum=0) / 1000.0,
         jitter=t.number("jitter_ms", jitter_ms, minimum=0) / 1000.0,
+        nat_spread=float(t.number("nat_spread", 0, minimum=0, maximum=0.95)),
+        nat_schedule=_parse_nat_schedule(t),
+        nat_sweep=float(t.number("nat_sweep_s", 0, minimum=0)),
+        nat_refresh=t.string("nat_refresh", "both", choices=NAT_REFRESH),
+        loss=float(t.number("loss", 0, minimum=0, maximum=0.5)),
+        rto_min=float(t.number("rto_min_s", 1.0, above=0)),
+        max_retransmissions=int(t.number("max_retransmissions", 15, minimum=1, maximum=100,
+                                         integer=True)),
     )
     t.finish()
     return profile
+
+
+def _parse_nat_schedule(t: _Table) -> tuple[tuple[float, float], ...]:
+    """``nat_schedule = [{ at = "18:00", factor = 0.25 }, ...]``: daily steps, in time order."""
+    steps = []
+    for step in t.tables("nat_schedule", []):
+        steps.append((step.clock("at"), float(step.number("factor", above=0))))
+        step.finish()
+    times = [at for at, _ in steps]
+    if times != sorted(set(times)):
+        raise t.error("nat_schedule", "steps must be in increasing time-of-day order, each "
+                                      "time once")
+    return tuple(steps)
 
 
 def _parse_group(t: _Table, networks: list[str]) -> HandsetGroup:

@@ -26,7 +26,8 @@ import attrs
 import trio
 
 from pushsdk import VirtualClock
-from simulator.handset import MQTT_PORT, SERVER_HOST, Handset
+from simulator.day import HandsetDay, build_day
+from simulator.handset import MQTT_PORT, SERVER_HOST, VirtualHandset, WorldObserver
 from simulator.metrics import HandsetResult
 from simulator.scenario import HandsetSpec, Scenario
 from simulator.server import Limits, PushServer, SqliteStore
@@ -61,16 +62,26 @@ class RunConfig:
         index, count = self.shard
         return range(index, self.handsets, count)
 
+    def handset_day(self, index: int) -> HandsetDay:
+        """Handset ``index``'s exogenous day in this run (what the world will replay)."""
+        from simulator.day import handset_day
+
+        return handset_day(self.scenario, index, self.seed, self.hours,
+                           warmup_s=self.warmup_s, push_window=self.push_window)
+
 
 class World:
     """Build with a :class:`RunConfig`; ``await world.run()`` returns one result per handset."""
 
-    def __init__(self, config: RunConfig, progress: Callable[[float], None] | None = None) -> None:
+    def __init__(self, config: RunConfig, progress: Callable[[float], None] | None = None,
+                 observer: WorldObserver | None = None) -> None:
         self.config = config
         self.progress = progress
+        self.observer = observer
         self.nursery: trio.Nursery | None = None
         self.server: PushServer | None = None
-        self.handsets: dict[int, Handset] = {}
+        self.handsets: dict[int, VirtualHandset] = {}
+        self.days: dict[int, HandsetDay] = {}
 
     async def run(self) -> list[HandsetResult]:
         config = self.config
@@ -86,11 +97,18 @@ class World:
         app = self.server.create_app("simulation")
         specs = config.scenario.handset_specs(seed=config.seed, hours=config.hours,
                                               indices=config.indices())
-        for spec in specs:
-            strategy = strategy_for(config.strategy, spec)
-            self.handsets[spec.index] = Handset(self, spec, strategy, app_key=app.app_key,
-                                                clock=clock)
         plans = config.scenario.workload.schedule(specs, config.hours, config.seed)
+        targeted: dict[int, list] = {spec.index: [] for spec in specs}
+        for plan in plans:
+            for i in plan.targets:
+                targeted[i].append(plan)
+        for spec in specs:
+            day = build_day(spec, targeted[spec.index], config.duration,
+                            warmup_s=config.warmup_s, push_window=config.push_window)
+            self.days[spec.index] = day
+            strategy = strategy_for(config.strategy, spec)
+            self.handsets[spec.index] = VirtualHandset(
+                self, day, strategy, app_key=app.app_key, clock=clock, observer=self.observer)
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._start_handsets, specs)
@@ -121,7 +139,7 @@ class World:
         end = self.config.duration
         heap: list[tuple[float, int, Iterator]] = []
         for spec in specs:
-            events = _events(spec, end)
+            events = _events(self.days[spec.index], end)
             first = next(events, None)
             if first is not None:
                 heap.append((first[0], next(_ORDER), first, events, spec.index))
@@ -176,34 +194,26 @@ class World:
 _ORDER = itertools.count()
 
 
-def _events(spec: HandsetSpec, end: float) -> Iterator[tuple]:
-    """``(t, kind, arg)`` for one handset, in time order, lazily (a day has hundreds)."""
+def _events(day: HandsetDay, end: float) -> Iterator[tuple]:
+    """``(t, kind, arg)`` for one handset's day, in time order, lazily (a day has hundreds)."""
+    spec = day.spec
     streams = [
         ((e.t, e.kind, e.network) for e in spec.network_events),
-        ((t, "background", None) for t in spec.background.times),
-        ((p.start, "app", p.state.value) for p in spec.app.periods if p.start > 0),
-        _doze_events(spec, end),
+        ((a.t, "background", a) for a in day.radio_activity),
+        ((p.start, "app", p.state.value) for p in day.app.periods if p.start > 0),
+        _doze_events(day, end),
     ]
     return heapq.merge(*streams, key=lambda event: event[0])
 
 
-def _doze_events(spec: HandsetSpec, end: float) -> Iterator[tuple]:
-    doze = spec.doze
-    allowed = doze.network_allowed(0.0)
-    if not allowed:
-        yield (0.0, "idle", True)
-    t = 0.0
-    while True:
-        t = doze.next_change(t)
-        if t >= end:
-            return
-        now_allowed = doze.network_allowed(t)
-        if now_allowed != allowed:
-            allowed = now_allowed
-            yield (t, "idle", not allowed)
+def _doze_events(day: HandsetDay, end: float) -> Iterator[tuple]:
+    for start, stop in day.blocked:
+        yield (start, "idle", True)
+        if stop < end:
+            yield (stop, "idle", False)
 
 
-def _apply(handset: Handset, event: tuple) -> None:
+def _apply(handset: VirtualHandset, event: tuple) -> None:
     _, kind, arg = event
     if kind == "switch":
         handset.on_switch(arg)
@@ -212,19 +222,20 @@ def _apply(handset: Handset, event: tuple) -> None:
     elif kind == "outage_end":
         handset.on_outage(False)
     elif kind == "background":
-        bg = handset.spec.background
-        handset.on_background_traffic(bg.bytes_up, bg.bytes_down)
+        handset.on_background_traffic(arg.bytes_up, arg.bytes_down)
     elif kind == "app":
         handset.on_app_state(arg)
     elif kind == "idle":
         handset.on_device_idle(arg)
 
 
-def run_world(config: RunConfig, progress: Callable[[float], None] | None = None) -> list[HandsetResult]:
-    """Run one world to completion in virtual time (blocking); return per-handset results."""
+def run_world(config: RunConfig, progress: Callable[[float], None] | None = None,
+              observer: WorldObserver | None = None) -> list[HandsetResult]:
+    """Run one world to completion in virtual time (blocking); return per-handset results.
+    ``observer`` (a :class:`~simulator.handset.WorldObserver`) hears what happens."""
     # trio randomly reverses batches of runnable tasks; seed that choice so a run repeats.
     trio._core._run._r.seed(f"{config.seed}:{config.shard}")
-    world = World(config, progress)
+    world = World(config, progress, observer)
     # A world holds tens of kilobytes of long-lived objects per handset, and every packet
     # allocates short-lived ones (a trio Cancelled and its traceback are the only cycles),
     # so under the default thresholds full collections keep walking the whole fleet:

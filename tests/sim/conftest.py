@@ -2,13 +2,14 @@
 import pytest
 
 from simulator.simclock import SimulationClock
-from simworld import Recorder, install_recorder
+from simworld import Recorder
 
 
 @pytest.fixture
-def recorder(monkeypatch) -> Recorder:
-    """Records state changes, deliveries and Doze signals of every handset in a run."""
-    return install_recorder(monkeypatch)
+def recorder() -> Recorder:
+    """A world observer recording state changes, deliveries, Doze signals, radio activity,
+    connections and NAT expiries (pass it to the world as ``observer=recorder``)."""
+    return Recorder()
 
 
 @pytest.fixture

@@ -1,16 +1,13 @@
 """Helpers of the world-level simulator tests: tiny scenarios and an event recorder.
 
-The recorder wraps three methods of :class:`simulator.handset.Handset` (the app's push
-callback, the SDK's state-change callback and the Doze signal) so a test can see *when*
-things happened inside a ``run_world`` call. It only observes: each wrapper calls the real
-method with the same arguments.
+The recorder is a :class:`simulator.handset.WorldObserver` that keeps what it hears, so a
+test can see *when* things happened inside a ``run_world(config, observer=recorder)`` call.
 """
 from __future__ import annotations
 
 import attrs
-import trio
 
-from simulator import handset as handset_module
+from simulator.handset import WorldObserver
 from simulator.scenario import Scenario
 
 NO_PUSHES = """
@@ -74,10 +71,18 @@ class Delivery:
 
 
 @attrs.define
-class Recorder:
+class Recorder(WorldObserver):
+    """A world observer that keeps what it hears (pass it as ``observer=``)."""
+
     states: list[StateChange] = attrs.Factory(list)
     deliveries: list[Delivery] = attrs.Factory(list)
     idle: list[tuple[float, int, bool]] = attrs.Factory(list)
+    app_states: list[tuple[float, int, str]] = attrs.Factory(list)
+    radio_log: list[tuple[int, float, str, int, str]] = attrs.Factory(list)
+    opened: list = attrs.Factory(list)
+    ended: list = attrs.Factory(list)
+    expiries: list = attrs.Factory(list)
+    sent: list[tuple[int, float, str]] = attrs.Factory(list)
 
     def connected_times(self, index: int = 0) -> list[float]:
         return [s.t for s in self.states if s.index == index and s.new == "CONNECTED"]
@@ -85,34 +90,30 @@ class Recorder:
     def left_connected(self, index: int = 0) -> list[StateChange]:
         return [s for s in self.states if s.index == index and s.old == "CONNECTED"]
 
+    # -- WorldObserver ------------------------------------------------------------------
+    def state_changed(self, index, t, old, new, reason, dead_since):
+        self.states.append(StateChange(t, index, old, new, reason, dead_since))
 
-def install_recorder(monkeypatch) -> Recorder:
-    """Wrap the handset's callbacks (observing only) and return the recorder they fill."""
-    record = Recorder()
-    Handset = handset_module.Handset
-    on_state_change = Handset._on_state_change
-    on_push = Handset._on_push
-    on_device_idle = Handset.on_device_idle
+    def push_delivered(self, index, t, plan_id, latency):
+        self.deliveries.append(Delivery(t, index, plan_id))
 
-    def state_change(self, old, new, reason):
-        conn = self._connected_conn
-        record.states.append(StateChange(
-            trio.current_time(), self.index, old.name, new.name, reason,
-            conn.dead_since if conn is not None and old.name == "CONNECTED" else None,
-        ))
-        return on_state_change(self, old, new, reason)
+    def push_sent(self, index, t, plan_id):
+        self.sent.append((index, t, plan_id))
 
-    def push(self, message):
-        record.deliveries.append(
-            Delivery(trio.current_time(), self.index, handset_module._plan_id(message))
-        )
-        return on_push(self, message)
+    def device_idle(self, index, t, idle):
+        self.idle.append((t, index, idle))
 
-    def device_idle(self, idle):
-        record.idle.append((trio.current_time(), self.index, idle))
-        return on_device_idle(self, idle)
+    def app_state(self, index, t, state):
+        self.app_states.append((t, index, state))
 
-    monkeypatch.setattr(Handset, "_on_state_change", state_change)
-    monkeypatch.setattr(Handset, "_on_push", push)
-    monkeypatch.setattr(Handset, "on_device_idle", device_idle)
-    return record
+    def radio(self, index, t, direction, nbytes, source):
+        self.radio_log.append((index, t, direction, nbytes, source))
+
+    def connection_opened(self, index, t, conn):
+        self.opened.append((index, t, conn))
+
+    def connection_ended(self, index, t, conn, how):
+        self.ended.append((index, t, conn, how))
+
+    def nat_expired(self, index, conn, expired_at):
+        self.expiries.append((index, conn, expired_at))

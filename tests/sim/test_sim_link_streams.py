@@ -20,9 +20,12 @@ class ScriptedPath:
     def __init__(self) -> None:
         self.verdict = Verdict.PASS
         self.holding = False
+        self.holding_up = False
         self.up: list[tuple[float, int]] = []
         self.down: list[tuple[float, int]] = []
         self.arrivals: list[tuple[float, int]] = []
+        self.retries: list[tuple[float, int]] = []
+        self.endings: list[str] = []
 
     def uplink(self, conn, now, nbytes):
         self.up.append((now, nbytes))
@@ -37,6 +40,18 @@ class ScriptedPath:
 
     def hold_downlink(self, conn, data):
         return self.holding
+
+    def hold_uplink(self, conn, data):
+        return self.holding_up
+
+    def retransmitted(self, conn, now, nbytes):
+        self.retries.append((now, nbytes))
+
+    def ended(self, conn, how):
+        self.endings.append(how)
+
+    def filter_downlink(self, conn, data):
+        return data
 
 
 def connection(path=None, latency=LATENCY, jitter=None) -> tuple[SimConnection, ScriptedPath]:
@@ -225,23 +240,77 @@ async def test_a_reset_verdict_on_a_ping_breaks_the_waiting_reader(sim_clock):
         await conn.server.receive_some()
 
 
-async def test_held_downlink_waits_for_release_then_takes_the_latency(sim_clock):
+async def test_held_downlink_goes_through_at_the_senders_next_retransmission(sim_clock):
     conn, path = connection()
     path.holding = True  # Doze: the device's firewall keeps our traffic out
     await conn.server.send_all(b"push-1")
     await conn.server.send_all(b"push-2")
-    assert conn.held == [b"push-1", b"push-2"]
-    assert await nothing_arrives(conn.client, 3600)
+    assert conn.held.segments == [b"push-1", b"push-2"]
+    assert await nothing_arrives(conn.client, 100)
     path.holding = False
-    released_at = trio.current_time()
     conn.release()
-    assert conn.held is None
+    # The server's TCP resends at 1, 3, 7, ..., 63, 127 s (RFC 6298, doubling from 1 s):
+    # the first try after the door opened at 100 s is the one at 127 s.
     assert await conn.client.receive_some() == b"push-1"
+    assert trio.current_time() == pytest.approx(127 + LATENCY)
     assert await conn.client.receive_some() == b"push-2"
-    assert trio.current_time() == pytest.approx(released_at + LATENCY)
+    assert conn.held is None
 
 
-async def test_uplink_is_not_held(sim_clock):
+async def test_a_sender_held_past_its_last_retry_gives_up(sim_clock):
+    conn, path = connection()
+    path.holding = True
+    await conn.server.send_all(b"push")
+    # 15 retries (1 + 2 + ... + 64, then 120 s each) and one more RTO: 1,207 s.
+    await trio.sleep(1206)
+    assert conn.held is not None
+    await trio.sleep(2)
+    assert conn.held is None
+    with pytest.raises(trio.BrokenResourceError):
+        await conn.server.send_all(b"more")  # the server's TCP aborted (ETIMEDOUT)
+    path.holding = False
+    conn.release()
+    # The client is not told; its next segment meets the server host's RST.
+    await conn.client.send_all(b"ping")
+    with pytest.raises(trio.BrokenResourceError):
+        await conn.client.receive_some()
+
+
+async def test_held_uplink_never_reaches_the_radio_until_released(sim_clock):
+    conn, path = connection()
+    path.holding_up = True  # Doze blocks the app's network in both directions
+    await conn.client.send_all(b"puback")
+    assert path.up == []  # the firewall kept it from the radio
+    await trio.sleep(5)
+    path.holding_up = False
+    conn.release()
+    assert await conn.server.receive_some() == b"puback"
+    assert path.up == [(pytest.approx(7.0), 6)]  # sent again at the 7 s retry
+    assert trio.current_time() == pytest.approx(7.0 + LATENCY)
+
+
+async def test_a_segment_into_a_dead_path_is_retransmitted_until_the_app_closes(sim_clock):
+    conn, path = connection()
+    conn.kill_silently(0.0)
+    await conn.client.send_all(b"\xc0\x00")
+    await trio.sleep(10)  # the SDK's ping timeout
+    conn.client.close()
+    await trio.sleep(100)
+    assert [t for t, _ in path.retries] == pytest.approx([1.0, 3.0, 7.0])
+    assert path.endings == ["closed"]
+
+
+async def test_lost_tries_delay_delivery_by_the_backoff_and_cost_the_radio(sim_clock):
+    draws = iter([0.0, 0.0, 0.9])  # two tries lost, the third gets through
+    conn = SimConnection(ScriptedPath(), LATENCY, loss=0.5, loss_draw=lambda: next(draws))
+    path = conn.hooks
+    await conn.client.send_all(b"data")
+    assert await conn.server.receive_some() == b"data"
+    assert trio.current_time() == pytest.approx(3.0 + LATENCY)
+    assert [t for t, _ in path.retries] == pytest.approx([1.0, 3.0])
+
+
+async def test_uplink_is_not_held_by_a_downlink_hold(sim_clock):
     conn, path = connection()
     path.holding = True
     await conn.client.send_all(b"puback")
@@ -274,7 +343,7 @@ async def test_data_let_through_never_overtakes_held_data(sim_clock):
     await conn.server.send_all(b"normal")
     path.holding = False
     await conn.server.send_all(b"high")
-    conn.release()
+    conn.release(immediate=True)
     received = b""
     while len(received) < len(b"normalhigh"):
         received += await conn.client.receive_some()

@@ -17,13 +17,13 @@ PING_TIMEOUT = 10.0  # the SDK's default (pushsdk.client.DEFAULT_PING_TIMEOUT)
 LATENCY = 0.04  # one way, the test scenarios' 40 ms
 
 
-def run_one(scenario, strategy, hours, seed=1):
-    [result] = run_world(RunConfig(scenario, strategy, 1, hours, seed=seed))
+def run_one(scenario, strategy, hours, seed=1, observer=None):
+    [result] = run_world(RunConfig(scenario, strategy, 1, hours, seed=seed), observer=observer)
     return result
 
 
 def test_nat_longer_than_the_interval_costs_exactly_the_expected_beats(recorder):
-    result = run_one(one_network(nat=600), "fixed:300", hours=2)
+    result = run_one(one_network(nat=600), "fixed:300", hours=2, observer=recorder)
     [connected_at] = recorder.connected_times()
     # Register (1 RTT on a new TCP connection + the HTTP exchange), connect, CONNACK: 0.32 s.
     assert connected_at == pytest.approx(8 * LATENCY)
@@ -40,7 +40,7 @@ def test_nat_longer_than_the_interval_costs_exactly_the_expected_beats(recorder)
 
 
 def test_nat_shorter_than_the_interval_kills_every_connection(recorder):
-    result = run_one(one_network(nat=200), "fixed:300", hours=1)
+    result = run_one(one_network(nat=200), "fixed:300", hours=1, observer=recorder)
     assert result.heartbeats_failed > 0
     assert result.reconnects == result.heartbeats_failed == result.heartbeats
     assert result.dead_s > 0
@@ -61,7 +61,7 @@ def test_nat_shorter_than_the_interval_kills_every_connection(recorder):
 
 
 def test_rst_nat_lets_the_sdk_learn_at_once(recorder):
-    result = run_one(one_network(nat=200, behaviour="rst"), "fixed:300", hours=1)
+    result = run_one(one_network(nat=200, behaviour="rst"), "fixed:300", hours=1, observer=recorder)
     assert result.reconnects == result.heartbeats_failed > 0
     # Dead from each expiry (200 s after the last packet) until the next ping, at 300 s,
     # is answered by the RST: about 100 s per cycle, with no ping timeout on top.
@@ -174,7 +174,7 @@ to = "home"
 
 def test_network_switch_reconnects_at_once_and_keeps_delivering(recorder):
     scenario = one_network(nat=3600, group=SWITCH, workload=pushes(400))
-    result = run_one(scenario, "fixed:270", hours=1)
+    result = run_one(scenario, "fixed:270", hours=1, observer=recorder)
     moved = [s for s in recorder.states if s.old == "CONNECTED" and s.t == 1800.0]
     assert len(moved) == 1
     back = [t for t in recorder.connected_times() if t >= 1800]
@@ -204,7 +204,7 @@ def test_outage_holds_pushes_until_connectivity_returns(recorder):
     outages = "outages = { per_day = 24, duration_s = 600 }"
     scenario = one_network(nat=3600, group=outages, workload=pushes(2000))
     seed, start, end = _seed_with_outage(scenario, 300, 0.9 * 3600 - 300)
-    result = run_one(scenario, "fixed:270", hours=1, seed=seed)
+    result = run_one(scenario, "fixed:270", hours=1, seed=seed, observer=recorder)
     plans = {p.plan_id: p for p in scenario.workload.schedule(
         scenario.handset_specs(1, seed, hours=1), 1, seed)}
     delivered = {d.plan_id: d.t for d in recorder.deliveries}
@@ -244,7 +244,7 @@ def test_oracle_beats_under_the_nat_and_spends_less_than_fixed_270():
 def test_dead_time_counts_an_expired_nat_nobody_probed_before_the_run_ended(recorder):
     # A 28-min heartbeat behind a 5-min NAT, for 15 min: the NAT forgets the connection at
     # 300 s after the SUBACK passed it, and nothing crosses it again before the run ends.
-    result = run_one(one_network(nat=300), "fixed:1680", hours=0.25)
+    result = run_one(one_network(nat=300), "fixed:1680", hours=0.25, observer=recorder)
     [connected_at] = recorder.connected_times()
     assert result.heartbeats == 0
     assert result.connected_s == pytest.approx(900 - connected_at)
@@ -254,7 +254,7 @@ def test_dead_time_counts_an_expired_nat_nobody_probed_before_the_run_ended(reco
 
 def test_dead_time_counts_an_expired_nat_before_a_network_switch(recorder):
     switch = SWITCH.replace('at = "00:30"', 'at = "00:04"')
-    result = run_one(one_network(nat=200, group=switch), "fixed:300", hours=0.25)
+    result = run_one(one_network(nat=200, group=switch), "fixed:300", hours=0.25, observer=recorder)
     [first, *_] = recorder.connected_times()
     # Dead from the NAT's expiry (200 s after the SUBACK) until the switch at 240 s told
     # the SDK to move: that stretch was CONNECTED over a dead path.
@@ -266,7 +266,7 @@ def test_collapsed_pushes_count_as_delivered_when_the_newest_arrives(recorder):
     outages = "outages = { per_day = 24, duration_s = 600 }"
     scenario = one_network(nat=3600, group=outages, workload=pushes(2000, collapse_share=1.0))
     seed, start, end = _seed_with_outage(scenario, 300, 0.9 * 3600 - 300)
-    result = run_one(scenario, "fixed:270", hours=1, seed=seed)
+    result = run_one(scenario, "fixed:270", hours=1, seed=seed, observer=recorder)
     plans = scenario.workload.schedule(scenario.handset_specs(1, seed, hours=1), 1, seed)
     during = [p for p in plans if start < p.t < end]
     newest = {p.collapse_key: p.plan_id for p in during}  # plans are in time order

@@ -18,6 +18,8 @@ EPS = 1e-6
 
 
 def deep(t_off=0.0, **kw):
+    """A schedule whose windows last their whole budget (``early_exit=False``) unless asked."""
+    kw.setdefault("early_exit", False)
     return DozeSchedule.from_screen_off(t_off, DozeParams(**kw))
 
 
@@ -166,7 +168,7 @@ def test_doze_timeline_follows_the_screen():
         [(0.0, 10 * MIN, AppState.FOREGROUND), (5 * HOUR, 5 * HOUR + 5 * MIN, AppState.BACKGROUND)],
         duration=12 * HOUR,
     )
-    doze = DozeTimeline.from_app_timeline(app, DozeParams())
+    doze = DozeTimeline.from_app_timeline(app, DozeParams(early_exit=False))
     assert doze.network_allowed(5 * MIN) and doze.state(5 * MIN) is DozeState.ACTIVE
     # screen off at 10 min -> idle at 70 min, windows at 130 and 255 min, screen on at 5 h
     assert doze.next_change(0.0) == pytest.approx(70 * MIN)
@@ -187,3 +189,51 @@ def test_doze_timeline_grants_and_disabled():
     assert doze.network_allowed(3 * HOUR + 5) and not doze.network_allowed(3 * HOUR + 11)
     off = DozeTimeline.from_app_timeline(app, DozeParams.disabled())
     assert off.network_allowed(3 * HOUR) and off.next_change(0.0) == INF
+
+
+def test_windows_end_when_the_work_is_done():
+    """AOSP leaves a maintenance window once no work is pending, after at least
+    MIN_DEEP_MAINTENANCE_TIME (30 s) / MIN_LIGHT_MAINTENANCE_TIME (5 s); the next idle period
+    starts then, so the schedule moves earlier by what the window did not use."""
+    schedule = deep(early_exit=True)
+    windows = schedule.maintenance_windows(20 * HOUR)
+    assert [w.end - w.start for w in windows[:4]] == pytest.approx([30.0] * 4)
+    # IDLE 1 h, 30 s window, IDLE 2 h, 30 s window, IDLE 4 h, ...
+    assert [w.start for w in windows[:3]] == pytest.approx(
+        [2 * HOUR, 4 * HOUR + 30, 8 * HOUR + 60])
+    quick = DozeSchedule.from_screen_off(0.0, DozeParams(deep=False, light=True, maintenance_work=0))
+    assert quick.maintenance_windows(HOUR)[0].end - quick.maintenance_windows(HOUR)[0].start == 5.0
+    busy = DozeSchedule.from_screen_off(0.0, DozeParams(maintenance_work=1000))
+    first = busy.maintenance_windows(3 * HOUR)[0]
+    assert first.end - first.start == 300.0  # never longer than the budget (5 min)
+
+
+def _screen_off_all_day():
+    from simulator.doze import AppState, AppStateTimeline
+    app = AppStateTimeline.constant(AppState.INACTIVE, 24 * HOUR)
+    return DozeTimeline.from_app_timeline(app, DozeParams(early_exit=False))
+
+
+def test_alarms_wait_for_the_window_unless_allowed_while_idle():
+    from simulator.doze import AlarmKind, Alarms
+    alarms = Alarms(_screen_off_all_day())  # IDLE 1 h - 2 h, window 2 h - 2 h 05, ...
+    assert alarms.fires_at(0.0, 30 * MIN, AlarmKind.EXACT) == 30 * MIN  # not dozing yet
+    assert alarms.fires_at(HOUR, 90 * MIN, AlarmKind.EXACT) == 2 * HOUR
+    assert alarms.fires_at(HOUR, 90 * MIN, AlarmKind.INEXACT) == 2 * HOUR
+    assert alarms.fires_at(HOUR, 90 * MIN, AlarmKind.EXACT_ALLOW_WHILE_IDLE) == 90 * MIN
+    assert alarms.fired(90 * MIN, AlarmKind.EXACT_ALLOW_WHILE_IDLE) == 10.0  # network grant
+    # at most one allow-while-idle alarm per 9 min in deep IDLE
+    assert alarms.fires_at(90 * MIN, 92 * MIN, AlarmKind.EXACT_ALLOW_WHILE_IDLE) == 99 * MIN
+
+
+def test_inexact_alarms_join_other_wakeups_in_their_window():
+    from simulator.doze import AlarmKind, AlarmParams, Alarms
+    app_on = DozeTimeline.from_screen_off_intervals(DozeParams.disabled(), [])
+    alarms = Alarms(app_on, wakeups=[500.0, 1300.0])
+    # asked at 0 for 1000 s: window [1000, 1750]; the 1300 s wake-up takes it along
+    assert alarms.fires_at(0.0, 1000.0) == 1300.0
+    assert alarms.fires_at(0.0, 1000.0, AlarmKind.EXACT) == 1000.0
+    assert alarms.fires_at(0.0, 200.0) == 200.0  # window [200, 350]: nobody to join
+    rare = Alarms(app_on, params=AlarmParams(bucket="rare"))
+    rare.fired(100.0)
+    assert rare.fires_at(100.0, 400.0, AlarmKind.EXACT) == 100.0 + 7200.0

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.nat import LinkProfile, NatBinding, NatConfig, Verdict
+from simulator.nat import LinkProfile, NatBinding, NatConfig, NatTimeout, Verdict
 
 EPS = 1e-6
 
@@ -117,5 +117,65 @@ def test_negative_latency_is_refused():
 
 
 def test_binding_is_a_plain_record_of_its_state():
-    binding = NatBinding(config=NatConfig(10), last_activity=5.0)
+    binding = NatBinding(NatConfig(10).for_connection(), last_activity=5.0)
     assert binding.timeout == 10 and binding.expires_at == 15.0
+    assert binding.config.base == 10
+
+
+HOUR = 3600.0
+
+
+def test_a_daily_schedule_shortens_the_timeout_in_the_evening():
+    # 30 min all day, a quarter of it from 18:00 to 23:00 (the run starts at midnight).
+    nat = NatTimeout(1800, schedule=((0.0, 1.0), (18 * HOUR, 0.25), (23 * HOUR, 1.0)))
+    assert nat.timeout_at(17 * HOUR) == 1800 and nat.timeout_at(19 * HOUR) == 450
+    assert nat.expiry(10 * HOUR) == 10 * HOUR + 1800
+    # Refreshed at 17:54: at 18:00 only 360 s have passed, so it goes at 17:54 + 450 s.
+    assert nat.expiry(17.9 * HOUR) == pytest.approx(17.9 * HOUR + 450)
+    # Refreshed at 22:59: the short timeout holds until 23:00, then 30 min again.
+    assert nat.expiry(22.99 * HOUR) == pytest.approx(22.99 * HOUR + 1800)
+    # The schedule repeats every day and follows the scenario's start time of day.
+    assert nat.expiry(24 * HOUR + 17.9 * HOUR) == pytest.approx(41.9 * HOUR + 450)
+    evening = NatTimeout(1800, schedule=nat.schedule, start_of_day=18 * HOUR)
+    assert evening.timeout_at(0.0) == 450 and evening.timeout_at(5 * HOUR) == 1800
+
+
+def test_a_sweep_timer_expires_bindings_between_t_and_t_plus_the_sweep():
+    nat = NatTimeout(300, sweep=60, sweep_phase=17)
+    assert nat.expiry(0.0) == 317.0  # the first sweep at or after 300 s
+    assert nat.expiry(100.0) == 437.0
+    assert nat.expiry(17.0) == 317.0  # exactly T after a refresh: that sweep takes it
+
+
+@given(timeout=st.floats(10, 5000), sweep=st.floats(1, 600), phase=st.floats(0, 600),
+       last=st.floats(0, 1e5))
+def test_sweep_expiry_lies_in_the_window(timeout, sweep, phase, last):
+    expiry = NatTimeout(timeout, sweep=sweep, sweep_phase=phase).expiry(last)
+    assert last + timeout - 1e-6 <= expiry < last + timeout + sweep + 1e-6
+
+
+def test_outbound_only_refresh_ignores_the_servers_packets():
+    binding = NatBinding(NatTimeout(300, refresh="outbound"), 0.0)
+    assert binding.on_packet(200.0, "down") is Verdict.PASS  # passes, but does not refresh
+    assert binding.expires_at == 300.0
+    assert binding.on_packet(299.0, "up") is Verdict.PASS
+    assert binding.expires_at == 599.0
+    both = NatBinding(NatTimeout(300), 0.0)
+    both.on_packet(200.0, "down")
+    assert both.expires_at == 500.0
+
+
+def test_per_connection_spread_scales_the_network_timeout():
+    config = NatConfig(600, spread=0.25)
+    assert config.for_connection(0.0).base == 450
+    assert config.for_connection(0.5).base == 600
+    assert config.for_connection(1.0).base == 750
+    with pytest.raises(ValueError, match="spread"):
+        NatConfig(600, spread=1.0)
+
+
+def test_retransmission_follows_rfc6298_backoff():
+    from simulator.nat import RETRANSMISSION as R
+    assert [R.attempt(0, k) for k in range(9)] == [0, 1, 3, 7, 15, 31, 63, 127, 247]
+    assert R.attempt(0, 15) == 1087.0 and R.give_up_at(0) == 1207.0
+    assert R.next_attempt(0, 100) == 127 and R.next_attempt(0, 2000) is None
