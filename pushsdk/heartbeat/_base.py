@@ -63,11 +63,15 @@ class HeartbeatContext:
     connected_since: float = 0.0
     """Monotonic time at which the current connection was accepted (CONNACK 0)."""
     lateness: float = 0.0
-    silence: float = 0.0
-    """In ``on_success``/``on_failure``: how long the link had been silent (nothing sent or
-    received) when the ping went out, i.e. the idle time this ping tested. A ping sent
-    early (piggybacked on radio activity) tests less than the interval."""
     """How many seconds after its due time the heartbeat was sent (device sleep, Doze)."""
+    silence: float = 0.0
+    """In ``on_success``/``on_failure``/``reply_timeout``: how long the link had been silent
+    (nothing sent or received) when the ping went out, i.e. the idle time this ping tested.
+    A ping sent early (piggybacked on radio activity) tests less than the interval."""
+    foreground_changed_at: float | None = None
+    """Monotonic time at which the app last entered or left the foreground (screen on/off
+    without a foreground change does not count); ``None`` if the platform does not say, in
+    which case strategies fall back to ``app_state_since``."""
 
 
 State = TypeVar("State")
@@ -82,6 +86,10 @@ class HeartbeatStrategy(abc.ABC):
 
     #: Seconds to wait for the PINGRESP; ``None`` = the client's default (10 s).
     ping_timeout: float | None = None
+    #: The platform exempts this strategy's connection from Doze (alarms fire and the network
+    #: stays open while the device is idle), as Android does for Google Play services' push
+    #: connection. The SDK and the simulated handset read it; ordinary apps are not exempt.
+    doze_exempt: bool = False
 
     @property
     @abc.abstractmethod
@@ -112,6 +120,12 @@ class HeartbeatStrategy(abc.ABC):
     def memory(self, state: Any) -> Mapping[str, Any] | None:
         """JSON-serialisable summary to persist for this network, or ``None``."""
         return None
+
+    def reply_timeout(self, state: Any, ctx: HeartbeatContext) -> float | None:
+        """Seconds to wait for the answer to the ping going out now (``ctx.lateness`` and
+        ``ctx.silence`` describe it); ``None`` = the client's default. Default:
+        :attr:`ping_timeout`. Mars shortens it after a very late beat."""
+        return self.ping_timeout
 
     def probe(self, state: Any, ctx: HeartbeatContext) -> float | None:
         """Seconds of silence to test on a separate *probe* connection, or ``None``.
@@ -240,11 +254,17 @@ def known_strategies(*, include_simulation: bool = True) -> list[str]:
 
 
 def parse_strategy(spec: str) -> HeartbeatStrategy:
-    """Turn ``"fixed:270"``, ``"mars"``, ... into a strategy.
+    """Turn ``"fixed:270"``, ``"mars"``, ``"courier:max=1800"``, ``"mars+hooks"`` ... into a
+    strategy (``+hooks``: see :mod:`pushsdk.heartbeat.hooks`).
 
     Raises :class:`UnknownStrategyError` (a ``ValueError``) naming the known strategies.
     """
-    name, _, arg = spec.strip().partition(":")
+    spec = spec.strip()
+    if spec.endswith("+hooks") and spec != "+hooks":
+        from .hooks import HookedStrategy  # the wrapper imports this module
+
+        return HookedStrategy(parse_strategy(spec[: -len("+hooks")]))
+    name, _, arg = spec.partition(":")
     entry = _REGISTRY.get(name)
     if entry is None:
         raise UnknownStrategyError(
