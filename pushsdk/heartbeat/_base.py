@@ -254,8 +254,10 @@ def known_strategies(*, include_simulation: bool = True) -> list[str]:
 
 
 def parse_strategy(spec: str) -> HeartbeatStrategy:
-    """Turn ``"fixed:270"``, ``"mars"``, ``"courier:max=1800"``, ``"mars+hooks"`` ... into a
-    strategy (``+hooks``: see :mod:`pushsdk.heartbeat.hooks`).
+    """Turn ``"fixed:270"``, ``"mars"``, ``"courier:max=1800"``, ``"mars+hooks"``,
+    ``"mypackage.strategies:make"`` ... into a strategy (``+hooks``: see
+    :mod:`pushsdk.heartbeat.hooks`; ``module:attr``: a strategy object or a zero-argument
+    factory in an importable module, for names that are not registered).
 
     Raises :class:`UnknownStrategyError` (a ``ValueError``) naming the known strategies.
     """
@@ -267,13 +269,47 @@ def parse_strategy(spec: str) -> HeartbeatStrategy:
     name, _, arg = spec.partition(":")
     entry = _REGISTRY.get(name)
     if entry is None:
+        if arg and _is_dotted(name) and arg.isidentifier():
+            return _imported(spec, name, arg)
         raise UnknownStrategyError(
-            f"unknown heartbeat strategy {spec!r}; known: {', '.join(known_strategies())}"
+            f"unknown heartbeat strategy {spec!r}; known: {', '.join(known_strategies())}, "
+            "or module:attr"
         )
     try:
         return entry.factory(arg or None)
     except ValueError as exc:
         raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: {exc}") from None
+
+
+def _is_dotted(name: str) -> bool:
+    return all(part.isidentifier() for part in name.split("."))
+
+
+def _imported(spec: str, module_name: str, attr: str) -> HeartbeatStrategy:
+    """``module:attr``: a strategy object, or a zero-argument factory returning one, from an
+    importable module (on ``sys.path``/``PYTHONPATH``, so worker processes find it too)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: cannot import "
+                                   f"{module_name!r} ({exc})") from None
+    try:
+        found = getattr(module, attr)
+    except AttributeError:
+        raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: {module_name} has no "
+                                   f"attribute {attr!r}") from None
+    if not isinstance(found, HeartbeatStrategy) and callable(found):
+        try:
+            found = found()
+        except Exception as exc:  # the factory is the user's code: say what went wrong
+            raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: {attr}() raised "
+                                       f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(found, HeartbeatStrategy):
+        raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: {attr} is not a "
+                                   "HeartbeatStrategy nor a factory returning one")
+    return found
 
 
 register_strategy("fixed", FixedStrategy, usage="fixed:<seconds>")
