@@ -170,7 +170,7 @@ def _scenarios(names: list[str] | None):
 
 
 def _table(summary: list[dict]) -> str:
-    from simulator.report import format_table
+    from simulator.run_output import format_table
 
     return format_table(summary)
 

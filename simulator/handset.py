@@ -114,7 +114,7 @@ class Handset:
         "_background_meters", "_radio_since", "_radio_time", "conns", "_mqtt_conn",
         "_connected_since", "_connected_conn", "connected_s", "dead_s", "bytes_up",
         "bytes_down", "pending", "delivered_ids", "latencies", "delivered", "duplicates",
-        "deleted_notices", "idle", "expected",
+        "deleted_notices", "idle", "expected", "push_log",
     )
 
     def __init__(self, world, spec, strategy, *, app_key: str, clock) -> None:
@@ -142,6 +142,7 @@ class Handset:
         self.pending: dict[str, tuple[float, str | None]] = {}  # plan id -> (accepted, collapse)
         self.delivered_ids: set[str] = set()
         self.latencies: list[float] = []
+        self.push_log: list[tuple[str, float, float]] = []  # (plan id, accepted, delivered)
         self.expected = 0
         self.delivered = 0
         self.duplicates = 0
@@ -326,7 +327,9 @@ class Handset:
         accepted_at, collapse_key = entry
         self.delivered += 1
         self.delivered_ids.add(plan_id)
-        self.latencies.append(trio.current_time() - accepted_at)
+        now = trio.current_time()
+        self.latencies.append(now - accepted_at)
+        self.push_log.append((plan_id, accepted_at, now))
         if collapse_key is not None:
             # Older undelivered pushes with this key were replaced on the server by this
             # one (CONTRACT §3): the user sees the newest, so they count as delivered.
@@ -335,6 +338,7 @@ class Handset:
                     del self.pending[other]
                     self.delivered += 1
                     self.delivered_ids.add(other)
+                    self.push_log.append((other, t, now))
 
     def _on_deleted(self, message) -> None:
         self.deleted_notices += 1
@@ -394,4 +398,6 @@ class Handset:
             pushes_sent=self.expected, pushes_delivered=self.delivered,
             duplicates=self.duplicates, connected_s=self.connected_s, dead_s=self.dead_s,
             latencies=tuple(self.latencies),
+            pushes=tuple(self.push_log) + tuple(
+                (plan_id, accepted, None) for plan_id, (accepted, _) in self.pending.items()),
         )

@@ -242,3 +242,29 @@ def lower_bound(day: OracleDay) -> Bound:
 
 
 __all__ = ["Bound", "GapCost", "lower_bound"]
+
+
+def bound_results(config) -> list:
+    """The oracle's rows for the handsets of ``config`` (a RunConfig with strategy
+    ``oracle``): one :class:`~simulator.metrics.HandsetResult` per handset with the bound as
+    its energy, its schedule's beats and reconnects, and no push figures (a bound delivers
+    nothing; docs/oracle.md §4)."""
+    from simulator.metrics import HandsetResult
+    from simulator.oracle_day import day_from_spec
+
+    specs = config.scenario.handset_specs(seed=config.seed, hours=config.hours,
+                                          indices=config.indices())
+    rows = []
+    for spec in specs:
+        bound = lower_bound(day_from_spec(spec, config))
+        rows.append(HandsetResult(
+            index=spec.index, device_id=spec.device_id, strategy=config.strategy,
+            scenario=config.scenario.name, radio_model=spec.network.radio,
+            network_type=spec.network.type, nat_timeout_s=spec.network.nat_timeout,
+            duration_s=config.duration, energy_j=bound.energy_j, idle_baseline_j=math.nan,
+            promotions=0, radio_active_s=math.nan, heartbeats=bound.beats,
+            heartbeats_failed=0, reconnects=bound.reconnects, bytes_up=0, bytes_down=0,
+            pushes_sent=0, pushes_delivered=0, duplicates=0, connected_s=0.0, dead_s=0.0,
+            group=spec.group, seed=config.seed, bound=True,
+        ))
+    return rows
