@@ -61,7 +61,9 @@ class HandsetResult:
     )
 
     def csv_row(self) -> dict:
-        return {name: _plain(getattr(self, name)) for name in self.CSV_FIELDS}
+        """The CSV row (an unknown seed, as from a fleet run, is an empty cell)."""
+        return {name: "" if getattr(self, name) is None else _plain(getattr(self, name))
+                for name in self.CSV_FIELDS}
 
 
 SUMMARY_FIELDS = (
