@@ -158,8 +158,7 @@ def _summary_row(strategy: str, scenario: str, rows: list[HandsetResult]) -> dic
 
 #: An oracle row is a bound, not a run: it has energy and a schedule, nothing delivered.
 _BOUND_ONLY = {key: math.nan for key in (
-    "bytes_up_per_day", "bytes_down_per_day", "pushes_sent", "pushes_delivered",
-    "delivery_ratio", "latency_p50_s", "latency_p95_s", "latency_p99_s", "dead_time_fraction",
+    "bytes_up_per_day", "bytes_down_per_day", "latency_p50_s", "latency_p95_s", "latency_p99_s", "dead_time_fraction",
     "idle_baseline_j_per_day", "duplicates")}
 
 

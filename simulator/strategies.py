@@ -87,7 +87,8 @@ def check_strategy(name: str) -> str:
 
 def list_strategies() -> list[tuple[str, str]]:
     """``(usage, one line)`` for ``pushsim strategies``."""
-    rows = [(usage, _describe(usage)) for usage in known_strategies()]
+    rows = [(usage, _describe(usage) + _PARAMETERS.get(usage, ""))
+            for usage in known_strategies()]
     rows += [
         ("<name>+hooks", "any of the above plus piggybacking on other apps' radio wake-ups "
                          "(e.g. mars+hooks: as published vs same hooks)"),
@@ -98,6 +99,12 @@ def list_strategies() -> list[tuple[str, str]]:
         (NAT_AWARE, "simulation only: told each NAT timeout, beats 5 s under it (not a bound)"),
     ]
     return rows
+
+
+_PARAMETERS = {
+    "fcm": " [fcm:cellular=S,wifi=S,server=S,ack=S]",
+    "courier": " [courier:min=S,max=S,step=S,reset=N,keepalive=S]",
+}
 
 
 def _describe(usage: str) -> str:

@@ -41,7 +41,7 @@ def _minutes(_instance: object, attribute: attrs.Attribute[int], value: int) -> 
 _DEFAULTS = {"min": 60.0, "max": 540.0, "step": 120.0, "reset": 10, "keepalive": 30.0}
 
 
-@register_strategy("courier", usage="courier[:min=S,max=S,step=S,reset=N,keepalive=S]")
+@register_strategy("courier")
 @attrs.frozen
 class CourierStrategy(HeartbeatStrategy):
     """Search the keep-alive on a dedicated probe connection, upwards from 1 min in steps of

@@ -25,7 +25,7 @@ _DEFAULTS = {"cellular": CELLULAR_INTERVAL, "wifi": WIFI_INTERVAL, "server": 0.0
              "ack": ACK_TIMEOUT}
 
 
-@register_strategy("fcm", usage="fcm[:cellular=S,wifi=S,server=S,ack=S]")
+@register_strategy("fcm")
 @attrs.frozen
 class FcmStrategy(HeartbeatStrategy):
     """Google's platform push heartbeat: 28 min on cellular, 15 min on Wi-Fi (or the server's
