@@ -107,9 +107,10 @@ def run(args, argv: list[str]) -> int:
           file=sys.stderr)
 
     t0 = time.perf_counter()
-    rows = run_matrix(matrix, args.workers, progress=progress)
+    handsets: list = []
+    rows = run_matrix(matrix, args.workers, progress=progress, handsets_out=handsets)
     matrix_s = time.perf_counter() - t0
-    summary = aggregate(rows)
+    summary = aggregate(rows, handsets)
 
     t0 = time.perf_counter()
     traced = [s for s in matrix.strategies if is_adaptive(s)]
@@ -170,7 +171,7 @@ def _scenarios(names: list[str] | None):
 
 
 def _table(summary: list[dict]) -> str:
-    from simulator.report import format_table
+    from simulator.run_output import format_table
 
     return format_table(summary)
 

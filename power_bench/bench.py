@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: The strategies every comparison includes; ``adaptive`` joins them once it is registered.
-BASE_STRATEGIES = ("fixed:270", "fcm", "mars", "courier", "kontalk", "oracle")
+BASE_STRATEGIES = ("fixed:270", "fcm", "mars", "mars+hooks", "courier", "kontalk", "oracle")
 ADAPTIVE = "adaptive"
 DEFAULT_SCENARIOS = BUILTIN_SCENARIOS
 #: Where the goal of the adaptive strategy is judged, and against what.
@@ -102,14 +102,23 @@ class Matrix:
 RESULT_FIELDS = ("strategy", "scenario", "seed") + SUMMARY_FIELDS[2:]
 #: Figures averaged across seeds (the rest of a result row is a label or a count of handsets).
 METRICS = tuple(f for f in SUMMARY_FIELDS if f not in ("strategy", "scenario", "handsets", "hours"))
-#: summary.csv: the means under the CONTRACT names, then the sample sd of each as ``<name>_sd``.
-SUMMARY_CSV_FIELDS = (("strategy", "scenario", "seeds", "handsets", "hours") + METRICS
-                      + tuple(f"{m}_sd" for m in METRICS))
+#: Of those, the ones averaged across seeds (intervals are computed, not averaged).
+MEANS = tuple(m for m in METRICS if "ci95" not in m and "handset" not in m)
+#: summary.csv: the means under the CONTRACT names, then the sample sd of each as ``<name>_sd``,
+#: the 95 % intervals and per-handset figures, and the paired ratio to the oracle.
+SUMMARY_CSV_FIELDS = (("strategy", "scenario", "seeds", "handsets", "hours")
+                      + tuple(m for m in METRICS if "ci95" not in m and "handset" not in m)
+                      + tuple(f"{m}_sd" for m in METRICS if "ci95" not in m
+                              and "handset" not in m)
+                      + tuple(m for m in METRICS if "ci95" in m or "handset" in m)
+                      + ("vs_oracle", "vs_oracle_ci95_low", "vs_oracle_ci95_high"))
 
 
-def run_matrix(matrix: Matrix, workers: int = 1, *, progress: bool = True) -> list[dict]:
+def run_matrix(matrix: Matrix, workers: int = 1, *, progress: bool = True,
+               handsets_out: list | None = None) -> list[dict]:
     """Simulate every cell; one summary row (CONTRACT §4 columns + ``seed``) per cell, in
-    (scenario, strategy, seed) order."""
+    (scenario, strategy, seed) order. ``handsets_out`` (a list) receives every handset's
+    result, for intervals (:func:`aggregate`)."""
     jobs = []
     for scenario in matrix.scenarios:
         for seed in matrix.seeds:
@@ -126,6 +135,8 @@ def run_matrix(matrix: Matrix, workers: int = 1, *, progress: bool = True) -> li
         position += count
     if position != len(results):
         raise RuntimeError(f"expected {position} handset results, got {len(results)}")
+    if handsets_out is not None:
+        handsets_out.extend(results)
     rows = []
     for scenario, strategy, seed in itertools.product(
             [s.name for s in matrix.scenarios], matrix.strategies, matrix.seeds):
@@ -138,10 +149,12 @@ def run_matrix(matrix: Matrix, workers: int = 1, *, progress: bool = True) -> li
     return rows
 
 
-def aggregate(rows: Sequence[dict]) -> list[dict]:
+def aggregate(rows: Sequence[dict], handsets: Sequence = ()) -> list[dict]:
     """Mean and sample standard deviation across seeds per (strategy, scenario), in
     first-seen order. Undefined values (NaN, e.g. no pushes) are left out of both; the sd
-    of fewer than two values is NaN."""
+    of fewer than two values is NaN. With the ``handsets`` results, each row also gets the
+    95 % bootstrap intervals over seeds and handsets (simulator.stats) and, for every
+    strategy, its energy ÷ the oracle's on the same handsets with its interval."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["strategy"], row["scenario"]), []).append(row)
@@ -149,11 +162,18 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
     for (strategy, scenario), group in groups.items():
         out = {"strategy": strategy, "scenario": scenario, "seeds": len(group),
                "handsets": group[0]["handsets"], "hours": group[0]["hours"]}
-        for metric in METRICS:
+        for metric in MEANS:
             values = [r[metric] for r in group if not _undefined(r.get(metric))]
             out[metric] = statistics.fmean(values) if values else math.nan
             out[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else math.nan
         summary.append(out)
+    if handsets:
+        from simulator.stats import add_intervals, paired_ratio
+
+        add_intervals(summary, handsets)
+        for row in summary:
+            ratio = paired_ratio(handsets, row["strategy"], ORACLE, row["scenario"])
+            row["vs_oracle"], row["vs_oracle_ci95_low"], row["vs_oracle_ci95_high"] = ratio
     return summary
 
 

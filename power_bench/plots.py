@@ -175,9 +175,16 @@ def _grid(n: int, *, width: float, height: float):
     return fig, flat[:n]
 
 
+#: PNG at print resolution, and the same figure as vector SVG and PDF beside it.
+DPI = 300
+VECTOR_FORMATS = (".svg", ".pdf")
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout(rect=(0, 0.06, 1, 1) if fig.legends else None)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
+    for suffix in VECTOR_FORMATS:
+        fig.savefig(path.with_suffix(suffix))
     plt.close(fig)
 
 

@@ -35,7 +35,8 @@ PLOTS = {
     "battery": "battery_per_day.png",
     "intervals": "interval_over_time.png",
 }
-FILES = ("results.csv", "summary.csv", "trajectories.csv", "report.md", *PLOTS.values())
+FILES = ("results.csv", "summary.csv", "trajectories.csv", "report.md", *PLOTS.values(),
+         *(Path(p).with_suffix(x).name for p in PLOTS.values() for x in (".svg", ".pdf")))
 TRAJECTORY_FIELDS = ("strategy", "scenario", "seed", "handset", "group", "kind", "t_s",
                      "interval_s",
                      "silence_s", "lateness_s", "ok", "network_key", "network_type",

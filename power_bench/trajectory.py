@@ -32,7 +32,7 @@ from pushsdk.heartbeat import (
 )
 from simulator.metrics import HandsetResult
 from simulator.scenario import Scenario
-from simulator.strategies import ORACLE, strategy_for
+from simulator.strategies import NAT_AWARE, ORACLE, strategy_for
 from simulator.world import RunConfig, run_world
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 
 TRACE = "trace"
 #: Strategies whose interval is a constant by design: nothing to trace.
-NON_LEARNING = ("fcm", ORACLE)
+NON_LEARNING = ("fcm", ORACLE, NAT_AWARE)
 
 
 @attrs.frozen

@@ -276,7 +276,7 @@ class VirtualHandset:
         "_connected_since", "_connected_conn", "connected_s", "dead_s", "bytes_up",
         "bytes_down", "pending", "delivered_ids", "latencies", "delivered", "duplicates",
         "deleted_notices", "idle", "expected", "observer", "exempt", "_ordinals",
-        "_connections", "_unblocked", "_alarms",
+        "_connections", "_unblocked", "_alarms", "push_log",
     )
 
     def __init__(self, world, day: HandsetDay, strategy, *, app_key: str, clock,
@@ -313,6 +313,7 @@ class VirtualHandset:
         self.pending: dict[str, tuple[float, str | None]] = {}  # plan id -> (accepted, collapse)
         self.delivered_ids: set[str] = set()
         self.latencies: list[float] = []
+        self.push_log: list[tuple[str, float, float]] = []  # (plan id, accepted, delivered)
         self.expected = 0
         self.delivered = 0
         self.duplicates = 0
@@ -636,6 +637,7 @@ class VirtualHandset:
         self.delivered += 1
         self.delivered_ids.add(plan_id)
         self.latencies.append(now - accepted_at)
+        self.push_log.append((plan_id, accepted_at, now))
         if self.observer is not None:
             self.observer.push_delivered(self.index, now, plan_id, now - accepted_at)
         if collapse_key is not None:
@@ -646,6 +648,7 @@ class VirtualHandset:
                     del self.pending[other]
                     self.delivered += 1
                     self.delivered_ids.add(other)
+                    self.push_log.append((other, t, now))
 
     def _on_deleted(self, message) -> None:
         self.deleted_notices += 1
@@ -710,4 +713,6 @@ class VirtualHandset:
             pushes_sent=self.expected, pushes_delivered=self.delivered,
             duplicates=self.duplicates, connected_s=self.connected_s, dead_s=self.dead_s,
             latencies=tuple(self.latencies),
+            pushes=tuple(self.push_log) + tuple(
+                (plan_id, accepted, None) for plan_id, (accepted, _) in self.pending.items()),
         )

@@ -46,16 +46,24 @@ class HandsetResult:
     connected_s: float  # time the SDK believed it was connected
     dead_s: float  # ... while its path was in fact dead
     latencies: tuple[float, ...] = attrs.field(default=(), repr=False)
+    #: (plan id, accepted at, delivered at or None) per push aimed at this handset.
+    pushes: tuple[tuple[str, float, float | None], ...] = attrs.field(default=(), repr=False)
+    group: str = ""  # the scenario's handset group
+    seed: int | None = None
+    bound: bool = False  # an oracle row: a computed lower bound, not a simulated run
 
     CSV_FIELDS = (
         "index", "device_id", "strategy", "scenario", "radio_model", "network_type",
         "nat_timeout_s", "duration_s", "energy_j", "idle_baseline_j", "promotions",
         "radio_active_s", "heartbeats", "heartbeats_failed", "reconnects", "bytes_up",
         "bytes_down", "pushes_sent", "pushes_delivered", "duplicates", "connected_s", "dead_s",
+        "group", "seed",
     )
 
     def csv_row(self) -> dict:
-        return {name: _plain(getattr(self, name)) for name in self.CSV_FIELDS}
+        """The CSV row (an unknown seed, as from a fleet run, is an empty cell)."""
+        return {name: "" if getattr(self, name) is None else _plain(getattr(self, name))
+                for name in self.CSV_FIELDS}
 
 
 SUMMARY_FIELDS = (
@@ -63,7 +71,18 @@ SUMMARY_FIELDS = (
     "heartbeats_per_day", "reconnects_per_day", "bytes_up_per_day", "bytes_down_per_day",
     "pushes_sent", "pushes_delivered", "delivery_ratio", "latency_p50_s", "latency_p95_s",
     "latency_p99_s", "dead_time_fraction", "idle_baseline_j_per_day", "duplicates",
+    # 95 % bootstrap intervals and per-handset figures (simulator.stats, docs/statistics.md)
+    "energy_j_per_day_ci95_low", "energy_j_per_day_ci95_high",
+    "battery_pct_per_day_ci95_low", "battery_pct_per_day_ci95_high",
+    "delivery_ratio_ci95_low", "delivery_ratio_ci95_high",
+    "latency_p95_s_ci95_low", "latency_p95_s_ci95_high",
+    "dead_time_fraction_ci95_low", "dead_time_fraction_ci95_high",
+    "energy_j_per_day_worst_handset", "dead_time_handset_p50", "dead_time_handset_p95",
+    "dead_time_handset_max",
 )
+#: pushes.csv: one row per (push, target handset).
+PUSH_FIELDS = ("strategy", "scenario", "seed", "handset", "group", "plan_id", "accepted_s",
+               "delivered_s", "latency_s")
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -83,6 +102,25 @@ def summarise(results: Sequence[HandsetResult]) -> list[dict]:
     for result in results:
         groups.setdefault((result.strategy, result.scenario), []).append(result)
     return [_summary_row(strategy, scenario, rows) for (strategy, scenario), rows in groups.items()]
+
+
+def summarise_groups(results: Sequence[HandsetResult]) -> list[dict]:
+    """One row per (strategy, scenario, handset group): the scenario's groups apart."""
+    groups: dict[tuple[str, str, str], list[HandsetResult]] = {}
+    for result in results:
+        groups.setdefault((result.strategy, result.scenario, result.group), []).append(result)
+    return [{"group": group, **_summary_row(strategy, scenario, rows)}
+            for (strategy, scenario, group), rows in groups.items()]
+
+
+def push_rows(results: Sequence[HandsetResult]):
+    """pushes.csv rows: every push aimed at a handset, when accepted and when delivered."""
+    for r in results:
+        for plan_id, accepted, delivered in r.pushes:
+            yield {"strategy": r.strategy, "scenario": r.scenario, "seed": r.seed,
+                   "handset": r.index, "group": r.group, "plan_id": plan_id,
+                   "accepted_s": accepted, "delivered_s": delivered,
+                   "latency_s": None if delivered is None else delivered - accepted}
 
 
 def _summary_row(strategy: str, scenario: str, rows: list[HandsetResult]) -> dict:
@@ -114,17 +152,35 @@ def _summary_row(strategy: str, scenario: str, rows: list[HandsetResult]) -> dic
         "dead_time_fraction": sum(r.dead_s for r in rows) / connected if connected else 0.0,
         "idle_baseline_j_per_day": per_day("idle_baseline_j"),
         "duplicates": sum(r.duplicates for r in rows),
+        **(_BOUND_ONLY if all(r.bound for r in rows) else {}),
     }
 
 
+#: An oracle row is a bound, not a run: it has energy and a schedule, nothing delivered.
+_BOUND_ONLY = {key: math.nan for key in (
+    "bytes_up_per_day", "bytes_down_per_day", "latency_p50_s", "latency_p95_s", "latency_p99_s", "dead_time_fraction",
+    "idle_baseline_j_per_day", "duplicates")}
+
+
 def write_results(out: Path, results: Sequence[HandsetResult], summary: Iterable[dict]) -> None:
-    """Write ``summary.csv``, ``summary.json`` and ``handsets.csv`` into ``out``."""
+    """Write ``summary.csv``, ``summary.json``, ``handsets.csv``, ``groups.csv`` (per handset
+    group) and ``pushes.csv`` (per push) into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     summary = list(summary)
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
         writer.writeheader()
         writer.writerows({k: _plain(row.get(k)) for k in SUMMARY_FIELDS} for row in summary)
+    group_fields = ("group",) + SUMMARY_FIELDS[:SUMMARY_FIELDS.index("duplicates") + 1]
+    with open(out / "groups.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=group_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: _plain(row.get(k)) for k in group_fields}
+                         for row in summarise_groups(results))
+    with open(out / "pushes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PUSH_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: _plain(v) for k, v in row.items()} for row in push_rows(results))
     with open(out / "summary.json", "w") as f:
         json.dump([{k: _json_number(v) for k, v in row.items()} for row in summary], f, indent=2)
         f.write("\n")

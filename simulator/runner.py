@@ -3,20 +3,24 @@
 Each job is one :class:`~simulator.world.RunConfig` shard: handsets ``i, i+W, i+2W, …`` of
 one scenario under one strategy. Handset specs and the workload depend only on the seed and
 the handset index (docs/scenarios.md), so the union of the shards is the same fleet a single
-process would simulate, and merging is concatenation. Workers report progress through a
-queue; the parent draws one progress bar (tqdm, on stderr).
+process would simulate, and merging is concatenation. :func:`run_job` runs one job from
+picklable arguments (a RunConfig), in this process or any other: it is what a worker pool or
+a cluster calls. ``oracle`` jobs compute the bound instead of simulating (docs/oracle.md).
+Workers report progress through a queue; the parent draws one progress bar (tqdm, stderr).
 """
 from __future__ import annotations
 
 import multiprocessing
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+import attrs
 from tqdm import tqdm
 
 from simulator.metrics import HandsetResult
 from simulator.scenario import Scenario
+from simulator.strategies import ORACLE
 from simulator.world import RunConfig, run_world
 
 _progress_queue = None  # set in each worker process
@@ -33,6 +37,22 @@ def plan_jobs(scenarios: Sequence[Scenario], strategies: Sequence[str], handsets
     ]
 
 
+def run_job(job: RunConfig, progress: Callable[[float], None] | None = None
+            ) -> list[HandsetResult]:
+    """One job's handset results, labelled with their group and seed."""
+    if job.strategy == ORACLE:
+        from simulator.oracle import bound_results
+
+        results = bound_results(job)
+        if progress is not None:
+            progress(1.0)
+        return results
+    groups = {spec.index: spec.group for spec in job.scenario.handset_specs(
+        seed=job.seed, hours=job.hours, indices=job.indices())}
+    return [attrs.evolve(r, group=groups.get(r.index, ""), seed=job.seed)
+            for r in run_world(job, progress)]
+
+
 def run_jobs(jobs: Sequence[RunConfig], workers: int = 1, *, progress: bool = True,
              label: str = "simulating") -> list[HandsetResult]:
     """Run every job (in worker processes if ``workers`` > 1); results in job order."""
@@ -42,7 +62,7 @@ def run_jobs(jobs: Sequence[RunConfig], workers: int = 1, *, progress: bool = Tr
         if workers <= 1:
             results: list[HandsetResult] = []
             for job in jobs:
-                results.extend(run_world(job, _bar_updater(bar)))
+                results.extend(run_job(job, _bar_updater(bar)))
             return results
         return _run_in_processes(jobs, workers, bar)
     finally:
@@ -97,4 +117,4 @@ def _run_job(job: RunConfig) -> list[HandsetResult]:
         _progress_queue.put(step - last[0])
         last[0] = step
 
-    return run_world(job, report)
+    return run_job(job, report)

@@ -63,11 +63,15 @@ class HeartbeatContext:
     connected_since: float = 0.0
     """Monotonic time at which the current connection was accepted (CONNACK 0)."""
     lateness: float = 0.0
-    silence: float = 0.0
-    """In ``on_success``/``on_failure``: how long the link had been silent (nothing sent or
-    received) when the ping went out, i.e. the idle time this ping tested. A ping sent
-    early (piggybacked on radio activity) tests less than the interval."""
     """How many seconds after its due time the heartbeat was sent (device sleep, Doze)."""
+    silence: float = 0.0
+    """In ``on_success``/``on_failure``/``reply_timeout``: how long the link had been silent
+    (nothing sent or received) when the ping went out, i.e. the idle time this ping tested.
+    A ping sent early (piggybacked on radio activity) tests less than the interval."""
+    foreground_changed_at: float | None = None
+    """Monotonic time at which the app last entered or left the foreground (screen on/off
+    without a foreground change does not count); ``None`` if the platform does not say, in
+    which case strategies fall back to ``app_state_since``."""
 
 
 State = TypeVar("State")
@@ -82,6 +86,10 @@ class HeartbeatStrategy(abc.ABC):
 
     #: Seconds to wait for the PINGRESP; ``None`` = the client's default (10 s).
     ping_timeout: float | None = None
+    #: The platform exempts this strategy's connection from Doze (alarms fire and the network
+    #: stays open while the device is idle), as Android does for Google Play services' push
+    #: connection. The SDK and the simulated handset read it; ordinary apps are not exempt.
+    doze_exempt: bool = False
 
     @property
     @abc.abstractmethod
@@ -112,6 +120,12 @@ class HeartbeatStrategy(abc.ABC):
     def memory(self, state: Any) -> Mapping[str, Any] | None:
         """JSON-serialisable summary to persist for this network, or ``None``."""
         return None
+
+    def reply_timeout(self, state: Any, ctx: HeartbeatContext) -> float | None:
+        """Seconds to wait for the answer to the ping going out now (``ctx.lateness`` and
+        ``ctx.silence`` describe it); ``None`` = the client's default. Default:
+        :attr:`ping_timeout`. Mars shortens it after a very late beat."""
+        return self.ping_timeout
 
     def probe(self, state: Any, ctx: HeartbeatContext) -> float | None:
         """Seconds of silence to test on a separate *probe* connection, or ``None``.
@@ -240,20 +254,62 @@ def known_strategies(*, include_simulation: bool = True) -> list[str]:
 
 
 def parse_strategy(spec: str) -> HeartbeatStrategy:
-    """Turn ``"fixed:270"``, ``"mars"``, ... into a strategy.
+    """Turn ``"fixed:270"``, ``"mars"``, ``"courier:max=1800"``, ``"mars+hooks"``,
+    ``"mypackage.strategies:make"`` ... into a strategy (``+hooks``: see
+    :mod:`pushsdk.heartbeat.hooks`; ``module:attr``: a strategy object or a zero-argument
+    factory in an importable module, for names that are not registered).
 
     Raises :class:`UnknownStrategyError` (a ``ValueError``) naming the known strategies.
     """
-    name, _, arg = spec.strip().partition(":")
+    spec = spec.strip()
+    if spec.endswith("+hooks") and spec != "+hooks":
+        from .hooks import HookedStrategy  # the wrapper imports this module
+
+        return HookedStrategy(parse_strategy(spec[: -len("+hooks")]))
+    name, _, arg = spec.partition(":")
     entry = _REGISTRY.get(name)
     if entry is None:
+        if arg and _is_dotted(name) and arg.isidentifier():
+            return _imported(spec, name, arg)
         raise UnknownStrategyError(
-            f"unknown heartbeat strategy {spec!r}; known: {', '.join(known_strategies())}"
+            f"unknown heartbeat strategy {spec!r}; known: {', '.join(known_strategies())}, "
+            "or module:attr"
         )
     try:
         return entry.factory(arg or None)
     except ValueError as exc:
         raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: {exc}") from None
+
+
+def _is_dotted(name: str) -> bool:
+    return all(part.isidentifier() for part in name.split("."))
+
+
+def _imported(spec: str, module_name: str, attr: str) -> HeartbeatStrategy:
+    """``module:attr``: a strategy object, or a zero-argument factory returning one, from an
+    importable module (on ``sys.path``/``PYTHONPATH``, so worker processes find it too)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: cannot import "
+                                   f"{module_name!r} ({exc})") from None
+    try:
+        found = getattr(module, attr)
+    except AttributeError:
+        raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: {module_name} has no "
+                                   f"attribute {attr!r}") from None
+    if not isinstance(found, HeartbeatStrategy) and callable(found):
+        try:
+            found = found()
+        except Exception as exc:  # the factory is the user's code: say what went wrong
+            raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: {attr}() raised "
+                                       f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(found, HeartbeatStrategy):
+        raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: {attr} is not a "
+                                   "HeartbeatStrategy nor a factory returning one")
+    return found
 
 
 register_strategy("fixed", FixedStrategy, usage="fixed:<seconds>")

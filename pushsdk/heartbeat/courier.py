@@ -1,4 +1,5 @@
-"""``courier``: Gojek Courier's adaptive keep-alive — a shrinking-step search for the optimum."""
+"""``courier``: Gojek Courier's adaptive keep-alive — a shrinking-step search for the optimum,
+made on a dedicated probe connection while the main connection keeps the app's keep-alive."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,6 +8,7 @@ from typing import Any
 import attrs
 
 from ._base import HeartbeatContext, HeartbeatStrategy, register_strategy
+from ._params import format_params, parse_params
 
 __all__ = ["CourierState", "CourierStrategy"]
 
@@ -26,7 +28,7 @@ class CourierState:
     trial: int = -1
     """The value under trial (``-1``: none yet)."""
     tries: int = 0
-    """How many more times ``trial`` was scheduled without an answer."""
+    """How many trials of ``trial`` could not be made (no answer either way)."""
     optimal: bool = False
     optimal_failures: int = 0
 
@@ -36,74 +38,113 @@ def _minutes(_instance: object, attribute: attrs.Attribute[int], value: int) -> 
         raise ValueError(f"{attribute.name} must be a whole number of at least 1, got {value!r}")
 
 
+_DEFAULTS = {"min": 60.0, "max": 540.0, "step": 120.0, "reset": 10, "keepalive": 30.0}
+
+
 @register_strategy("courier")
 @attrs.frozen
 class CourierStrategy(HeartbeatStrategy):
-    """Probe upwards from 1 min in steps of 2 min; on failure lower the bound and halve the step.
+    """Search the keep-alive on a dedicated probe connection, upwards from 1 min in steps of
+    2 min, lowering the bound and halving the step on failure; the main connection keeps the
+    app's keep-alive until the optimum is known, then uses it.
 
-    Rules (all values whole minutes; defaults are those Courier's sample apps configure):
+    Rules (values are whole minutes, as Courier's are; parameters are given in seconds):
 
-    - Bounds 1–9 min, step 2 min. A new network starts with ``last_success = lower - step``,
-      so the first trial is the lower bound.
+    - **Two connections.** While no optimum is known for the network, the main connection
+      pings at the app's configured ``keepalive`` (30 s in Courier's sample app) and a
+      second, dedicated connection tries values (here: a probe connection per trial, opened
+      when the main connection pings). Once the optimum is known the main connection uses
+      it and no probe is made.
+    - Bounds ``min``–``max`` (sample app: 1–9 min), ``step`` (2 min). A new network starts
+      with ``last_success = lower - step``, so the first trial is the lower bound.
     - Next trial = ``min(last_success + step, upper)``. A success records the trial as
-      ``last_success``; when it reaches the current upper bound that value is the *optimum*
-      and is used from then on.
+      ``last_success``; when it reaches the current upper bound that value is the optimum.
     - A failure at the lower bound makes the lower bound the optimum. Any other failure sets
       the upper bound to ``failed value - 1``; if ``last_success`` already reaches it, that is
       the optimum, otherwise the step halves (integer division, only while it is above 1).
-    - 3 tries per value: scheduling the value under trial again without having had an answer
-      counts a try; the fourth scheduling treats the value as failed.
-    - At the optimum, 10 failures (not necessarily consecutive) forget everything learned on
-      the network and the search starts again.
+    - 3 tries per value: a trial that could not be made (no probe connection) counts a try;
+      the third treats the value as failed.
+    - At the optimum, ``reset`` (10) failures of the main connection (not necessarily
+      consecutive) forget everything learned on the network and the search starts again.
     - Everything above is kept per network (``ctx.network_key``).
 
-    Source: ``gojek/courier-android``, ``adaptive-keep-alive/.../AdaptiveKeepAliveStateHandler.kt``
-    and ``OptimalKeepAliveCalculator.kt``; defaults from its ``AdaptiveKeepAliveConfig`` in the
-    sample apps (1, 9, 2, reset limit 10).
-
-    Interpretations: Courier probes on a second, dedicated MQTT connection and reports failures
-    of the main connection at the optimum separately (``onOptimalKeepAliveFailure``); here one
-    connection does both — before the optimum a failure is a failed trial, after it an optimum
-    failure. Courier schedules a value whenever it arms a ping (on connect and after each
-    success); here that is :meth:`start` and :meth:`on_success`. Courier keeps the count of
-    optimum failures in memory only; here it is remembered with the rest, because every failure
-    ends the connection and the count must survive the reconnect.
+    Source: ``gojek/courier-android``: ``MqttClient.initialiseAdaptiveMqttClient`` (the
+    dedicated adaptive client with keep-alive ``upperBoundMinutes * 60``, created only while
+    ``getOptimalKASecondsForCurrentNetwork()`` is 0), ``adaptive-keep-alive/.../``
+    ``AdaptiveKeepAliveStateHandler.kt`` (``calculateNextKeepAlive``,
+    ``updateKeepAliveSuccessState``, ``updateKeepAliveFailureState``,
+    ``MAX_CURRENT_KEEPALIVE_FAILURE = 3``, ``onNetworkChanged``) and
+    ``OptimalKeepAliveCalculator.kt`` (``getUnderTrialKeepAlive``,
+    ``onOptimalKeepAliveFailure``); defaults from the sample app (``app/.../MainActivity.kt``:
+    ``AdaptiveKeepAliveConfig(1, 9, 2, 10)``, ``KeepAlive(timeSeconds = 30)``).
     """
 
     lower: int = attrs.field(default=1, validator=_minutes)
     upper: int = attrs.field(default=9, validator=_minutes)
     step: int = attrs.field(default=2, validator=_minutes)
     reset_limit: int = attrs.field(default=10, validator=_minutes)
+    keepalive: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         if self.upper < self.lower:
             raise ValueError("the upper bound must not be below the lower bound")
+        if not self.keepalive > 0:
+            raise ValueError("keepalive must be > 0 s")
+
+    @classmethod
+    def from_spec(cls, arg: str | None) -> CourierStrategy:
+        values = {**_DEFAULTS, **parse_params(arg, {"min": float, "max": float,
+                                                    "step": float, "reset": int,
+                                                    "keepalive": float})}
+        whole = {}
+        for key in ("min", "max", "step"):
+            minutes, rest = divmod(values[key], 60.0)
+            if rest or minutes < 1:
+                raise ValueError(f"{key} must be a whole number of minutes (60, 120, ...) "
+                                 f"as Courier's are, got {values[key]:g} s")
+            whole[key] = int(minutes)
+        return cls(whole["min"], whole["max"], whole["step"], int(values["reset"]) or 1,
+                   float(values["keepalive"]))
 
     @property
     def name(self) -> str:
-        return "courier"
+        values = {"min": self.lower * 60.0, "max": self.upper * 60.0, "step": self.step * 60.0,
+                  "reset": self.reset_limit, "keepalive": self.keepalive}
+        return format_params("courier", values, _DEFAULTS)
 
     @property
     def max_interval(self) -> float:
-        return self.upper * 60.0
+        return max(self.upper * 60.0, self.keepalive)
 
     def start(self, memory: Mapping[str, Any] | None, ctx: HeartbeatContext) -> CourierState:
-        return self._schedule(self._load(memory))
+        return self._load(memory)
 
     def interval(self, state: CourierState, ctx: HeartbeatContext) -> float:
-        return 60.0 * (state.last_success if state.optimal else state.trial)
+        return 60.0 * state.last_success if state.optimal else self.keepalive
 
-    def on_success(self, state: CourierState, ctx: HeartbeatContext) -> CourierState:
+    def probe(self, state: CourierState, ctx: HeartbeatContext) -> float | None:
+        if state.optimal:
+            return None
+        return 60.0 * self._schedule(state).trial
+
+    def on_probe(self, state: CourierState, ctx: HeartbeatContext,
+                 ok: bool | None) -> CourierState:
         if state.optimal:
             return state
+        state = self._schedule(state)  # the value this probe tried (or could not try)
+        if ok is None:
+            return attrs.evolve(state, tries=state.tries + 1) if state.tries + 1 < MAX_TRIES \
+                else self._failed(state, state.trial)
+        if not ok:
+            return self._failed(state, state.trial)
         state = attrs.evolve(state, last_success=state.trial, tries=0)
-        if state.last_success == state.upper:
-            state = attrs.evolve(state, optimal=True)
-        return self._schedule(state)
+        if state.last_success >= state.upper:
+            state = attrs.evolve(state, optimal=True, last_success=state.upper)
+        return state
 
     def on_failure(self, state: CourierState, ctx: HeartbeatContext) -> CourierState:
         if not state.optimal:
-            return self._failed(state, state.trial)
+            return state  # the main connection's keep-alive is not under trial
         failures = state.optimal_failures + 1
         if failures >= self.reset_limit:
             return self._fresh()
@@ -111,7 +152,7 @@ class CourierStrategy(HeartbeatStrategy):
 
     def memory(self, state: CourierState) -> Mapping[str, Any]:
         return {
-            "strategy": self.name,
+            "strategy": "courier",
             "lower": self.lower,
             "upper": self.upper,
             "last_success": state.last_success,
@@ -129,18 +170,11 @@ class CourierStrategy(HeartbeatStrategy):
         return CourierState(last_success=self.lower - self.step, upper=self.upper, step=self.step)
 
     def _schedule(self, state: CourierState) -> CourierState:
-        """Arm the next ping: pick the value to try (``getUnderTrialKeepAlive``)."""
-        # Terminates: every failure below either finds the optimum or halves a step > 1.
-        while not state.optimal:
-            value = min(state.last_success + state.step, state.upper)
-            if value == state.trial:
-                state = attrs.evolve(state, tries=state.tries + 1)
-            else:
-                state = attrs.evolve(state, trial=value, tries=0)
-            if state.tries < MAX_TRIES:
-                break
-            state = self._failed(state, value)
-        return state
+        """The value under trial (``calculateNextKeepAlive``): ``min(last + step, upper)``."""
+        value = min(state.last_success + state.step, state.upper)
+        if value == state.trial:
+            return state
+        return attrs.evolve(state, trial=value, tries=0)
 
     def _failed(self, state: CourierState, value: int) -> CourierState:
         """``value`` did not keep the connection alive (``updateKeepAliveFailureState``)."""
@@ -156,7 +190,7 @@ class CourierStrategy(HeartbeatStrategy):
         return attrs.evolve(state, tries=0)
 
     def _load(self, memory: Mapping[str, Any] | None) -> CourierState:
-        if not memory or memory.get("strategy") != self.name:
+        if not memory or memory.get("strategy") != "courier":
             return self._fresh()
         fields = ("lower", "upper", "last_success", "current_upper", "step", "trial", "tries",
                   "optimal_failures")

@@ -78,8 +78,9 @@ class MarsStrategy(HeartbeatStrategy):
     Rules (``mars/stn/src/smart_heartbeat.cc``, ``SmartHeartbeat``):
 
     - Warm-up: the first 3 heartbeats of every connection use Min and teach nothing.
-    - An *active* app — foreground, or less than 10 min since the app state last changed —
-      always uses Min; those beats teach nothing unless the learned value is Min itself.
+    - An *active* app — foreground, or less than 10 min since it last entered or left the
+      foreground (``active_logic.cc``; screen on/off does not count) — always uses Min; those
+      beats teach nothing unless the learned value is Min itself.
     - Probing: 5 successes at the current value add 60 s, capped at 580 s; 5 successes at
       580 s make it stable. A success at the value resets its failure count.
     - A failure at Min teaches nothing. Probing: the 2nd failure at a value sets it 80 s lower
@@ -100,9 +101,9 @@ class MarsStrategy(HeartbeatStrategy):
     after a change is discarded (``pre_heart_``); here the client waits the interval and then
     pings, so each answer is booked against the silence it survived and the discard is not
     needed — the trajectory (3 warm-up beats, 5 per value) is the same. The doze counters,
-    process-wide in Mars, are remembered per network here. Mars shortens the reply timeout to
-    5 s after a beat that came ≥ 15 min late; the strategy interface has one timeout per
-    strategy, so it is always 8 s. MIUI's 5-minute alarm alignment is not modelled.
+    process-wide in Mars, are remembered per network here. The reply timeout is 8 s, 5 s when
+    the beat's alarm spanned ≥ 15 min (:meth:`reply_timeout`). MIUI's 5-minute alarm
+    alignment is not modelled.
     """
 
     ping_timeout = NOOP_TIMEOUT
@@ -130,6 +131,12 @@ class MarsStrategy(HeartbeatStrategy):
 
     def on_failure(self, state: MarsState, ctx: HeartbeatContext) -> MarsState:
         return self._on_result(state, ctx, success=False)
+
+    def reply_timeout(self, state: MarsState, ctx: HeartbeatContext) -> float:
+        """``__NoopReq``: 8 s, or 5 s when the alarm that sends this beat spanned ≥ 15 min
+        (``has_late_toomuch`` in ``LongLink::__RunReadWrite``: a dozing device)."""
+        span = self._next_interval(state, ctx) + max(0.0, ctx.lateness)
+        return NOOP_TIMEOUT_AFTER_LATE_BEAT if span >= LATE_BEAT else NOOP_TIMEOUT
 
     def memory(self, state: MarsState) -> Mapping[str, Any]:
         return {
@@ -223,12 +230,19 @@ class MarsStrategy(HeartbeatStrategy):
 
 
 def _is_active(ctx: HeartbeatContext) -> bool:
-    """``ActiveLogic::IsActive``: foreground, or left it less than 10 minutes ago.
+    """``ActiveLogic::IsActive``: foreground, or less than 10 minutes since the last change
+    of foreground state (``ActiveLogic::OnForeground`` restarts its 10-minute alarm only when
+    ``isforeground_`` changes; screen on/off is no foreground change).
 
-    The context only says when the app state last changed, so a background → inactive change
-    restarts the 10 minutes (Mars knows only foreground and background).
+    ``ctx.foreground_changed_at`` is that moment; a platform that does not give it leaves
+    only ``app_state_since`` (any change of app state), which also counts screen changes.
     """
-    return ctx.app_state == "foreground" or ctx.now - ctx.app_state_since < ACTIVE_AFTER_FOREGROUND
+    if ctx.app_state == "foreground":
+        return True
+    since = ctx.foreground_changed_at
+    if since is None:
+        since = ctx.app_state_since
+    return ctx.now - since < ACTIVE_AFTER_FOREGROUND
 
 
 def _uses_min(state: MarsState, ctx: HeartbeatContext) -> bool:

@@ -39,7 +39,7 @@ def run(args) -> int:
 
 def simulate(scenarios, strategies, *, handsets, hours, seed, workers, out, progress) -> int:
     """Shared by ``run`` and ``demo``: simulate, print the table, write the results."""
-    from simulator.report import format_table, save
+    from simulator.run_output import format_table, save
     from simulator.runner import plan_jobs, run_jobs
     from simulator.strategies import check_strategy
 

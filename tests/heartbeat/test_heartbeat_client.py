@@ -98,25 +98,32 @@ async def test_fcm_pings_by_network_type_and_waits_a_minute_for_the_ack(
     assert broker.conns[0].closed_at == 3 * interval + 60
 
 
-async def test_courier_steps_up_to_its_optimum(nursery, autojump_clock):
+async def test_courier_searches_on_a_probe_connection_while_the_main_one_keeps_30_s(
+        nursery, autojump_clock):
     net, broker = setup(nursery)
     async with client(net, "courier") as c:
         await c.wait_connected()
-        await trio.sleep(2100)
-    # 1, 3, 5, 7, 9 minutes, then 9 minutes for good.
-    assert broker.times(PingReq) == [60, 240, 540, 960, 1500, 2040]
+        await trio.sleep(2900)
+    main = broker.times(PingReq, 0)
+    # The main connection pings every 30 s until the probes found the optimum (1, 3, 5, 7 and
+    # 9 min tried one after the other, each opened with a main ping), then every 9 min.
+    probe_silences = [broker.times(PingReq, i)[0] - broker.times(Connect, i)[0]
+                      for i in range(1, len(broker.conns))]
+    assert [round(s / 60) for s in probe_silences] == [1, 3, 5, 7, 9]
+    assert main[:3] == [30, 60, 90]
+    assert [b - a for a, b in zip(main[-3:], main[-2:])] == [540, 540]
 
 
 async def test_kontalk_halves_after_a_failed_ping_and_remembers_it(nursery, autojump_clock):
     net, broker = setup(nursery, answer_pings=unanswered(1))
     store = MemoryStateStore()
-    async with client(net, "kontalk", state_store=store) as c:
+    async with client(net, "kontalk-344", state_store=store) as c:
         await broker.wait_for(lambda: len(broker.times(PingReq, 1)) == 2)
     assert broker.times(PingReq, 0) == [1800]
     assert broker.conns[0].closed_at == 1810  # the client's default reply timeout
     assert since_connect(broker, 1) == [900, 900 + 1350]
     # 900 worked (x1.5); the answer to the ping at 900 + 1350 is still on its way.
-    assert store.state.memory_for("wifi_home") == {"strategy": "kontalk", "interval": 1350}
+    assert store.state.memory_for("wifi_home") == {"strategy": "kontalk-344", "interval": 1350}
 
 
 async def test_a_probing_strategy_ends_a_dead_connection_cleanly_and_reconnects(

@@ -1,102 +1,113 @@
-"""Trajectories of Gojek Courier's adaptive keep-alive against simulated NAT timeouts."""
+"""Gojek Courier's adaptive keep-alive: the search on its probe connection, the main
+connection's keep-alive, and the optimum."""
 import pytest
 
 from heartbeat_run import WALL0, Run
-from pushsdk.heartbeat import HeartbeatContext, parse_strategy
+from pushsdk.heartbeat import HeartbeatContext, UnknownStrategyError, parse_strategy
 from pushsdk.heartbeat.courier import CourierState, CourierStrategy
 
 COURIER = CourierStrategy()
 CTX = HeartbeatContext(now=0.0, wall_time=WALL0, network_key="wifi_home")
 
 
-def minutes(run: Run, n: int) -> list[float]:
-    return [interval / 60 for interval in run.beats(n)]
+def trials(run: Run) -> list[tuple[float, bool]]:
+    """Minutes tried on probe connections, and whether each survived."""
+    return [(silence / 60, ok) for silence, ok in run.probe_log]
 
 
-def test_an_open_network_steps_up_by_2_min_to_the_9_min_bound():
+def test_the_main_connection_keeps_30_s_while_probes_step_up_by_2_min_to_9_min():
     run = Run(COURIER)
-    assert minutes(run, 7) == [1, 3, 5, 7, 9, 9, 9]
+    assert run.beats(8) == [30] * 5 + [540] * 3
+    assert trials(run) == [(1, True), (3, True), (5, True), (7, True), (9, True)]
     assert run.state.optimal and run.state.last_success == 9
+    assert all(b.ok for b in run.log)  # the search never risks the main connection
 
 
-def test_a_failure_lowers_the_bound_below_it_and_halves_the_step():
+def test_a_failed_probe_lowers_the_bound_below_it_and_halves_the_step():
     run = Run(COURIER, nat_timeout=400)  # 6 min 40 s
-    assert minutes(run, 7) == [1, 3, 5, 7, 6, 6, 6]
-    assert [b.ok for b in run.log] == [True, True, True, False, True, True, True]
+    assert run.beats(7) == [30] * 5 + [360] * 2
+    assert trials(run) == [(1, True), (3, True), (5, True), (7, False), (6, True)]
     assert run.state == CourierState(last_success=6, upper=6, step=1, trial=6, optimal=True)
 
 
 def test_the_step_keeps_halving_until_the_bound_is_reached():
-    run = Run(CourierStrategy(lower=1, upper=30, step=8), nat_timeout=20.5 * 60)
-    assert minutes(run, 8) == [1, 9, 17, 25, 21, 19, 20, 20]
-    # 25 failed: bound 24, step 4; 21 failed: bound 20, step 2; 19 and 20 worked.
+    run = Run(parse_strategy("courier:max=1800,step=480"), nat_timeout=20.5 * 60)
+    run.beats(10)
+    assert [m for m, _ in trials(run)] == [1, 9, 17, 25, 21, 19, 20]
     assert run.state.optimal and (run.state.upper, run.state.step) == (20, 2)
+    assert run.interval() == 1200
 
 
 def test_a_failure_just_above_the_last_success_is_the_optimum():
     run = Run(COURIER, nat_timeout=200)
-    assert minutes(run, 6) == [1, 3, 5, 4, 3, 3]
-    # 5 failed: bound 4, step 1; 4 failed: bound 3 = last success, so 3 is optimal.
-    assert run.state.optimal and run.state.last_success == 3
+    run.beats(6)
+    assert trials(run) == [(1, True), (3, True), (5, False), (4, False)]
+    assert run.state.optimal and run.interval() == 180
 
 
 def test_a_failure_at_the_lower_bound_makes_it_the_optimum():
     run = Run(COURIER, nat_timeout=30)
-    assert minutes(run, 3) == [1, 1, 1]
-    assert run.state.optimal and run.state.last_success == 1
+    run.beats(2)
+    assert trials(run) == [(1, False)]
+    assert run.state.optimal and run.interval() == 60  # as Courier: even though it fails
+
+
+def test_main_failures_before_the_optimum_teach_nothing():
+    run = Run(COURIER)
+    before = run.state
+    run.beat(ok=False)
+    assert (run.state.last_success, run.state.optimal) == (before.last_success, False)
 
 
 def test_ten_failures_at_the_optimum_restart_the_search():
     run = Run(COURIER)
-    run.beats(5)  # optimal at 9 min
+    run.beats(6)  # optimal at 9 min
     run.nat_timeout = 200
-    assert minutes(run, 10) == [9] * 10
+    assert run.beats(10) == [540] * 10
     assert not run.state.optimal and run.memory["optimal_failures"] == 0
-    assert minutes(run, 7) == [1, 3, 5, 4, 3, 3, 3]
+    assert run.interval() == 30
 
 
 def test_failures_at_the_optimum_need_not_be_consecutive():
     run = Run(COURIER)
-    run.beats(5)
+    run.beats(6)
     for _ in range(9):
         run.beat(ok=False)
         run.beat(ok=True)
     assert run.state.optimal and run.state.optimal_failures == 9
     run.beat(ok=False)
-    assert not run.state.optimal and run.interval() == 60
+    assert not run.state.optimal and run.interval() == 30
 
 
-def test_a_value_scheduled_three_times_without_an_answer_counts_as_failed():
-    run = Run(COURIER)
-    run.beat()  # 1 min worked; 3 min is armed
-    assert (run.state.trial, run.state.tries) == (3, 0)
-    for tries in (1, 2):
-        run.connect()  # the connection ended before the ping went out
-        assert (run.state.trial, run.state.tries) == (3, tries)
-    run.connect()
-    assert (run.state.trial, run.state.tries, run.state.upper, run.state.step) == (2, 0, 2, 1)
-    assert minutes(run, 2) == [2, 2]
-    assert run.state.optimal
+def test_a_value_that_cannot_be_probed_three_times_counts_as_failed():
+    run = Run(COURIER, probes_allowed=False)
+    run.beats(3)
+    # 1 min could not be tried three times: the lower bound failed, so it is the optimum.
+    assert run.state.optimal and run.interval() == 60
 
 
 def test_memory_is_per_network_and_resumes_the_search():
     run = Run(COURIER, network_key="wifi_a", nat_timeout=400)
     run.beats(3)  # 1, 3, 5 worked on wifi_a
     run.move_to("mobile_isp", "cellular")
-    assert minutes(run, 2) == [1, 3]
+    run.beats(1)
+    assert trials(run)[-1] == (1, True)
     run.move_to("wifi_a")
-    assert minutes(run, 3) == [7, 6, 6]
+    run.beats(2)
+    assert trials(run)[-2:] == [(7, False), (6, True)]
     restarted = Run(COURIER, network_key="wifi_a", memories=dict(run.memories))
-    assert minutes(restarted, 1) == [6]
+    assert restarted.beats(1) == [360]
 
 
 def test_memory_from_other_bounds_is_searched_again_from_its_last_success():
     run = Run(COURIER)
-    run.beats(5)  # optimal at 9
+    run.beats(6)  # optimal at 9
     wider = CourierStrategy(upper=12)
     state = wider.start(run.memory, CTX)
-    assert (state.optimal, state.upper, state.trial) == (False, 12, 11)
-    assert CourierStrategy(lower=2).start(run.memory, CTX).trial == 9  # min(9 + 2, 9)
+    assert (state.optimal, state.upper) == (False, 12)
+    assert wider.probe(state, CTX) == 11 * 60
+    narrower_start = CourierStrategy(lower=2)
+    assert narrower_start.probe(narrower_start.start(run.memory, CTX), CTX) == 9 * 60
 
 
 @pytest.mark.parametrize("damage", [
@@ -121,9 +132,16 @@ def test_configuration_is_checked():
         CourierStrategy(step=0)
     with pytest.raises(ValueError, match="lower"):
         CourierStrategy(lower=True)
+    for bad in ("courier:max=100", "courier:min=0", "courier:foo=1", "courier:max",
+                "courier:min=120,max=60", "courier:keepalive=0"):
+        with pytest.raises(UnknownStrategyError):
+            parse_strategy(bad)
 
 
-def test_identity():
+def test_identity_and_parameters_in_seconds():
     assert parse_strategy("courier") == COURIER
     assert (COURIER.name, COURIER.max_interval, COURIER.ping_timeout) == ("courier", 540.0, None)
-    assert COURIER.start(None, CTX) == CourierState(last_success=-1, upper=9, step=2, trial=1)
+    assert COURIER.start(None, CTX) == CourierState(last_success=-1, upper=9, step=2)
+    wide = parse_strategy("courier:min=60,max=1800,keepalive=240")
+    assert (wide.lower, wide.upper, wide.keepalive) == (1, 30, 240)
+    assert wide.name == "courier:max=1800,keepalive=240" and parse_strategy(wide.name) == wide

@@ -214,3 +214,35 @@ def test_identity_and_constants():
     assert (MARS.name, MARS.max_interval, MARS.ping_timeout) == ("mars", 580.0, 8.0)
     with pytest.raises(UnknownStrategyError, match="takes no argument"):
         parse_strategy("mars:300")
+
+
+def _ctx(**kwargs):
+    from pushsdk.heartbeat import HeartbeatContext
+
+    return HeartbeatContext(**{"now": 5000.0, "wall_time": 0.0, "network_key": "mobile_isp",
+                               "network_type": "cellular", **kwargs})
+
+
+def test_screen_changes_do_not_make_mars_active_only_foreground_changes_do():
+    from pushsdk.heartbeat.mars import MarsState, MarsStrategy
+
+    mars, learned = MarsStrategy(), MarsState(interval=370, stable=True, beats_ok=3)
+    # The screen went off 1 min ago; the app left the foreground an hour ago: not active.
+    screen_off = _ctx(app_state="inactive", app_state_since=4940.0,
+                      foreground_changed_at=1400.0)
+    assert mars.interval(learned, screen_off) == 370
+    # It left the foreground 5 min ago: active (Min) for 10 min after that change.
+    left = _ctx(app_state="background", app_state_since=4700.0, foreground_changed_at=4700.0)
+    assert mars.interval(learned, left) == 210
+    # Without the platform's foreground time, the last change of any kind is all there is.
+    assert mars.interval(learned, _ctx(app_state="inactive", app_state_since=4940.0)) == 210
+
+
+def test_mars_waits_5_s_instead_of_8_s_for_a_beat_whose_alarm_spanned_15_min():
+    from pushsdk.heartbeat.mars import MarsState, MarsStrategy
+
+    mars, learned = MarsStrategy(), MarsState(interval=580, stable=True, beats_ok=3)
+    idle = dict(app_state="inactive", app_state_since=0.0, foreground_changed_at=0.0)
+    assert mars.reply_timeout(learned, _ctx(lateness=0.0, **idle)) == 8.0
+    assert mars.reply_timeout(learned, _ctx(lateness=319.0, **idle)) == 8.0  # 899 s
+    assert mars.reply_timeout(learned, _ctx(lateness=320.0, **idle)) == 5.0  # 900 s

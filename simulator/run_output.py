@@ -12,6 +12,7 @@ COLUMNS = (
     ("strategy", "strategy", "{}"),
     ("scenario", "scenario", "{}"),
     ("J/day", "energy_j_per_day", "{:.0f}"),
+    ("95% CI", "energy_j_per_day", "ci"),
     ("battery %/day", "battery_pct_per_day", "{:.2f}"),
     ("beats/day", "heartbeats_per_day", "{:.0f}"),
     ("reconnects/day", "reconnects_per_day", "{:.1f}"),
@@ -26,7 +27,8 @@ def format_table(summary: Sequence[dict]) -> str:
     """A plain-text table of the summary rows, one line per strategy × scenario."""
     rows = [[header for header, _, _ in COLUMNS]]
     for row in summary:
-        rows.append([_cell(fmt, row.get(key)) for _, key, fmt in COLUMNS])
+        rows.append([_ci(row, key) if fmt == "ci" else _cell(fmt, row.get(key))
+                     for _, key, fmt in COLUMNS])
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = []
     for n, cells in enumerate(rows):
@@ -39,6 +41,13 @@ def format_table(summary: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def _ci(row: dict, key: str) -> str:
+    low, high = row.get(f"{key}_ci95_low"), row.get(f"{key}_ci95_high")
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "-"
+    return f"{low:.0f}-{high:.0f}"
+
+
 def _cell(fmt: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -46,11 +55,13 @@ def _cell(fmt: str, value) -> str:
 
 
 def save(out: Path, results: Sequence[HandsetResult]) -> list[dict]:
-    """Write summary.csv/json, handsets.csv and the PNG plots into ``out``; return the summary."""
-    from simulator import plots  # matplotlib only when results are written
+    """Write summary.csv/json (with 95 % intervals), handsets.csv, groups.csv, pushes.csv
+    and the plots (PNG at 300 dpi, SVG, PDF) into ``out``; return the summary."""
+    from simulator import run_plots as plots  # matplotlib only when results are written
+    from simulator.stats import add_intervals
 
-    summary = summarise(results)
+    summary = add_intervals(summarise(results), results)
     write_results(out, results, summary)
-    plots.plot_energy_by_strategy(summary, out / "energy_by_strategy.png")
-    plots.plot_energy_vs_latency(summary, out / "energy_vs_latency.png")
+    plots.plot_energy_by_strategy(summary, out / "energy_by_strategy")
+    plots.plot_energy_vs_latency(summary, out / "energy_vs_latency")
     return summary
