@@ -40,6 +40,7 @@ NETWORK_TYPES: tuple[str, ...] = ("wifi", "cellular")
 #: The built-in scenarios, in the order ``pushsim scenarios`` lists them.
 BUILTIN_SCENARIOS: tuple[str, ...] = (
     "carrier-nat-5min", "carrier-nat-30min", "home-wifi", "mixed", "commuter", "doze-overnight",
+    "nat-45s", "evening-nat", "wide-spread", "heavy-doze",
 )
 #: Defaults for a network's one-way latency and jitter, by type (docs/scenarios.md).
 DEFAULT_LINK_MS = {"wifi": (10.0, 5.0), "cellular": (40.0, 20.0)}

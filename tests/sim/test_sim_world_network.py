@@ -285,3 +285,31 @@ def test_collapsed_pushes_count_as_delivered_when_the_newest_arrives(recorder):
                        and q.plan_id in dispatched for q in sent)
     assert len(result.latencies) == len(dispatched)  # latency only for what reached the app
     assert result.duplicates == 0
+
+
+def test_an_evening_timeout_kills_connections_only_in_the_evening(recorder):
+    scenario = one_network(nat=1800, start="17:00", network=(
+        'nat_schedule = [{ at = "00:00", factor = 1.0 }, { at = "18:00", factor = 0.1667 }]'))
+    result = run_one(scenario, "fixed:600", hours=3, observer=recorder)
+    expiries = [t for _, _, t in recorder.expiries]
+    assert expiries and min(expiries) >= 3600  # nothing dies before 18:00 ...
+    assert result.heartbeats_failed >= 10  # ... and nearly every 600 s beat fails after it
+
+
+def test_the_scenarios_refresh_rule_reaches_the_connections_binding(recorder):
+    # (The rule's semantics are unit-tested in tests/sim_models/test_sim_nat.py.)
+    outbound = one_network(nat=300, network='nat_refresh = "outbound"')
+    run_one(outbound, "fixed:600", hours=0.5, observer=recorder)
+    [(_, _, push)] = [o for o in recorder.opened if o[2].purpose == "push"][:1]
+    assert push.nat.refresh == "outbound"
+    assert recorder.expiries  # the 600 s beat outlived the 300 s binding
+
+
+def test_loss_delays_pushes_by_retransmissions_and_costs_energy():
+    clean = one_network(nat=3600, workload=pushes(400))
+    lossy = one_network(nat=3600, workload=pushes(400), network="loss = 0.2")
+    a = run_one(clean, "fixed:300", hours=2, seed=3)
+    b = run_one(lossy, "fixed:300", hours=2, seed=3)
+    assert a.pushes_delivered == a.pushes_sent == b.pushes_sent == b.pushes_delivered
+    assert max(b.latencies) >= 1.0 > max(a.latencies)  # at least one 1 s RTO somewhere
+    assert b.energy_j > a.energy_j
