@@ -233,6 +233,12 @@ class HandsetGroup:
     background: BackgroundModel
     outages: OutageModel | None
     switches: tuple[SwitchRule, ...]
+    cpu: str = "nexus4"  # CPU wake-up model (simulator.radio.cpu), or "none"
+    screen_radio: bool = True  # the app on screen keeps the radio up while the screen is on
+
+
+#: CPU models a group may name (``cpu = ...``); "none" leaves CPU energy out.
+CPU_MODELS: tuple[str, ...] = ("nexus4", "none")
 
 
 @attrs.frozen
@@ -272,6 +278,8 @@ class HandsetSpec:
     #: Prefix of this handset's random streams, ``f"{seed}:{index}"``: anything drawn later
     #: for it (per-connection NAT spread, ...) uses ``f"{stream_seed}:{purpose}"``.
     stream_seed: str = ""
+    cpu: str = "nexus4"  # the group's CPU model ("none": no CPU energy)
+    screen_radio: bool = True  # the app on screen keeps the radio up (docs/energy.md)
 
     @property
     def radio_model(self) -> str:
@@ -436,6 +444,8 @@ class Scenario:
             network_events=tuple(events),
             background=_background(group.background, duration, doze, rng("background")),
             stream_seed=f"{seed}:{index}",
+            cpu=group.cpu,
+            screen_radio=group.screen_radio,
         )
 
 
