@@ -514,7 +514,9 @@ class VirtualHandset:
             self.bytes_down += wire
             self.bytes_up += acks
         if self._cpu is not None:
-            self._cpu.on_activity(now, self._screen_on)
+            # The screen's state by the clock, not by the flag the timeline sets: a packet at
+            # the instant the screen goes off must count the same whichever task runs first.
+            self._cpu.on_activity(now, self.day.screen_is_on(now))
         if self.observer is not None:
             self.observer.radio(self.index, now, direction, wire, "app")
             if acks:
