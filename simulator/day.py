@@ -115,7 +115,10 @@ class HandsetDay:
     blocked: tuple[tuple[float, float], ...]  # Doze blocks the app's network (both ways)
     maintenance: tuple[tuple[float, float], ...]  # Doze maintenance windows
     pushes: tuple[PushArrival, ...]
-    spec: HandsetSpec = attrs.field(repr=False, eq=False)
+    #: While the screen is on, the app in front keeps the radio connected (a radio "hold"
+    #: over each ``screen_on`` interval, docs/energy.md); False: it does not.
+    screen_radio: bool = True
+    spec: HandsetSpec = attrs.field(default=None, repr=False, eq=False)
     _starts: tuple[float, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -184,6 +187,7 @@ def build_day(
         blocked=_blocked(spec.doze, duration),
         maintenance=tuple((w.start, min(w.end, duration)) for w in spec.doze.maintenance_windows(duration)),
         pushes=pushes,
+        screen_radio=spec.screen_radio,
         spec=spec,
     )
 

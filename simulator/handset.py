@@ -34,6 +34,7 @@ from simulator.link import SimConnection, Verdict
 from simulator.metrics import HandsetResult
 from simulator.nat import WIRE, NatBinding, NatTimeout, Retransmission
 from simulator.radio import get_model
+from simulator.radio.cpu import NEXUS4
 from simulator.simclock import current_simulation_clock
 
 #: Where handsets find the in-process server (any names would do: nothing resolves them).
@@ -276,7 +277,7 @@ class VirtualHandset:
         "_connected_since", "_connected_conn", "connected_s", "dead_s", "bytes_up",
         "bytes_down", "pending", "delivered_ids", "latencies", "delivered", "duplicates",
         "deleted_notices", "idle", "expected", "observer", "exempt", "_ordinals",
-        "_connections", "_unblocked", "_alarms", "push_log",
+        "_connections", "_unblocked", "_alarms", "_cpu", "_screen_on", "push_log",
     )
 
     def __init__(self, world, day: HandsetDay, strategy, *, app_key: str, clock,
@@ -295,6 +296,8 @@ class VirtualHandset:
         self.idle = False  # Doze blocks the app's network now (never for an exempt app)
         self._unblocked: trio.Event | None = None
         self._alarms: Alarms | None = None
+        self._cpu = NEXUS4.new_meter() if spec.cpu == "nexus4" else None
+        self._screen_on = False
         self._jitter = _jitter_source(self.network, spec.seed)
         self._meters: dict[str, object] = {}  # radio model -> meter (SDK + other apps)
         self._background_meters: dict[str, object] = {}  # radio model -> other apps only
@@ -328,6 +331,7 @@ class VirtualHandset:
             on_message=self._on_push, on_deleted=self._on_deleted,
             on_state_change=self._on_state_change,
         )
+        self._screen(spec.app.state_at(0.0).value, 0.0)
 
     # --- the platform ---------------------------------------------------------------------
 
@@ -510,6 +514,10 @@ class VirtualHandset:
         else:
             self.bytes_down += wire
             self.bytes_up += acks
+        if self._cpu is not None:
+            # The screen's state by the clock, not by the flag the timeline sets: a packet at
+            # the instant the screen goes off must count the same whichever task runs first.
+            self._cpu.on_activity(now, self.day.screen_is_on(now))
         if self.observer is not None:
             self.observer.radio(self.index, now, direction, wire, "app")
             if acks:
@@ -561,9 +569,22 @@ class VirtualHandset:
             self.client.notify_radio_active()
 
     def on_app_state(self, state: str) -> None:
+        now = trio.current_time()
+        self._screen(state, now)
         self.client.set_app_state(state)
         if self.observer is not None:
-            self.observer.app_state(self.index, trio.current_time(), state)
+            self.observer.app_state(self.index, now, state)
+
+    def _screen(self, state: str, now: float) -> None:
+        """The screen's state: while on, the CPU is awake anyway, and (``screen_radio``) the
+        app in front holds the radio up until the screen goes off."""
+        was_on, self._screen_on = self._screen_on, state != "inactive"
+        if self._screen_on and not was_on and self.day.screen_radio and self.online:
+            for start, end in self.day.screen_on:
+                if start <= now < end:
+                    for meter in (self._meter(), self._meter(background=True)):
+                        meter.hold(now, end)
+                    break
 
     def on_device_idle(self, idle: bool) -> None:
         """Doze starts or stops blocking the app's network (the day's ``blocked`` intervals).
@@ -702,6 +723,8 @@ class VirtualHandset:
         for radio, seconds in self._radio_time.items():
             if radio not in self._meters:  # never used: idle all along
                 idle += get_model(radio).idle_baseline_j(seconds)
+        if self._cpu is not None:
+            energy += self._cpu.energy_j(until=now)
         return HandsetResult(
             index=self.index, device_id=self.spec.device_id, strategy=strategy,
             scenario=scenario, radio_model=self.spec.network.radio,

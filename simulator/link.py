@@ -18,6 +18,7 @@ NATs. Death of a path comes in two flavours, as on a real network:
 from __future__ import annotations
 
 import math
+import operator
 from typing import Protocol
 
 import trio
@@ -61,19 +62,21 @@ _EOF = b""
 _ARRIVED = -math.inf
 
 
-class _End(trio.abc.Stream):
-    """One end of a :class:`SimConnection`.
+class _End(trio.abc.HalfCloseableStream):
+    """One end of a :class:`SimConnection`: a :class:`trio.abc.HalfCloseableStream` that passes
+    ``trio.testing.check_half_closeable_stream``.
 
     Kept lean because a simulation holds two per handset: the inbox is a list (a deque
     costs half a kilobyte empty) and at most one task waits on it, parked with
     ``wait_task_rescheduled`` rather than a ParkingLot, and woken by a clock timer rather than
-    a cancel scope's deadline (no exception per packet). ``send_all`` never blocks (the path
-    has no buffer limit), so it is a cancellation point without a scheduling point;
+    a cancel scope's deadline (no exception per packet). ``send_all`` never waits for the
+    path (it has no buffer limit) but is a checkpoint, as the Stream contract asks;
     ``receive_some`` yields once, either while it waits or before it returns ready data.
+    ``send_nowait`` writes without a checkpoint, for the server's gateway.
     """
 
     __slots__ = ("_conn", "_is_client", "_inbox", "_waiter", "_timer", "_closed", "_broken",
-                 "_last_due")
+                 "_last_due", "_eof_sent", "_eof_received", "_sending")
 
     def __init__(self, conn: SimConnection, is_client: bool) -> None:
         self._conn = conn
@@ -84,37 +87,77 @@ class _End(trio.abc.Stream):
         self._closed = False  # this end was closed locally
         self._broken = False  # a reset reached this end
         self._last_due = -math.inf  # TCP delivers in order: jitter never reorders
+        self._eof_sent = False  # send_eof (or close) sent our FIN
+        self._eof_received = False  # the peer's FIN was read: receive_some returns b""
+        self._sending = False  # a task is inside send_all / wait_send_all_might_not_block
 
     # -- sending -----------------------------------------------------------------------
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self.send_nowait(data)
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self.send_nowait(data)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bytes:
         """Write ``data`` at once (the path has no send buffer to fill) and return what is
         left unwritten: always ``b""``. The server's gateway uses it to skip a cancel scope
         per packet (see ``mqtt_gateway._write_now``)."""
-        if self._closed:
-            raise trio.ClosedResourceError("connection closed")
+        if self._closed or self._eof_sent:
+            raise trio.ClosedResourceError("connection closed for sending")
         if self._broken:
             raise trio.BrokenResourceError("connection reset by peer")
+        peer = self._conn.server if self._is_client else self._conn.client
+        if peer._closed and self._conn.dead_since is None:
+            self._broken = True  # the peer's host answers with a RST
+            raise trio.BrokenResourceError("connection reset by peer (peer closed)")
         if data:
             self._conn._transmit(self, bytes(data))
         return b""
 
     async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending")
+        self._sending = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("connection closed")
+            await trio.lowlevel.checkpoint()
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        """Half-close: send our FIN; we can still receive."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending")
+        if self._closed:
+            raise trio.ClosedResourceError("connection closed")
         await trio.lowlevel.checkpoint()
+        if not self._eof_sent and not self._broken:
+            self._eof_sent = True
+            self._conn._transmit(self, _EOF)
 
     # -- receiving ---------------------------------------------------------------------
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._waiter is not None:
             raise trio.BusyResourceError("another task is already receiving")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as trio's streams
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
         yielded = False
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("connection closed")
             if self._broken:
                 raise trio.BrokenResourceError("connection reset by peer")
+            if self._eof_received:
+                await trio.lowlevel.checkpoint()
+                return b""
             inbox = self._inbox
             if not inbox:
                 await self._park(math.inf)
@@ -133,10 +176,12 @@ class _End(trio.abc.Stream):
             del inbox[0]
             if self._is_client and due != _ARRIVED:
                 self._conn.hooks.arrived(self._conn, now, len(data))
-            if max_bytes is not None and len(data) > max_bytes:
+            if not data:
+                self._eof_received = True  # the peer's FIN: end of stream, for good
+            elif max_bytes is not None and len(data) > max_bytes:
                 inbox.insert(0, (_ARRIVED, data[max_bytes:]))  # the radio has it already
                 data = data[:max_bytes]
-            return data  # b"" is the peer's FIN: end of stream
+            return data
 
     async def _park(self, until: float) -> None:
         """Wait until data arrives that is due now, or until ``until``, the time the head of
@@ -176,7 +221,9 @@ class _End(trio.abc.Stream):
         self._inbox.clear()
         self._wake()
         if not self._broken:
-            self._conn._transmit(self, _EOF)
+            if not self._eof_sent:
+                self._eof_sent = True
+                self._conn._transmit(self, _EOF)
             if self._is_client:
                 self._conn.hooks.ended(self._conn, "closed")
 

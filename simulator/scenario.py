@@ -35,11 +35,13 @@ KNOWN_RADIO_MODELS: tuple[str, ...] = (
     "lte", "lte-huang2012", "lte-aro",
     "3g", "3g-huang2012", "3g-aro",
     "wifi", "wifi-huang2012", "wifi-aro",
+    "5g", "5g-sa", "5g-nsa-mmwave",
 )
 NETWORK_TYPES: tuple[str, ...] = ("wifi", "cellular")
 #: The built-in scenarios, in the order ``pushsim scenarios`` lists them.
 BUILTIN_SCENARIOS: tuple[str, ...] = (
     "carrier-nat-5min", "carrier-nat-30min", "home-wifi", "mixed", "commuter", "doze-overnight",
+    "nat-45s", "evening-nat", "wide-spread", "heavy-doze",
 )
 #: Defaults for a network's one-way latency and jitter, by type (docs/scenarios.md).
 DEFAULT_LINK_MS = {"wifi": (10.0, 5.0), "cellular": (40.0, 20.0)}
@@ -231,6 +233,12 @@ class HandsetGroup:
     background: BackgroundModel
     outages: OutageModel | None
     switches: tuple[SwitchRule, ...]
+    cpu: str = "nexus4"  # CPU wake-up model (simulator.radio.cpu), or "none"
+    screen_radio: bool = True  # the app on screen keeps the radio up while the screen is on
+
+
+#: CPU models a group may name (``cpu = ...``); "none" leaves CPU energy out.
+CPU_MODELS: tuple[str, ...] = ("nexus4", "none")
 
 
 @attrs.frozen
@@ -270,6 +278,8 @@ class HandsetSpec:
     #: Prefix of this handset's random streams, ``f"{seed}:{index}"``: anything drawn later
     #: for it (per-connection NAT spread, ...) uses ``f"{stream_seed}:{purpose}"``.
     stream_seed: str = ""
+    cpu: str = "nexus4"  # the group's CPU model ("none": no CPU energy)
+    screen_radio: bool = True  # the app on screen keeps the radio up (docs/energy.md)
 
     @property
     def radio_model(self) -> str:
@@ -434,6 +444,8 @@ class Scenario:
             network_events=tuple(events),
             background=_background(group.background, duration, doze, rng("background")),
             stream_seed=f"{seed}:{index}",
+            cpu=group.cpu,
+            screen_radio=group.screen_radio,
         )
 
 

@@ -20,6 +20,7 @@ from simulator.scenario import (
     DEFAULT_LINK_MS,
     KNOWN_RADIO_MODELS,
     NETWORK_TYPES,
+    CPU_MODELS,
     BackgroundModel,
     Choice,
     Distribution,
@@ -311,6 +312,8 @@ def _parse_group(t: _Table, networks: list[str]) -> HandsetGroup:
         background=_parse_background(t.table("background")),
         outages=_parse_outages(t) if t.has("outages") else None,
         switches=switches,
+        cpu=t.string("cpu", "nexus4", choices=CPU_MODELS),
+        screen_radio=t.boolean("screen_radio", True),
     )
     t.used.add("outages")
     t.finish()

@@ -11,9 +11,10 @@ the real SDK (:mod:`simulator.handset`). Three tasks drive the world besides the
   state, other apps' traffic) from a heap holding one pending event per handset;
 - the *provider* sends the workload's pushes through the server's push API at their times.
 
-Determinism: all randomness comes from seeded ``random.Random`` objects, the wall clock is
-``EPOCH`` + virtual time, and trio's own scheduler randomness (it reverses a batch of runnable
-tasks half of the time) is seeded too; see docs/simulator.md for what remains.
+Determinism: all randomness comes from seeded ``random.Random`` objects and the wall clock
+is ``EPOCH`` + virtual time. Results do not depend on the order in which trio runs the
+tasks of one scheduler batch (trio reverses or shuffles each batch at random): the tests run
+the same world under different orders and compare (docs/simulator.md §7).
 """
 from __future__ import annotations
 
@@ -233,8 +234,6 @@ def run_world(config: RunConfig, progress: Callable[[float], None] | None = None
               observer: WorldObserver | None = None) -> list[HandsetResult]:
     """Run one world to completion in virtual time (blocking); return per-handset results.
     ``observer`` (a :class:`~simulator.handset.WorldObserver`) hears what happens."""
-    # trio randomly reverses batches of runnable tasks; seed that choice so a run repeats.
-    trio._core._run._r.seed(f"{config.seed}:{config.shard}")
     world = World(config, progress, observer)
     # A world holds tens of kilobytes of long-lived objects per handset, and every packet
     # allocates short-lived ones (a trio Cancelled and its traceback are the only cycles),

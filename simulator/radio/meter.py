@@ -140,6 +140,9 @@ class RadioMeter:
             if phase < 0:  # IDLE: full promotion, data moves once it is done
                 self._promote(model.promotion, t)
                 self._send_connected(t + model.promotion.duration_s, up, nbytes)
+            elif phase == model.inactive_phase:  # NR RRC_INACTIVE: resume, then send
+                self._promote(model.resume, t)
+                self._send_connected(t + model.resume.duration_s, up, nbytes)
             elif fach is not None and phase == fach.phase:
                 self._burst_up = self._burst_down = 0
                 self._on_fach_packet(t, up, nbytes)
@@ -149,6 +152,23 @@ class RadioMeter:
             self._on_fach_packet(busy, up, nbytes)
         else:  # promoting or transferring: wait in the queue
             self._send_connected(busy, up, nbytes)
+
+    def hold(self, start: float, end: float) -> None:
+        """Another app keeps the radio connected over ``[start, end)`` (the app on screen):
+        the radio is promoted at ``start`` if IDLE and draws the first tail phase's power
+        until ``end``, when its tail begins. Packets offered meanwhile queue behind the hold
+        and pay no promotion. ``start`` must not go backwards, like a packet's time."""
+        if not end >= start:
+            raise ValueError(f"a hold must end after it starts ({start!r}, {end!r})")
+        self.on_packet(start, "down", 0)
+        busy = self._busy_until
+        if end > busy:
+            power = self.model.tail[0].power_w
+            self._transfer_j += (end - busy) * power
+            self._transfer_s += end - busy
+            self._busy_until = end
+            self._tail_phase = 0
+            self._on_fach = False
 
     # -- booking -----------------------------------------------------------------------
     def _promote(self, promotion, start: float) -> None:

@@ -133,7 +133,7 @@ class RadioModel:
     """
 
     name: str
-    technology: str  # "lte" | "3g" | "wifi"
+    technology: str  # "lte" | "3g" | "wifi" | "5g"
     description: str
     promotion: Promotion
     tail: tuple[TailPhase, ...] = attrs.field(converter=tuple)
@@ -143,6 +143,10 @@ class RadioModel:
     notes: tuple[str, ...] = attrs.field(converter=tuple)
     fach: FachRules | None = None
     aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: 5G NR RRC_INACTIVE: a packet that finds the radio in tail phase ``inactive_phase``
+    #: pays ``resume`` (RRC Resume, shorter than a full setup) instead of nothing.
+    inactive_phase: int | None = None
+    resume: Promotion | None = None
 
     # Derived once, read by every meter on every packet.
     _tail_starts: tuple[float, ...] = attrs.field(init=False, repr=False, eq=False)
@@ -157,6 +161,9 @@ class RadioModel:
             raise ValueError(f"model {self.name!r} needs at least one tail phase")
         if self.fach is not None and not 0 < self.fach.phase < len(self.tail):
             raise ValueError(f"model {self.name!r}: FACH phase index out of range")
+        if (self.inactive_phase is None) != (self.resume is None) or (
+                self.inactive_phase is not None and not 0 < self.inactive_phase < len(self.tail)):
+            raise ValueError(f"model {self.name!r}: RRC_INACTIVE needs a phase and a resume")
         starts, ends, j_before = [], [], []
         t = j = 0.0
         for phase in self.tail:

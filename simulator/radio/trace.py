@@ -92,14 +92,25 @@ def energy_of_trace(model: RadioModel, packets: Iterable[TracePacket]) -> RadioS
     return meter.statistics()
 
 
-def energy_command(model_name: str, trace_path: str | PathLike[str]) -> dict:
-    """``pushsim energy --model NAME --trace FILE``: the JSON object to print (CONTRACT §4).
+def energy_command(model_name: str, trace_path: str | PathLike[str],
+                   device_ip: str | None = None) -> dict:
+    """``pushsim energy --model NAME --trace FILE [--device-ip IP]``: the JSON object to
+    print (CONTRACT §4). ``FILE`` is a CSV trace or a pcap/pcapng capture (told apart by
+    its first bytes, not its name); ``device_ip`` applies to captures only.
 
     ``joules`` is promotion + tail + transfer energy until the radio is back in IDLE after
     the last packet, without the idle paging baseline (given as ``idle_baseline_w``).
     Energies are rounded to the microjoule, times to the microsecond.
     """
+    from simulator.radio.capture import is_capture, read_capture
+
     model = get_model(model_name)
+    if is_capture(trace_path):
+        stats = energy_of_trace(model, read_capture(trace_path, device_ip))
+        return statistics_json(stats)
+    if device_ip is not None:
+        raise TraceError(f"{trace_path}: --device-ip applies to pcap/pcapng captures, "
+                         "and this is not one (a CSV trace says the direction itself)")
     with _open_lines(trace_path) as lines:
         stats = energy_of_trace(model, iter_trace(lines, name=str(trace_path)))
     return statistics_json(stats)

@@ -295,8 +295,10 @@ def test_until_before_the_last_packet_is_refused():
 def test_registry_names_and_aliases():
     assert set(MODELS) == {
         "lte-huang2012", "lte-aro", "3g-huang2012", "3g-aro", "wifi-huang2012", "wifi-aro",
+        "5g-sa", "5g-nsa-mmwave",
     }
-    assert ALIASES == {"lte": "lte-huang2012", "3g": "3g-huang2012", "wifi": "wifi-huang2012"}
+    assert ALIASES == {"lte": "lte-huang2012", "3g": "3g-huang2012", "wifi": "wifi-huang2012",
+                       "5g": "5g-sa"}
     assert get_model("lte") is MODELS["lte-huang2012"]
     assert get_model(" LTE-ARO ") is MODELS["lte-aro"]
     assert [name for name, _ in list_models()] == list(MODELS)
@@ -305,10 +307,10 @@ def test_registry_names_and_aliases():
 
 def test_unknown_model_lists_the_known_names():
     with pytest.raises(UnknownModelError) as info:
-        get_model("5g")
+        get_model("6g")
     message = str(info.value)
     assert isinstance(info.value, ValueError)
-    assert "'5g'" in message and "lte (= lte-huang2012)" in message and "wifi-aro" in message
+    assert "'6g'" in message and "lte (= lte-huang2012)" in message and "wifi-aro" in message
     assert "\n" not in message
 
 
@@ -317,7 +319,8 @@ def test_every_model_states_its_sources(name):
     model = MODELS[name]
     assert model.source
     assert model.notes and all(note[:3] in ("[C]", "[A]", "[R]") for note in model.notes)
-    assert model.technology in ("lte", "3g", "wifi")
+    assert model.technology in ("lte", "3g", "wifi", "5g")
+    assert (model.inactive_phase is not None) == (model.name == "5g-sa")
     assert (model.fach is not None) == (model.technology == "3g")
 
 

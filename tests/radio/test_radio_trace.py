@@ -157,6 +157,6 @@ def test_energy_command_accepts_every_model_name(tmp_path):
 
 def test_list_models_describes_each_model():
     rows = list_models()
-    assert len(rows) == 6
+    assert len(rows) == 8
     for name, description in rows:
         assert name and description and "E1 =" in description

@@ -21,14 +21,16 @@ broadcast_per_day = 0
 def one_network(
     *, nat: float, behaviour: str = "drop", radio: str = "lte", net_type: str = "cellular",
     latency_ms: float = 40, jitter_ms: float = 0, group: str = "", workload: str = NO_PUSHES,
-    name: str = "test-world",
+    name: str = "test-world", network: str = "", start: str = "00:00",
 ) -> Scenario:
     """A one-network, one-group scenario: screen off all run (``background`` app model),
     no Doze unless ``group`` turns it on, no pushes unless ``workload`` asks for them.
-    Jitter is 0 by default so virtual times are exact."""
+    Jitter is 0 by default so virtual times are exact. ``network`` adds keys to the
+    network's table (e.g. ``nat_refresh = "outbound"``)."""
     return Scenario.from_text(f"""
 name = "{name}"
 description = "a test scenario"
+start = "{start}"
 [networks.net]
 type = "{net_type}"
 radio = "{radio}"
@@ -36,6 +38,7 @@ nat_timeout_s = {nat}
 nat_behaviour = "{behaviour}"
 latency_ms = {latency_ms}
 jitter_ms = {jitter_ms}
+{network}
 [[groups]]
 name = "g"
 network = "net"

@@ -149,7 +149,7 @@ def test_bad_scenarios_are_one_line_errors(tmp_path):
 
     wrong = tmp_path / "wrong.toml"
     wrong.write_text('name = "x"\ndescription = "y"\n[networks.lte]\ntype = "cellular"\n'
-                     'radio = "5g"\nnat_timeout_s = 300\n[[groups]]\nname = "g"\n'
+                     'radio = "6g"\nnat_timeout_s = 300\n[[groups]]\nname = "g"\n'
                      'network = "lte"\n')
     assert_one_line_error(pushsim("run", str(wrong), "--out", out), "wrong.toml",
                           "networks.lte.radio")

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import trio
+import trio.testing
 
 from simulator.link import SimConnection
 from simulator.nat import LinkProfile, Verdict
@@ -348,3 +349,23 @@ async def test_data_let_through_never_overtakes_held_data(sim_clock):
     while len(received) < len(b"normalhigh"):
         received += await conn.client.receive_some()
     assert received == b"normalhigh"
+
+
+async def test_each_end_passes_trios_half_closeable_stream_checks(sim_clock):
+    async def stream_maker():
+        conn, _ = connection()
+        return conn.client, conn.server
+
+    # No clogged_stream_maker: the path has no send buffer to fill, nothing ever clogs.
+    await trio.testing.check_half_closeable_stream(stream_maker, None)
+
+
+async def test_reading_after_eof_keeps_returning_eof(sim_clock):
+    conn, _ = connection()
+    await conn.client.send_eof()
+    assert await conn.server.receive_some() == b""
+    assert await conn.server.receive_some() == b""
+    await conn.server.send_all(b"still open this way")
+    assert await conn.client.receive_some() == b"still open this way"
+    with pytest.raises(trio.ClosedResourceError):
+        await conn.client.send_all(b"after eof")

@@ -82,6 +82,28 @@ def test_silent_drop_costs_dead_time_that_rst_does_not():
     assert rst.dead_s < drop.dead_s
 
 
+NO_CPU = 'cpu = "none"'  # radio energy alone (the CPU's share is tested apart)
+
+
+def test_each_beat_also_costs_a_cpu_wake_up():
+    from simulator.radio.cpu import NEXUS4
+    scenario = one_network(nat=3600, radio="wifi", net_type="wifi", latency_ms=10)
+    radio_only = run_one(one_network(nat=3600, radio="wifi", net_type="wifi", latency_ms=10,
+                                     group=NO_CPU), "fixed:300", hours=2)
+    result = run_one(scenario, "fixed:300", hours=2)
+    cpu = result.energy_j - radio_only.energy_j
+    wakeups = result.heartbeats + 1  # every beat, and the first connection
+    rtt = 0.02
+    # Each beat keeps the CPU up from the PINGREQ to 1 s after the PINGRESP; the first
+    # connection's exchange (register, connect, subscribe: 0.1 s) for 1 s after its end.
+    awake = (NEXUS4.awake_s + rtt) * result.heartbeats + NEXUS4.awake_s + 0.1
+    expected = NEXUS4.voltage * (NEXUS4.awake_a * awake + NEXUS4.active_a * NEXUS4.active_s
+                                 * wakeups)
+    assert cpu == pytest.approx(expected, rel=1e-6)
+    # On Wi-Fi the CPU wake costs more than the radio's promotion and tail.
+    assert cpu > radio_only.energy_j
+
+
 def beat_energy(radio: str, rtt: float) -> float:
     """Joules of one isolated heartbeat as the handset meters it: PINGREQ (42 B) and the
     server's delayed ACK at once, then PINGRESP (42 B) and our ACK one round trip later."""
@@ -98,7 +120,8 @@ def beat_energy(radio: str, rtt: float) -> float:
 ])
 def test_energy_of_a_fixed_heartbeat_is_beats_times_e1(radio, interval):
     hours = 2
-    result = run_one(one_network(nat=3600, radio=radio), f"fixed:{interval}", hours=hours)
+    result = run_one(one_network(nat=3600, radio=radio, group=NO_CPU), f"fixed:{interval}",
+                     hours=hours)
     # Every beat (and the first connect) finds the radio idle again: one E1 each.
     beats = hours * 3600 // interval
     assert result.promotions == beats
@@ -110,7 +133,7 @@ def test_energy_of_a_fixed_heartbeat_is_beats_times_e1(radio, interval):
 
 def test_energy_on_wifi_counts_the_round_trip_in_the_tail():
     # Wi-Fi's tail (0.24 s) is short, so a 20 ms round trip adds ~6 % to E1 per beat.
-    scenario = one_network(nat=3600, radio="wifi", net_type="wifi", latency_ms=10)
+    scenario = one_network(nat=3600, radio="wifi", net_type="wifi", latency_ms=10, group=NO_CPU)
     result = run_one(scenario, "fixed:300", hours=2)
     assert result.promotions == 24
     e1 = get_model("wifi").isolated_energy()
@@ -285,3 +308,60 @@ def test_collapsed_pushes_count_as_delivered_when_the_newest_arrives(recorder):
                        and q.plan_id in dispatched for q in sent)
     assert len(result.latencies) == len(dispatched)  # latency only for what reached the app
     assert result.duplicates == 0
+
+
+def test_an_evening_timeout_kills_connections_only_in_the_evening(recorder):
+    scenario = one_network(nat=1800, start="17:00", network=(
+        'nat_schedule = [{ at = "00:00", factor = 1.0 }, { at = "18:00", factor = 0.1667 }]'))
+    result = run_one(scenario, "fixed:600", hours=3, observer=recorder)
+    expiries = [t for _, _, t in recorder.expiries]
+    assert expiries and min(expiries) >= 3600  # nothing dies before 18:00 ...
+    assert result.heartbeats_failed >= 10  # ... and nearly every 600 s beat fails after it
+
+
+def test_the_scenarios_refresh_rule_reaches_the_connections_binding(recorder):
+    # (The rule's semantics are unit-tested in tests/sim_models/test_sim_nat.py.)
+    outbound = one_network(nat=300, network='nat_refresh = "outbound"')
+    run_one(outbound, "fixed:600", hours=0.5, observer=recorder)
+    [(_, _, push)] = [o for o in recorder.opened if o[2].purpose == "push"][:1]
+    assert push.nat.refresh == "outbound"
+    assert recorder.expiries  # the 600 s beat outlived the 300 s binding
+
+
+def test_loss_delays_pushes_by_retransmissions_and_costs_energy():
+    clean = one_network(nat=3600, workload=pushes(400))
+    lossy = one_network(nat=3600, workload=pushes(400), network="loss = 0.2")
+    a = run_one(clean, "fixed:300", hours=2, seed=3)
+    b = run_one(lossy, "fixed:300", hours=2, seed=3)
+    assert a.pushes_delivered == a.pushes_sent == b.pushes_sent == b.pushes_delivered
+    assert max(b.latencies) >= 1.0 > max(a.latencies)  # at least one 1 s RTO somewhere
+    assert b.energy_j > a.energy_j
+
+
+def test_screen_on_the_app_in_front_holds_the_radio_and_the_sdk_pays_almost_nothing():
+    def scenario(screen_radio):
+        return Scenario.from_text(f"""
+name = "screen"
+description = "screen on all run"
+[networks.net]
+type = "cellular"
+radio = "lte"
+nat_timeout_s = 3600
+jitter_ms = 0
+[[groups]]
+name = "g"
+network = "net"
+app = {{ model = "foreground" }}
+cpu = "none"
+screen_radio = {str(screen_radio).lower()}
+[workload]
+direct_per_handset_day = 0
+tag_per_day = 0
+broadcast_per_day = 0
+""")
+    shared = run_one(scenario(True), "fixed:300", hours=2)
+    alone = run_one(scenario(False), "fixed:300", hours=2)
+    assert shared.heartbeats == alone.heartbeats == 23
+    assert alone.energy_j == pytest.approx(24 * get_model("lte").isolated_energy(), rel=0.02)
+    # Only the transfers of its own bytes: well under a millijoule per beat.
+    assert shared.energy_j < 0.001 * 24

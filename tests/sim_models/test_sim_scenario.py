@@ -244,3 +244,49 @@ def test_known_radio_models_resolve_in_the_radio_registry():
     profiles = pytest.importorskip("simulator.radio.profiles")
     for name in KNOWN_RADIO_MODELS:
         assert profiles.get_model(name) is not None
+
+
+def test_nat_model_keys(tmp_path):
+    text = MINIMAL.replace("nat_timeout_s = 300", """nat_timeout_s = 600
+nat_spread = 0.2
+nat_sweep_s = 60
+nat_refresh = "outbound"
+loss = 0.01
+rto_min_s = 0.5
+max_retransmissions = 8
+nat_schedule = [{ at = "00:00", factor = 1 }, { at = "18:30", factor = 0.5 }]""")
+    scenario = Scenario.from_toml(write(tmp_path, text))
+    network = scenario.network("lte")
+    assert (network.nat_spread, network.nat_sweep, network.nat_refresh) == (0.2, 60, "outbound")
+    assert network.nat_schedule == ((0.0, 1.0), (18.5 * 3600, 0.5))
+    assert (network.loss, network.rto_min, network.max_retransmissions) == (0.01, 0.5, 8)
+    spec = scenario.handset_spec(0, seed=1)
+    nat = spec.network.nat()
+    assert 0 <= nat.sweep_phase < 60 and nat.refresh == "outbound"
+    assert nat.for_connection(0.0).timeout_at(19 * 3600) == 600 * 0.8 * 0.5
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('nat_refresh = "inbound"', "nat_refresh: must be one of both, outbound"),
+    ("nat_spread = 1.5", "nat_spread: must be ≤ 0.95"),
+    ("loss = 0.9", "loss: must be ≤ 0.5"),
+    ('nat_schedule = [{ at = "18:00", factor = 0 }]', "factor: must be > 0"),
+    ('nat_schedule = [{ at = "18:00", factor = 1 }, { at = "06:00", factor = 2 }]',
+     "nat_schedule: steps must be in increasing"),
+    ('nat_schedule = [{ at = "18:00", factor = 1, until = "19:00" }]', "until: unknown field"),
+])
+def test_bad_nat_model_keys_are_named(tmp_path, line, expected):
+    message = bad(tmp_path, MINIMAL.replace("nat_timeout_s = 300", "nat_timeout_s = 300\n" + line))
+    assert expected in message
+
+
+def test_adversarial_builtins():
+    assert Scenario.builtin("nat-45s").network("lte").nat_timeout == Fixed(45.0)
+    evening = Scenario.builtin("evening-nat").handset_spec(0, 1).network.nat().for_connection()
+    assert evening.timeout_at(12 * 3600) == 1800
+    assert evening.timeout_at(20 * 3600) == pytest.approx(300, rel=0.01)
+    spread = Scenario.builtin("wide-spread").network("lte")
+    assert (spread.nat_spread, spread.nat_sweep, spread.nat_refresh, spread.loss) == (
+        0.5, 120, "outbound", 0.02)
+    heavy = Scenario.builtin("heavy-doze").groups[0]
+    assert heavy.doze.deep and heavy.doze.light and heavy.app.opens_per_day == 8
