@@ -97,7 +97,8 @@ def test_results_directory_has_the_contract_files_and_columns(tmp_path):
     results = [row(0, latencies=(0.5,)), row(1, strategy="oracle", sent=0, delivered=0)]
     out = tmp_path / "results" / "nested"
     write_results(out, results, summarise(results))
-    assert sorted(p.name for p in out.iterdir()) == ["handsets.csv", "summary.csv",
+    assert sorted(p.name for p in out.iterdir()) == ["groups.csv", "handsets.csv",
+                                                     "pushes.csv", "summary.csv",
                                                      "summary.json"]
 
     with open(out / "summary.csv", newline="") as f:
