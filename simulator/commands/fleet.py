@@ -106,11 +106,11 @@ def _fail(message: str) -> NoReturn:
 
 
 def build_config(args: argparse.Namespace):
-    """Check the arguments and build the FleetConfig (target not contacted yet)."""
+    """Check the arguments and build the FleetPlan (target not contacted yet)."""
     from pushsdk.heartbeat import UnknownStrategyError, known_strategies, parse_strategy
     from pushsdk.registration import parse_server_url
     from pushsdk.transport import TcpConnector, TlsError
-    from simulator.fleet.config import BrokerTarget, FleetConfig, ServerTarget, parse_shard
+    from simulator.fleet.plan import BrokerTarget, FleetPlan, ServerTarget, parse_shard
     from simulator.fleet.limits import LimitError, parse_source_ips
     from simulator.radio import UnknownModelError, get_model
 
@@ -159,7 +159,7 @@ def build_config(args: argparse.Namespace):
             TcpConnector(ca_file=args.ca)
         except TlsError as exc:
             _fail(str(exc))
-    config = FleetConfig(
+    config = FleetPlan(
         target=target, handsets=args.handsets, duration=args.duration, strategy=args.strategy,
         workers=args.workers, shard=shard, source_ips=source_ips, push_rate=args.push_rate,
         ramp=args.ramp or math.inf, drain=args.drain, ca_file=args.ca,
@@ -180,9 +180,9 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import attrs
 
-    from simulator.fleet.config import ServerTarget
+    from simulator.fleet.plan import ServerTarget
     from simulator.fleet.limits import LimitError
-    from simulator.fleet.report import text_report
+    from simulator.fleet.summary_text import text_report
     from simulator.fleet.runner import (
         FleetError,
         check_limits,
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             config = attrs.evolve(config, target=target)
         else:
             prepare_broker(config.target, ca_file=args.ca, timeout=args.connect_timeout,
-                           client_id=f"pushsim-probe-{config.run_id}")
+                           client_id=f"pushsim-preflight-{config.run_id}")
         _, fleet, summary = run_fleet(config, out, progress=args.progress)
     except (LimitError, FleetError) as exc:
         _fail(str(exc))

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.fleet.report import text_report
+    from simulator.fleet.summary_text import text_report
     from simulator.fleet.results import FleetResults, ResultsError
 
     dirs = [Path(d) for d in args.dirs]

@@ -30,7 +30,7 @@ import attrs
 
 from simulator.metrics import HandsetResult, percentile, summarise, write_results
 
-from .handset import EXTRA_FIELDS
+from .socket_handset import EXTRA_FIELDS
 
 __all__ = ["FORMAT", "FleetResults", "ResultsError", "merge_timelines"]
 
@@ -196,7 +196,7 @@ class FleetResults:
 
     def write(self, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Write the results directory; returns fleet.json's content and the summary rows."""
-        from .plots import plot_connected, plot_latency_cdf
+        from .fleet_plots import plot_connected, plot_latency_cdf
 
         out.mkdir(parents=True, exist_ok=True)
         latencies = self.latencies()

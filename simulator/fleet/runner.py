@@ -24,7 +24,7 @@ import trio
 from pushsdk import SystemClock
 from pushsdk.transport import TcpConnector, TransportError
 
-from .config import BrokerTarget, FleetConfig, ServerTarget
+from .plan import BrokerTarget, FleetPlan, ServerTarget
 from .limits import (
     check_local_ports,
     check_open_files,
@@ -47,7 +47,7 @@ class FleetError(Exception):
 
 # --- before the run -----------------------------------------------------------------------
 
-def check_limits(config: FleetConfig) -> int:
+def check_limits(config: FleetPlan) -> int:
     """Open files and local ports for this shard; returns the open-files limit in force."""
     handsets = len(config.shard_handsets())
     per_process = -(-handsets // config.workers)
@@ -96,7 +96,7 @@ def prepare_broker(target: BrokerTarget, *, ca_file: str | None, timeout: float,
 
 # --- the run ------------------------------------------------------------------------------
 
-def run_fleet(config: FleetConfig, out: Path, *, progress: bool | None = None,
+def run_fleet(config: FleetPlan, out: Path, *, progress: bool | None = None,
               run_info: dict[str, Any] | None = None
               ) -> tuple[FleetResults, dict[str, Any], list[dict[str, Any]]]:
     """Run ``config`` (target already prepared) and write ``out``.
@@ -131,7 +131,7 @@ def run_fleet(config: FleetConfig, out: Path, *, progress: bool | None = None,
     return (results, *results.write(out))
 
 
-def _run_here(config: FleetConfig, progress: Callable[[dict[str, Any]], None]) -> dict:
+def _run_here(config: FleetPlan, progress: Callable[[dict[str, Any]], None]) -> dict:
     raise_open_files_limit()
     stop = _SigintStop()
     with stop:
@@ -169,7 +169,7 @@ class _SigintStop:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _run_spawned(config: FleetConfig, progress: Callable[[int, dict[str, Any]], None]
+def _run_spawned(config: FleetPlan, progress: Callable[[int, dict[str, Any]], None]
                  ) -> tuple[list[dict], list[dict]]:
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
@@ -232,7 +232,7 @@ def _run_spawned(config: FleetConfig, progress: Callable[[int, dict[str, Any]], 
     return [reports[w] for w in sorted(reports)], [coordinator]
 
 
-def _worker_process(config: FleetConfig, worker: int, messages: Any, go: Any,
+def _worker_process(config: FleetPlan, worker: int, messages: Any, go: Any,
                     stop: Any) -> None:
     """Entry point of a spawned worker (Ctrl-C is the coordinator's business)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

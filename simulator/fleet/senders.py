@@ -34,7 +34,7 @@ from pushsdk.protocol import (
 from pushsdk.registration import parse_server_url
 from pushsdk.transport import Connector, TransportError
 
-from .config import BrokerTarget, ServerTarget
+from .plan import BrokerTarget, ServerTarget
 
 __all__ = [
     "HttpClient", "HttpError", "HttpPusher", "MqttPublisher", "PushFailed", "check_app",

@@ -1,6 +1,6 @@
 """What a handset sends and receives, seen from the streams its connector hands out.
 
-:class:`ProbeConnector` wraps the SDK's :class:`~pushsdk.transport.TcpConnector`: it times the
+:class:`MeteredConnector` wraps the SDK's :class:`~pushsdk.transport.TcpConnector`: it times the
 TCP (and TLS) connect and wraps each stream in a :class:`CountingStream`, which counts bytes
 and writes/reads per direction and offers each one to the handset's radio meter — one
 ``send_all`` or ``receive_some`` is one packet burst, the granularity at which a radio sees
@@ -19,7 +19,7 @@ import trio
 from pushsdk.transport import TcpConnector
 from simulator.radio import RadioMeter
 
-__all__ = ["CountingStream", "ProbeConnector", "SubackScanner", "Traffic"]
+__all__ = ["CountingStream", "MeteredConnector", "SubackScanner", "Traffic"]
 
 _SUBACK = 9
 
@@ -111,7 +111,7 @@ class CountingStream(trio.abc.Stream):
         await self._inner.aclose()
 
 
-class ProbeConnector:
+class MeteredConnector:
     """Connector for one handset: times connects, counts traffic, spots the first SUBACK.
 
     ``on_connected(seconds)`` gets the TCP (+TLS) connect time of each stream; ``on_suback``

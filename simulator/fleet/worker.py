@@ -30,12 +30,12 @@ from pushsdk.heartbeat import parse_strategy
 from pushsdk.transport import TcpConnector
 from simulator.radio import get_model
 
-from .config import FleetConfig, ServerTarget
-from .handset import Handset, device_id, topic
+from .plan import FleetPlan, ServerTarget
+from .socket_handset import SocketHandset, device_id, topic
 from .senders import HttpClient, HttpPusher, PushFailed, open_publisher
-from .workload import Probe, encode_probe, pushes_due, pushes_for
+from .workload import Tracer, encode_tracer, pushes_due, pushes_for
 
-__all__ = ["FleetProbe", "run_worker"]
+__all__ = ["FleetObserver", "run_worker"]
 
 #: Concurrent pushes per worker: HTTP connections (server mode) or PUBLISHes in flight.
 HTTP_SENDERS = 8
@@ -50,7 +50,7 @@ def _reason(text: str) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-class FleetProbe:
+class FleetObserver:
     """The worker's fleet-wide counters, fed by its handsets."""
 
     def __init__(self, run_id: str) -> None:
@@ -66,10 +66,10 @@ class FleetProbe:
         self.push_failures: Counter[str] = Counter()
         #: (index, t, outcome, tcp_connect_s, handshake_s, registration_s, reason)
         self.events: list[tuple] = []
-        self.on_ready_hook: Callable[[Handset], None] | None = None
+        self.on_ready_hook: Callable[[SocketHandset], None] | None = None
 
     # handset hooks
-    def on_connected(self, handset: Handset, now: float, tcp_s: float, handshake_s: float,
+    def on_connected(self, handset: SocketHandset, now: float, tcp_s: float, handshake_s: float,
                      registration_s: float, first: bool) -> None:
         self.connected += 1
         self.counters["connects"] += 1
@@ -78,45 +78,45 @@ class FleetProbe:
         self.events.append((handset.index, now - self.t0, "connected", tcp_s, handshake_s,
                             registration_s, ""))
 
-    def on_disconnected(self, handset: Handset, reason: str) -> None:
+    def on_disconnected(self, handset: SocketHandset, reason: str) -> None:
         self.connected -= 1
         if not self.closing:
             self.counters["disconnects"] += 1
             self.disconnect_reasons[_reason(reason)] += 1
 
-    def on_failed(self, handset: Handset, now: float, tcp_s: float, reason: str) -> None:
+    def on_failed(self, handset: SocketHandset, now: float, tcp_s: float, reason: str) -> None:
         self.counters["connect_failures"] += 1
         self.failure_reasons[_reason(reason)] += 1
         self.events.append((handset.index, now - self.t0, "failed", tcp_s, math.nan, math.nan,
                             _reason(reason)))
 
-    def on_ready(self, handset: Handset) -> None:
+    def on_ready(self, handset: SocketHandset) -> None:
         if self.on_ready_hook is not None:
             self.on_ready_hook(handset)
 
-    def on_received(self, handset: Handset, probe: Probe | None) -> None:
+    def on_received(self, handset: SocketHandset, tracer: Tracer | None) -> None:
         ledger = handset.ledger
         before = ledger.delivered
-        self.counters["settled"] += ledger.on_received(probe, self.run_id, handset.index,
+        self.counters["settled"] += ledger.on_received(tracer, self.run_id, handset.index,
                                                        self.clock.now())
         self.counters["delivered"] += ledger.delivered - before
 
-    def on_deleted(self, handset: Handset, count: int) -> None:
+    def on_deleted(self, handset: SocketHandset, count: int) -> None:
         self.counters["deleted_notices"] += 1
         self.counters["deleted_messages"] += count
 
-    def on_accepted(self, handset: Handset, seq: int) -> None:
+    def on_accepted(self, handset: SocketHandset, seq: int) -> None:
         self.counters["pushes_accepted"] += 1
         self.counters["settled"] += handset.ledger.on_accepted(seq)
 
 
-def _connectors(config: FleetConfig) -> list[TcpConnector]:
+def _connectors(config: FleetPlan) -> list[TcpConnector]:
     ips = config.source_ips or (None,)
     return [TcpConnector(ca_file=config.ca_file, connect_timeout=config.connect_timeout,
                          source_ip=ip) for ip in ips]
 
 
-def _client_config(config: FleetConfig, index: int) -> ServerConfig | BrokerConfig:
+def _client_config(config: FleetPlan, index: int) -> ServerConfig | BrokerConfig:
     target = config.target
     if isinstance(target, ServerTarget):
         return ServerConfig(server_url=target.url, app_key=target.app_key,
@@ -127,13 +127,13 @@ def _client_config(config: FleetConfig, index: int) -> ServerConfig | BrokerConf
 
 
 class _Worker:
-    def __init__(self, config: FleetConfig, worker: int, progress: Progress | None,
+    def __init__(self, config: FleetPlan, worker: int, progress: Progress | None,
                  should_stop: Callable[[], bool] | None) -> None:
         self.config = config
         self.worker = worker
         self.progress = progress
         self.should_stop = should_stop
-        self.probe = FleetProbe(config.run_id)
+        self.observer = FleetObserver(config.run_id)
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self.cpu_start = self.process.cpu_times()
@@ -158,7 +158,7 @@ class _Worker:
         rng = random.Random(None if config.seed is None else f"{config.seed}/{worker}")
         self.indices = config.worker_handsets(worker)
         self.handsets = {
-            index: Handset(index, self.probe, connector=connectors[index % len(connectors)],
+            index: SocketHandset(index, self.observer, connector=connectors[index % len(connectors)],
                            config=_client_config(config, index), strategy=strategy,
                            radio=self.radio, network_type=self.network_type,
                            connect_timeout=config.connect_timeout,
@@ -170,11 +170,11 @@ class _Worker:
         self.send_channel, self.receive_channel = trio.open_memory_channel[Any](math.inf)
         self.pushing = True  # False once the drain is over: nothing more is queued
         self.pushers: list[HttpPusher] = []
-        self.probe.on_ready_hook = self._on_ready
+        self.observer.on_ready_hook = self._on_ready
 
     # --- pushes ---------------------------------------------------------------------------
 
-    def _on_ready(self, handset: Handset) -> None:
+    def _on_ready(self, handset: SocketHandset) -> None:
         if handset.deferred and self.pushing:
             now = trio.current_time()
             for seq in handset.deferred:
@@ -198,7 +198,7 @@ class _Worker:
                 handset.deferred.append(seq)
                 self.deferred += 1
 
-    async def _send_pushes(self, send: Callable[[Handset, int], Any]) -> None:
+    async def _send_pushes(self, send: Callable[[SocketHandset, int], Any]) -> None:
         async for handset, seq, queued_at in self.receive_channel:
             self.queued -= 1
             self.in_flight += 1
@@ -206,15 +206,15 @@ class _Worker:
             try:
                 await send(handset, seq)
             except PushFailed as exc:
-                self.probe.push_failures[_reason(str(exc))] += 1
+                self.observer.push_failures[_reason(str(exc))] += 1
             else:
-                self.probe.on_accepted(handset, seq)
+                self.observer.on_accepted(handset, seq)
             finally:
                 self.in_flight -= 1
 
-    def _make_data(self, handset: Handset, seq: int) -> Callable[[], dict[str, Any]]:
-        run, clock = self.config.run_id, self.probe.clock
-        return lambda: Probe(run, seq, handset.index, clock.now()).as_data()
+    def _make_data(self, handset: SocketHandset, seq: int) -> Callable[[], dict[str, Any]]:
+        run, clock = self.config.run_id, self.observer.clock
+        return lambda: Tracer(run, seq, handset.index, clock.now()).as_data()
 
     async def _open_senders(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
         config, target = self.config, self.config.target
@@ -226,21 +226,21 @@ class _Worker:
                 pusher = HttpPusher(client, target)
                 self.pushers.append(pusher)
 
-                async def send(handset: Handset, seq: int, pusher=pusher) -> None:
+                async def send(handset: SocketHandset, seq: int, pusher=pusher) -> None:
                     await pusher.push(handset.registration_id, self._make_data(handset, seq))
                 nursery.start_soon(self._send_pushes, send)
             return
         client_id = f"pushsim-publisher-{config.run_id}-{config.shard.index}-{self.worker}"
         publisher = await stack.enter_async_context(open_publisher(connector, target, client_id))
 
-        async def publish(handset: Handset, seq: int) -> None:
-            probe = Probe(config.run_id, seq, handset.index, self.probe.clock.now())
-            await publisher.publish(topic(handset.index), encode_probe(probe))
+        async def publish(handset: SocketHandset, seq: int) -> None:
+            tracer = Tracer(config.run_id, seq, handset.index, self.observer.clock.now())
+            await publisher.publish(topic(handset.index), encode_tracer(tracer))
         for _ in range(MQTT_SENDERS):
             nursery.start_soon(self._send_pushes, publish)
 
     def _settled(self) -> bool:
-        counters = self.probe.counters
+        counters = self.observer.counters
         return (self.queued == 0 and self.in_flight == 0 and self.deferred == 0
                 and counters["settled"] >= counters["pushes_accepted"])
 
@@ -256,19 +256,19 @@ class _Worker:
             nursery.start_soon(handset.client.run)
 
     def _sample(self, now: float, record: bool = True) -> dict[str, Any]:
-        probe, counters = self.probe, self.probe.counters
+        observer, counters = self.observer, self.observer.counters
         rss = self.process.memory_info().rss
         self.rss_peak = max(self.rss_peak, rss)
-        if probe.connected > self.connected_peak:
-            self.connected_peak = probe.connected
+        if observer.connected > self.connected_peak:
+            self.connected_peak = observer.connected
             self.rss_connected = rss
         sample = {
-            "t": round(now - self.t0), "connected": probe.connected,
-            "handsets_connected": probe.handsets_connected,
+            "t": round(now - self.t0), "connected": observer.connected,
+            "handsets_connected": observer.handsets_connected,
             "connects": counters["connects"], "connect_failures": counters["connect_failures"],
             "disconnects": counters["disconnects"], "pushes_sent": counters["pushes_accepted"],
             "pushes_delivered": counters["delivered"],
-            "push_failures": sum(probe.push_failures.values()),
+            "push_failures": sum(observer.push_failures.values()),
             "rss_bytes": rss, "cpu_percent": self.process.cpu_percent(None),
         }
         if record:
@@ -296,7 +296,7 @@ class _Worker:
                 await trio.sleep(0.05)
 
     async def _close(self) -> None:
-        self.probe.closing = True
+        self.observer.closing = True
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
                 for handset in self.handsets.values():
@@ -309,7 +309,7 @@ class _Worker:
             await self._open_senders(stack, senders)
             if go is not None:
                 await go()
-            self.t0 = self.probe.t0 = trio.current_time()
+            self.t0 = self.observer.t0 = trio.current_time()
             self._sample(self.t0)
             async with trio.open_nursery() as monitor, trio.open_nursery() as clients:
                 monitor.start_soon(self._sampler)
@@ -335,13 +335,13 @@ class _Worker:
         return self._report()
 
     def _report(self) -> dict[str, Any]:
-        config, probe = self.config, self.probe
+        config, observer = self.config, self.observer
         scenario = f"fleet-{config.mode}"
         rows = [h.result(strategy=self.strategy_name, scenario=scenario,
                          network_type=self.network_type, run_start=self.t0, run_end=self.t_end)
                 for h in self.handsets.values()]
-        counters = Counter(probe.counters)
-        counters["pushes_failed"] = sum(probe.push_failures.values())
+        counters = Counter(observer.counters)
+        counters["pushes_failed"] = sum(observer.push_failures.values())
         counters["pushes_due"] = pushes_due(self.indices, config.handsets, config.push_count())
         counters["pushes_not_sent"] = (counters["pushes_due"] - counters["pushes_accepted"]
                                        - counters["pushes_failed"])
@@ -349,12 +349,12 @@ class _Worker:
         cpu = self.process.cpu_times()
         return {
             "rows": rows,
-            "events": probe.events,
+            "events": observer.events,
             "timeline": self.timeline,
             "counters": dict(counters),
-            "failure_reasons": dict(probe.failure_reasons),
-            "disconnect_reasons": dict(probe.disconnect_reasons),
-            "push_failures": dict(probe.push_failures),
+            "failure_reasons": dict(observer.failure_reasons),
+            "disconnect_reasons": dict(observer.disconnect_reasons),
+            "push_failures": dict(observer.push_failures),
             "max_send_lag_s": self.max_send_lag,
             "process": {
                 "name": f"shard {config.shard} worker {self.worker}", "pid": os.getpid(),
@@ -369,7 +369,7 @@ class _Worker:
         }
 
 
-def run_worker(config: FleetConfig, worker: int = 0, *, progress: Progress | None = None,
+def run_worker(config: FleetPlan, worker: int = 0, *, progress: Progress | None = None,
                should_stop: Callable[[], bool] | None = None,
                go: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Run ``worker``'s handsets of ``config`` to the end; return its report (picklable).

@@ -19,11 +19,11 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Ledger", "Probe", "decode_probe", "encode_probe", "pushes_due", "pushes_for"]
+__all__ = ["Ledger", "Tracer", "decode_tracer", "encode_tracer", "pushes_due", "pushes_for"]
 
 
 @attrs.frozen
-class Probe:
+class Tracer:
     """The fleet's header in a push payload."""
 
     run: str
@@ -35,13 +35,13 @@ class Probe:
         return {"run": self.run, "seq": self.seq, "h": self.handset, "ts": self.sent_at}
 
 
-def encode_probe(probe: Probe) -> bytes:
+def encode_tracer(tracer: Tracer) -> bytes:
     """Compact JSON bytes (broker mode payload)."""
-    return json.dumps(probe.as_data(), separators=(",", ":")).encode()
+    return json.dumps(tracer.as_data(), separators=(",", ":")).encode()
 
 
-def decode_probe(data: Any) -> Probe | None:
-    """A probe from a JSON payload (bytes) or an already parsed object; ``None`` if it is not
+def decode_tracer(data: Any) -> Tracer | None:
+    """A tracer from a JSON payload (bytes) or an already parsed object; ``None`` if it is not
     one of ours."""
     if isinstance(data, (bytes, bytearray, str)):
         try:
@@ -54,7 +54,7 @@ def decode_probe(data: Any) -> Probe | None:
     if not (isinstance(run, str) and _is_int(seq) and _is_int(handset)
             and isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool)):
         return None
-    return Probe(run, seq, handset, float(sent_at))
+    return Tracer(run, seq, handset, float(sent_at))
 
 
 def _is_int(value: Any) -> bool:
@@ -105,17 +105,17 @@ class Ledger:
         self.accepted.add(seq)
         return 1 if seq in self.received else 0
 
-    def on_received(self, probe: Probe | None, run: str, handset: int, now: float) -> int:
-        if probe is None or probe.run != run:
+    def on_received(self, tracer: Tracer | None, run: str, handset: int, now: float) -> int:
+        if tracer is None or tracer.run != run:
             self.stale += 1
-        elif probe.handset != handset:
+        elif tracer.handset != handset:
             self.misrouted += 1
-        elif probe.seq in self.received:
+        elif tracer.seq in self.received:
             self.duplicates += 1
         else:
-            self.received.add(probe.seq)
-            self.latencies.append(max(0.0, now - probe.sent_at))
-            return 1 if probe.seq in self.accepted else 0
+            self.received.add(tracer.seq)
+            self.latencies.append(max(0.0, now - tracer.sent_at))
+            return 1 if tracer.seq in self.accepted else 0
         return 0
 
     @property

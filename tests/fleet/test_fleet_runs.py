@@ -110,7 +110,7 @@ def test_fleet_against_mosquitto_from_many_source_addresses(mosquitto, tmp_path)
     assert done.returncode == 0, done.stderr
     results = check_perfect_delivery(out, handsets=20, pushes=200)
     assert results["summary"][0]["scenario"] == "fleet-broker"
-    # Handset i connects from 127.0.0.(2 + i % 5): the broker saw all five addresses, and
+    # SocketHandset i connects from 127.0.0.(2 + i % 5): the broker saw all five addresses, and
     # each handset's row says which one it used.
     peers = mosquitto.peers("pushsim-")
     handset_peers = [p for p in peers if not p == "127.0.0.1"]

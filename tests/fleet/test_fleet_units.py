@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.fleet.config import BrokerTarget, FleetConfig, Shard, parse_shard
+from simulator.fleet.plan import BrokerTarget, FleetPlan, Shard, parse_shard
 from simulator.fleet.limits import (
     LimitError,
     check_local_ports,
@@ -20,9 +20,9 @@ from simulator.fleet.results import FleetResults, merge_timelines
 from simulator.fleet.traffic import SubackScanner
 from simulator.fleet.workload import (
     Ledger,
-    Probe,
-    decode_probe,
-    encode_probe,
+    Tracer,
+    decode_tracer,
+    encode_tracer,
     pushes_due,
     pushes_for,
 )
@@ -31,8 +31,8 @@ from pushsdk.protocol import ConnAck, Connect, Connection, PingResp, Publish, Ro
 TARGET = BrokerTarget.from_url("mqtt://127.0.0.1:1883")
 
 
-def config(handsets: int, workers: int = 1, shard: str = "0/1", **kw) -> FleetConfig:
-    return FleetConfig(target=TARGET, handsets=handsets, duration=10, workers=workers,
+def config(handsets: int, workers: int = 1, shard: str = "0/1", **kw) -> FleetPlan:
+    return FleetPlan(target=TARGET, handsets=handsets, duration=10, workers=workers,
                        shard=parse_shard(shard), **kw)
 
 
@@ -134,26 +134,26 @@ def test_scanner_needs_the_suback_itself():
 def test_ledger_counts_losses_duplicates_and_strangers():
     ledger = Ledger()
     assert ledger.on_accepted(1) == 0
-    assert ledger.on_received(Probe("run", 1, 7, 100.0), "run", 7, 100.25) == 1
-    assert ledger.on_received(Probe("run", 2, 7, 100.0), "run", 7, 100.5) == 0  # not yet
+    assert ledger.on_received(Tracer("run", 1, 7, 100.0), "run", 7, 100.25) == 1
+    assert ledger.on_received(Tracer("run", 2, 7, 100.0), "run", 7, 100.5) == 0  # not yet
     assert ledger.on_accepted(2) == 1  # the answer came after the push itself
     ledger.on_accepted(3)
-    ledger.on_received(Probe("run", 1, 7, 100.0), "run", 7, 101.0)  # again
-    ledger.on_received(Probe("old", 9, 7, 1.0), "run", 7, 101.0)  # a previous run's
-    ledger.on_received(Probe("run", 4, 8, 1.0), "run", 7, 101.0)  # another handset's
-    ledger.on_received(None, "run", 7, 101.0)  # not a probe at all
+    ledger.on_received(Tracer("run", 1, 7, 100.0), "run", 7, 101.0)  # again
+    ledger.on_received(Tracer("old", 9, 7, 1.0), "run", 7, 101.0)  # a previous run's
+    ledger.on_received(Tracer("run", 4, 8, 1.0), "run", 7, 101.0)  # another handset's
+    ledger.on_received(None, "run", 7, 101.0)  # not a tracer at all
     assert (ledger.delivered, ledger.lost, ledger.duplicates) == (2, 1, 1)
     assert (ledger.stale, ledger.misrouted) == (2, 1)
     assert ledger.latencies == [0.25, 0.5]
 
 
-def test_probe_payloads_round_trip():
-    probe = Probe("ab12", 42, 7, 1767225600.123456)
-    assert decode_probe(encode_probe(probe)) == probe
-    assert decode_probe(probe.as_data()) == probe
+def test_tracer_payloads_round_trip():
+    tracer = Tracer("ab12", 42, 7, 1767225600.123456)
+    assert decode_tracer(encode_tracer(tracer)) == tracer
+    assert decode_tracer(tracer.as_data()) == tracer
     for junk in (b"", b"\xff", b"[]", b'{"run": "x"}', {"run": "x", "seq": True, "h": 1,
                                                           "ts": 1.0}, 17):
-        assert decode_probe(junk) is None
+        assert decode_tracer(junk) is None
 
 
 def test_timelines_add_up_and_carry_the_last_sample_forward():

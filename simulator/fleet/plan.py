@@ -18,7 +18,7 @@ import attrs
 
 from pushsdk.config import parse_broker_url
 
-__all__ = ["BrokerTarget", "FleetConfig", "ServerTarget", "Shard", "parse_shard"]
+__all__ = ["BrokerTarget", "FleetPlan", "ServerTarget", "Shard", "parse_shard"]
 
 
 @attrs.frozen
@@ -86,7 +86,7 @@ def parse_shard(text: str) -> Shard:
 
 
 @attrs.frozen(kw_only=True)
-class FleetConfig:
+class FleetPlan:
     """One fleet run (this shard's part of it)."""
 
     target: ServerTarget | BrokerTarget

@@ -4,7 +4,7 @@ around it.
 The handset learns about its connection only through the SDK's public hooks — state changes
 (registration, connect attempt, CONNACK, drops), message callbacks — and through the streams
 its connector hands out (traffic, TCP connect time, the first SUBACK). Everything it measures
-goes to the shared :class:`FleetProbe` of its worker, which keeps the fleet-wide counters.
+goes to the shared :class:`FleetObserver` of its worker, which keeps the fleet-wide counters.
 """
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from pushsdk.transport import TcpConnector
 from simulator.metrics import HandsetResult
 from simulator.radio import RadioModel
 
-from .traffic import ProbeConnector, Traffic
-from .workload import Ledger, decode_probe
+from .traffic import MeteredConnector, Traffic
+from .workload import Ledger, decode_tracer
 
 if TYPE_CHECKING:
-    from .worker import FleetProbe
+    from .worker import FleetObserver
 
-__all__ = ["EXTRA_FIELDS", "Handset", "device_id", "topic"]
+__all__ = ["EXTRA_FIELDS", "SocketHandset", "device_id", "topic"]
 
 #: Columns handsets.csv has beyond :class:`simulator.metrics.HandsetResult`'s.
 EXTRA_FIELDS = (
@@ -49,22 +49,22 @@ def topic(index: int) -> str:
     return f"pushsim/{index}"
 
 
-class Handset:
-    """A PushClient with its probe. ``await handset.client.run()`` runs it; whoever starts
+class SocketHandset:
+    """A PushClient with its observer. ``await handset.client.run()`` runs it; whoever starts
     it sets ``started_at`` (trio time)."""
 
     __slots__ = (
-        "index", "source_ip", "client", "traffic", "ledger", "probe", "ready", "deferred",
+        "index", "source_ip", "client", "traffic", "ledger", "observer", "ready", "deferred",
         "started_at", "ended_at", "first_connected_at", "failures", "_mark", "_tcp_s",
         "_registration_s", "_first", "_connected",
     )
 
-    def __init__(self, index: int, probe: FleetProbe, *, connector: TcpConnector,
+    def __init__(self, index: int, observer: FleetObserver, *, connector: TcpConnector,
                  config: ServerConfig | BrokerConfig, strategy: HeartbeatStrategy | None,
                  radio: RadioModel, network_type: str, connect_timeout: float,
                  rng: random.Random) -> None:
         self.index = index
-        self.probe = probe
+        self.observer = observer
         self.source_ip = connector.source_ip or ""
         self.traffic = Traffic(radio.new_meter())
         self.ledger = Ledger()
@@ -76,9 +76,9 @@ class Handset:
         self._tcp_s = self._registration_s = math.nan
         self._first: tuple[float, float, float] | None = None  # first tcp/handshake/register
         self._connected = False
-        mqtt = ProbeConnector(connector, self.traffic, on_connected=self._on_tcp,
+        mqtt = MeteredConnector(connector, self.traffic, on_connected=self._on_tcp,
                               on_suback=self._on_suback, watch=self._not_ready)
-        http = ProbeConnector(connector, self.traffic)
+        http = MeteredConnector(connector, self.traffic)
         self.client = PushClient(
             config, connector=mqtt, http_connector=http, strategy=strategy, rng=rng,
             connect_timeout=connect_timeout, network_type=network_type,
@@ -101,7 +101,7 @@ class Handset:
     def _on_suback(self) -> None:
         if not self.ready:
             self.ready = True
-            self.probe.on_ready(self)
+            self.observer.on_ready(self)
 
     def _on_state_change(self, old: ClientState, new: ClientState, reason: str) -> None:
         now = trio.current_time()
@@ -119,27 +119,27 @@ class Handset:
             if first:
                 self.first_connected_at = now
                 self._first = (self._tcp_s, handshake, self._registration_s)
-            self.probe.on_connected(self, now, self._tcp_s, handshake, self._registration_s,
+            self.observer.on_connected(self, now, self._tcp_s, handshake, self._registration_s,
                                     first)
             self._registration_s = math.nan
         if old is ClientState.CONNECTED and self._connected:
             self._connected = False
-            self.probe.on_disconnected(self, reason)
+            self.observer.on_disconnected(self, reason)
         elif new is ClientState.CLOSED:
             self.ended_at = now
         if new is ClientState.WAITING and old in _CONNECTING:
             self.failures += 1
-            self.probe.on_failed(self, now, self._tcp_s, reason)
+            self.observer.on_failed(self, now, self._tcp_s, reason)
 
     def _on_message(self, message: Any) -> None:
         payload = getattr(message, "payload", None)
-        if payload is None:  # server mode: the probe is the data of a data push
+        if payload is None:  # server mode: the tracer is the data of a data push
             body = message.message
             payload = body.get("data") if isinstance(body, Mapping) else None
-        self.probe.on_received(self, decode_probe(payload))
+        self.observer.on_received(self, decode_tracer(payload))
 
     def _on_deleted(self, message: Any) -> None:
-        self.probe.on_deleted(self, message.count or 0)
+        self.observer.on_deleted(self, message.count or 0)
 
     # --- results ------------------------------------------------------------------------
 
