@@ -1,14 +1,17 @@
-"""What a fleet run is asked to do: target, size, pacing, sharding.
+"""What a fleet run is asked to do: target, size, workload, stages, and how it is split.
 
-Handsets are numbered ``0 .. handsets-1`` across the *whole* fleet, whatever the sharding, so
-ids (``pushsim-<i>``), start times and push schedules are the same whether the fleet runs in
-one process, in ``--workers W`` processes or as ``--shard i/N`` runs on several machines:
+Handsets are numbered ``0 .. handsets-1`` across the *whole* fleet, whatever the split, so
+ids, topics, start times and push schedules are the same whether the fleet runs in one
+process, in ``--workers W`` processes, as ``--shard i/N`` runs or as shards on a Dask
+cluster:
 
-- shard ``s`` of ``n`` runs the handsets with ``index % n == s``;
-- inside a shard, worker ``w`` of ``W`` runs the shard's ``j``-th handset when ``j % W == w``;
-- handset ``i`` starts at ``i / ramp`` seconds after the run starts;
-- push ``k`` is due at ``k / push_rate`` seconds and goes to handset ``k % handsets``; the
-  process running that handset sends it.
+- handsets form topic groups of ``fan_out`` (group ``g`` = handsets ``g·fan_out ..``); all
+  members of a group subscribe to its topic and receive each of its pushes;
+- shard ``s`` of ``n`` runs the groups with ``g % n == s``; inside a shard, worker ``w`` of
+  ``W`` runs the groups with ``(g // n) % W == w`` (so a push and all its receivers are in
+  one process, and the accounting of each push is local);
+- handset ``i`` starts at :class:`~.stages.RampSchedule` ``.start_of(i)``; push ``k`` is due
+  at :class:`~.stages.PushSchedule` ``.due(k)`` and goes to group ``k % groups``.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ import attrs
 
 from pushsdk.config import parse_broker_url
 
-__all__ = ["BrokerTarget", "FleetPlan", "ServerTarget", "Shard", "parse_shard"]
+from .stages import PushSchedule, RampSchedule, Stage, drain_seconds, run_seconds
+
+__all__ = ["BrokerTarget", "FleetPlan", "ServerTarget", "Shard", "Workload", "parse_shard"]
 
 
 @attrs.frozen
@@ -34,14 +39,14 @@ class ServerTarget:
 
 @attrs.frozen
 class BrokerTarget:
-    """Any MQTT 3.1.1 broker: static client ids, topics ``pushsim/<i>``, an MQTT publisher."""
+    """Any MQTT 3.1.1 broker: static client ids, one topic per group, an MQTT publisher."""
 
     url: str
     host: str
     port: int
     tls: bool
     username: str | None = None
-    password: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
 
     mode = "broker"
 
@@ -67,12 +72,6 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def owns(self, handset: int) -> bool:
-        return handset % self.count == self.index
-
-    def handsets(self, fleet_size: int) -> range:
-        return range(self.index, fleet_size, self.count)
-
 
 def parse_shard(text: str) -> Shard:
     """``"i/N"`` → :class:`Shard`; ``ValueError`` with a readable message otherwise."""
@@ -86,19 +85,31 @@ def parse_shard(text: str) -> Shard:
 
 
 @attrs.frozen(kw_only=True)
+class Workload:
+    """What the pushes look like and how handsets hold their sessions."""
+
+    qos: int = 1  # broker mode: publisher QoS and handset subscription QoS
+    payload_size: int = 0  # bytes of the push payload; 0 = just the tracer header
+    fan_out: int = 1  # handsets per topic (each push reaches all of them)
+    publishers: int = 0  # connections sending pushes in each worker; 0 = the mode's default
+    session: str = "persistent"  # broker mode: "persistent" (clean session 0) or "clean"
+    cleanup: bool = True  # remove the run's sessions / devices from the target at the end
+    client_id_prefix: str = ""  # "" = pushsim-<run id>-
+    topic_prefix: str = ""  # "" = pushsim/<run id>
+
+
+@attrs.frozen(kw_only=True)
 class FleetPlan:
     """One fleet run (this shard's part of it)."""
 
     target: ServerTarget | BrokerTarget
     handsets: int  # the whole fleet, all shards
-    duration: float  # seconds from the start; handsets ramp up and pushes are sent inside it
+    stages: tuple[Stage, ...]
     strategy: str | None = None  # None: the SDK's default for the mode
     workers: int = 1
     shard: Shard = Shard()
     source_ips: tuple[str, ...] = ()  # handset i binds source_ips[i % len]; () = the OS picks
-    push_rate: float = 10.0  # pushes per second, whole fleet; 0 = none
-    ramp: float = 1000.0  # handset starts per second, whole fleet; inf = all at once
-    drain: float = 10.0  # after duration, wait at most this long for pushes still in flight
+    workload: Workload = Workload()
     ca_file: str | None = None
     connect_timeout: float = 10.0
     radio_model: str = "lte"
@@ -109,25 +120,89 @@ class FleetPlan:
     def mode(self) -> str:
         return self.target.mode
 
-    def shard_handsets(self) -> range:
-        return self.shard.handsets(self.handsets)
+    @property
+    def duration(self) -> float:
+        """Seconds of the stages before the drain."""
+        return run_seconds(self.stages)
 
-    def worker_handsets(self, worker: int) -> range:
-        """Global indices run by ``worker`` of this shard."""
-        own = self.shard_handsets()
-        return own[worker::self.workers]
+    @property
+    def drain(self) -> float:
+        return drain_seconds(self.stages)
 
-    def worker_of(self, handset: int) -> int:
-        return (handset // self.shard.count) % self.workers
+    @property
+    def client_id_prefix(self) -> str:
+        return self.workload.client_id_prefix or f"pushsim-{self.run_id}-"
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.workload.topic_prefix or f"pushsim/{self.run_id}"
+
+    def device_id(self, index: int) -> str:
+        """Client id (broker mode) and device id (server mode) of handset ``index``."""
+        return f"{self.client_id_prefix}{index}"
+
+    def topic(self, group: int) -> str:
+        """The topic of ``group`` (broker mode)."""
+        return f"{self.topic_prefix}/{group}"
+
+    # --- layout ---------------------------------------------------------------------------
+
+    @property
+    def groups(self) -> int:
+        return -(-self.handsets // self.workload.fan_out)
+
+    def group_of(self, index: int) -> int:
+        return index // self.workload.fan_out
+
+    def members(self, group: int) -> range:
+        fan_out = self.workload.fan_out
+        return range(group * fan_out, min(self.handsets, (group + 1) * fan_out))
+
+    def worker_of_group(self, group: int) -> int:
+        return (group // self.shard.count) % self.workers
+
+    def shard_groups(self) -> range:
+        return range(self.shard.index, self.groups, self.shard.count)
+
+    def worker_groups(self, worker: int) -> range:
+        """Groups run by ``worker`` of this shard (sorted)."""
+        return self.shard_groups()[worker::self.workers]
+
+    def worker_handsets(self, worker: int) -> list[int]:
+        """Global indices run by ``worker`` of this shard (sorted)."""
+        return [i for g in self.worker_groups(worker) for i in self.members(g)]
+
+    def shard_handsets(self) -> list[int]:
+        return [i for g in self.shard_groups() for i in self.members(g)]
+
+    def owns(self, index: int) -> bool:
+        return self.group_of(index) % self.shard.count == self.shard.index
+
+    # --- schedules ------------------------------------------------------------------------
+
+    def ramp_schedule(self) -> RampSchedule:
+        return RampSchedule(self.stages)
+
+    def push_schedule(self) -> PushSchedule:
+        return PushSchedule(self.stages)
+
+    def push_count(self) -> int:
+        """Pushes due in the whole fleet."""
+        return self.push_schedule().count
 
     def ramp_seconds(self) -> float:
         """When the last handset of the fleet is started."""
-        if math.isinf(self.ramp):
-            return 0.0
-        return (self.handsets - 1) / self.ramp
+        return self.ramp_schedule().start_of(self.handsets - 1)
 
-    def push_count(self) -> int:
-        """Pushes due in the whole fleet: ``k / push_rate < duration``."""
-        if self.push_rate <= 0:
-            return 0
-        return math.ceil(self.push_rate * self.duration - 1e-9)
+    def fingerprint(self) -> dict[str, object]:
+        """What every shard of one run must agree on (checked when shards are merged)."""
+        return {
+            "mode": self.mode, "target": self.target.url, "handsets": self.handsets,
+            "stages": [attrs.asdict(s) for s in self.stages], "strategy": self.strategy,
+            "workload": attrs.asdict(self.workload), "radio_model": self.radio_model,
+            "shards": self.shard.count, "run_id": self.run_id,
+        }
+
+
+def inf_to_none(value: float) -> float | None:
+    return None if math.isinf(value) else value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -24,10 +25,17 @@ class Finished:
     stderr: str
 
 
-def pushsim(*args: str, timeout: float = 90) -> Finished:
-    """Run ``pushsim ARGS`` as a real process (``python -m simulator``)."""
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pushsim(*args: str, timeout: float = 90, cwd: Path | None = None) -> Finished:
+    """Run ``pushsim ARGS`` as a real process (``python -m simulator``), in ``cwd`` (tests
+    that rely on a default ``--out`` give a temporary directory, so nothing lands in the
+    work tree)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, cwd=cwd, env=env)
     return Finished(done.returncode, done.stdout, done.stderr)
 
 
@@ -41,8 +49,10 @@ def read_results(out: Path) -> dict:
         latencies = list(csv.DictReader(f))
     with open(out / "connects.csv", newline="") as f:
         connects = list(csv.DictReader(f))
+    with open(out / "timeseries.csv", newline="") as f:
+        timeseries = list(csv.DictReader(f))
     return {"summary": summary, "handsets": handsets, "latencies": latencies,
-            "connects": connects, "fleet": json.loads((out / "fleet.json").read_text()),
+            "connects": connects, "timeseries": timeseries, "fleet": json.loads((out / "fleet.json").read_text()),
             "summary_json": json.loads((out / "summary.json").read_text())}
 
 
