@@ -109,7 +109,8 @@ class _Worker:
         return {
             index: SocketHandset(
                 index, self.observer, group=plan.group_of(index), groups=plan.groups,
-                device_id=plan.device_id(index), connector=connectors[index % len(connectors)],
+                device_id=plan.device_id(index),
+                connector=connectors[(index // plan.shard.count) % len(connectors)],
                 config=_client_config(plan, index), strategy=strategy, radio=self.radio,
                 network_type=self.network_type, connect_timeout=plan.connect_timeout,
                 rng=self.rng)
