@@ -144,7 +144,7 @@ class FleetObserver:
             self._delivered()
 
     def on_expected(self, handset: SocketHandset, seq: int) -> None:
-        """The target accepted push ``seq`` while ``handset`` was subscribed to it."""
+        """Push ``seq`` went out (accepted or not) while ``handset`` was subscribed to it."""
         self.counters["expected"] += 1
         if handset.ledger.on_expected(seq):
             self._delivered()  # it arrived before the sender heard back

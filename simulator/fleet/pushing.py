@@ -2,14 +2,16 @@
 
 Push ``k`` falls due at its scheduled time (:class:`~.stages.PushSchedule`) and is queued for
 a sender at once; its tracer carries that scheduled time, so when the senders fall behind the
-delay shows in the latency (and in the send lag), never hidden. A push due to a group with no
-subscribed member yet waits until the first member subscribes and is then scheduled anew
-(it could not have been received before).
+delay shows in the latency (and in the send lag), never hidden. A push due to a group not
+every member of which has subscribed yet (during the ramp) waits until the last one has, and
+is then scheduled anew (it could not have been received before).
 
 Every push due ends in exactly one of: ``sent`` (the target accepted it: PUBACK/PUBCOMP,
 written for QoS 0, or HTTP 200), ``failed`` (refused, or unanswered within
 :data:`PUSH_TIMEOUT_S`), ``unanswered`` (still in flight when the run ended) or ``not_sent``
-(the run ended first, or no member of its group ever subscribed).
+(the run ended first, or no member of its group ever subscribed). A sent or failed push is
+*expected* by each member of its group subscribed when it went out; one that never reaches
+such a member is *lost* to it (a refused push too: the app never got it).
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ class PushGenerator:
         self.send_channel, self.receive_channel = trio.open_memory_channel[Any](math.inf)
         self.pushing = True  # False once the run is over: nothing more is queued
         self.queued = self.in_flight = self.deferred = 0
-        self.sent = self.failed = 0
+        self.sent = self.failed = self.unanswered = 0
         self.late = 0  # pushes that left more than 0.1 s after their scheduled time
         self.max_send_lag = 0.0
         self.waiting: dict[int, list[int]] = {}  # group -> pushes due before it had a member
@@ -84,7 +86,7 @@ class PushGenerator:
             await trio.sleep_until(t0 + due)
             per_second.add("pushes_due", due)
             group = seq % self.plan.groups
-            if any(h.ready for h in self.members[group]):
+            if all(h.subscribed for h in self.members[group]):
                 self.send_channel.send_nowait((seq, t0 + due))
                 self.queued += 1
             else:
@@ -92,6 +94,8 @@ class PushGenerator:
                 self.deferred += 1
 
     def _on_ready(self, handset: SocketHandset) -> None:
+        if not all(h.subscribed for h in self.members[handset.group]):
+            return
         seqs = self.waiting.pop(handset.group, None)
         if seqs and self.pushing:
             now = trio.current_time()
@@ -133,20 +137,30 @@ class PushGenerator:
         if lag > 0.1:
             self.late += 1
         self.in_flight += 1
+        transport = False
         try:
             await send(seq, receivers, observer.wall_t0 + (scheduled - observer.t0))
         except PushFailed as exc:
             self.failed += 1
             observer.per_second.add("pushes_failed", trio.current_time() - observer.t0)
             observer.push_failures[short_reason(str(exc))] += 1
-            return False, exc.transport
+            ok, transport = False, exc.transport
+        except trio.Cancelled:  # the run ended with it in flight: it went out (or may have)
+            self.unanswered += 1
+            for handset in receivers:
+                observer.on_expected(handset, seq)
+            raise
+        else:
+            self.sent += 1
+            observer.per_second.add("pushes_sent", trio.current_time() - observer.t0)
+            ok = True
         finally:
             self.in_flight -= 1
-        self.sent += 1
-        observer.per_second.add("pushes_sent", trio.current_time() - observer.t0)
+        # Sent or not, these handsets were meant to get it: a push the target refused or
+        # did not answer is lost to them unless it arrives all the same.
         for handset in receivers:
             observer.on_expected(handset, seq)
-        return True, False
+        return ok, transport
 
     def _tracer(self, seq: int, scheduled_wall: float) -> Tracer:
         return Tracer(self.plan.run_id, seq, seq % self.plan.groups, scheduled_wall)
@@ -203,10 +217,11 @@ class PushGenerator:
         self.send_channel.close()
 
     def counters(self) -> dict[str, int]:
-        not_sent = self.due_total - self.sent - self.failed - self.in_flight
+        unanswered = self.unanswered + self.in_flight
+        not_sent = self.due_total - self.sent - self.failed - unanswered
         return {
             "pushes_due": self.due_total, "pushes_sent": self.sent,
-            "pushes_failed": self.failed, "pushes_unanswered": self.in_flight,
+            "pushes_failed": self.failed, "pushes_unanswered": unanswered,
             "pushes_not_sent": not_sent, "pushes_waiting_for_subscriber": self.deferred,
             "pushes_late": self.late,
             "rate_limited": sum(p.rate_limited for p in self.pushers),

@@ -8,10 +8,10 @@ is an error for ``pushsim merge`` unless ``--partial``; after a worker's death t
 what it has, with a warning).
 
 Push accounting (fleet.json ``pushes``), for this shard's pushes:
-``due = sent + failed + unanswered + not_sent``; each ``sent`` push was expected by the
-members of its group subscribed at that moment (``expected``, pairs of push and handset):
-``expected = delivered + lost``; ``delivered <= expected`` always. ``unexpected`` counts
-arrivals the sender never saw acknowledged.
+``due = sent + failed + unanswered + not_sent``; each sent or failed push was expected by
+the members of its group subscribed when it went out (``expected``, pairs of push and
+handset): ``expected = delivered + lost``; ``delivered <= expected`` always (a refused push
+that never arrives is lost). ``unexpected`` counts arrivals no handset was waiting for.
 """
 from __future__ import annotations
 

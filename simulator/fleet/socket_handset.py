@@ -48,7 +48,7 @@ class SocketHandset:
 
     __slots__ = (
         "index", "group", "device_id", "source_ip", "client", "meter", "ledger", "observer",
-        "ready", "link", "packets_up", "packets_down", "started_at", "ended_at",
+        "ready", "subscribed", "link", "packets_up", "packets_down", "started_at", "ended_at",
         "first_connected_at", "failures", "_mark", "_tcp_s", "_registration_s", "_first",
         "_connected", "_clean",
     )
@@ -64,7 +64,8 @@ class SocketHandset:
         self.source_ip = connector.source_ip or ""
         self.meter = radio.new_meter()
         self.ledger = Ledger(groups)
-        self.ready = False  # subscribed: pushes to its group can be counted on for it
+        self.ready = False  # subscribed now: pushes to its group can be counted on for it
+        self.subscribed = False  # subscribed at least once
         self.link: CountingStream | None = None  # the current MQTT stream
         self.packets_up = self.packets_down = 0
         self.started_at = self.ended_at = self.first_connected_at = math.nan
@@ -109,7 +110,10 @@ class SocketHandset:
     def on_suback(self) -> None:
         if not self.ready:
             self.ready = True
-            self.observer.on_ready(self)
+            first = not self.subscribed
+            self.subscribed = True
+            if first:
+                self.observer.on_ready(self)
 
     # --- SDK hooks ------------------------------------------------------------------------
 

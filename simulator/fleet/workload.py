@@ -99,8 +99,8 @@ def pushes_due(groups: Sequence[int], group_count: int, total: int) -> int:
 
 
 class Ledger:
-    """One handset's pushes: those it was expected to get (the target accepted them while
-    it was subscribed) and those that reached the app.
+    """One handset's pushes: those it was expected to get (sent to its group while it was
+    subscribed, whatever the target answered) and those that reached the app.
 
     Push ``seq`` of a group is its ``seq // groups``-th; both sets are bitsets over that
     number (a few bytes per handset instead of two Python sets). ``delivered`` counts only
@@ -118,7 +118,7 @@ class Ledger:
         self.misrouted = 0  # pushes of this run meant for another group
 
     def on_expected(self, seq: int) -> bool:
-        """The target accepted ``seq`` for this handset; True if it had already arrived."""
+        """``seq`` went out to this handset; True if it had already arrived."""
         bit = 1 << (seq // self._groups)
         self._expected |= bit
         return bool(self._received & bit)
@@ -156,6 +156,6 @@ class Ledger:
 
     @property
     def unexpected(self) -> int:
-        """Pushes of this run that arrived although the target never confirmed them to the
-        sender (e.g. its PUBACK was lost when the connection broke)."""
+        """Pushes of this run that arrived although they were not sent to this handset while
+        it was subscribed (e.g. queued for a clean session that had just gone)."""
         return (self._received & ~self._expected).bit_count()

@@ -38,6 +38,14 @@ def reference_server() -> Iterator[ReferenceServer]:
 
 
 @pytest.fixture
+def tls_server_info(tmp_path: Path) -> Iterator[tuple[dict, Path]]:
+    """The reference server with TLS on: its JSON line (plain ``http`` too) and the CA."""
+    tls_dir = tmp_path / "tls"
+    for info in _server("--tls-dir", str(tls_dir), "--https-port", "0", "--mqtts-port", "0"):
+        yield info, tls_dir / "ca.pem"
+
+
+@pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The reference server with TLS on (HTTPS and MQTTS): ``(https URL, CA file)``."""
     tls_dir = tmp_path / "tls"

@@ -184,3 +184,36 @@ def test_fleet_over_tls_with_the_servers_ca(tls_server, tmp_path):
     done = pushsim(*args, "--ca", str(ca), "--out", str(out))
     assert done.returncode == 0, done.stderr
     check_perfect_delivery(out, handsets=6, pushes=12, server=True)
+
+
+def test_merge_takes_only_the_shards_of_one_run(mosquitto, tmp_path):
+    base = ("fleet", "--broker", mosquitto.url, "--handsets", "4", "--push-rate", "4",
+            "--no-progress", "--drain", "2")
+
+    def shard(name: str, *extra: str):
+        done = pushsim(*base, *extra, "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+        return str(tmp_path / name)
+
+    a = shard("a", "--duration", "1", "--shard", "0/2", "--run-id", "r1")
+    b = shard("b", "--duration", "2", "--shard", "1/2", "--run-id", "r1")
+    c = shard("c", "--duration", "1", "--shard", "1/2", "--run-id", "r2")
+    d = shard("d", "--duration", "1", "--shard", "1/2", "--run-id", "r1")
+    out = str(tmp_path / "m")
+    for dirs, message in (([a, b], "not the same run configuration"),
+                          ([a, c], "is run 'r2', "),
+                          ([a], "shard(s) 1/2 of this 2-shard run are missing")):
+        done = pushsim("merge", *dirs, "--out", out)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert message in done.stderr
+    partial = pushsim("merge", a, "--partial", "--out", out)
+    assert partial.returncode == 1  # the missing shard misses the built-in gate
+    fleet = json.loads((tmp_path / "m" / "fleet.json").read_text())
+    assert fleet["missing"] == ["shard 1/2"]
+    assert "pushsim merge: gate missed: missing_parts>0" in partial.stderr
+    whole = pushsim("merge", a, d, "--out", str(tmp_path / "w"), "--fail-if", "lost>0")
+    assert whole.returncode == 0, whole.stderr
+    fleet = json.loads((tmp_path / "w" / "fleet.json").read_text())
+    assert fleet["pushes"]["delivered"] == 4 and fleet["missing"] == []
+    # By hand, one after the other, the shards started seconds apart: said so.
+    assert any(w.startswith("shards started") for w in fleet["warnings"])
