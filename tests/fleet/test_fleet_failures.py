@@ -239,3 +239,28 @@ def test_a_broker_refusing_the_credentials_fails_the_preflight(tmp_path):
         stop_process(broker)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "refused the connection (CONNACK 5: not authorised)" in done.stderr
+
+
+def test_a_dead_worker_process_leaves_the_others_results(mosquitto, tmp_path):
+    import psutil
+
+    port = free_port()
+    fleet = start_fleet("--broker", mosquitto.url, "--handsets", "10", "--duration", "30",
+                        "--push-rate", "10", "--workers", "2", "--metrics-port", str(port),
+                        "--no-progress", "--out", str(tmp_path / "out"))
+    wait_until(lambda: value(scrape(port), "pushsim_fleet_handsets_connected") == 10,
+               "10 handsets connected")
+    workers = [p for p in psutil.Process(fleet.pid).children()
+               if "multiprocessing" in " ".join(p.cmdline())]
+    victim = max(workers, key=lambda p: p.create_time())
+    victim.kill()
+    wait_until(lambda: value(scrape(port), "pushsim_fleet_pushes_delivered",
+                             "pushsim_fleet_pushes_delivered_total") is not None, "metrics")
+    fleet.send_signal(signal.SIGTERM)  # no need to wait out the 30 s
+    out, err = fleet.communicate(timeout=60)
+    assert fleet.returncode == 1, err
+    assert "gate missed: missing_parts>0 (missing_parts = 1)" in err
+    fleet_json = json.loads((tmp_path / "out" / "fleet.json").read_text())
+    [missing] = fleet_json["missing"]
+    assert f"pid {victim.pid}" in missing and "no report" in missing
+    assert fleet_json["connect"]["handsets"] == 5
