@@ -11,7 +11,8 @@ written for QoS 0, or HTTP 200), ``failed`` (refused, or unanswered within
 :data:`PUSH_TIMEOUT_S`), ``unanswered`` (still in flight when the run ended) or ``not_sent``
 (the run ended first, or no member of its group ever subscribed). A sent or failed push is
 *expected* by each member of its group subscribed when it went out; one that never reaches
-such a member is *lost* to it (a refused push too: the app never got it).
+such a member is *lost* to it (a refused push too: the app never got it), and so is one still
+unanswered after the whole drain — but not one cut short by a stop (Ctrl-C, SIGTERM).
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ class PushGenerator:
         self.members = {g: [handsets[i] for i in plan.members(g)] for g in self.groups}
         self.send_channel, self.receive_channel = trio.open_memory_channel[Any](math.inf)
         self.pushing = True  # False once the run is over: nothing more is queued
+        self.cut_short = False  # a stop skipped the drain: pushes in flight are not lost
         self.queued = self.in_flight = self.deferred = 0
         self.sent = self.failed = self.unanswered = 0
         self.late = 0  # pushes that left more than 0.1 s after their scheduled time
@@ -145,10 +147,11 @@ class PushGenerator:
             observer.per_second.add("pushes_failed", trio.current_time() - observer.t0)
             observer.push_failures[short_reason(str(exc))] += 1
             ok, transport = False, exc.transport
-        except trio.Cancelled:  # the run ended with it in flight: it went out (or may have)
+        except trio.Cancelled:  # the run ended with it in flight
             self.unanswered += 1
-            for handset in receivers:
-                observer.on_expected(handset, seq)
+            if not self.cut_short:  # unanswered after the whole drain: lost to them
+                for handset in receivers:
+                    observer.on_expected(handset, seq)
             raise
         else:
             self.sent += 1

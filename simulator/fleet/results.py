@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from simulator.metrics import HandsetResult, summarise
+from simulator.metrics import HandsetResult, percentile, summarise
 
 from .measure import Histograms, PerSecond
 from .stages import Stage
@@ -290,7 +290,6 @@ def merge_timelines(sources: Sequence[Sequence[dict[str, Any]]]) -> list[dict[st
 
 def _exact(values: Sequence[float]) -> dict[str, Any]:
     """Percentiles of sorted ``values`` (NaN when there are none)."""
-    from simulator.metrics import percentile
     return {
         "count": len(values),
         "mean": sum(values) / len(values) if values else math.nan,

@@ -77,9 +77,12 @@ class SocketHandset:
         # A clean session forgets its subscription with the connection: pushes sent while it
         # is away are not its to receive.
         self._clean = isinstance(config, BrokerConfig) and config.clean_session
+        # Broker mode makes no HTTP requests: no second connector (a fleet holds many).
+        http = MeteredConnector(connector, self, mqtt=False) if isinstance(
+            config, ServerConfig) else None
         self.client = PushClient(
             config, connector=MeteredConnector(connector, self, mqtt=True),
-            http_connector=MeteredConnector(connector, self, mqtt=False), strategy=strategy,
+            http_connector=http, strategy=strategy,
             rng=rng, connect_timeout=connect_timeout, network_type=network_type,
             on_message=self._on_message, on_notification=self._on_message,
             on_deleted=self._on_deleted, on_state_change=self._on_state_change)

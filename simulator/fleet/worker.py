@@ -209,6 +209,7 @@ class _Worker:
         with trio.move_on_at(trio.current_time() + drain):
             while not self.generator.settled() and not self.stop.is_set():
                 await trio.sleep(0.05)
+        self.generator.cut_short = self.stop.is_set()
 
     async def _close(self) -> None:
         self.observer.closing = True

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dask_cluster import Cluster, start_cluster, start_mosquitto, stop_cluster
+from dask_cluster import Cluster, start_cluster, stop_cluster
+from fleet_harness import start_mosquitto  # importable once dask_cluster set the path
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fleet"))
-from fleet_harness import ROOT, start_mosquitto, stop_process  # noqa: E402
+from fleet_harness import ROOT, stop_process  # noqa: E402
 
 DASK = str(Path(sys.executable).with_name("dask"))
 START_TIMEOUT_S = 60.0

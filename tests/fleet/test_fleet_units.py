@@ -3,7 +3,6 @@ results round trip."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given
