@@ -64,7 +64,6 @@ class PushGenerator:
         self.schedule = plan.push_schedule()
         self.groups = list(plan.worker_groups(worker))
         self.due_total = pushes_due(self.groups, plan.groups, self.schedule.count)
-        self.members = {g: [handsets[i] for i in plan.members(g)] for g in self.groups}
         self.send_channel, self.receive_channel = trio.open_memory_channel[Any](math.inf)
         self.pushing = True  # False once the run is over: nothing more is queued
         self.cut_short = False  # a stop skipped the drain: pushes in flight are not lost
@@ -88,7 +87,7 @@ class PushGenerator:
             await trio.sleep_until(t0 + due)
             per_second.add("pushes_due", due)
             group = seq % self.plan.groups
-            if all(h.subscribed for h in self.members[group]):
+            if all(h.subscribed for h in self._members(group)):
                 self.send_channel.send_nowait((seq, t0 + due))
                 self.queued += 1
             else:
@@ -96,7 +95,7 @@ class PushGenerator:
                 self.deferred += 1
 
     def _on_ready(self, handset: SocketHandset) -> None:
-        if not all(h.subscribed for h in self.members[handset.group]):
+        if not all(h.subscribed for h in self._members(handset.group)):
             return
         seqs = self.waiting.pop(handset.group, None)
         if seqs and self.pushing:
@@ -107,6 +106,11 @@ class PushGenerator:
             self.deferred -= len(seqs)
         elif seqs:
             self.waiting[handset.group] = seqs
+
+    def _members(self, group: int) -> list[SocketHandset]:
+        # Looked up when needed: a list per group would cost ~100 B per handset.
+        handsets = self.handsets
+        return [handsets[i] for i in self.plan.members(group)]
 
     def settled(self) -> bool:
         counters = self.observer.counters
@@ -120,7 +124,7 @@ class PushGenerator:
         async for seq, scheduled in self.receive_channel:
             self.queued -= 1
             group = seq % self.plan.groups
-            receivers = [h for h in self.members[group] if h.ready]
+            receivers = [h for h in self._members(group) if h.ready]
             ok, transport = await self._send_one(send, seq, scheduled, receivers)
             if transport and backoff:  # the target is unreachable: do not hammer it
                 await trio.sleep(SENDER_BACKOFF.delay(failures, self.rng))

@@ -77,15 +77,17 @@ class SocketHandset:
         # A clean session forgets its subscription with the connection: pushes sent while it
         # is away are not its to receive.
         self._clean = isinstance(config, BrokerConfig) and config.clean_session
-        # Broker mode makes no HTTP requests: no second connector (a fleet holds many).
-        http = MeteredConnector(connector, self, mqtt=False) if isinstance(
-            config, ServerConfig) else None
+        # Broker mode makes no HTTP requests and has no notifications or deletion notices:
+        # no second connector and no callbacks for them (a fleet holds many handsets).
+        server = isinstance(config, ServerConfig)
         self.client = PushClient(
             config, connector=MeteredConnector(connector, self, mqtt=True),
-            http_connector=http, strategy=strategy,
-            rng=rng, connect_timeout=connect_timeout, network_type=network_type,
-            on_message=self._on_message, on_notification=self._on_message,
-            on_deleted=self._on_deleted, on_state_change=self._on_state_change)
+            http_connector=MeteredConnector(connector, self, mqtt=False) if server else None,
+            strategy=strategy, rng=rng, connect_timeout=connect_timeout,
+            network_type=network_type, on_message=self._on_message,
+            on_notification=self._on_message if server else None,
+            on_deleted=self._on_deleted if server else None,
+            on_state_change=self._on_state_change)
 
     @property
     def registration_id(self) -> str | None:

@@ -55,13 +55,12 @@ def _connectors(plan: FleetPlan) -> list[TcpConnector]:
                          source_ip=ip) for ip in ips]
 
 
-def _client_config(plan: FleetPlan, index: int) -> ServerConfig | BrokerConfig:
+def _client_config(plan: FleetPlan, index: int, device_id: str) -> ServerConfig | BrokerConfig:
     target = plan.target
     if isinstance(target, ServerTarget):
-        return ServerConfig(server_url=target.url, app_key=target.app_key,
-                            device_id=plan.device_id(index))
+        return ServerConfig(server_url=target.url, app_key=target.app_key, device_id=device_id)
     return BrokerConfig(host=target.host, port=target.port, tls=target.tls,
-                        client_id=plan.device_id(index),
+                        client_id=device_id,
                         topics=[plan.topic(plan.group_of(index))],
                         username=target.username, password=target.password,
                         qos=plan.workload.qos,
@@ -106,16 +105,17 @@ class _Worker:
         strategy = parse_strategy(plan.strategy) if plan.strategy else None
         self.radio = get_model(plan.radio_model)
         self.network_type = "wifi" if self.radio.name.startswith("wifi") else "cellular"
-        return {
-            index: SocketHandset(
+        handsets = {}
+        for index in plan.worker_handsets(self.worker):
+            device_id = plan.device_id(index)  # one string, shared by the handset and its SDK
+            handsets[index] = SocketHandset(
                 index, self.observer, group=plan.group_of(index), groups=plan.groups,
-                device_id=plan.device_id(index),
+                device_id=device_id,
                 connector=connectors[(index // plan.shard.count) % len(connectors)],
-                config=_client_config(plan, index), strategy=strategy, radio=self.radio,
-                network_type=self.network_type, connect_timeout=plan.connect_timeout,
-                rng=self.rng)
-            for index in plan.worker_handsets(self.worker)
-        }
+                config=_client_config(plan, index, device_id), strategy=strategy,
+                radio=self.radio, network_type=self.network_type,
+                connect_timeout=plan.connect_timeout, rng=self.rng)
+        return handsets
 
     # --- stages ---------------------------------------------------------------------------
 
