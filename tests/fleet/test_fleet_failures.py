@@ -83,8 +83,9 @@ def test_metrics_are_served_during_the_run(mosquitto, tmp_path):
 def test_the_broker_dies_and_comes_back(tmp_path):
     with start_mosquitto(tmp_path) as broker:
         port = free_port()
+        # (No --no-progress: stderr is not a terminal, so a plain line every 10 s.)
         fleet = start_fleet("--broker", broker.url, "--handsets", "20", "--duration", "14",
-                            "--push-rate", "40", "--metrics-port", str(port), "--no-progress",
+                            "--push-rate", "40", "--metrics-port", str(port),
                             "--out", str(tmp_path / "out"))
         wait_until(lambda: value(scrape(port), "pushsim_fleet_handsets_connected") == 20,
                    "20 handsets connected")
@@ -99,6 +100,9 @@ def test_the_broker_dies_and_comes_back(tmp_path):
                           "pushsim_fleet_pushes_delivered_total")
         out, err = fleet.communicate(timeout=90)
     assert "Traceback" not in err and "ExceptionGroup" not in err
+    progress = [line for line in err.splitlines() if line.startswith("pushsim fleet: t=")]
+    assert progress and "connected" in progress[0] and "due" in progress[0]
+    assert "\r" not in err  # not a redrawn terminal line
     results = read_results(tmp_path / "out")
     fleet_json = results["fleet"]
     # Pushes made after both sides were back were delivered: the publisher reconnected.
