@@ -100,8 +100,9 @@ def run_jobs_on_cluster(jobs: Sequence[Any], address: str, bar: Any = None) -> l
 
 
 def _run_job(job: Any) -> list[Any]:
-    from simulator.world import run_world
-    return run_world(job, lambda fraction: None)
+    # The very function a local run calls, so a cluster run cannot differ from it.
+    from simulator.runner import run_job
+    return run_job(job)
 
 
 # --- the fleet --------------------------------------------------------------------------------
