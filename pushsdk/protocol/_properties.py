@@ -164,6 +164,13 @@ class PropertyValues(TypedDict, total=False):
     shared_subscription_available: bool | None
 
 
+_EMPTY: Properties | None = None
+
+
+def _unset(value: object) -> bool:
+    return value is None or (type(value) in (tuple, list) and not value)
+
+
 @attrs.frozen(slots=False, init=False, eq=False, repr=False)
 class Properties:
     """The properties of one MQTT 5.0 packet (or of a Will): immutable, every field named.
@@ -205,6 +212,12 @@ class Properties:
     subscription_identifier_available: bool | None = None
     shared_subscription_available: bool | None = None
 
+    def __new__(cls, **values: Unpack[PropertyValues]) -> Properties:
+        # Every empty Properties is the one EMPTY, so "no properties" is an identity test.
+        if _EMPTY is not None and all(_unset(value) for value in values.values()):
+            return _EMPTY
+        return super().__new__(cls)
+
     def __init__(self, **values: Unpack[PropertyValues]) -> None:
         # Only the fields that are set are stored (the rest read as the class defaults), so
         # encoding visits only what is there, in identifier order.
@@ -213,9 +226,11 @@ class Properties:
             spec = BY_NAME.get(name)
             if spec is None:
                 raise TypeError(f"Properties() got an unexpected keyword argument {name!r}")
-            if value is None or (spec.repeatable and value == ()):
+            if value is None:
                 continue
-            stored[name] = _checked(spec, value)
+            checked = _checked(spec, value)
+            if not spec.repeatable or checked:
+                stored[name] = checked
         if len(stored) > 1 and list(stored) != sorted(stored, key=_RANK.__getitem__):
             stored = {name: stored[name] for name in sorted(stored, key=_RANK.__getitem__)}
         object.__setattr__(self, "__dict__", stored)
@@ -253,6 +268,7 @@ for _field in attrs.fields(Properties):
 
 #: The Properties with nothing set, shared by every event that has none.
 EMPTY = Properties()
+_EMPTY = EMPTY
 _new = object.__new__
 _set = object.__setattr__
 
