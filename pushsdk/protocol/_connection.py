@@ -26,7 +26,7 @@ from typing import Any
 
 from . import _wire, _wire5
 from ._errors import LocalProtocolError, RemoteProtocolError
-from ._events import ConnAck, Connect, ConnectionClosed, Disconnect, Event
+from ._events import ConnAck, Connect, ConnectionClosed, Disconnect, Event, PingReq, PingResp
 from ._reason import (
     CONNACK_REASON_FOR_RETURN_CODE,
     CONNACK_REASONS,
@@ -38,6 +38,7 @@ from ._reason import (
 from ._session5 import Limits5
 from ._state import (
     CLOSED,
+    CONNECTED,
     CONNECTING,
     ERROR,
     IDLE,
@@ -131,8 +132,11 @@ def _connect_decoder(version: int | None) -> _wire.Decoder:
 # what may be received, indexed by packet type number, with its decoder. Compiled once from
 # the transition tables so the per-packet cost is one lookup. ``version`` is 4 or 5, or (in
 # IDLE only, where CONNECT decides) None for "whichever the CONNECT says".
-_SendRules = dict[type, tuple[State, Callable[[Any], bytes]]]
-_RecvRules = list[tuple[State, _wire.Decoder] | None]
+# The third item says whether the MQTT 5.0 limits are checked for the packet: in 5.0, once
+# the CONNECT has passed, for everything but PINGREQ/PINGRESP once connected (two bytes:
+# no limit applies to them then).
+_SendRules = dict[type, tuple[State, Callable[[Any], bytes], bool]]
+_RecvRules = list[tuple[State, _wire.Decoder, bool] | None]
 
 
 def _compile(role: Role, state: State, version: int | None) -> tuple[_SendRules, _RecvRules]:
@@ -144,13 +148,15 @@ def _compile(role: Role, state: State, version: int | None) -> tuple[_SendRules,
     for (r, s, direction, packet), next_state in table.items():
         if (r, s) != (role, state) or packet is REFUSED_CONNACK:
             continue
+        checked = version == 5 and state is not IDLE and (
+            state is not CONNECTED or packet not in (PingReq, PingResp))
         if direction is SEND:
             encode = _connect_encoder(version) if packet is Connect else encoders[packet]  # type: ignore[index]
-            send[packet] = (next_state, encode)  # type: ignore[index]
+            send[packet] = (next_state, encode, checked)  # type: ignore[index]
         else:
             kind = ALL_PACKET_TYPES[packet]  # type: ignore[index]
             decode = _connect_decoder(version) if packet is Connect else decoders[kind]
-            recv[kind] = (next_state, decode)  # type: ignore[assignment]
+            recv[kind] = (next_state, decode, checked)  # type: ignore[assignment]
     return send, recv
 
 
@@ -158,6 +164,10 @@ _RULES = {
     (role, state, version): _compile(role, state, version)
     for role in Role for state in State for version in (4, 5, None)
 }
+
+
+def _no_check(*args: Any) -> None:
+    raise AssertionError("MQTT 5.0 limits checked before the CONNECT")  # never: see _compile
 
 
 def _answer_reason(reason: ReasonCode | None, allowed_codes: frozenset[int]) -> ReasonCode:
@@ -197,6 +207,9 @@ class Connection:
         self._protocol_version = protocol_version
         self._v5 = False
         self._limits: Limits5 | None = None
+        # Its sent/received checks, bound once (the per-packet cost of MQTT 5.0's rules).
+        self._check_sent: Callable[[Any, bytes], None] = _no_check
+        self._check_received: Callable[[Any], Any] = _no_check
         self._valid_first = _wire.VALID_FIRST_BYTE
         self._max_packet_size = self._receive_limit = max_packet_size
         self._buf = bytearray()
@@ -273,8 +286,9 @@ class Connection:
         if level == 5:
             self._v5 = True
             self._valid_first = _wire5.VALID_FIRST_BYTE
-            self._limits = Limits5(self._role)
-            self._declare(self._limits.learn_connect(connect))
+            limits = self._limits = Limits5(self._role)
+            self._check_sent, self._check_received = limits.sent, limits.received
+            self._declare(limits.learn_connect(connect))
 
     def _declare(self, maximum_packet_size: int | None) -> None:
         if maximum_packet_size is not None:
@@ -305,10 +319,10 @@ class Connection:
         rule = self._send_rules.get(type(event))
         if rule is None:
             return self._send_refused(event)
-        next_state, encode = rule
+        next_state, encode, checked = rule
         data = encode(event)
-        if self._limits is not None:
-            self._limits.sent(event, data)
+        if checked:
+            self._check_sent(event, data)
         if next_state is not self._state:
             self._transition(event, next_state, SEND)
         return data
@@ -429,11 +443,11 @@ class Connection:
         if end > pos + available:
             return self._need_data()
 
-        next_state, decode = rule
+        next_state, decode, checked = rule
         try:
             event = decode(first, buf, body, end)
-            if self._limits is not None:
-                event = self._limits.received(event)
+            if checked:
+                event = self._check_received(event)
         except RemoteProtocolError as exc:
             raise self._fail_with(exc, first >> 4 == _CONNECT, body, end) from None
         self._pos = end

@@ -41,6 +41,9 @@ from ._topics import shared_subscription, string_problem, topic_filter_problem
 
 _MAX_U16 = 0xFFFF
 _FLAGS = (False, True)
+_new = object.__new__
+_set = object.__setattr__
+_PUBLISH = Context.PUBLISH
 
 
 # --- checks shared by the constructors ----------------------------------------------------
@@ -103,14 +106,26 @@ def _check_topic_name(topic: object, what: str, *, alias: bool = False) -> None:
             raise InvalidEventError(f"{what} {problem}")
 
 
-def _check_properties(props: object, context: Context, what: str) -> None:
+def _check_properties(props: object, context: int, what: str) -> Properties:
+    """``props`` if it may appear in ``context``; an empty one becomes EMPTY, so that the
+    codec can test "no properties" by identity."""
     if props is EMPTY:
-        return
+        return EMPTY
     if type(props) is not Properties:
         raise _type_error(f"{what} properties", "a Properties", props)
+    if not props:
+        return EMPTY
     spec = misplaced(props, context)
     if spec is not None:
         raise InvalidEventError(f"{what} may not carry property {spec.label}")
+    return props
+
+
+def _store_properties(event: Any, context: int, what: str) -> None:
+    """Check an attrs event's properties and store the normalised value."""
+    props = _check_properties(event.properties, context, what)
+    if props is not event.properties:
+        _set(event, "properties", props)
 
 
 def _check_code(value: object, allowed: frozenset[int], what: str) -> None:
@@ -210,7 +225,7 @@ class Will:
         _check_bytes(self.payload, "Will payload")
         _check_qos(self.qos, "Will")
         _check_flag(self.retain, "Will retain")
-        _check_properties(self.properties, Context.WILL, "Will")
+        _store_properties(self, Context.WILL, "Will")
 
 
 @attrs.frozen
@@ -247,7 +262,7 @@ class Connect(Event):
                 )
         if self.will is not None and type(self.will) is not Will:
             raise _type_error("CONNECT will", "a Will", self.will)
-        _check_properties(self.properties, Context.CONNECT, "CONNECT")
+        _store_properties(self, Context.CONNECT, "CONNECT")
         if level != 5 and (self.properties or (self.will and self.will.properties)):
             raise InvalidEventError(f"CONNECT properties need protocol_level 5, not {level}")
         props = self.properties
@@ -274,7 +289,7 @@ class ConnAck(Event):
                 "CONNACK session_present must be 0 when the return code is not 0 "
                 "(MQTT-3.2.2-4, MQTT-3.2.2-6)"
             )
-        _check_properties(self.properties, Context.CONNACK, "CONNACK")
+        _store_properties(self, Context.CONNACK, "CONNACK")
 
     @property
     def reason_code(self) -> int:
@@ -282,7 +297,28 @@ class ConnAck(Event):
         return self.return_code
 
 
-@attrs.frozen
+def _check_publish(event: Publish) -> None:
+    """Every PUBLISH rule, each failure with its own message (the slow path)."""
+    props = event.properties
+    if type(props) is not Properties:
+        raise _type_error("PUBLISH properties", "a Properties", props)
+    _check_topic_name(event.topic, "PUBLISH topic", alias=props.topic_alias is not None)
+    if type(event.payload) is not bytes:
+        _check_bytes(event.payload, "PUBLISH payload", None)
+    qos = event.qos
+    _check_qos(qos, "PUBLISH")
+    _check_flag(event.retain, "PUBLISH retain")
+    if qos:
+        _check_packet_id(event.packet_id, f"PUBLISH QoS {qos}")
+    elif event.packet_id is not None:
+        raise InvalidEventError("PUBLISH with QoS 0 must not have a packet_id")
+    _check_flag(event.dup, "PUBLISH dup")
+    if not qos and event.dup:
+        raise InvalidEventError("PUBLISH with QoS 0 must not set dup (MQTT-3.3.1-2)")
+    _store_properties(event, Context.PUBLISH, "PUBLISH")
+
+
+@attrs.frozen(init=False)
 class Publish(Event):
     """PUBLISH. ``topic`` may be empty only with a Topic Alias property (5.0); a received
     aliased PUBLISH carries the topic the alias stands for."""
@@ -295,75 +331,109 @@ class Publish(Event):
     packet_id: int | None = None  # required for QoS 1 and 2, absent for QoS 0
     properties: Properties = EMPTY
 
-    def __attrs_post_init__(self) -> None:
-        props = self.properties
-        _check_topic_name(self.topic, "PUBLISH topic", alias=props.topic_alias is not None)
-        if type(self.payload) is not bytes:
-            _check_bytes(self.payload, "PUBLISH payload", None)
-        qos = self.qos
-        if type(qos) is not int or not 0 <= qos <= 2:
-            _check_qos(qos, "PUBLISH")
-        if self.retain not in _FLAGS:
-            _check_flag(self.retain, "PUBLISH retain")
-        if qos:
-            if type(self.packet_id) is not int or not 0 < self.packet_id <= _MAX_U16:
-                _check_packet_id(self.packet_id, f"PUBLISH QoS {qos}")
-        elif self.packet_id is not None:
-            raise InvalidEventError("PUBLISH with QoS 0 must not have a packet_id")
-        if self.dup is not False:
-            _check_flag(self.dup, "PUBLISH dup")
-            if not qos and self.dup:
-                raise InvalidEventError("PUBLISH with QoS 0 must not set dup (MQTT-3.3.1-2)")
-        if props is not EMPTY:
-            _check_properties(props, Context.PUBLISH, "PUBLISH")
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes = b"",
+        qos: int = 0,
+        retain: bool = False,
+        dup: bool = False,
+        packet_id: int | None = None,
+        properties: Properties = EMPTY,
+    ) -> None:
+        # Built once per push by the server: the common case (a short ASCII topic, bytes,
+        # no properties) is checked inline, anything else by _check_publish.
+        setattr_ = _set.__get__(self)
+        setattr_("topic", topic)
+        setattr_("payload", payload)
+        setattr_("qos", qos)
+        setattr_("retain", retain)
+        setattr_("dup", dup)
+        setattr_("packet_id", packet_id)
+        setattr_("properties", properties)
+        if not (
+            type(topic) is str and topic.isascii() and 0 < len(topic) <= _MAX_U16
+            and "+" not in topic and "#" not in topic and "\x00" not in topic
+            and type(payload) is bytes
+            and (properties is EMPTY or (type(properties) is Properties
+                                         and properties._places & _PUBLISH))  # type: ignore[attr-defined]
+            and (retain is False or retain is True)
+            and (
+                (qos == 0 and packet_id is None and dup is False)
+                or ((qos == 1 or qos == 2) and type(qos) is int and type(packet_id) is int
+                    and 0 < packet_id <= _MAX_U16 and (dup is False or dup is True))
+            )
+        ):
+            _check_publish(self)
 
 
-def _check_ack(event: Any, allowed: frozenset[int], context: Context, name: str) -> None:
-    _check_packet_id(event.packet_id, name)
-    if event.reason_code:
-        _check_code(event.reason_code, allowed, f"{name} reason_code")
-    if event.properties is not EMPTY:
-        _check_properties(event.properties, context, name)
+def _check_ack(
+    name: str, packet_id: object, reason_code: object, properties: object,
+    allowed: frozenset[int], context: int,
+) -> Properties:
+    _check_packet_id(packet_id, name)
+    if reason_code:
+        _check_code(reason_code, allowed, f"{name} reason_code")
+    return _check_properties(properties, context, name)
 
 
-@attrs.frozen
-class PubAck(Event):
+class _Ack(Event):
+    """What PUBACK, PUBREC, PUBREL and PUBCOMP share: a packet id, in 5.0 a reason code and
+    properties. The constructor checks the common case inline."""
+
+    __slots__ = ()
+    _NAME = ""
+    _ALLOWED: frozenset[int] = frozenset()
+    _CONTEXT = 0
+
+    packet_id: int
+    reason_code: int
+    properties: Properties
+
+    def __init__(
+        self, packet_id: int, reason_code: int = ReasonCode.SUCCESS,
+        properties: Properties = EMPTY,
+    ) -> None:
+        if (type(packet_id) is not int or not 0 < packet_id <= _MAX_U16 or reason_code
+                or properties is not EMPTY):
+            properties = _check_ack(self._NAME, packet_id, reason_code, properties,
+                                    self._ALLOWED, self._CONTEXT)
+        setattr_ = _set.__get__(self)
+        setattr_("packet_id", packet_id)
+        setattr_("reason_code", reason_code)
+        setattr_("properties", properties)
+
+
+@attrs.frozen(init=False)
+class PubAck(_Ack):
+    _NAME, _ALLOWED, _CONTEXT = "PUBACK", PUBACK_REASONS, Context.PUBACK
     packet_id: int
     reason_code: int = ReasonCode.SUCCESS
     properties: Properties = EMPTY
 
-    def __attrs_post_init__(self) -> None:
-        _check_ack(self, PUBACK_REASONS, Context.PUBACK, "PUBACK")
 
-
-@attrs.frozen
-class PubRec(Event):
+@attrs.frozen(init=False)
+class PubRec(_Ack):
+    _NAME, _ALLOWED, _CONTEXT = "PUBREC", PUBREC_REASONS, Context.PUBREC
     packet_id: int
     reason_code: int = ReasonCode.SUCCESS
     properties: Properties = EMPTY
 
-    def __attrs_post_init__(self) -> None:
-        _check_ack(self, PUBREC_REASONS, Context.PUBREC, "PUBREC")
 
-
-@attrs.frozen
-class PubRel(Event):
+@attrs.frozen(init=False)
+class PubRel(_Ack):
+    _NAME, _ALLOWED, _CONTEXT = "PUBREL", PUBREL_REASONS, Context.PUBREL
     packet_id: int
     reason_code: int = ReasonCode.SUCCESS
     properties: Properties = EMPTY
 
-    def __attrs_post_init__(self) -> None:
-        _check_ack(self, PUBREL_REASONS, Context.PUBREL, "PUBREL")
 
-
-@attrs.frozen
-class PubComp(Event):
+@attrs.frozen(init=False)
+class PubComp(_Ack):
+    _NAME, _ALLOWED, _CONTEXT = "PUBCOMP", PUBCOMP_REASONS, Context.PUBCOMP
     packet_id: int
     reason_code: int = ReasonCode.SUCCESS
     properties: Properties = EMPTY
-
-    def __attrs_post_init__(self) -> None:
-        _check_ack(self, PUBCOMP_REASONS, Context.PUBCOMP, "PUBCOMP")
 
 
 def _check_filters(filters: tuple[Any, ...], what: str) -> None:
@@ -402,7 +472,7 @@ class Subscribe(Event):
                     f"SUBSCRIBE sets No Local on shared subscription {topic_filter!r} "
                     "(MQTT-3.8.3-4)"
                 )
-        _check_properties(self.properties, Context.SUBSCRIBE, "SUBSCRIBE")
+        _store_properties(self, Context.SUBSCRIBE, "SUBSCRIBE")
         if len(self.properties.subscription_identifiers) > 1:
             raise InvalidEventError("SUBSCRIBE may carry one Subscription Identifier, not several")
 
@@ -422,7 +492,7 @@ class SubAck(Event):
                              empty="SUBACK needs at least one return code (MQTT-3.9.3-1)")
         for code in codes:
             _check_code(code, SUBACK_RETURN_CODES | SUBACK_REASONS, "SUBACK return code")
-        _check_properties(self.properties, Context.SUBACK, "SUBACK")
+        _store_properties(self, Context.SUBACK, "SUBACK")
 
     @property
     def reason_codes(self) -> tuple[int, ...]:
@@ -446,7 +516,7 @@ class Unsubscribe(Event):
             self.topic_filters, "UNSUBSCRIBE topic_filters",
             empty="UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
         _check_filters(filters, "UNSUBSCRIBE topic filter")
-        _check_properties(self.properties, Context.UNSUBSCRIBE, "UNSUBSCRIBE")
+        _store_properties(self, Context.UNSUBSCRIBE, "UNSUBSCRIBE")
 
 
 @attrs.frozen
@@ -461,7 +531,7 @@ class UnsubAck(Event):
         _check_packet_id(self.packet_id, "UNSUBACK")
         for code in _check_tuple(self.reason_codes, "UNSUBACK reason_codes"):
             _check_code(code, UNSUBACK_REASONS, "UNSUBACK reason code")
-        _check_properties(self.properties, Context.UNSUBACK, "UNSUBACK")
+        _store_properties(self, Context.UNSUBACK, "UNSUBACK")
 
 
 @attrs.frozen
@@ -484,7 +554,7 @@ class Disconnect(Event):
     def __attrs_post_init__(self) -> None:
         if self.reason_code:
             _check_code(self.reason_code, DISCONNECT_REASONS, "DISCONNECT reason_code")
-        _check_properties(self.properties, Context.DISCONNECT, "DISCONNECT")
+        _store_properties(self, Context.DISCONNECT, "DISCONNECT")
 
 
 @attrs.frozen
@@ -496,7 +566,7 @@ class Auth(Event):
 
     def __attrs_post_init__(self) -> None:
         _check_code(self.reason_code, AUTH_REASONS, "AUTH reason_code")
-        _check_properties(self.properties, Context.AUTH, "AUTH")
+        _store_properties(self, Context.AUTH, "AUTH")
         props = self.properties
         if props.authentication_data is not None and props.authentication_method is None:
             raise InvalidEventError("AUTH has Authentication Data without an Authentication Method")
@@ -508,9 +578,6 @@ class ConnectionClosed(Event):
 
 
 # --- building already-validated events (the decoders) ---------------------------------------
-
-_new = object.__new__
-_set = object.__setattr__
 
 
 def trusted_publish(

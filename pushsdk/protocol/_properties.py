@@ -14,7 +14,13 @@ from typing import Any, TypedDict, Unpack
 
 import attrs
 
-from ._errors import InvalidEventError, InvalidEventTypeError, malformed, protocol_error
+from ._errors import (
+    InvalidEventError,
+    InvalidEventTypeError,
+    RemoteProtocolError,
+    malformed,
+    protocol_error,
+)
 from ._reason import ReasonCode
 from ._primitives import (
     MAX_U16,
@@ -22,17 +28,14 @@ from ._primitives import (
     MAX_VARINT,
     U16,
     encode_varint,
-    read_binary,
-    read_str,
-    read_u16,
-    read_u32,
     read_varint,
 )
 from ._topics import string_problem, topic_name_problem
 
 
-class Context(enum.IntFlag):
-    """Where a property may appear: the packet types (bit = 1 << type number) and the Will."""
+class Context:
+    """Where a property may appear: the packet types (bit = 1 << type number) and the Will.
+    Plain ints, not an IntFlag, because ``&`` on enum flags is slow in the decoding loop."""
 
     CONNECT = 1 << 1
     CONNACK = 1 << 2
@@ -57,6 +60,7 @@ _EVERYWHERE = (
     C.CONNECT | C.CONNACK | _MESSAGE | _ACKS | C.SUBSCRIBE | C.SUBACK | C.UNSUBSCRIBE
     | C.UNSUBACK | C.DISCONNECT | C.AUTH
 )
+_ANYWHERE = _EVERYWHERE  # User Property fits everywhere: the start of a placement mask
 
 
 class Kind(enum.Enum):
@@ -85,6 +89,11 @@ class Spec:
     minimum: int = 0
 
     @property
+    def zero_or_one(self) -> bool:
+        """A Byte whose only values are 0 and 1 (§3.1.2.11, §3.2.2.3)."""
+        return self.kind is Kind.BOOL or self.name in _ZERO_OR_ONE
+
+    @property
     def label(self) -> str:
         """The spec's name, e.g. "Message Expiry Interval (0x02)"."""
         words = self.name.removesuffix("s") if self.repeatable else self.name
@@ -92,6 +101,8 @@ class Spec:
 
 
 K = Kind
+#: Byte properties that are not flags but still take only 0 and 1.
+_ZERO_OR_ONE = frozenset(("payload_format_indicator", "maximum_qos"))
 #: §2.2.2.2, in identifier order.
 SPECS: tuple[Spec, ...] = (
     Spec(0x01, "payload_format_indicator", K.BYTE, _MESSAGE),
@@ -128,8 +139,6 @@ BY_ID: list[Spec | None] = [None] * 256
 for _spec in SPECS:
     BY_ID[_spec.ident] = _spec
 _RANK = {spec.name: i for i, spec in enumerate(SPECS)}
-#: Byte properties whose only values are 0 and 1 (§3.1.2.11, §3.2.2.3).
-_ZERO_OR_ONE = frozenset(("payload_format_indicator", "maximum_qos"))
 
 
 class PropertyValues(TypedDict, total=False):
@@ -162,13 +171,6 @@ class PropertyValues(TypedDict, total=False):
     wildcard_subscription_available: bool | None
     subscription_identifier_available: bool | None
     shared_subscription_available: bool | None
-
-
-_EMPTY: Properties | None = None
-
-
-def _unset(value: object) -> bool:
-    return value is None or (type(value) in (tuple, list) and not value)
 
 
 @attrs.frozen(slots=False, init=False, eq=False, repr=False)
@@ -212,28 +214,39 @@ class Properties:
     subscription_identifier_available: bool | None = None
     shared_subscription_available: bool | None = None
 
-    def __new__(cls, **values: Unpack[PropertyValues]) -> Properties:
-        # Every empty Properties is the one EMPTY, so "no properties" is an identity test.
-        if _EMPTY is not None and all(_unset(value) for value in values.values()):
-            return _EMPTY
-        return super().__new__(cls)
+    # Besides the set fields (in __dict__): the packets all of them may appear in (a mask of
+    # Context bits, 0 when empty), and the encoded form once known — a Properties sent to
+    # many devices (a broadcast) is encoded once.
+    __slots__ = ("__dict__", "_places", "_wire")
 
     def __init__(self, **values: Unpack[PropertyValues]) -> None:
         # Only the fields that are set are stored (the rest read as the class defaults), so
         # encoding visits only what is there, in identifier order.
         stored: dict[str, Any] = {}
+        last = -1
+        ordered = True
+        places = _ANYWHERE
         for name, value in values.items():
-            spec = BY_NAME.get(name)
-            if spec is None:
-                raise TypeError(f"Properties() got an unexpected keyword argument {name!r}")
             if value is None:
                 continue
-            checked = _checked(spec, value)
-            if not spec.repeatable or checked:
+            rank = _RANK.get(name)
+            if rank is None:
+                raise TypeError(f"Properties() got an unexpected keyword argument {name!r}")
+            checked = _checked(name, value)
+            if checked != ():
                 stored[name] = checked
-        if len(stored) > 1 and list(stored) != sorted(stored, key=_RANK.__getitem__):
+                places &= SPECS[rank].contexts
+                ordered = ordered and rank > last
+                last = rank
+        if not ordered:
             stored = {name: stored[name] for name in sorted(stored, key=_RANK.__getitem__)}
-        object.__setattr__(self, "__dict__", stored)
+        _set(self, "__dict__", stored)
+        _set(self, "_places", places if stored else 0)
+        _set(self, "_wire", None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Not copyreg's default, which would call __new__ without values (giving EMPTY).
+        return (_restore, (dict(self.__dict__),))
 
     @property
     def subscription_identifier(self) -> int | None:
@@ -266,59 +279,75 @@ class Properties:
 for _field in attrs.fields(Properties):
     setattr(Properties, _field.name, _field.default)
 
-#: The Properties with nothing set, shared by every event that has none.
-EMPTY = Properties()
-_EMPTY = EMPTY
 _new = object.__new__
 _set = object.__setattr__
 
 
-def from_wire(found: dict[str, Any]) -> Properties:
-    """A Properties over already-validated decoded values (no checks, no copy)."""
-    props: Properties = _new(Properties)
-    _set(props, "__dict__", found)
-    return props
+def _restore(values: dict[str, Any]) -> Properties:
+    return Properties(**values) if values else EMPTY
+
+
+#: The Properties with nothing set, shared by every event that has none.
+EMPTY = Properties()
 
 
 # --- construction checks ----------------------------------------------------------------
 
 
 _MAXIMUM = {K.BYTE: 1, K.TWO_BYTE: MAX_U16, K.FOUR_BYTE: MAX_U32, K.VARINT: MAX_VARINT}
+#: name -> (least, greatest) value of the integer properties (one Subscription Identifier
+#: as "subscription_identifier").
+_INT_LIMITS: dict[str, tuple[int, int]] = {
+    spec.name.removesuffix("s") if spec.repeatable else spec.name:
+        (spec.minimum, _MAXIMUM[spec.kind])
+    for spec in SPECS if spec.kind in _MAXIMUM
+}
 
 
-def _checked(spec: Spec, value: Any) -> Any:
-    """``value`` validated (and normalised: tuples, bytes, bool) for ``spec``."""
-    what = f"property {spec.name}"
+def _checked(name: str, value: Any) -> Any:
+    """``value`` validated (and normalised: tuples, bytes, bool) for property ``name``. The
+    common cases return at once; messages are built only for the errors."""
+    limits = _INT_LIMITS.get(name)
+    if limits is not None:
+        low, high = limits
+        if type(value) is int and low <= value <= high:
+            return value
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidEventTypeError(
+                f"property {name} must be an int, not {type(value).__name__}")
+        raise InvalidEventError(f"property {name} must be in {low}..{high}, not {value!r}")
+    spec = BY_NAME[name]
     kind = spec.kind
     if spec.repeatable:
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-            raise InvalidEventTypeError(f"{what} must be a tuple, not {type(value).__name__}")
-        single = attrs.evolve(spec, repeatable=False)
-        return tuple(_checked(single, item) for item in value)
+            raise InvalidEventTypeError(
+                f"property {name} must be a tuple, not {type(value).__name__}")
+        if kind is K.UTF8_PAIR:
+            return tuple([_checked_pair(item, spec) for item in value])
+        return tuple([_checked("subscription_identifier", item) for item in value])
+    if kind is K.UTF8:
+        return _checked_str(spec, value)
     if kind is K.BOOL:
         if value not in (False, True) or not isinstance(value, int):
-            raise InvalidEventError(f"{what} must be a bool, not {value!r}")
+            raise InvalidEventError(f"property {name} must be a bool, not {value!r}")
         return bool(value)
-    if kind in _MAXIMUM:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidEventTypeError(f"{what} must be an int, not {type(value).__name__}")
-        top = _MAXIMUM[kind]
-        if not spec.minimum <= value <= top:
-            raise InvalidEventError(f"{what} must be in {spec.minimum}..{top}, not {value!r}")
-        return value
-    if kind is K.BINARY:
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise InvalidEventTypeError(f"{what} must be bytes, not {type(value).__name__}")
-        raw = bytes(value)
-        if len(raw) > MAX_U16:
-            raise InvalidEventError(f"{what} is {len(raw)} bytes, over 65535")
-        return raw
-    if kind is K.UTF8:
-        return _checked_str(spec, value, what)
-    return _checked_pair(value, what)
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidEventTypeError(f"property {name} must be bytes, not {type(value).__name__}")
+    raw = bytes(value)
+    if len(raw) > MAX_U16:
+        raise InvalidEventError(f"property {name} is {len(raw)} bytes, over 65535")
+    return raw
 
 
-def _checked_str(spec: Spec, value: object, what: str) -> str:
+def _plain(text: object) -> bool:
+    """A str that is certainly a valid MQTT string: short ASCII without U+0000."""
+    return type(text) is str and text.isascii() and len(text) <= MAX_U16 and "\x00" not in text
+
+
+def _checked_str(spec: Spec, value: object) -> str:
+    if _plain(value) and spec.name != "response_topic":
+        return value  # type: ignore[return-value]
+    what = f"property {spec.name}"
     if type(value) is not str:
         raise InvalidEventTypeError(f"{what} must be str, not {type(value).__name__}")
     check = topic_name_problem if spec.name == "response_topic" else string_problem
@@ -328,7 +357,10 @@ def _checked_str(spec: Spec, value: object, what: str) -> str:
     return value
 
 
-def _checked_pair(value: object, what: str) -> tuple[str, str]:
+def _checked_pair(value: object, spec: Spec) -> tuple[str, str]:
+    if type(value) is tuple and len(value) == 2 and _plain(value[0]) and _plain(value[1]):
+        return value
+    what = f"property {spec.name}"
     if not isinstance(value, tuple) or len(value) != 2:
         raise InvalidEventTypeError(f"{what} entries must be (name, value) pairs, not {value!r}")
     for part in value:
@@ -342,6 +374,8 @@ def _checked_pair(value: object, what: str) -> tuple[str, str]:
 
 def misplaced(props: Properties, context: int) -> Spec | None:
     """The first set property that may not appear in ``context``, or None."""
+    if props._places & context:  # type: ignore[attr-defined]
+        return None
     for name in props.__dict__:
         spec = BY_NAME[name]
         if not spec.contexts & context:
@@ -351,7 +385,7 @@ def misplaced(props: Properties, context: int) -> Spec | None:
 
 # --- encoding -------------------------------------------------------------------------------
 
-_U32 = struct.Struct("!BI")
+_U32_ID = struct.Struct("!BI")
 _U16_ID = struct.Struct("!BH")
 
 
@@ -364,7 +398,7 @@ def _write_two(ident: int, value: Any) -> bytes:
 
 
 def _write_four(ident: int, value: Any) -> bytes:
-    return _U32.pack(ident, value)
+    return _U32_ID.pack(ident, value)
 
 
 def _write_varints(ident: int, value: Any) -> bytes:
@@ -382,12 +416,11 @@ def _write_binary(ident: int, value: Any) -> bytes:
 
 
 def _write_pairs(ident: int, value: Any) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     for name, text in value:
         raw_name = name.encode("utf-8")
         raw_text = text.encode("utf-8")
-        parts.append(_U16_ID.pack(ident, len(raw_name)) + raw_name
-                     + U16.pack(len(raw_text)) + raw_text)
+        parts += (_U16_ID.pack(ident, len(raw_name)), raw_name, U16.pack(len(raw_text)), raw_text)
     return b"".join(parts)
 
 
@@ -402,67 +435,133 @@ _ENCODE = {spec.name: (spec.ident, _WRITERS[spec.kind]) for spec in SPECS}
 
 def encode_properties(props: Properties) -> bytes:
     """Property length and properties (§2.2.2.1). The caller has checked placement."""
+    data: bytes | None = props._wire  # type: ignore[attr-defined]
+    if data is not None:
+        return data
     values = props.__dict__
     if not values:
         return b"\x00"
     encode = _ENCODE
-    body = b"".join([encode[name][1](encode[name][0], value) for name, value in values.items()])
+    parts = []
+    for name, value in values.items():
+        ident, write = encode[name]
+        parts.append(write(ident, value))
+    body = b"".join(parts)
     size = len(body)
-    return (bytes((size,)) if size < 0x80 else encode_varint(size)) + body
+    data = (bytes((size,)) if size < 0x80 else encode_varint(size)) + body
+    _set(props, "_wire", data)
+    return data
 
 
 # --- decoding -------------------------------------------------------------------------------
+# Readers take (spec, buffer, position, end of the properties, packet name) and return
+# (value, next position). Messages are formatted only when something is wrong.
+
+Reader = Callable[[Spec, bytearray, int, int, str], tuple[Any, int]]
+
+
+def _cut(spec: Spec, what: str) -> RemoteProtocolError:
+    return malformed(f"{what} property {spec.label} is cut short by the end of the properties")
 
 
 def _read_byte(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
     if pos >= stop:
-        raise malformed(f"{what} property {spec.label} is cut short")
+        raise _cut(spec, what)
     value = buf[pos]
-    if spec.kind is K.BOOL or spec.name in _ZERO_OR_ONE:
-        if value > 1:
-            raise protocol_error(f"{what} property {spec.label} is {value}, must be 0 or 1")
-        if spec.kind is K.BOOL:
-            return value == 1, pos + 1
-    return value, pos + 1
+    if value > 1 and spec.zero_or_one:
+        raise protocol_error(f"{what} property {spec.label} is {value}, must be 0 or 1")
+    return (value == 1 if spec.kind is K.BOOL else value), pos + 1
 
 
-def _read_number(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
-    label = f"{what} property {spec.label}"
-    if spec.kind is K.TWO_BYTE:
-        value, pos = read_u16(buf, pos, stop, label), pos + 2
-    elif spec.kind is K.FOUR_BYTE:
-        value, pos = read_u32(buf, pos, stop, label), pos + 4
-    else:
-        value, pos = read_varint(buf, pos, stop, label)
+def _too_small(spec: Spec, what: str, value: int) -> RemoteProtocolError:
+    return protocol_error(
+        f"{what} property {spec.label} is {value}, must be at least {spec.minimum}")
+
+
+def _read_two(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
+    if pos + 2 > stop:
+        raise _cut(spec, what)
+    value = buf[pos] << 8 | buf[pos + 1]
     if value < spec.minimum and spec.name != "topic_alias":  # alias 0: the connection's 0x94
-        raise protocol_error(f"{label} is {value}, must be at least {spec.minimum}")
+        raise _too_small(spec, what, value)
+    return value, pos + 2
+
+
+def _read_four(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
+    if pos + 4 > stop:
+        raise _cut(spec, what)
+    value = buf[pos] << 24 | buf[pos + 1] << 16 | buf[pos + 2] << 8 | buf[pos + 3]
+    if value < spec.minimum:
+        raise _too_small(spec, what, value)
+    return value, pos + 4
+
+
+def _read_varint(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
+    value, pos = read_varint(buf, pos, stop, f"{what} property {spec.label}")
+    if value < spec.minimum:
+        raise _too_small(spec, what, value)
     return value, pos
 
 
-def _read_text(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
-    label = f"{what} property {spec.label}"
-    if spec.kind is K.BINARY:
-        return read_binary(buf, pos, stop, label)
-    if spec.kind is K.UTF8_PAIR:
-        name, pos = read_str(buf, pos, stop, f"{label} name")
-        value, pos = read_str(buf, pos, stop, f"{label} value")
-        return (name, value), pos
-    text, pos = read_str(buf, pos, stop, label)
+def _utf8(buf: bytearray, pos: int, stop: int) -> tuple[str, int]:
+    """A UTF-8 string; raises ValueError (with the reason only) when it is not one."""
+    if pos + 2 > stop:
+        raise ValueError("is cut short by the end of the properties")
+    end = pos + 2 + (buf[pos] << 8 | buf[pos + 1])
+    if end > stop:
+        raise ValueError(f"of {end - pos - 2} bytes runs past the end of the properties")
+    try:
+        text = buf[pos + 2:end].decode("utf-8")
+    except UnicodeDecodeError as exc:  # [MQTT-1.5.4-1]
+        raise ValueError(f"is not valid UTF-8 ({exc.reason})") from None
+    if "\x00" in text:  # [MQTT-1.5.4-2]
+        raise ValueError("contains U+0000")
+    return text, end
+
+
+def _read_str(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
+    try:
+        text, pos = _utf8(buf, pos, stop)
+    except ValueError as exc:
+        raise malformed(f"{what} property {spec.label} {exc}") from None
     if spec.name == "response_topic":
         problem = topic_name_problem(text)
         if problem:  # [MQTT-3.3.2-14]
-            raise protocol_error(f"{label} {text!r} {problem}", ReasonCode.TOPIC_NAME_INVALID)
+            raise protocol_error(f"{what} property {spec.label} {text!r} {problem}",
+                                 ReasonCode.TOPIC_NAME_INVALID)
     return text, pos
 
 
-_READERS: dict[Kind, Callable[[Spec, bytearray, int, int, str], tuple[Any, int]]] = {
-    K.BYTE: _read_byte, K.BOOL: _read_byte, K.TWO_BYTE: _read_number,
-    K.FOUR_BYTE: _read_number, K.VARINT: _read_number, K.UTF8: _read_text,
-    K.BINARY: _read_text, K.UTF8_PAIR: _read_text,
+def _read_pair(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
+    part = "name"
+    try:
+        name, pos = _utf8(buf, pos, stop)
+        part = "value"
+        text, pos = _utf8(buf, pos, stop)
+    except ValueError as exc:
+        raise malformed(f"{what} property {spec.label} {part} {exc}") from None
+    return (name, text), pos
+
+
+def _read_binary(spec: Spec, buf: bytearray, pos: int, stop: int, what: str) -> tuple[Any, int]:
+    if pos + 2 > stop:
+        raise _cut(spec, what)
+    end = pos + 2 + (buf[pos] << 8 | buf[pos + 1])
+    if end > stop:
+        raise malformed(f"{what} property {spec.label} runs past the end of the properties")
+    return bytes(buf[pos + 2:end]), end
+
+
+_READERS: dict[Kind, Reader] = {
+    K.BYTE: _read_byte, K.BOOL: _read_byte, K.TWO_BYTE: _read_two, K.FOUR_BYTE: _read_four,
+    K.VARINT: _read_varint, K.UTF8: _read_str, K.BINARY: _read_binary, K.UTF8_PAIR: _read_pair,
 }
-#: identifier -> (spec, reader), None for identifiers the spec does not define.
-_DECODE: list[tuple[Spec, Callable[[Spec, bytearray, int, int, str], tuple[Any, int]]] | None]
-_DECODE = [None if spec is None else (spec, _READERS[spec.kind]) for spec in BY_ID]
+#: identifier byte -> (spec, name, places, repeatable, reader); None where undefined.
+_DECODE: list[tuple[Spec, str, int, bool, Reader] | None] = [
+    None if spec is None else (spec, spec.name, spec.contexts, spec.repeatable,
+                               _READERS[spec.kind])
+    for spec in BY_ID
+]
 
 
 def decode_properties(
@@ -486,20 +585,53 @@ def decode_properties(
     if stop > end:
         raise malformed(f"{what} properties ({length} bytes) run past the end of the packet")
     found: dict[str, Any] = {}
+    pairs: list[tuple[str, str]] = []
+    mask = _ANYWHERE
+    decode = _DECODE
     while pos < stop:
-        entry = _DECODE[buf[pos]]
+        ident = buf[pos]
+        # The commonest properties of a push are read inline: User Property (allowed in every
+        # packet that has properties) and Message Expiry Interval. Anything unusual about
+        # them falls through to the general path, which says what is wrong.
+        if ident == 0x26:
+            p = pos + 1
+            e = p + 2 + (buf[p] << 8 | buf[p + 1]) if p + 2 <= stop else stop + 1
+            e2 = e + 2 + (buf[e] << 8 | buf[e + 1]) if e + 2 <= stop else stop + 1
+            if e2 <= stop:
+                try:
+                    name, text = buf[p + 2:e].decode("utf-8"), buf[e + 2:e2].decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    if "\x00" not in name and "\x00" not in text:
+                        pairs.append((name, text))
+                        pos = e2
+                        continue
+        elif (ident == 0x02 and context & _MESSAGE and pos + 5 <= stop
+              and "message_expiry_interval" not in found):
+            found["message_expiry_interval"] = (
+                buf[pos + 1] << 24 | buf[pos + 2] << 16 | buf[pos + 3] << 8 | buf[pos + 4])
+            mask &= _MESSAGE
+            pos += 5
+            continue
+        entry = decode[ident]
         if entry is None:
-            raise malformed(f"{what} has unknown property identifier {buf[pos]:#04x}")
-        spec, read = entry
-        if not spec.contexts & context:
+            raise malformed(f"{what} has unknown property identifier {ident:#04x}")
+        spec, key, places, repeatable, read = entry
+        if not places & context:
             raise malformed(f"{what} may not carry property {spec.label}")
+        mask &= places
         value, pos = read(spec, buf, pos + 1, stop, what)
-        name = spec.name
-        if spec.repeatable:
-            found[name] = found.get(name, ()) + (value,)
-        elif name in found:
+        if repeatable:
+            found[key] = found.get(key, ()) + (value,)
+        elif key in found:
             raise protocol_error(f"{what} has property {spec.label} more than once")
         else:
-            found[name] = value
-    return from_wire(found), stop
-
+            found[key] = value
+    if pairs:
+        found["user_properties"] = tuple(pairs)
+    props: Properties = _new(Properties)
+    _set(props, "__dict__", found)
+    _set(props, "_places", mask)
+    _set(props, "_wire", None)
+    return props, stop

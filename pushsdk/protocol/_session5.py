@@ -135,14 +135,38 @@ class Limits5:
                 f"Maximum Packet Size {self.peer_maximum_packet_size} (MQTT-3.1.2-24)",
                 R.PACKET_TOO_LARGE,
             )
-        if (not self.connected and self.authentication_method is not None
-                and self.role is Role.CLIENT and type(event) not in (Auth, Disconnect, Connect)):
+        cls = type(event)
+        if not self.connected and self.authentication_method is not None:
+            self._sent_before_connack(cls)
+        # The commonest packets in their commonest form first, inline: a PUBLISH without
+        # Topic Alias or Subscription Identifier within the limits, and PUBACK/PUBCOMP
+        # without properties. The rest, and every error, go the long way.
+        if cls is Publish:
+            qos = event.qos
+            props = event.properties
+            if ((props is EMPTY or (props.topic_alias is None
+                                    and not props.subscription_identifiers))
+                    and qos <= self.peer_maximum_qos
+                    and (self.peer_retain_available or not event.retain)):
+                if not qos:
+                    return
+                unacked = self.sent_unacked
+                if len(unacked) < self.peer_receive_maximum or event.packet_id in unacked:
+                    unacked.add(event.packet_id)
+                    return
+            self._sent_publish(event)
+        elif (cls is PubAck or cls is PubComp) and event.properties is EMPTY:
+            self.received_unacked.discard(event.packet_id)
+        else:
+            check = _SENT.get(cls)
+            if check is not None:
+                check(self, event)
+
+    def _sent_before_connack(self, cls: type) -> None:
+        if self.role is Role.CLIENT and cls not in (Auth, Disconnect, Connect):
             raise _local(
                 "a client using enhanced authentication may send only AUTH or DISCONNECT "
                 "before the CONNACK (MQTT-3.1.2-30)", R.PROTOCOL_ERROR)
-        check = _SENT.get(type(event))
-        if check is not None:
-            check(self, event)
 
     def _sent_publish(self, event: Publish) -> None:
         qos = event.qos
@@ -361,13 +385,32 @@ class Limits5:
         return event
 
     def received(self, event: Any) -> Any:
-        """Check (and record) a received packet; raises RemoteProtocolError."""
+        """Check (and record) a received packet; returns the event (for an aliased PUBLISH:
+        the one with the topic the alias stands for); raises RemoteProtocolError."""
+        cls = type(event)
         if (not self.connected and self.authentication_method is not None
-                and self.role is Role.SERVER and type(event) not in (Auth, Disconnect, Connect)):
+                and self.role is Role.SERVER and cls not in (Auth, Disconnect, Connect)):
             raise protocol_error(
-                f"{type(event).__name__.upper()} from a client using enhanced authentication "
+                f"{cls.__name__.upper()} from a client using enhanced authentication "
                 "before the CONNACK (MQTT-3.1.2-30)")
-        check = _RECEIVED.get(type(event))
+        if cls is Publish:
+            qos = event.qos
+            props = event.properties
+            if ((props is EMPTY or (props.topic_alias is None
+                                    and not props.subscription_identifiers))
+                    and qos <= self.maximum_qos and (self.retain_available or not event.retain)):
+                if qos:
+                    unacked = self.received_unacked
+                    if len(unacked) < self.receive_maximum or event.packet_id in unacked:
+                        unacked.add(event.packet_id)
+                        return event
+                else:
+                    return event
+            return self.received_publish(event)
+        if (cls is PubAck or cls is PubComp) and event.properties is EMPTY:
+            self.sent_unacked.discard(event.packet_id)
+            return event
+        check = _RECEIVED.get(cls)
         return event if check is None else check(self, event)
 
 

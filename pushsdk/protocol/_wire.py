@@ -37,7 +37,6 @@ from ._events import (
     Unsubscribe,
     Will,
     trusted_ack,
-    trusted_publish,
 )
 from ._primitives import (
     MAX_U16,
@@ -429,27 +428,34 @@ def decode_connack(first: int, buf: bytearray, pos: int, end: int) -> ConnAck:
     return ConnAck(ConnackCode(code), bool(ack_flags))
 
 
-def read_publish_topic(buf: bytearray, pos: int, end: int, *, alias: bool) -> tuple[str, int]:
-    """A PUBLISH topic, inlined for speed; ``alias`` (5.0) lets it be empty."""
+def bad_publish_topic(buf: bytearray, pos: int, end: int, *, alias: bool) -> RemoteProtocolError:
+    """Why the PUBLISH topic at ``pos`` is invalid (the decoders' slow path)."""
     if pos + 2 > end:
-        raise malformed("PUBLISH topic length is cut short by the end of the packet")
+        return malformed("PUBLISH topic length is cut short by the end of the packet")
     stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
     if stop > end:
-        raise malformed("PUBLISH topic runs past the end of the packet")
+        return malformed("PUBLISH topic runs past the end of the packet")
     try:
         topic = buf[pos + 2:stop].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise malformed(f"PUBLISH topic is not valid UTF-8 ({exc.reason})") from None
+        return malformed(f"PUBLISH topic is not valid UTF-8 ({exc.reason})")
     if not topic and not alias:
-        raise malformed("PUBLISH topic is empty")
-    if "+" in topic or "#" in topic or "\x00" in topic:
-        problem = topic_name_problem(topic)
-        raise malformed(f"PUBLISH topic {problem}")
-    return topic, stop
+        return malformed("PUBLISH topic is empty")
+    return malformed(f"PUBLISH topic {topic_name_problem(topic)}")
 
 
 def decode_publish(first: int, buf: bytearray, pos: int, end: int) -> Publish:
-    topic, stop = read_publish_topic(buf, pos, end, alias=False)
+    # The hot path (every push): the topic, the packet id and the event are done inline
+    # rather than in helpers; any problem is worked out again by bad_publish_topic.
+    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1]) if pos + 2 <= end else end + 1
+    if stop > end:
+        raise bad_publish_topic(buf, pos, end, alias=False)
+    try:
+        topic = buf[pos + 2:stop].decode("utf-8")
+    except UnicodeDecodeError:
+        topic = ""
+    if not topic or "+" in topic or "#" in topic or "\x00" in topic:
+        raise bad_publish_topic(buf, pos, end, alias=False)
     qos = (first >> 1) & 3
     packet_id = None
     if qos:
@@ -459,8 +465,20 @@ def decode_publish(first: int, buf: bytearray, pos: int, end: int) -> Publish:
         if not packet_id:
             raise malformed("PUBLISH packet id is 0")
         stop += 2
-    return trusted_publish(topic, bytes(buf[stop:end]), qos, bool(first & 1), bool(first & 8),
-                           packet_id, EMPTY)
+    event: Publish = _new(Publish)
+    setattr_ = _set.__get__(event)
+    setattr_("topic", topic)
+    setattr_("payload", bytes(buf[stop:end]))
+    setattr_("qos", qos)
+    setattr_("retain", bool(first & 1))
+    setattr_("dup", bool(first & 8))
+    setattr_("packet_id", packet_id)
+    setattr_("properties", EMPTY)
+    return event
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 def _ack_decoder(cls: type, name: str) -> Decoder:

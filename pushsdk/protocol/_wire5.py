@@ -32,7 +32,6 @@ from ._events import (
     Unsubscribe,
     Will,
     trusted_ack,
-    trusted_publish,
 )
 from ._primitives import (
     MAX_U16,
@@ -71,7 +70,7 @@ from ._wire import (
     read_client_id,
     read_connect_flags,
     read_packet_id,
-    read_publish_topic,
+    bad_publish_topic,
     read_topic_filter,
     read_topic_name,
 )
@@ -135,15 +134,16 @@ def encode_publish(event: Publish) -> bytes:
     if topic_length > MAX_U16:
         raise LocalProtocolError(f"PUBLISH topic {topic_name_problem(event.topic)}")
     props = event.properties
-    packed = _NO_PROPERTIES if props is EMPTY else encode_properties(props)
     payload = event.payload
     if type(payload) is not bytes:
         payload = bytes(payload)
     qos = event.qos
-    if qos:
-        tail = U16.pack(event.packet_id) + packed + payload
+    if props is EMPTY:  # the common case: packet id and property length in one pack
+        tail = (_PID_NO_PROPERTIES.pack(event.packet_id, 0) if qos else b"\x00") + payload
+    elif qos:
+        tail = U16.pack(event.packet_id) + encode_properties(props) + payload
     else:
-        tail = packed + payload
+        tail = encode_properties(props) + payload
     first = 0x30 | qos << 1 | (0b1000 if event.dup else 0) | (1 if event.retain else 0)
     remaining = 2 + topic_length + len(tail)
     if remaining < 0x80:
@@ -153,6 +153,9 @@ def encode_publish(event: Publish) -> bytes:
     else:
         head = header(first, remaining, "PUBLISH") + U16.pack(topic_length)
     return head + raw_topic + tail
+
+
+_PID_NO_PROPERTIES = struct.Struct("!HB")
 
 
 def _ack_encoder(first: int, name: str) -> Callable[[Any], bytes]:
@@ -302,7 +305,17 @@ def decode_connack(first: int, buf: bytearray, pos: int, end: int) -> ConnAck:
 
 
 def decode_publish(first: int, buf: bytearray, pos: int, end: int) -> Publish:
-    topic, stop = read_publish_topic(buf, pos, end, alias=True)
+    # As _wire.decode_publish (inline, for speed), with the properties after the packet id
+    # and an empty topic allowed when a Topic Alias stands for it.
+    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1]) if pos + 2 <= end else end + 1
+    if stop > end:
+        raise bad_publish_topic(buf, pos, end, alias=True)
+    try:
+        topic = buf[pos + 2:stop].decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_publish_topic(buf, pos, end, alias=True) from None
+    if "+" in topic or "#" in topic or "\x00" in topic:
+        raise bad_publish_topic(buf, pos, end, alias=True)
     qos = (first >> 1) & 3
     packet_id = None
     if qos:
@@ -319,11 +332,23 @@ def decode_publish(first: int, buf: bytearray, pos: int, end: int) -> Publish:
     if not topic and props.topic_alias is None:
         raise protocol_error("PUBLISH topic is empty and it has no Topic Alias",
                              ReasonCode.TOPIC_NAME_INVALID)
-    return trusted_publish(topic, bytes(buf[stop:end]), qos, bool(first & 1), bool(first & 8),
-                           packet_id, props)
+    event: Publish = _new(Publish)
+    setattr_ = _set.__get__(event)
+    setattr_("topic", topic)
+    setattr_("payload", bytes(buf[stop:end]))
+    setattr_("qos", qos)
+    setattr_("retain", bool(first & 1))
+    setattr_("dup", bool(first & 8))
+    setattr_("packet_id", packet_id)
+    setattr_("properties", props)
+    return event
 
 
-def _ack_decoder(cls: type, name: str, allowed: frozenset[int], context: Context) -> Decoder:
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _ack_decoder(cls: type, name: str, allowed: frozenset[int], context: int) -> Decoder:
     def decode(first: int, buf: bytearray, pos: int, end: int) -> Any:
         size = end - pos
         if size < 2:
@@ -377,7 +402,7 @@ def decode_subscribe(first: int, buf: bytearray, pos: int, end: int) -> Subscrib
 
 
 def _codes_after_properties(
-    buf: bytearray, pos: int, end: int, name: str, context: Context, allowed: frozenset[int]
+    buf: bytearray, pos: int, end: int, name: str, context: int, allowed: frozenset[int]
 ) -> tuple[int, Properties, tuple[int, ...]]:
     packet_id = read_packet_id(buf, pos, end, name)
     props, pos = decode_properties(buf, pos + 2, end, context, name)
