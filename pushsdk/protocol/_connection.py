@@ -193,6 +193,13 @@ class Connection:
     (remaining length 268,435,455) and, in 5.0, by the peer's Maximum Packet Size.
     """
 
+    __slots__ = (
+        "_role", "_configured_version", "_protocol_version", "_v5", "_limits", "_check_sent",
+        "_check_received", "_valid_first", "_max_packet_size", "_receive_limit", "_buf",
+        "_pos", "_eof", "_closed_reported", "_error", "_answer", "_state", "_send_rules",
+        "_recv_rules",
+    )
+
     def __init__(
         self, role: Role, *, protocol_version: int | None = 4, max_packet_size: int = 65536
     ) -> None:

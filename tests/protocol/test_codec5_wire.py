@@ -314,3 +314,22 @@ def test_string_and_binary_lengths_are_bounded():
     with pytest.raises(ValueError, match="over 65535"):
         Properties(correlation_data=b"x" * 65536)
     Properties(reason_string="x" * 65535, correlation_data=b"x" * 65535)
+
+
+def test_protocol_imports_no_io_library():
+    """Sans-IO: importing the codec pulls in no networking, event-loop or trio module."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; import pushsdk.protocol; from pushsdk.protocol import *; "
+        "io = ('trio', 'anyio', 'asyncio', 'socket', '_socket', 'ssl', 'selectors', 'select'); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in io); "
+        "assert not bad, bad; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                            text=True, timeout=60, env={"PYTHONPATH": str(root), "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
