@@ -318,6 +318,13 @@ def _checked(name: str, value: Any) -> Any:
         raise InvalidEventError(f"property {name} must be in {low}..{high}, not {value!r}")
     spec = BY_NAME[name]
     kind = spec.kind
+    if kind is K.UTF8_PAIR and type(value) is tuple:  # the common case: a tuple of plain pairs
+        for pair in value:
+            if not (type(pair) is tuple and len(pair) == 2 and _plain(pair[0])
+                    and _plain(pair[1])):
+                break
+        else:
+            return value
     if spec.repeatable:
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise InvalidEventTypeError(
@@ -341,7 +348,8 @@ def _checked(name: str, value: Any) -> Any:
 
 def _plain(text: object) -> bool:
     """A str that is certainly a valid MQTT string: short ASCII without U+0000."""
-    return type(text) is str and text.isascii() and len(text) <= MAX_U16 and "\x00" not in text
+    return (type(text) is str and text.isascii()
+            and len(text) <= MAX_U16 and "\x00" not in text)
 
 
 def _checked_str(spec: Spec, value: object) -> str:
