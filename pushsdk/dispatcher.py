@@ -13,22 +13,47 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
 from .state import DEDUP_WINDOW
 from .webpush import DecryptionError, WebPushKeys, decrypt_data, encrypted_payload_of
 
-__all__ = ["BrokerMessage", "Callback", "Dispatcher", "PushMessage", "call_app"]
+__all__ = ["BrokerMessage", "Dispatcher", "MessageCallback", "PushMessage",
+           "PushMessageCallback", "TokenCallback", "call_app"]
 
 log = logging.getLogger("pushsdk.dispatcher")
 
-#: An app callback: a plain function or an ``async def``; its return value is ignored.
-Callback = Callable[..., Awaitable[object] | object]
 
-KINDS = ("notification", "message", "deleted")
+class PushMessageCallback(Protocol):
+    """``on_notification`` / ``on_deleted`` (and ``on_message`` in server mode): a plain
+    function or an ``async def``; the return value is ignored."""
+
+    def __call__(self, message: PushMessage, /) -> Awaitable[object] | object: ...
+
+
+class MessageCallback(Protocol):
+    """``on_message``: a :class:`PushMessage` in server mode, a :class:`BrokerMessage` in
+    broker mode."""
+
+    def __call__(self, message: Any, /) -> Awaitable[object] | object: ...
+
+
+class TokenCallback(Protocol):
+    """``on_new_token(token)``."""
+
+    def __call__(self, token: str, /) -> Awaitable[object] | object: ...
+
+
+AnyCallback = PushMessageCallback | MessageCallback | TokenCallback
+
+
+class MessageSink(Protocol):
+    async def offer(self, message: Any) -> bool:
+        """Hand ``message`` over; True once the app is done with it, False if the sink
+        closed first."""
 
 
 @attrs.frozen
@@ -51,12 +76,14 @@ class PushMessage:
     @property
     def notification(self) -> Mapping[str, Any] | None:
         """``{"title", "body", "extras"?}`` for notification pushes."""
-        return self.data.get("notification")
+        value = self.data.get("notification")
+        return value if isinstance(value, Mapping) else None
 
     @property
     def message(self) -> Mapping[str, Any] | None:
         """``{"data": any}`` for data (pass-through) pushes."""
-        return self.data.get("message")
+        value = self.data.get("message")
+        return value if isinstance(value, Mapping) else None
 
     @property
     def count(self) -> int | None:
@@ -68,19 +95,21 @@ class PushMessage:
 
     @property
     def sent_at(self) -> float | None:
-        return self.data.get("sent_at")
+        return _number(self.data.get("sent_at"))
 
     @property
     def expires_at(self) -> float | None:
-        return self.data.get("expires_at")
+        return _number(self.data.get("expires_at"))
 
     @property
     def collapse_key(self) -> str | None:
-        return self.data.get("collapse_key")
+        value = self.data.get("collapse_key")
+        return value if isinstance(value, str) else None
 
     @property
     def priority(self) -> str:
-        return self.data.get("priority", "normal")
+        value = self.data.get("priority", "normal")
+        return value if isinstance(value, str) else "normal"
 
     def decrypted(self, keys: WebPushKeys) -> PushMessage:
         """This message with an encrypted ``message.data`` opened with ``keys`` (itself when
@@ -110,6 +139,12 @@ class PushMessage:
         return cls(msg_id=msg_id, kind=kind, data=data, topic=topic, dup=dup)
 
 
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
 @attrs.frozen
 class BrokerMessage:
     """A message from a plain MQTT broker (broker mode)."""
@@ -136,7 +171,7 @@ def broker_dedup_key(packet_id: int, topic: str, payload: bytes) -> str:
     return f"{packet_id}:{digest}"
 
 
-async def call_app(callback: Callback, *args: Any, what: str) -> bool:
+async def call_app(callback: AnyCallback, *args: Any, what: str) -> bool:
     """Run an app callback (sync or async). Returns False, after logging, if it raised."""
     try:
         result = callback(*args)
@@ -158,12 +193,14 @@ class Dispatcher:
     means the app does not care: the message is still acknowledged.
     """
 
-    on_notification: Callback | None = None
-    on_message: Callback | None = None
-    on_deleted: Callback | None = None
+    on_notification: PushMessageCallback | None = None
+    on_message: MessageCallback | None = None
+    on_deleted: PushMessageCallback | None = None
     window: int = DEDUP_WINDOW
     #: The device's end-to-end keys; when set, encrypted pushes are decrypted before dispatch.
     webpush_keys: WebPushKeys | None = attrs.field(default=None, init=False)
+    #: Open ``client.messages()`` streams; each gets every message after the callbacks.
+    streams: list[MessageSink] = attrs.field(factory=list, init=False)
     # msg_id -> None, oldest first (a dict is an insertion-ordered set with O(1) lookup).
     _recent: dict[str, None] = attrs.field(factory=dict, init=False)
     dispatched: int = attrs.field(default=0, init=False)
@@ -192,7 +229,7 @@ class Dispatcher:
         while len(self._recent) > max(self.window, 0):
             del self._recent[next(iter(self._recent))]
 
-    def _route(self, message: PushMessage | BrokerMessage) -> Callback | None:
+    def _route(self, message: PushMessage | BrokerMessage) -> AnyCallback | None:
         if isinstance(message, BrokerMessage):
             return self.on_message
         if message.kind == "notification":
@@ -203,13 +240,16 @@ class Dispatcher:
 
     async def deliver(
         self, key: str | None, message: PushMessage | BrokerMessage, *, check: bool = True
-    ) -> bool:
+    ) -> bool | None:
         """Hand a message to the app unless ``key`` was delivered before; then remember it.
 
         ``key=None`` (QoS 0) skips duplicate suppression; ``check=False`` remembers ``key``
         without looking it up first (broker mode only trusts keys of DUP=1 redeliveries).
         Returns True if the message was new (the caller then persists the window before
-        acknowledging), False for a duplicate. A raising callback is logged and counted in
+        acknowledging), False for a duplicate, None if an open message stream was closed
+        before the app took it (not delivered: no acknowledgement, the server sends it again).
+        Callbacks come first, then each open message stream (``client.messages()``), which
+        returns once the app is done with it. A raising callback is logged and counted in
         ``callback_errors``; the message still counts as delivered (redelivering it would
         most likely raise again).
 
@@ -235,6 +275,9 @@ class Dispatcher:
             kind = "broker" if isinstance(message, BrokerMessage) else message.kind
             if not await call_app(callback, message, what=f"{kind} message"):
                 self.callback_errors += 1
+        for stream in tuple(self.streams):
+            if not await stream.offer(message):
+                return None
         self.dispatched += 1
         if key is not None:
             self.remember(key)
