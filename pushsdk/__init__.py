@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncioStream",
     "AuthenticationRefused",
+    "CertificateFileError",
     "Backoff",
     "BlockingPushClient",
     "BrokerConfig",
@@ -106,6 +107,7 @@ _EXPORTS = {
     "PushMessageCallback": "dispatcher",
     "TokenCallback": "dispatcher",
     "AuthenticationRefused": "errors",
+    "CertificateFileError": "errors",
     "ClientClosed": "errors",
     "ConfigurationError": "errors",
     "ConnectTimeout": "errors",
@@ -202,6 +204,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ does th
     )
     from .errors import (
         AuthenticationRefused as AuthenticationRefused,
+        CertificateFileError as CertificateFileError,
         ClientClosed as ClientClosed,
         ConfigurationError as ConfigurationError,
         ConnectTimeout as ConnectTimeout,

@@ -12,6 +12,7 @@ message is one line that names what failed and what to check.
 
     PushError
     ├── ConfigurationError (also ValueError)     a bad argument, file or option
+    │   └── CertificateFileError (also TlsError)  a CA / client certificate file
     ├── ClientClosed                             the client is closed
     ├── ConnectTimeout                           wait_connected(timeout=...) ran out
     ├── TransportError (also OSError)            cannot open the connection
@@ -37,6 +38,7 @@ from typing import ClassVar
 
 __all__ = [
     "AuthenticationRefused",
+    "CertificateFileError",
     "ClientClosed",
     "ConfigurationError",
     "ConnectTimeout",
@@ -110,6 +112,14 @@ class TLSVerificationFailed(TlsError):
     the pinned key. Permanent: check ``--ca`` / ``ca_file`` / the pin."""
 
     reason_code = "tls_verification"
+    permanent = True
+
+
+class CertificateFileError(ConfigurationError, TlsError):
+    """A CA or client certificate file is missing or unreadable: a configuration error
+    (permanent), and also a TLS error for callers that catch those."""
+
+    reason_code = "certificate_file"
     permanent = True
 
 

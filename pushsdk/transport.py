@@ -26,7 +26,13 @@ from cryptography.hazmat.primitives import serialization
 
 from . import _backend
 from ._tcp import open_tcp
-from .errors import ConfigurationError, TlsError, TLSVerificationFailed, TransportError
+from .errors import (
+    CertificateFileError,
+    ConfigurationError,
+    TlsError,
+    TLSVerificationFailed,
+    TransportError,
+)
 
 if TYPE_CHECKING:
     from ._session import ByteStream
@@ -175,15 +181,15 @@ class TcpConnector:
                           key_file: str | os.PathLike[str] | None) -> None:
         for path in (cert_file, key_file):
             if path is not None and not os.path.isfile(path):
-                raise ConfigurationError(f"client certificate file {os.fspath(path)} "
-                                         "does not exist")
+                raise CertificateFileError(f"client certificate file {os.fspath(path)} "
+                                           "does not exist")
         context = self._context()
         try:
             context.load_cert_chain(os.fspath(cert_file),
                                     os.fspath(key_file) if key_file is not None else None)
         except (OSError, ssl.SSLError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise ConfigurationError(
+            raise CertificateFileError(
                 f"cannot load client certificate {os.fspath(cert_file)}: {reason}") from None
 
     @staticmethod
@@ -192,7 +198,7 @@ class TcpConnector:
             return ssl.create_default_context(cafile=os.fspath(ca_file))
         except (OSError, ssl.SSLError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise ConfigurationError(
+            raise CertificateFileError(
                 f"cannot load CA file {os.fspath(ca_file)}: {reason}") from exc
 
     def _context(self) -> ssl.SSLContext:
