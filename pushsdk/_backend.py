@@ -44,8 +44,12 @@ class Event(Protocol):
 
 
 class Scope(Protocol):
-    deadline: float
-    cancelled_caught: bool
+    @property
+    def deadline(self) -> float: ...
+    @deadline.setter
+    def deadline(self, value: float) -> None: ...
+    @property
+    def cancelled_caught(self) -> bool: ...
 
     def cancel(self) -> None: ...
     async def __aenter__(self) -> Scope: ...
@@ -162,13 +166,17 @@ class _Trio:
 # --- asyncio -------------------------------------------------------------------------------
 
 class _AsyncioScope:
-    __slots__ = ("_deadline", "_loop", "_timeout", "cancelled_caught")
+    __slots__ = ("_caught", "_deadline", "_loop", "_timeout")
 
     def __init__(self, deadline: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._deadline = deadline
         self._timeout: asyncio.Timeout | None = None
-        self.cancelled_caught = False
+        self._caught = False
+
+    @property
+    def cancelled_caught(self) -> bool:
+        return self._caught
 
     async def __aenter__(self) -> _AsyncioScope:
         when = self._deadline if math.isfinite(self._deadline) else None
@@ -185,7 +193,7 @@ class _AsyncioScope:
         except TimeoutError:
             if not timeout.expired():
                 raise
-            self.cancelled_caught = True
+            self._caught = True
             return True
         return False
 
@@ -219,7 +227,8 @@ class _AsyncioTaskGroup:
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> bool:
-        return bool(await self._group.__aexit__(exc_type, exc, tb))
+        await self._group.__aexit__(exc_type, exc, tb)
+        return False
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         coro = fn(*args)
@@ -250,9 +259,10 @@ class _Asyncio:
 
     async def sleep_until(self, deadline: float) -> None:
         delay = deadline - asyncio.get_running_loop().time()
-        await asyncio.sleep(delay if math.isfinite(delay) else 1e9)
-        if not math.isfinite(delay):  # pragma: no cover - sleeping "for ever"
-            await asyncio.Event().wait()
+        if math.isfinite(delay):
+            await asyncio.sleep(delay)
+        else:
+            await asyncio.Event().wait()  # for ever (until cancelled)
 
     async def checkpoint(self) -> None:
         await asyncio.sleep(0)

@@ -295,12 +295,12 @@ class SessionCore:
 
     # --- inputs -------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> None:
+    def receive_data(self, data: bytes | bytearray, now: float) -> None:
         """Bytes from the server (``b""``: it closed its side)."""
         self.tally.bytes_down += len(data)
         self.last_activity = now
         conn = self._conn
-        conn.receive_data(data)
+        conn.receive_data(data)  # type: ignore[arg-type]  # bytes-like is fine
         while True:
             try:
                 event = conn.next_event()
@@ -514,7 +514,7 @@ class SessionCore:
             return
         self.tally.messages_received += 1
         if event.qos == 2 and event.packet_id in self.store.received_qos2:
-            self._send(PubRec(event.packet_id))  # type: ignore[arg-type]  # seen: once only
+            self._send(PubRec(event.packet_id))  # seen before: acknowledge, do not dispatch
             return
         self._events.append(Inbound(event))
 

@@ -61,7 +61,7 @@ class _Probe:
                 return event
             data = await self.stream.receive_some(256)
             self.tally.bytes_down += len(data)
-            self.conn.receive_data(data)
+            self.conn.receive_data(data)  # type: ignore[arg-type]  # bytes-like is fine
 
 
 async def run_probe(connector: Connector, endpoint: tuple[str, int, bool], connect: Connect,

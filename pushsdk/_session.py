@@ -52,7 +52,7 @@ class ByteStream(Protocol):
     asyncio stream (:class:`pushsdk.transport.AsyncioStream`)."""
 
     async def send_all(self, data: bytes) -> None: ...
-    async def receive_some(self, max_bytes: int | None = None) -> bytes: ...
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
     async def aclose(self) -> None: ...
 
 
@@ -67,9 +67,6 @@ class SessionHost(Protocol):
         """Store (and save) the strategy's memory for ``network_key``."""
 
     async def save_state(self) -> None: ...
-
-    async def on_accepted(self, session: Session, session_present: bool) -> None:
-        """CONNACK 0: subscribe, resend, report CONNECTED."""
 
     async def deliver(self, publish: Publish) -> bool:
         """Hand ``publish`` to the app and record it (returns when that is saved); False
@@ -197,8 +194,6 @@ class Session:
             core.complete(event.packet_id)
         elif isinstance(event, Completed):
             self.host.completed(event.item)
-        elif isinstance(event, Accepted):
-            await self.host.on_accepted(self, event.session_present)
         elif isinstance(event, ProbeWanted) and self._tasks is not None:
             self._tasks.start_soon(self._probe, event.target)
 
@@ -207,7 +202,7 @@ class Session:
         self.core.probe_done(ok, silence, self.io.now())
         self.wake()  # the interval in force may have changed
 
-    async def _wait(self, deadline: float) -> bytes | None:
+    async def _wait(self, deadline: float) -> bytes | bytearray | None:
         """Bytes received before ``deadline`` or a :meth:`wake`; None if none came."""
         async with self.io.scope(deadline) as scope:
             self._wait_scope = scope

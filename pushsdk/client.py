@@ -672,8 +672,9 @@ class PushClient:
     def _release_waiters(self) -> None:
         """The client stopped: wake every publish(), subscribe() and message stream."""
         store = self._outbox
-        for item in (*store.queued, *store.inflight.values(), *store.requests.values(),
-                     *store.waiting_requests):
+        waiting: list[Outbound | Request] = [*store.queued, *store.inflight.values(),
+                                             *store.requests.values(), *store.waiting_requests]
+        for item in waiting:
             _signal(item.waiter)
         for stream in tuple(self._dispatcher.streams):
             stream.close()  # type: ignore[attr-defined]

@@ -80,22 +80,22 @@ def _tags(value: Iterable[str] | None) -> tuple[str, ...] | None:
     return _strings("tags", value)
 
 
-def _non_empty(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _non_empty(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value:
         raise _fail(f"{attribute.name} must be a non-empty string")
 
 
-def _optional_str(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _optional_str(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not isinstance(value, str):
         raise _fail(f"{attribute.name} must be a string or None")
 
 
-def _qos(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _qos(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value not in (0, 1, 2) or isinstance(value, bool):
         raise _fail(f"{attribute.name} must be 0, 1 or 2; got {value!r}")
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
     if (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -103,12 +103,12 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: object)
         raise _fail(f"{attribute.name} must be a positive number of seconds; got {value!r}")
 
 
-def _mqtt_version(_instance: object, _attribute: object, value: object) -> None:
+def _mqtt_version(_instance: object, _attribute: object, value: Any) -> None:
     if value not in _MQTT_VERSIONS:
         raise _fail(f"mqtt_version must be \"3.1.1\" or \"5\"; got {value!r}")
 
 
-def _check_server_url(_instance: object, _attribute: object, value: object) -> None:
+def _check_server_url(_instance: object, _attribute: object, value: Any) -> None:
     if not isinstance(value, str):
         raise _fail("server_url must be a string")
     try:
@@ -208,7 +208,7 @@ def subscriptions_of(value: Iterable[str | Subscription | tuple[str, int]],
         elif isinstance(item, tuple) and len(item) == 2:
             result.append(Subscription(item[0], item[1]))
         else:
-            result.append(Subscription(item, default_qos))  # type: ignore[arg-type]
+            result.append(Subscription(item, default_qos))
     return tuple(result)
 
 

@@ -34,6 +34,10 @@ MAX_RESPONSE_BYTES = 64 * 1024
 _USER_AGENT = "pushsdk/0.1"
 
 
+def _optional_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen
 class Registration:
     """A successful registration: the §2 answer plus what it was requested with."""
@@ -51,8 +55,7 @@ class Registration:
     #: The alias and tags the server holds for the device, as far as the SDK knows
     #: (``profile_known`` False: a record from before the SDK tracked them).
     alias: str | None = None
-    tags: tuple[str, ...] | None = attrs.field(
-        default=None, converter=lambda v: None if v is None else tuple(v))
+    tags: tuple[str, ...] | None = attrs.field(default=None, converter=_optional_tuple)
     profile_known: bool = False
 
     @property
@@ -404,7 +407,7 @@ async def _read_response(conn: h11.Connection, stream: ByteStream,
                 data = await stream.receive_some(16 * 1024)
                 if on_traffic:
                     on_traffic(0, len(data))
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):

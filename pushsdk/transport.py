@@ -18,7 +18,7 @@ import os
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from cryptography import x509
@@ -71,7 +71,7 @@ class AsyncioStream:
         except (ConnectionError, OSError) as exc:
             raise trio.BrokenResourceError(f"send failed: {exc}") from exc
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._closed:
             raise trio.ClosedResourceError("the stream is closed")
         try:
@@ -283,7 +283,7 @@ class TcpConnector:
             return await trio.open_tcp_stream(host, port, local_address=self.source_ip)
         return await open_tcp(host, port, family, self.source_ip)
 
-    def _check_pin(self, stream: trio.SSLStream[trio.abc.Stream], where: str) -> None:
+    def _check_pin(self, stream: trio.SSLStream[Any], where: str) -> None:
         if not self._pins:
             return
         der = stream.getpeercert(binary_form=True)
