@@ -73,6 +73,7 @@ class Backend(Protocol):
     async def checkpoint(self) -> None: ...
     async def to_thread(self, fn: Callable[..., T], *args: Any) -> T: ...
     async def close_stream(self, stream: Any) -> None: ...
+    def current_task(self) -> object: ...
 
 
 # --- trio ----------------------------------------------------------------------------------
@@ -161,6 +162,9 @@ class _Trio:
     async def close_stream(self, stream: Any) -> None:
         """Close at once, without waiting for a polite TLS goodbye."""
         await trio.aclose_forcefully(stream)
+
+    def current_task(self) -> object:
+        return trio.lowlevel.current_task()
 
 
 # --- asyncio -------------------------------------------------------------------------------
@@ -272,6 +276,9 @@ class _Asyncio:
 
     async def close_stream(self, stream: Any) -> None:
         await stream.aclose()
+
+    def current_task(self) -> object:
+        return asyncio.current_task()
 
 
 TRIO = _Trio()

@@ -13,6 +13,7 @@ What the session needs from the client is the small :class:`SessionHost` interfa
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -68,9 +69,16 @@ class SessionHost(Protocol):
 
     async def save_state(self) -> None: ...
 
-    async def deliver(self, publish: Publish) -> bool:
+    async def deliver(self, publish: Publish) -> bool | None:
         """Hand ``publish`` to the app and record it (returns when that is saved); False
-        if the app did not finish with it (the client is closing): no acknowledgement."""
+        if the app did not finish with it (the client is closing): no acknowledgement;
+        None if a message stream holds it (see :meth:`delivery_pending`)."""
+
+    def delivery_pending(self) -> bool:
+        """A message stream still holds the message handed over last."""
+
+    async def finish_delivery(self) -> bool:
+        """Record the message the streams are done with; True to acknowledge it."""
 
     async def release(self, packet_id: int) -> None:
         """Forget a released QoS 2 packet id (returns when that is saved)."""
@@ -85,8 +93,8 @@ class SessionHost(Protocol):
 class Session:
     """One accepted connection. :meth:`handshake`, then :meth:`serve`, then :meth:`finish`."""
 
-    __slots__ = ("core", "error", "host", "io", "session_present", "stream", "_tasks",
-                 "_wait_scope", "uptime")
+    __slots__ = ("core", "error", "host", "io", "session_present", "stream", "_deferred",
+                 "_held", "_tasks", "_wait_scope", "uptime")
 
     def __init__(self, core: SessionCore, stream: ByteStream, host: SessionHost,
                  io: Backend) -> None:
@@ -97,6 +105,10 @@ class Session:
         self.error: PushError | None = None  # why it ended (None: the client stopped it)
         self.uptime = 0.0
         self.session_present = False  # from the CONNACK
+        # A message stream holds _held (not acknowledged yet); later PUBLISHes wait in
+        # _deferred, so that messages reach the app, and are acknowledged, in order.
+        self._held: Inbound | None = None
+        self._deferred: collections.deque[Inbound] = collections.deque()
         self._wait_scope: Scope | None = None
         self._tasks: Any = None
 
@@ -156,13 +168,19 @@ class Session:
                 await host.remember(core.network_key, core.memory)
             if core.store.dirty:
                 await host.save_state()
+            if self._held is not None and not host.delivery_pending():
+                await self._acknowledge_held()
             stopping = host.stopping
             if not stopping:
                 core.pump()
             # Acknowledgements of messages the app has seen go out even when stopping.
             if not await self.flush() or stopping:
                 return
-            event = core.next_event()
+            event: Any = None
+            if self._deferred and self._held is None:
+                event = self._deferred.popleft()
+            if event is None:
+                event = core.next_event()
             if event is not None:
                 if isinstance(event, Ended):
                     self.error = self.error or event.error
@@ -185,9 +203,15 @@ class Session:
     async def _handle(self, event: Any) -> None:
         core = self.core
         if isinstance(event, Inbound):
+            if self._held is not None:
+                self._deferred.append(event)  # in order, after the one the app holds
+                return
             began = self.io.now()
-            if await self.host.deliver(event.publish):
+            done = await self.host.deliver(event.publish)
+            if done:
                 core.acknowledge(event.publish)
+            elif done is None:
+                self._held = event
             core.paused(began, self.io.now())
         elif isinstance(event, Released):
             await self.host.release(event.packet_id)
@@ -196,6 +220,12 @@ class Session:
             self.host.completed(event.item)
         elif isinstance(event, ProbeWanted) and self._tasks is not None:
             self._tasks.start_soon(self._probe, event.target)
+
+    async def _acknowledge_held(self) -> None:
+        held, self._held = self._held, None
+        assert held is not None
+        if await self.host.finish_delivery():
+            self.core.acknowledge(held.publish)
 
     async def _probe(self, target: float) -> None:
         ok, silence = await self.host.probe(target)

@@ -57,6 +57,7 @@ from .dispatcher import (
     Dispatcher,
     MessageCallback,
     PushMessage,
+    MessageSink,
     PushMessageCallback,
     TokenCallback,
     broker_dedup_key,
@@ -198,7 +199,7 @@ class PushClient:
     # Slots keep each of the thousands of clients a simulation runs small.
     __slots__ = (
         "_backoff", "_broker", "_closing", "_config", "_connector", "_cycle_scope",
-        "_dispatch_scope", "_dispatcher", "_done", "_env", "_error", "_ever_connected", "_failures",
+        "_dispatch_scope", "_dispatcher", "_driver", "_holding", "_done", "_env", "_error", "_ever_connected", "_failures",
         "_finished", "_force_register", "_held", "_http_connector", "_idle_event",
         "_interrupted", "_io", "_keepalive", "_last_error", "_limits", "_network_event",
         "_on_new_token", "_on_state_change", "_outbox", "_ping_timeout", "_rng",
@@ -269,7 +270,10 @@ class PushClient:
         self._tasks: Any = None
         self._session: Session | None = None
         self._cycle_scope: Scope | None = None
-        self._dispatch_scope: Scope | None = None  # the app is handling a message
+        self._dispatch_scope: Scope | None = None  # a callback is handling a message
+        # (dedup key, the PUBLISH, the message streams it was handed to) while they hold it
+        self._holding: tuple[str | None, Publish, tuple[MessageSink, ...]] | None = None
+        self._driver: object = None  # the task running the connection loop
         self._wanted: dict[str, int] | None = None  # broker mode: filters wanted now
         self._held: dict[str, int] | None = None  # broker mode: filters the broker holds
         self._error: PushError | None = None  # the permanent failure that ended the client
@@ -359,6 +363,8 @@ class PushClient:
         self._wake_loop()
 
     async def _run(self) -> None:
+        assert self._io is not None
+        self._driver = self._io.current_task()
         try:
             if self._closing:
                 return
@@ -481,13 +487,10 @@ class PushClient:
         if not subs:
             raise ConfigurationError("subscribe() needs at least one topic filter")
         pairs = tuple((s.topic_filter, s.qos) for s in subs)
-        wanted = self._wanted_filters()
-        wanted.update(pairs)
         request = Request(subscriptions=pairs)
         await self._request(request)
         refused = SessionCore.refused_filters(request)
-        for topic_filter in refused:
-            wanted.pop(topic_filter, None)
+        self._wanted_filters().update(p for p in pairs if p[0] not in refused)
         if refused:
             raise SubscriptionRefused(refused)
         return request.result or ()
@@ -677,7 +680,7 @@ class PushClient:
         for item in waiting:
             _signal(item.waiter)
         for stream in tuple(self._dispatcher.streams):
-            stream.close()  # type: ignore[attr-defined]
+            stream.close()
 
     def _add_stream(self, stream: MessageStream[Any]) -> None:
         self._raise_if_failed()
@@ -687,8 +690,17 @@ class PushClient:
         if stream in self._dispatcher.streams:
             self._dispatcher.streams.remove(stream)
 
+    def _check_not_in_callback(self, what: str) -> None:
+        io = self._io
+        if self._dispatch_scope is not None and io is not None \
+                and io.current_task() is self._driver:
+            raise RuntimeError(
+                f"awaiting {what}() inside a message callback would deadlock: the connection "
+                "is busy running the callback. Use client.messages(), or start a task")
+
     async def _send(self, item: Outbound) -> None:
         self._raise_if_failed()
+        self._check_not_in_callback("publish")
         if len(self._outbox.queued) >= self._limits.max_queued:
             raise QueueFull(f"{len(self._outbox.queued)} messages already wait for the "
                             "connection (Limits.max_queued)")
@@ -702,6 +714,7 @@ class PushClient:
 
     async def _request(self, request: Request) -> None:
         self._raise_if_failed()
+        self._check_not_in_callback("subscribe")
         io = self._io or _backend.current()
         request.waiter = io.event()
         self._outbox.waiting_requests.append(request)
@@ -1131,23 +1144,53 @@ class PushClient:
         self._sdk_state = self._sdk_state.with_memory(network_key, memory)
         await self._save_state()
 
-    async def _deliver(self, publish: Publish) -> bool:
+    async def _deliver(self, publish: Publish) -> bool | None:
+        """Hand ``publish`` to the callbacks and open message streams. True: done and
+        recorded, acknowledge it; False: do not (the client is closing); None: a stream
+        holds it (then :meth:`_finish_delivery` once :meth:`_delivery_pending` is False)."""
         key, check, message = self._parse(publish)
-        new: bool | None = False
+        new = False
+        streams = self._dispatcher.streams
         if message is not None and self._wants(publish.topic):
             assert self._io is not None
             async with self._io.scope() as scope:
                 self._dispatch_scope = scope
-                new = await self._dispatcher.deliver(key, message, check=check)
+                new = await self._dispatcher.deliver(key, message, check=check,
+                                                     finish=not streams)
             self._dispatch_scope = None
-            if new is None or scope.cancelled_caught:
+            if scope.cancelled_caught:
                 return False
+            if new and streams:
+                shown = self._dispatcher.decrypt(message)
+                self._holding = (key, publish, tuple(streams))
+                for stream in self._holding[2]:
+                    stream.hand(shown)
+                return None
+        return await self._record(publish, new, key)
+
+    async def _record(self, publish: Publish, new: bool, key: str | None) -> bool:
         if publish.qos == 2 and self._broker:
             self._outbox.received_qos2.add(publish.packet_id)  # type: ignore[arg-type]
             self._outbox.dirty = True
         if (new and key is not None) or self._outbox.dirty:
             await self._save_state()
         return True
+
+    def _delivery_pending(self) -> bool:
+        holding = self._holding
+        return holding is not None and any(s.holding for s in holding[2])
+
+    async def _finish_delivery(self) -> bool:
+        """The streams are done with the held message: True (record it, acknowledge) unless
+        one gave it back unfinished (closed)."""
+        holding = self._holding
+        assert holding is not None
+        self._holding = None
+        key, publish, streams = holding
+        if not all(s.finished for s in streams):
+            return False
+        self._dispatcher.finish(key)
+        return await self._record(publish, True, key)
 
     async def _release(self, packet_id: int) -> None:
         self._outbox.received_qos2.discard(packet_id)
@@ -1216,8 +1259,14 @@ class _Host:
     async def save_state(self) -> None:
         await self._client._save_state()
 
-    async def deliver(self, publish: Publish) -> bool:
+    async def deliver(self, publish: Publish) -> bool | None:
         return await self._client._deliver(publish)
+
+    def delivery_pending(self) -> bool:
+        return self._client._delivery_pending()
+
+    async def finish_delivery(self) -> bool:
+        return await self._client._finish_delivery()
 
     async def release(self, packet_id: int) -> None:
         await self._client._release(packet_id)

@@ -51,9 +51,18 @@ AnyCallback = PushMessageCallback | MessageCallback | TokenCallback
 
 
 class MessageSink(Protocol):
-    async def offer(self, message: Any) -> bool:
-        """Hand ``message`` over; True once the app is done with it, False if the sink
-        closed first."""
+    def hand(self, message: Any) -> None:
+        """Give ``message`` to the app (returns at once)."""
+
+    @property
+    def holding(self) -> bool:
+        """The app has not finished with the message handed last."""
+
+    @property
+    def finished(self) -> bool:
+        """The app finished with the message handed last (False: it was given back)."""
+
+    def close(self) -> None: ...
 
 
 @attrs.frozen
@@ -239,17 +248,17 @@ class Dispatcher:
         return self.on_message
 
     async def deliver(
-        self, key: str | None, message: PushMessage | BrokerMessage, *, check: bool = True
-    ) -> bool | None:
+        self, key: str | None, message: PushMessage | BrokerMessage, *, check: bool = True,
+        finish: bool = True,
+    ) -> bool:
         """Hand a message to the app unless ``key`` was delivered before; then remember it.
 
         ``key=None`` (QoS 0) skips duplicate suppression; ``check=False`` remembers ``key``
         without looking it up first (broker mode only trusts keys of DUP=1 redeliveries).
         Returns True if the message was new (the caller then persists the window before
-        acknowledging), False for a duplicate, None if an open message stream was closed
-        before the app took it (not delivered: no acknowledgement, the server sends it again).
-        Callbacks come first, then each open message stream (``client.messages()``), which
-        returns once the app is done with it. A raising callback is logged and counted in
+        acknowledging), False for a duplicate. With ``finish=False`` the message is not
+        counted or remembered yet (open message streams still have to take it: the caller
+        calls :meth:`finish` once they are done). A raising callback is logged and counted in
         ``callback_errors``; the message still counts as delivered (redelivering it would
         most likely raise again).
 
@@ -275,10 +284,21 @@ class Dispatcher:
             kind = "broker" if isinstance(message, BrokerMessage) else message.kind
             if not await call_app(callback, message, what=f"{kind} message"):
                 self.callback_errors += 1
-        for stream in tuple(self.streams):
-            if not await stream.offer(message):
-                return None
+        if finish:
+            self.finish(key)
+        return True
+
+    def finish(self, key: str | None) -> None:
+        """The app is done with a message: count it and remember its key."""
         self.dispatched += 1
         if key is not None:
             self.remember(key)
-        return True
+
+    def decrypt(self, message: PushMessage | BrokerMessage) -> PushMessage | BrokerMessage:
+        """``message`` as the app should see it (end-to-end encrypted data opened)."""
+        if self.webpush_keys is not None and isinstance(message, PushMessage):
+            try:
+                return message.decrypted(self.webpush_keys)
+            except DecryptionError:
+                return message
+        return message

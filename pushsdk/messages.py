@@ -11,11 +11,12 @@
             await store(message)
             await messages.ack(message)   # now the PUBACK goes out
 
-The connection hands each message to the stream and waits until the app has finished with it
-(the next iteration, or :meth:`MessageStream.ack`), then records it and acknowledges it — so a
-message is never acknowledged before the app could act on it, and exactly-once delivery holds
-as with callbacks. Messages are handed over one at a time, in order; while the app holds one,
-the connection reads nothing more (time spent so does not count against a heartbeat). Open the
+The connection hands each message to the stream and, once the app has finished with it (the
+next iteration, or :meth:`MessageStream.ack`), records it and acknowledges it — so a message is
+never acknowledged before the app could act on it, and exactly-once delivery holds as with
+callbacks. Messages are handed over one at a time, in order; while the app holds one the
+connection goes on (heartbeats, the app's own publish() and subscribe() calls) and keeps later
+messages waiting. Open the
 stream right after starting the client, so that nothing (retained messages) arrives before it.
 Leaving the ``async with`` block stops the stream; a message taken and not finished then is
 not acknowledged, and the server sends it again.
@@ -45,7 +46,7 @@ class MessageStream(Generic[M]):
         self._offered: Any = None  # the message waiting for the app
         self._taken: Any = None  # the message the app holds
         self._arrived: Event | None = None  # set when a message is offered (or on stop)
-        self._finished: Event | None = None  # set when the app is done with the taken one
+        self._finished_last = False  # the app finished with the message handed last
 
     async def __aenter__(self) -> MessageStream[M]:
         self._open = True
@@ -62,10 +63,11 @@ class MessageStream(Generic[M]):
         if not self._open:
             return
         self._open = False
+        self._offered = self._taken = None  # given back: not acknowledged
         self._client._remove_stream(self)
-        for event in (self._arrived, self._finished):
-            if event is not None:
-                event.set()
+        if self._arrived is not None:
+            self._arrived.set()
+        self._client._wake_session()
 
     def __aiter__(self) -> MessageStream[M]:
         return self
@@ -97,23 +99,23 @@ class MessageStream(Generic[M]):
 
     def _done_with_taken(self) -> None:
         self._taken = None
-        if self._finished is not None:
-            self._finished.set()
+        self._finished_last = True
+        self._client._wake_session()  # the connection records and acknowledges it
 
     # --- the connection's side ------------------------------------------------------------
 
-    async def offer(self, message: Any) -> bool:
-        """Hand ``message`` to the app; True once it is done with it, False if the stream
-        stopped first."""
-        if not self._open:
-            return True  # the app closed it: it wants no more messages this way
+    def hand(self, message: Any) -> None:
+        """Give ``message`` to the app; the connection goes on meanwhile and looks at
+        :attr:`holding` / :attr:`finished` when woken."""
         self._offered = message
-        self._finished = current().event()
+        self._finished_last = False
         if self._arrived is not None:
             self._arrived.set()
-        finished = self._finished
-        await finished.wait()
-        self._finished = None
-        taken = self._offered is None and self._taken is None
-        self._offered = None
-        return taken and self._open
+
+    @property
+    def holding(self) -> bool:
+        return self._open and (self._offered is not None or self._taken is not None)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished_last
