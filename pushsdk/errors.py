@@ -185,7 +185,7 @@ _CONNACK = {
     4: (AuthenticationRefused, "refused the user name or password",
         "check username and password"),
     5: (NotAuthorized, "says this client is not authorised",
-        "check the broker's access rules for this client id and user"),
+        "check username and password, and the broker's access rules for this client"),
 }
 
 

@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import ipaddress
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -361,11 +362,14 @@ def mosquitto(directory: Path, extra: str = "") -> Iterator[int]:
     assert Path(MOSQUITTO).exists(), "mosquitto is not installed: run .ci/install-deps"
     port = free_port()
     conf = directory / f"mosquitto-{port}.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\npersistence false\n{extra}")
+    # Run as root, Mosquitto would switch to user "mosquitto", who cannot read tmp_path.
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"listener {port} 127.0.0.1\npersistence false\n{user}{extra}")
     if "allow_anonymous" not in extra:
         conf.write_text(conf.read_text() + "allow_anonymous true\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log = directory / f"mosquitto-{port}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=sink, stderr=sink)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -374,7 +378,7 @@ def mosquitto(directory: Path, extra: str = "") -> Iterator[int]:
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("mosquitto did not start") from None
+                    raise AssertionError(f"mosquitto did not start: {log.read_text()}") from None
                 time.sleep(0.05)
         yield port
     finally:
