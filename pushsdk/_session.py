@@ -94,7 +94,7 @@ class Session:
     """One accepted connection. :meth:`handshake`, then :meth:`serve`, then :meth:`finish`."""
 
     __slots__ = ("core", "error", "host", "io", "session_present", "stream", "_deferred",
-                 "_held", "_tasks", "_wait_scope", "uptime")
+                 "_held", "_tasks", "_wait_scope", "_woken", "uptime")
 
     def __init__(self, core: SessionCore, stream: ByteStream, host: SessionHost,
                  io: Backend) -> None:
@@ -110,10 +110,13 @@ class Session:
         self._held: Inbound | None = None
         self._deferred: collections.deque[Inbound] = collections.deque()
         self._wait_scope: Scope | None = None
+        self._woken = False  # wake() was called since the loop last looked at everything
         self._tasks: Any = None
 
     def wake(self) -> None:
-        """Make the loop look again at its deadline, outbox and the host's flags."""
+        """Make the loop look again at its deadline, outbox and the host's flags (also when
+        it is not waiting yet: it then does not start to)."""
+        self._woken = True
         if self._wait_scope is not None:
             self._wait_scope.cancel()
 
@@ -163,6 +166,7 @@ class Session:
         host = self.host
         io = self.io
         while True:
+            self._woken = False
             if core.memory_dirty:
                 core.memory_dirty = False
                 await host.remember(core.network_key, core.memory)
@@ -234,6 +238,8 @@ class Session:
 
     async def _wait(self, deadline: float) -> bytes | bytearray | None:
         """Bytes received before ``deadline`` or a :meth:`wake`; None if none came."""
+        if self._woken:  # woken while the loop was busy: look again first
+            return None
         async with self.io.scope(deadline) as scope:
             self._wait_scope = scope
             try:
