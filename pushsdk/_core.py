@@ -21,9 +21,8 @@ behind the message being handed over).
 """
 from __future__ import annotations
 
-import collections
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Set as AbstractSet
 from typing import Any
 
 import attrs
@@ -130,12 +129,13 @@ class Request:
 class MessageStore:
     """Session state that outlives one connection (MQTT 3.1.1 §4.1)."""
 
-    queued: collections.deque[Outbound] = attrs.field(factory=collections.deque)
+    # Lists, not deques: they stay short, and an empty deque costs 600 bytes per client.
+    queued: list[Outbound] = attrs.field(factory=list)
     inflight: dict[int, Outbound] = attrs.field(factory=dict)
     #: QoS 2 packet ids received and acknowledged (PUBREC) but not yet released (PUBREL).
-    received_qos2: set[int] = attrs.field(factory=set)
+    received_qos2: AbstractSet[int] = frozenset()  # a set of its own once there is one
     requests: dict[int, Request] = attrs.field(factory=dict)
-    waiting_requests: collections.deque[Request] = attrs.field(factory=collections.deque)
+    waiting_requests: list[Request] = attrs.field(factory=list)
     next_packet_id: int = 1
     #: Something the state file holds changed (outbound stages, received QoS 2 ids).
     dirty: bool = False
@@ -151,11 +151,12 @@ class MessageStore:
         """The server has no session for us (session present = 0): what it had is gone.
         Messages in flight are sent again as new; nothing it sent is awaiting release."""
         if self.received_qos2:
-            self.received_qos2.clear()
+            self.received_qos2 = frozenset()
             self.dirty = True
-        for item in sorted(self.inflight.values(), key=_packet_order, reverse=True):
+        resent = sorted(self.inflight.values(), key=_packet_order)
+        for item in resent:
             item.stage = 0
-            self.queued.appendleft(item)
+        self.queued[:0] = resent
         self.inflight.clear()
 
     def requeue_requests(self) -> None:
@@ -240,7 +241,7 @@ class SessionCore:
                  strategy: HeartbeatStrategy, env: Environment, tally: Tally,
                  ping_timeout: float, max_inflight: int, max_packet_size: int) -> None:
         self._conn = Connection(Role.CLIENT, max_packet_size=max_packet_size)
-        self._events: collections.deque[Event] = collections.deque()
+        self._events: list[Event] = []
         self._out = bytearray(self._conn.send(connect))
         self.store = store
         self.strategy = strategy
@@ -271,7 +272,7 @@ class SessionCore:
         return data
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def deadline(self, now: float) -> float:
         """When to call :meth:`tick` if nothing arrives: the next heartbeat, or the
@@ -405,9 +406,9 @@ class SessionCore:
         """Move queued messages and requests onto the wire while the window allows."""
         store = self.store
         while store.waiting_requests:
-            self.subscribe(store.waiting_requests.popleft())
+            self.subscribe(store.waiting_requests.pop(0))
         while store.queued and len(store.inflight) < self.max_inflight:
-            item = store.queued.popleft()
+            item = store.queued.pop(0)
             if item.publish.qos == 0:
                 self._send(item.publish)
                 self._events.append(Completed(item))
@@ -514,7 +515,7 @@ class SessionCore:
             return
         self.tally.messages_received += 1
         if event.qos == 2 and event.packet_id in self.store.received_qos2:
-            self._send(PubRec(event.packet_id))  # seen before: acknowledge, do not dispatch
+            self._send(PubRec(event.packet_id or 0))  # seen before: acknowledge, not dispatch
             return
         self._events.append(Inbound(event))
 

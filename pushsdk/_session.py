@@ -13,7 +13,6 @@ What the session needs from the client is the small :class:`SessionHost` interfa
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -108,7 +107,7 @@ class Session:
         # A message stream holds _held (not acknowledged yet); later PUBLISHes wait in
         # _deferred, so that messages reach the app, and are acknowledged, in order.
         self._held: Inbound | None = None
-        self._deferred: collections.deque[Inbound] = collections.deque()
+        self._deferred: list[Inbound] | None = None
         self._wait_scope: Scope | None = None
         self._woken = False  # wake() was called since the loop last looked at everything
         self._tasks: Any = None
@@ -182,7 +181,7 @@ class Session:
                 return
             event: Any = None
             if self._deferred and self._held is None:
-                event = self._deferred.popleft()
+                event = self._deferred.pop(0)
             if event is None:
                 event = core.next_event()
             if event is not None:
@@ -208,6 +207,8 @@ class Session:
         core = self.core
         if isinstance(event, Inbound):
             if self._held is not None:
+                if self._deferred is None:
+                    self._deferred = []
                 self._deferred.append(event)  # in order, after the one the app holds
                 return
             began = self.io.now()
@@ -268,7 +269,15 @@ class Session:
 
     async def _write(self, data: bytes, *, guard: float | None) -> None:
         io = self.io
+        total = len(data)
         try:
+            try_send = getattr(self.stream, "try_send", None)
+            if try_send is not None:  # most writes complete at once: no deadline scope
+                sent = try_send(data)
+                if sent == total:
+                    self.core.sent(total, io.now())
+                    return
+                data = data[sent:]
             if guard is None:
                 await self.stream.send_all(data)
             else:
@@ -278,7 +287,7 @@ class Session:
                     raise ConnectionLost(f"sending stalled for {guard:g} s")
         except STREAM_ERRORS as exc:
             raise ConnectionLost(f"connection lost: {_why(exc)}") from None
-        self.core.sent(len(data), io.now())
+        self.core.sent(total, io.now())
 
     # --- closing ----------------------------------------------------------------------------
 

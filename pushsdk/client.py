@@ -133,6 +133,9 @@ class FlatOptions(TypedDict, total=False):
     app_state: str
 
 
+# Defaults shared by every client (frozen, so sharing is safe; thousands of clients).
+_TIMEOUTS, _LIMITS, _DEVICE = Timeouts(), Limits(), DeviceStatus()
+
 _FLAT = {
     "ping_timeout": ("timeouts", "ping"), "connect_timeout": ("timeouts", "connect"),
     "http_timeout": ("timeouts", "http"), "max_packet_size": ("limits", "max_packet_size"),
@@ -150,7 +153,7 @@ def _fold(flat: Mapping[str, Any], groups: dict[str, Any]) -> dict[str, Any]:
             raise TypeError(f"PushClient() got an unexpected keyword argument {name!r}")
         group, field = _FLAT[name]
         changes.setdefault(group, {})[field] = value
-    return {group: attrs.evolve(value, **changes.get(group, {}))
+    return {group: attrs.evolve(value, **changes[group]) if group in changes else value
             for group, value in groups.items()}
 
 
@@ -200,7 +203,7 @@ class PushClient:
     __slots__ = (
         "_backoff", "_broker", "_closing", "_config", "_connector", "_cycle_scope",
         "_dispatch_scope", "_dispatcher", "_driver", "_holding", "_done", "_env", "_error", "_ever_connected", "_failures",
-        "_finished", "_force_register", "_held", "_http_connector", "_idle_event",
+        "_ephemeral", "_finished", "_force_register", "_held", "_http_connector", "_idle_event",
         "_interrupted", "_io", "_keepalive", "_last_error", "_limits", "_network_event",
         "_on_new_token", "_on_state_change", "_outbox", "_ping_timeout", "_rng",
         "_sdk_state", "_session", "_started", "_state", "_state_event", "_store",
@@ -233,8 +236,8 @@ class PushClient:
         if config.mqtt_version != "3.1.1":
             raise ConfigurationError("mqtt_version=\"5\" is not implemented by the SDK yet; "
                                      "use \"3.1.1\"")
-        groups = _fold(flat, {"timeouts": timeouts or Timeouts(), "limits": limits or Limits(),
-                              "device": device or DeviceStatus()})
+        groups = _fold(flat, {"timeouts": timeouts or _TIMEOUTS, "limits": limits or _LIMITS,
+                              "device": device or _DEVICE})
         self._timeouts: Timeouts = groups["timeouts"]
         self._limits: Limits = groups["limits"]
         status: DeviceStatus = groups["device"]
@@ -243,6 +246,9 @@ class PushClient:
         self._connector = connector or TcpConnector(connect_timeout=self._timeouts.connect)
         self._http_connector = http_connector or self._connector
         self._store: StateStore = state_store if state_store is not None else MemoryStateStore()
+        # No store given: nothing outlives the process, so broker-mode session state (the
+        # filters the broker holds, for a restart) is not kept (a fleet holds thousands).
+        self._ephemeral = state_store is None
         self._rng = rng or random.Random()
         self._strategy = strategy or FixedStrategy(
             config.keepalive if isinstance(config, BrokerConfig) else 270)
@@ -684,11 +690,11 @@ class PushClient:
 
     def _add_stream(self, stream: MessageStream[Any]) -> None:
         self._raise_if_failed()
-        self._dispatcher.streams.append(stream)
+        self._dispatcher.streams = (*self._dispatcher.streams, stream)
 
     def _remove_stream(self, stream: MessageStream[Any]) -> None:
-        if stream in self._dispatcher.streams:
-            self._dispatcher.streams.remove(stream)
+        self._dispatcher.streams = tuple(s for s in self._dispatcher.streams
+                                         if s is not stream)
 
     def _check_not_in_callback(self, what: str) -> None:
         io = self._io
@@ -780,7 +786,8 @@ class PushClient:
         if isinstance(self._config, ServerConfig) and self._config.e2e:
             self._dispatcher.webpush_keys = state.webpush_keys
         store = self._outbox
-        store.received_qos2 = set(state.received_qos2)
+        if state.received_qos2:
+            store.received_qos2 = set(state.received_qos2)
         for record in state.outbound:
             publish = Publish(record["topic"], base64.b64decode(record["payload"]),
                               record["qos"], bool(record.get("retain")),
@@ -799,7 +806,7 @@ class PushClient:
         store = self._outbox
         store.dirty = False
         state = attrs.evolve(self._sdk_state, recent_msg_ids=self._dispatcher.recent())
-        if self._broker:
+        if self._broker and not self._ephemeral:
             state = attrs.evolve(
                 state, outbound=tuple(_record(item) for item in store.inflight.values()
                                       if item.persist),
@@ -838,7 +845,17 @@ class PushClient:
                 await self._idle_event.wait()
                 continue
             self._interrupted = False
-            ending = await self._attempt()
+            # One attempt: register if needed, connect, handshake, serve (inline rather than
+            # a method of its own: one coroutine frame less per connected client).
+            opened: list[Any] = [None, None]  # the stream, the session
+            try:
+                ending = await self._open(opened)
+                if ending is None:
+                    ending = await self._serve(opened[1])
+            finally:
+                self._cycle_scope = None
+                if opened[0] is not None:
+                    await io.close_stream(opened[0])
             if self._closing:
                 return
             if ending.error is not None and ending.error.permanent:
@@ -870,20 +887,6 @@ class PushClient:
     def _fail(self, error: PushError) -> None:
         self._error = self._last_error = error
         log.error("%s: %s", self._name, error)
-
-    async def _attempt(self) -> _Ending:
-        """One connection attempt: register if needed, connect, handshake, serve."""
-        opened: list[Any] = [None, None]  # the stream, the session
-        try:
-            ending = await self._open(opened)
-            if ending is not None:
-                return ending
-            return await self._serve(opened[1])
-        finally:
-            self._cycle_scope = None
-            if opened[0] is not None:
-                assert self._io is not None
-                await self._io.close_stream(opened[0])
 
     async def _open(self, opened: list[Any]) -> _Ending | None:
         """Register if needed, connect and handshake, under one scope that a network change
@@ -1010,6 +1013,8 @@ class PushClient:
 
     def _note_subscriptions(self, request: Request) -> None:
         """What the broker holds now, for reconciling a persistent session later."""
+        if self._ephemeral:
+            return
         held = self._held if self._held is not None else {}
         if request.subscriptions:
             for (topic_filter, _), code in zip(request.subscriptions, request.result or ()):
@@ -1162,7 +1167,7 @@ class PushClient:
                 return False
             if new and streams:
                 shown = self._dispatcher.decrypt(message)
-                self._holding = (key, publish, tuple(streams))
+                self._holding = (key, publish, streams)
                 for stream in self._holding[2]:
                     stream.hand(shown)
                 return None
@@ -1170,7 +1175,8 @@ class PushClient:
 
     async def _record(self, publish: Publish, new: bool, key: str | None) -> bool:
         if publish.qos == 2 and self._broker:
-            self._outbox.received_qos2.add(publish.packet_id)  # type: ignore[arg-type]
+            self._outbox.received_qos2 = {*self._outbox.received_qos2,
+                                          publish.packet_id or 0}
             self._outbox.dirty = True
         if (new and key is not None) or self._outbox.dirty:
             await self._save_state()
@@ -1193,7 +1199,7 @@ class PushClient:
         return await self._record(publish, True, key)
 
     async def _release(self, packet_id: int) -> None:
-        self._outbox.received_qos2.discard(packet_id)
+        self._outbox.received_qos2 = self._outbox.received_qos2 - {packet_id}
         await self._save_state()
 
     def _wants(self, topic: str) -> bool:

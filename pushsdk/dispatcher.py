@@ -209,7 +209,7 @@ class Dispatcher:
     #: The device's end-to-end keys; when set, encrypted pushes are decrypted before dispatch.
     webpush_keys: WebPushKeys | None = attrs.field(default=None, init=False)
     #: Open ``client.messages()`` streams; each gets every message after the callbacks.
-    streams: list[MessageSink] = attrs.field(factory=list, init=False)
+    streams: tuple[MessageSink, ...] = attrs.field(default=(), init=False)
     # msg_id -> None, oldest first (a dict is an insertion-ordered set with O(1) lookup).
     _recent: dict[str, None] = attrs.field(factory=dict, init=False)
     dispatched: int = attrs.field(default=0, init=False)
