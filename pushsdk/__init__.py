@@ -87,8 +87,8 @@ _EXPORTS = {
     "Backoff": "backoff",
     "BlockingPushClient": "blocking",
     "PushClient": "client",
-    "Reason": "client",
-    "StateChangeCallback": "client",
+    "Reason": "reasons",
+    "StateChangeCallback": "reasons",
     "BrokerConfig": "config",
     "ClientState": "config",
     "ClientStatistics": "config",
@@ -176,6 +176,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ does th
     )
     from .client import (
         PushClient as PushClient,
+    )
+    from .reasons import (
         Reason as Reason,
         StateChangeCallback as StateChangeCallback,
     )

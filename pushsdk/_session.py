@@ -162,38 +162,22 @@ class Session:
 
     async def _loop(self) -> None:
         core = self.core
-        host = self.host
-        io = self.io
         while True:
-            self._woken = False
-            if core.memory_dirty:
-                core.memory_dirty = False
-                await host.remember(core.network_key, core.memory)
-            if core.store.dirty:
-                await host.save_state()
-            if self._held is not None and not host.delivery_pending():
-                await self._acknowledge_held()
-            stopping = host.stopping
+            stopping = await self._settle()
             if not stopping:
                 core.pump()
             # Acknowledgements of messages the app has seen go out even when stopping.
             if not await self.flush() or stopping:
                 return
-            event: Any = None
-            if self._deferred and self._held is None:
-                event = self._deferred.pop(0)
-            if event is None:
-                event = core.next_event()
+            event = self._next_event()
+            if isinstance(event, Ended):
+                self.error = self.error or event.error
+                return
             if event is not None:
-                if isinstance(event, Ended):
-                    self.error = self.error or event.error
-                    return
                 await self._handle(event)
                 continue
-            now = io.now()
-            deadline = core.deadline(now)
-            if now >= deadline:
-                core.tick(now)
+            deadline = self._tick_if_due()
+            if deadline is None:
                 continue
             try:
                 data = await self._wait(deadline)
@@ -201,7 +185,35 @@ class Session:
                 self.error = exc
                 return
             if data is not None:
-                core.receive_data(data, io.now())
+                core.receive_data(data, self.io.now())
+
+    async def _settle(self) -> bool:
+        """Save what changed and acknowledge a message the app has finished with; whether
+        the host is stopping."""
+        self._woken = False
+        core, host = self.core, self.host
+        if core.memory_dirty:
+            core.memory_dirty = False
+            await host.remember(core.network_key, core.memory)
+        if core.store.dirty:
+            await host.save_state()
+        if self._held is not None and not host.delivery_pending():
+            await self._acknowledge_held()
+        return host.stopping
+
+    def _next_event(self) -> Any:
+        if self._deferred and self._held is None:
+            return self._deferred.pop(0)
+        return self.core.next_event()
+
+    def _tick_if_due(self) -> float | None:
+        """The core's deadline, or None if it has passed (then the core pinged or ended)."""
+        now = self.io.now()
+        deadline = self.core.deadline(now)
+        if now >= deadline:
+            self.core.tick(now)
+            return None
+        return deadline
 
     async def _handle(self, event: Any) -> None:
         core = self.core

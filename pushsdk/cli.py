@@ -22,7 +22,8 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from .client import PushClient, Reason
+from .client import PushClient
+from .reasons import Reason
 from .config import BrokerConfig, ClientState, ServerConfig
 from .dispatcher import BrokerMessage, PushMessage
 from .errors import ConfigurationError, PushError

@@ -26,14 +26,16 @@ import math
 import random
 from collections.abc import Coroutine, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, TypedDict, Unpack
+from typing import Any, Unpack
 
 import attrs
 
 from . import _backend
 from ._backend import Backend, Event, Scope
 from ._core import Environment, MessageStore, Outbound, Refused, Request, SessionCore, Tally
+from ._options import DEFAULT_DEVICE, DEFAULT_LIMITS, DEFAULT_TIMEOUTS, FlatOptions, fold
 from ._probe import PROBE_SUFFIX, run_probe
+from ._server_mode import profile_changes, register_again, registration_reason
 from ._session import STREAM_ERRORS, Session
 from ._topics import topic_matches, validate_topic_name
 from .backoff import Backoff
@@ -76,16 +78,15 @@ from .errors import (
     refusal_for_connack,
 )
 from .heartbeat import FixedStrategy, HeartbeatStrategy
-from .identity import DeviceKey
 from .messages import MessageStream
 from .protocol import Connect, Publish
 from .protocol import Will as WireWill
-from .registration import Registration, register, unregister_device, update_device
+from .reasons import Reason, StateChangeCallback
+from .registration import Registration, unregister_device, update_device
 from .state import MemoryStateStore, SdkState, StateStore
 from .transport import Connector, TcpConnector
-from .webpush import WebPushKeys
 
-__all__ = ["PushClient", "Reason", "StateChangeCallback"]
+__all__ = ["PushClient"]
 
 log = logging.getLogger("pushsdk.client")
 
@@ -94,67 +95,6 @@ RECEIPT_EVENTS = ("opened", "dismissed")
 #: Consecutive failed attempts after which each further failure is logged as a WARNING.
 WARN_AFTER_FAILURES = 3
 MAX_KEEPALIVE = 65535
-
-
-class Reason(str):
-    """Why a state changed: the one-line text, plus ``code`` (a stable name: a
-    :attr:`PushError.reason_code <pushsdk.errors.PushError.reason_code>` for failures, or
-    ``"connecting"``, ``"connected"``, ``"closed"``, ...) and the ``error`` if there was one."""
-
-    code: str
-    error: PushError | None
-
-    def __new__(cls, text: str, code: str, error: PushError | None = None) -> Reason:
-        self = super().__new__(cls, text)
-        self.code = code
-        self.error = error
-        return self
-
-
-class StateChangeCallback(Protocol):
-    """``on_state_change(old, new, reason)``: a plain function (it runs inside the
-    connection machinery)."""
-
-    def __call__(self, old: ClientState, new: ClientState, reason: Reason, /) -> object: ...
-
-
-class FlatOptions(TypedDict, total=False):
-    """The options of :class:`Timeouts`, :class:`Limits` and :class:`DeviceStatus` as plain
-    keyword arguments (the older spelling, still accepted)."""
-
-    ping_timeout: float | None
-    connect_timeout: float
-    http_timeout: float
-    max_packet_size: int
-    dedup_window: int
-    min_keepalive: int
-    network_key: str | None
-    network_type: str
-    app_state: str
-
-
-# Defaults shared by every client (frozen, so sharing is safe; thousands of clients).
-_TIMEOUTS, _LIMITS, _DEVICE = Timeouts(), Limits(), DeviceStatus()
-
-_FLAT = {
-    "ping_timeout": ("timeouts", "ping"), "connect_timeout": ("timeouts", "connect"),
-    "http_timeout": ("timeouts", "http"), "max_packet_size": ("limits", "max_packet_size"),
-    "dedup_window": ("limits", "dedup_window"), "min_keepalive": ("limits", "min_keepalive"),
-    "network_key": ("device", "network_key"), "network_type": ("device", "network_type"),
-    "app_state": ("device", "app_state"),
-}
-
-
-def _fold(flat: Mapping[str, Any], groups: dict[str, Any]) -> dict[str, Any]:
-    """Put flat keyword options into their groups."""
-    changes: dict[str, dict[str, Any]] = {}
-    for name, value in flat.items():
-        if name not in _FLAT:
-            raise TypeError(f"PushClient() got an unexpected keyword argument {name!r}")
-        group, field = _FLAT[name]
-        changes.setdefault(group, {})[field] = value
-    return {group: attrs.evolve(value, **changes[group]) if group in changes else value
-            for group, value in groups.items()}
 
 
 @attrs.define(eq=False)
@@ -236,8 +176,9 @@ class PushClient:
         if config.mqtt_version != "3.1.1":
             raise ConfigurationError("mqtt_version=\"5\" is not implemented by the SDK yet; "
                                      "use \"3.1.1\"")
-        groups = _fold(flat, {"timeouts": timeouts or _TIMEOUTS, "limits": limits or _LIMITS,
-                              "device": device or _DEVICE})
+        groups = fold(flat, {"timeouts": timeouts or DEFAULT_TIMEOUTS,
+                             "limits": limits or DEFAULT_LIMITS,
+                             "device": device or DEFAULT_DEVICE})
         self._timeouts: Timeouts = groups["timeouts"]
         self._limits: Limits = groups["limits"]
         status: DeviceStatus = groups["device"]
@@ -835,14 +776,7 @@ class PushClient:
         assert io is not None
         attempt = 0
         while not self._closing:
-            if self._env.network_key is None:
-                self._set_state(ClientState.OFFLINE, Reason("no network", "offline"))
-                self._network_event = self._network_event or io.event()
-                await self._network_event.wait()
-                continue
-            if self._env.device_idle:  # Doze: the platform runs nothing of ours until it ends
-                self._idle_event = self._idle_event or io.event()
-                await self._idle_event.wait()
+            if await self._wait_for_network(io):
                 continue
             self._interrupted = False
             # One attempt: register if needed, connect, handshake, serve (inline rather than
@@ -861,18 +795,35 @@ class PushClient:
             if ending.error is not None and ending.error.permanent:
                 self._fail(ending.error)
                 return
-            if ending.uptime is not None and self._backoff.should_reset(ending.uptime):
-                attempt = 0
-            if not ending.retry_now and not self._interrupted:
-                delay = self._backoff.delay(attempt, self._rng)
-                attempt += 1
-                self._note_failure(ending, delay)
-                async with io.scope() as scope:  # a network change cuts it short
-                    self._cycle_scope = scope
-                    await io.sleep_until(io.now() + delay)
-                self._cycle_scope = None
-            if self._interrupted:  # network change: at once, with a fresh backoff
-                attempt = 0
+            attempt = await self._back_off(io, ending, attempt)
+
+    async def _wait_for_network(self, io: Backend) -> bool:
+        """Wait while there is no network or the device dozes; True if it waited."""
+        if self._env.network_key is None:
+            self._set_state(ClientState.OFFLINE, Reason("no network", "offline"))
+            self._network_event = self._network_event or io.event()
+            await self._network_event.wait()
+            return True
+        if self._env.device_idle:  # Doze: the platform runs nothing of ours until it ends
+            self._idle_event = self._idle_event or io.event()
+            await self._idle_event.wait()
+            return True
+        return False
+
+    async def _back_off(self, io: Backend, ending: _Ending, attempt: int) -> int:
+        """Wait before the next attempt (not after a network change); the next attempt's
+        number for the backoff."""
+        if ending.uptime is not None and self._backoff.should_reset(ending.uptime):
+            attempt = 0
+        if not ending.retry_now and not self._interrupted:
+            delay = self._backoff.delay(attempt, self._rng)
+            attempt += 1
+            self._note_failure(ending, delay)
+            async with io.scope() as scope:  # a network change cuts it short
+                self._cycle_scope = scope
+                await io.sleep_until(io.now() + delay)
+            self._cycle_scope = None
+        return 0 if self._interrupted else attempt  # network change: a fresh backoff
 
     def _note_failure(self, ending: _Ending, delay: float) -> None:
         reason = ending.reason
@@ -1077,51 +1028,26 @@ class PushClient:
         await self._ensure_profile()
         return fresh
 
-    def _registration_reason(self) -> str | None:
-        cfg = self._config
-        assert isinstance(cfg, ServerConfig)
-        reg = self._sdk_state.registration
-        if reg is None or not reg.is_for(cfg.server_url, cfg.app_key, cfg.device_id):
-            return "no stored registration"
-        if self._force_register:
-            return "token rejected"
-        if reg.token_expired(self._env.clock.now(), cfg.token_refresh_margin):
-            return "token expired"
-        if cfg.e2e and self._sdk_state.webpush_keys is None:
-            return "end-to-end keys not registered yet"
-        return None
-
     async def _ensure_registration(self) -> bool:
         """Register unless a valid registration is stored. True if it registered now."""
         cfg = self._config
         assert isinstance(cfg, ServerConfig)
-        reason = self._registration_reason()
+        state = self._sdk_state
+        reason = registration_reason(cfg, state, self._env.clock.now(), self._force_register)
         if reason is None:
             return False
-        state = self._sdk_state
-        old = state.registration
-        same_device = old is not None and old.is_for(cfg.server_url, cfg.app_key,
-                                                     cfg.device_id)
-        keys = state.webpush_keys
-        if cfg.e2e and (keys is None or not same_device):
-            keys = WebPushKeys.generate()  # a new identity gets keys of its own (unlinkable)
-        device_key = state.device_key or DeviceKey.generate()
         self._set_state(ClientState.REGISTERING, Reason(reason, "registering"))
-        new = await register(
-            self._http_connector, cfg.server_url, cfg.app_key, cfg.device_id,
-            platform=cfg.platform, alias=cfg.alias, tags=cfg.tags,
-            webpush=keys.subscription() if cfg.e2e and keys else None,
-            device_key=device_key,
-            proof_token=old.token if same_device and old is not None else None,
-            timeout=self._timeouts.http, on_traffic=self._count_traffic,
-        )
+        old = state.registration
+        self._sdk_state = await register_again(cfg, state, self._http_connector,
+                                               timeout=self._timeouts.http,
+                                               on_traffic=self._count_traffic)
         self._tally.registrations += 1
         self._force_register = False
-        self._sdk_state = attrs.evolve(state.with_registration(new), webpush_keys=keys,
-                                       device_key=device_key)
         if cfg.e2e:
-            self._dispatcher.webpush_keys = keys
+            self._dispatcher.webpush_keys = self._sdk_state.webpush_keys
         await self._save_state()
+        new = self._sdk_state.registration
+        assert new is not None
         if self._on_new_token is not None and (old is None or new.token != old.token):
             await call_app(self._on_new_token, new.token, what="on_new_token")
         return True
@@ -1132,14 +1058,12 @@ class PushClient:
         assert isinstance(cfg, ServerConfig)
         reg = self._sdk_state.registration
         assert reg is not None
-        alias = cfg.alias if cfg.alias is not None and (
-            not reg.profile_known or reg.alias != cfg.alias) else None
-        tags = cfg.tags if cfg.tags is not None and (
-            not reg.profile_known or reg.tags != cfg.tags) else None
-        if alias is None and tags is None:
+        changes = profile_changes(cfg, reg)
+        if changes is None:
             return
-        new = await update_device(self._http_connector, reg, alias=alias, tags=tags,
-                                  timeout=self._timeouts.http, on_traffic=self._count_traffic)
+        new = await update_device(self._http_connector, reg, alias=changes[0],
+                                  tags=changes[1], timeout=self._timeouts.http,
+                                  on_traffic=self._count_traffic)
         self._sdk_state = self._sdk_state.with_registration(new)
         await self._save_state()
 
