@@ -37,9 +37,9 @@ __all__ = [
     "register_strategy",
 ]
 
-NetworkType = Literal["wifi", "cellular"]
+NetworkType = Literal["wifi", "cellular", "ethernet", "other"]
 AppState = Literal["foreground", "background", "inactive"]
-NETWORK_TYPES = ("wifi", "cellular")
+NETWORK_TYPES = ("wifi", "cellular", "ethernet", "other")
 APP_STATES = ("foreground", "background", "inactive")
 
 #: Largest keepalive MQTT 3.1.1 can declare (16 bits).
@@ -72,6 +72,10 @@ class HeartbeatContext:
     """Monotonic time at which the app last entered or left the foreground (screen on/off
     without a foreground change does not count); ``None`` if the platform does not say, in
     which case strategies fall back to ``app_state_since``."""
+    server_keepalive: float | None = None
+    """MQTT 5: the Server Keep Alive of the connection's CONNACK (seconds; the server's
+    ceiling on the keepalive, which the client then uses instead of the declared one), or
+    ``None`` when the server sent none (always in MQTT 3.1.1)."""
 
 
 State = TypeVar("State")
