@@ -14,10 +14,19 @@ What outlives a connection — messages in flight, packet ids, the QoS 2 packet 
 and not yet released — is a :class:`MessageStore` the client owns and hands to each core.
 
 Heartbeat rule: a PINGREQ goes out once the strategy's interval has passed with no packet
-sent *or* received, and never later than ``keepalive`` seconds after the last packet sent.
-The link is declared dead when no PINGRESP came ``ping_timeout`` seconds after the ping, not
-counting time the app spent handling messages meanwhile (the answer may be waiting, unread,
-behind the message being handed over).
+sent *or* received, and never later than ``keepalive`` seconds after the last packet sent
+(in MQTT 5 the server's Server Keep Alive replaces the declared one). The link is declared
+dead when no PINGRESP came within that ping's reply timeout (the strategy's
+``reply_timeout``, else ``ping_timeout``), not counting time the app spent handling messages
+meanwhile (the answer may be waiting, unread, behind the message being handed over).
+
+MQTT 5.0: the same core speaks it when the CONNECT says ``protocol_level=5``. It honours
+the CONNACK's Server Keep Alive, sends QoS 1/2 messages only within the server's Receive
+Maximum (the codec's ``send_quota``; the rest wait their turn, resent ones first), turns
+failure reason codes into errors on the message or request concerned
+(:class:`~pushsdk.errors.PublishRefused`, refused SUBACK codes) and a server's DISCONNECT
+into :class:`~pushsdk.errors.ServerDisconnected`; a limit the server declared that a
+message breaks (Maximum QoS, Retain Available, Maximum Packet Size) fails that message only.
 """
 from __future__ import annotations
 
@@ -28,11 +37,16 @@ from typing import Any
 import attrs
 
 from .clock import Clock
-from .errors import ConnectionLost, ProtocolViolation
+from .errors import (
+    ConnectionLost,
+    ProtocolViolation,
+    PublishRefused,
+    PushError,
+    ServerDisconnected,
+)
 from .heartbeat import HeartbeatContext, HeartbeatStrategy
 from .protocol import (
     NEED_DATA,
-    SUBACK_FAILURE,
     ConnAck,
     Connect,
     Connection,
@@ -48,8 +62,10 @@ from .protocol import (
     PubRel,
     RemoteProtocolError,
     Role,
+    ReasonCode,
     SubAck,
     Subscribe,
+    SubscriptionOptions,
     UnsubAck,
     Unsubscribe,
 )
@@ -94,6 +110,7 @@ class Environment:
     network_type: str
     app_state: str
     app_state_since: float = 0.0
+    foreground_changed_at: float | None = None
     device_idle: bool = False
     idle_ended_at: float = -math.inf
 
@@ -104,7 +121,8 @@ class Outbound:
 
     ``stage`` 0: PUBLISH sent (or to send), waiting for PUBACK/PUBREC; 1: PUBREL sent,
     waiting for PUBCOMP. ``waiter`` is the driver's (opaque here); ``persist`` whether the
-    message belongs in the state file; ``receipt`` marks server-mode receipts.
+    message belongs in the state file; ``receipt`` marks server-mode receipts; ``error``
+    why it failed (MQTT 5: refused, or over a limit of the server's), once completed.
     """
 
     publish: Publish
@@ -112,17 +130,20 @@ class Outbound:
     waiter: Any = None
     persist: bool = False
     receipt: bool = False
+    error: PushError | None = None
 
 
 @attrs.define(eq=False)
 class Request:
-    """A SUBSCRIBE (``subscriptions``) or UNSUBSCRIBE (``filters``) and, once answered, its
-    ``result`` (the SUBACK return codes; ``()`` for UNSUBACK)."""
+    """A SUBSCRIBE (``subscriptions``: filter and options byte, which is the QoS without
+    5.0 options) or UNSUBSCRIBE (``filters``) and, once answered, its ``result`` (the SUBACK
+    return or reason codes; ``()`` for UNSUBACK) and the server's ``reason_string``."""
 
     subscriptions: tuple[tuple[str, int], ...] = ()
     filters: tuple[str, ...] = ()
     waiter: Any = None
     result: tuple[int, ...] | None = None
+    reason_string: str | None = None
 
 
 @attrs.define(eq=False)
@@ -179,7 +200,12 @@ class Accepted:
 
 @attrs.frozen
 class Refused:
+    """CONNACK with a refusal: the 3.1.1 return code or 5.0 reason code, and in 5.0 what the
+    server said about it."""
+
     return_code: int
+    reason_string: str | None = None
+    server_reference: str | None = None
 
 
 @attrs.frozen
@@ -230,25 +256,32 @@ class SessionCore:
     """One connection, from CONNECT to its end. See the module docstring."""
 
     __slots__ = (
-        "_conn", "_events", "_out", "accepted", "connected_at", "env", "hb", "interval",
-        "keepalive", "last_activity", "last_sent", "max_inflight", "memory", "memory_dirty",
-        "network_key", "piggyback_now", "ping_lateness", "ping_paused", "ping_sent_at",
-        "ping_silence", "ping_timeout", "probing", "store", "strategy", "tally",
-        "ping_unwritten",
+        "_conn", "_events", "_out", "_resend", "accepted", "ask_reply", "connected_at",
+        "env", "hb", "interval", "keepalive", "last_activity", "last_sent", "max_inflight",
+        "memory", "memory_dirty", "network_key", "piggyback_now", "ping_lateness",
+        "ping_paused", "ping_sent_at", "ping_silence", "ping_timeout", "probing",
+        "reply_timeout", "server_keepalive", "store", "strategy", "tally", "ping_unwritten",
     )
 
     def __init__(self, connect: Connect, *, now: float, store: MessageStore,
                  strategy: HeartbeatStrategy, env: Environment, tally: Tally,
-                 ping_timeout: float, max_inflight: int, max_packet_size: int) -> None:
-        self._conn = Connection(Role.CLIENT, max_packet_size=max_packet_size)
+                 ping_timeout: float, max_inflight: int, max_packet_size: int,
+                 ask_reply_timeout: bool = False) -> None:
+        version = 5 if connect.protocol_level == 5 else 4
+        self._conn = Connection(Role.CLIENT, protocol_version=version,
+                                max_packet_size=max_packet_size)
         self._events: list[Event] = []
         self._out = bytearray(self._conn.send(connect))
+        self._resend: list[int] | None = None  # in flight, to send again as quota allows
         self.store = store
         self.strategy = strategy
         self.env = env
         self.tally = tally
-        self.keepalive = connect.keepalive
+        self.keepalive: float = connect.keepalive or math.inf
+        self.server_keepalive: int | None = None  # MQTT 5 CONNACK's Server Keep Alive
         self.ping_timeout = ping_timeout
+        self.reply_timeout = ping_timeout  # of the ping outstanding (the strategy's say)
+        self.ask_reply = ask_reply_timeout  # ask strategy.reply_timeout for each ping
         self.max_inflight = max_inflight
         self.accepted = False
         self.network_key = env.network_key or ""
@@ -264,6 +297,11 @@ class SessionCore:
         self.probing = False
 
     # --- outputs ----------------------------------------------------------------------------
+
+    @property
+    def protocol_version(self) -> int:
+        """4 (MQTT 3.1.1) or 5."""
+        return 5 if self._conn.protocol_version == 5 else 4
 
     def data_to_send(self) -> bytes:
         """Bytes to write now (possibly empty)."""
@@ -285,7 +323,7 @@ class SessionCore:
             return math.inf  # Doze defers our alarms; leaving Doze wakes the driver
         if self.ping_sent_at is not None:
             # A ping sent before Doze gets a full timeout after it: its answer was held.
-            return (max(self.ping_sent_at, env.idle_ended_at) + self.ping_timeout
+            return (max(self.ping_sent_at, env.idle_ended_at) + self.reply_timeout
                     + self.ping_paused)
         if self.piggyback_now:
             return now  # the radio is up: ping now (cleared when sent)
@@ -301,12 +339,14 @@ class SessionCore:
         self.tally.bytes_down += len(data)
         self.last_activity = now
         conn = self._conn
-        conn.receive_data(data)  # type: ignore[arg-type]  # bytes-like is fine
+        conn.receive_data(data)
         while True:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
                 when = "from the server" if self.accepted else "before CONNACK"
+                if exc.answer is not None:  # MQTT 5: say why before closing
+                    self._out += conn.send(exc.answer)
                 self._end(ProtocolViolation(f"protocol error {when}: {exc}"))
                 return
             except LocalProtocolError:  # next_event after ConnectionClosed: already ended
@@ -328,7 +368,7 @@ class SessionCore:
         """Time passed :meth:`deadline` with nothing received: ping, or end the link."""
         if self.ping_sent_at is not None:
             self.heartbeat_failed(now)
-            self._end(ConnectionLost(f"no PINGRESP within {self.ping_timeout:g} s"))
+            self._end(ConnectionLost(f"no PINGRESP within {self.reply_timeout:g} s"))
             return
         deadline = self.deadline(now)
         self.ping_lateness = max(0.0, now - deadline)
@@ -337,7 +377,19 @@ class SessionCore:
         self.ping_paused = 0.0
         self.piggyback_now = False
         self.ping_unwritten = True
+        self.reply_timeout = self._reply_timeout(now)
         self._send(PingReq())
+
+    def _reply_timeout(self, now: float) -> float:
+        """The answer deadline of the ping going out now: the strategy's for this beat
+        (Mars: shorter after a very late one), unless the app fixed it (Timeouts.ping)."""
+        if not self.ask_reply:
+            return self.ping_timeout
+        ctx = self.context(now, self.ping_lateness, self.ping_silence)
+        timeout = self.strategy.reply_timeout(self.hb, ctx)
+        if timeout is None or not timeout > 0 or not math.isfinite(timeout):
+            return self.ping_timeout
+        return float(timeout)
 
     def paused(self, since: float, now: float) -> None:
         """The app held the connection from ``since`` to ``now`` (a message being handed
@@ -378,46 +430,100 @@ class SessionCore:
         self._note_memory()
 
     def subscribe(self, request: Request) -> None:
-        """Send a SUBSCRIBE or UNSUBSCRIBE; :class:`Completed` when answered."""
+        """Send a SUBSCRIBE or UNSUBSCRIBE; :class:`Completed` when answered (at once, with
+        the reason code, if a limit the server declared forbids it: MQTT 5 wildcards or
+        shared subscriptions not available)."""
         packet_id = self.store.allocate()
-        self.store.requests[packet_id] = request
         if request.subscriptions:
-            self._send(Subscribe(packet_id, request.subscriptions))
+            event: Subscribe | Unsubscribe = Subscribe(packet_id, tuple(
+                (f, o if o <= 2 else SubscriptionOptions.from_byte(o))
+                for f, o in request.subscriptions))
         else:
-            self._send(Unsubscribe(packet_id, request.filters))
+            event = Unsubscribe(packet_id, request.filters)
+        try:
+            self._send(event)
+        except LocalProtocolError as exc:
+            code = exc.reason_code or ReasonCode.UNSPECIFIED_ERROR
+            request.result = tuple(code for _ in request.subscriptions or request.filters)
+            request.reason_string = str(exc)
+            self._events.append(Completed(request))
+            return
+        self.store.requests[packet_id] = request
 
     def resend_inflight(self) -> None:
         """After reconnecting to a session that still exists: what was in flight goes out
-        again, in order (DUP=1 for PUBLISH, PUBREL as it was)."""
-        for packet_id in sorted(self.store.inflight, key=self._send_order):
-            item = self.store.inflight[packet_id]
-            if item.stage == 0:
-                self._send(attrs.evolve(item.publish, dup=True))
-            else:
-                self._send(PubRel(packet_id))
+        again, in order (DUP=1 for PUBLISH, PUBREL as it was), within the server's Receive
+        Maximum (MQTT 5; the rest as acknowledgements free room)."""
+        self._resend = sorted(self.store.inflight, key=self._send_order)
+        self._resend_some()
         self.store.dirty = self.store.dirty or any(
             i.persist for i in self.store.inflight.values())
+
+    def _resend_some(self) -> None:
+        pending = self._resend
+        inflight = self.store.inflight
+        while pending:
+            item = inflight.get(pending[0])
+            if item is None:
+                pending.pop(0)
+            elif item.stage:
+                self._send(PubRel(pending.pop(0)))
+            elif not self._quota():
+                return
+            else:
+                pending.pop(0)
+                self._send_publish(item, attrs.evolve(item.publish, dup=True))
+        self._resend = None
+
+    def _quota(self) -> bool:
+        """Room for one more QoS 1/2 PUBLISH within the server's Receive Maximum."""
+        quota = self._conn.send_quota
+        return quota is None or quota > 0
+
+    def _send_publish(self, item: Outbound, publish: Publish) -> bool:
+        """Send ``publish`` for ``item``; False, with the item failed and forgotten, if a
+        limit the server declared forbids it (MQTT 5)."""
+        try:
+            self._send(publish)
+        except LocalProtocolError as exc:
+            if publish.packet_id is not None:
+                self.store.inflight.pop(publish.packet_id, None)
+            code = exc.reason_code or ReasonCode.UNSPECIFIED_ERROR
+            item.error = PublishRefused(f"cannot publish to {publish.topic!r}: {exc}", code)
+            self._events.append(Completed(item))
+            return False
+        return True
 
     def _send_order(self, packet_id: int) -> int:
         # Packet ids wrap at 65535: order by distance behind the next id to allocate.
         return (packet_id - self.store.next_packet_id) % 65536
 
     def pump(self) -> None:
-        """Move queued messages and requests onto the wire while the window allows."""
+        """Move queued messages and requests onto the wire while the window allows (our
+        ``max_inflight``, and in MQTT 5 the server's Receive Maximum; messages to resend
+        go first)."""
         store = self.store
         while store.waiting_requests:
             self.subscribe(store.waiting_requests.pop(0))
+        if self._resend:
+            self._resend_some()
+            if self._resend:
+                return
         while store.queued and len(store.inflight) < self.max_inflight:
-            item = store.queued.pop(0)
+            item = store.queued[0]
             if item.publish.qos == 0:
-                self._send(item.publish)
-                self._events.append(Completed(item))
+                store.queued.pop(0)
+                if self._send_publish(item, item.publish):
+                    self._events.append(Completed(item))
                 continue
+            if not self._quota():
+                return
+            store.queued.pop(0)
             packet_id = store.allocate()
             item.publish = attrs.evolve(item.publish, packet_id=packet_id, dup=False)
             store.inflight[packet_id] = item
-            store.dirty = store.dirty or item.persist
-            self._send(item.publish)
+            if self._send_publish(item, item.publish):
+                store.dirty = store.dirty or item.persist
 
     # --- heartbeats ---------------------------------------------------------------------------
 
@@ -434,6 +540,8 @@ class SessionCore:
             connected_since=self.connected_at,
             lateness=lateness,
             silence=silence,
+            foreground_changed_at=env.foreground_changed_at,
+            server_keepalive=self.server_keepalive,
         )
 
     def heartbeat_failed(self, now: float) -> None:
@@ -495,16 +603,28 @@ class SessionCore:
             request = self.store.requests.pop(event.packet_id, None)
             if request is not None:
                 request.result = event.return_codes if isinstance(event, SubAck) else ()
+                request.reason_string = event.properties.reason_string
                 self._events.append(Completed(request))
         elif isinstance(event, ConnAck):
-            if event.return_code:
-                self._events.append(Refused(event.return_code))
-            else:
-                self.accepted = True
-                self.connected_at = self.last_activity = now
-                self._events.append(Accepted(event.session_present))
+            self._connack(event, now)
+        elif isinstance(event, Disconnect):
+            self._end(_disconnected(event))
         elif isinstance(event, ConnectionClosed):
             self._end(ConnectionLost("the server closed the connection"))
+
+    def _connack(self, event: ConnAck, now: float) -> None:
+        props = event.properties
+        if event.return_code:
+            self._events.append(Refused(event.return_code, props.reason_string,
+                                        props.server_reference))
+            return
+        self.accepted = True
+        self.connected_at = self.last_activity = now
+        if props.server_keep_alive is not None:
+            # MQTT-3.2.2-21: the server's value replaces the one we declared.
+            self.server_keepalive = props.server_keep_alive
+            self.keepalive = props.server_keep_alive or math.inf
+        self._events.append(Accepted(event.session_present))
 
     def _inbound(self, event: Publish | PubRel) -> None:
         if isinstance(event, PubRel):
@@ -526,6 +646,13 @@ class SessionCore:
             if isinstance(event, PubRec):  # we completed it before: finish the exchange
                 self._send(PubRel(event.packet_id))
             return
+        if event.reason_code >= 0x80 and not isinstance(event, PubComp):
+            # MQTT 5: refused (a PUBREC so ends the exchange)
+            del store.inflight[event.packet_id]
+            store.dirty = store.dirty or item.persist
+            item.error = _publish_refused(event, item.publish.topic)
+            self._events.append(Completed(item))
+            return
         if isinstance(event, PubRec):
             if item.stage == 0:
                 item.stage = 1
@@ -542,6 +669,38 @@ class SessionCore:
 
     @staticmethod
     def refused_filters(request: Request) -> tuple[str, ...]:
+        return tuple(f for f, _ in SessionCore.refusals(request))
+
+    @staticmethod
+    def refusals(request: Request) -> tuple[tuple[str, int], ...]:
+        """``(filter, code)`` of each filter the server refused (SUBACK 0x80; in 5.0 any
+        reason code from 0x80)."""
         codes = request.result or ()
-        return tuple(f for (f, _), code in zip(request.subscriptions, codes)
-                     if code == SUBACK_FAILURE)
+        return tuple((f, code) for (f, _), code in zip(request.subscriptions, codes)
+                     if code >= 0x80)
+
+
+def _reason_name(code: int) -> str:
+    try:
+        return ReasonCode(code).name.lower().replace("_", " ")
+    except ValueError:
+        return "unknown reason"
+
+
+def _disconnected(event: Disconnect) -> ServerDisconnected:
+    """The error for an MQTT 5 DISCONNECT from the server."""
+    code = int(event.reason_code)
+    props = event.properties
+    said = f": \"{props.reason_string}\"" if props.reason_string else ""
+    moved = f" (use {props.server_reference})" if props.server_reference else ""
+    return ServerDisconnected(
+        f"the server disconnected ({code:#04x} {_reason_name(code)}{said}){moved}", code,
+        props.server_reference)
+
+
+def _publish_refused(event: PubAck | PubRec | PubComp, topic: str) -> PublishRefused:
+    code = int(event.reason_code)
+    reason = event.properties.reason_string
+    said = f": \"{reason}\"" if reason else ""
+    return PublishRefused(f"the broker refused the message to {topic!r} "
+                          f"({code:#04x} {_reason_name(code)}{said})", code)

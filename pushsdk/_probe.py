@@ -16,6 +16,7 @@ The client builds the probe's CONNECT (``PushClient._connect_packet(target)``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -28,7 +29,6 @@ from .protocol import ProtocolError
 
 if TYPE_CHECKING:
     from ._session import ByteStream
-    from .transport import Connector
 
 __all__ = ["PROBE_SUFFIX", "run_probe"]
 
@@ -44,10 +44,10 @@ _ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, Protocol
 class _Probe:
     __slots__ = ("conn", "stream", "tally")
 
-    def __init__(self, stream: ByteStream, tally: Tally) -> None:
+    def __init__(self, stream: ByteStream, tally: Tally, version: int) -> None:
         self.stream = stream
         self.tally = tally
-        self.conn = Connection(Role.CLIENT, max_packet_size=256)
+        self.conn = Connection(Role.CLIENT, protocol_version=version, max_packet_size=256)
 
     async def send(self, event: Any) -> None:
         data = self.conn.send(event)
@@ -61,22 +61,22 @@ class _Probe:
                 return event
             data = await self.stream.receive_some(256)
             self.tally.bytes_down += len(data)
-            self.conn.receive_data(data)  # type: ignore[arg-type]  # bytes-like is fine
+            self.conn.receive_data(data)
 
 
-async def run_probe(connector: Connector, endpoint: tuple[str, int, bool], connect: Connect,
+async def run_probe(open_stream: Callable[[], Awaitable[ByteStream]], connect: Connect,
                     target: float, *, io: Backend, connect_timeout: float,
                     ping_timeout: float, tally: Tally, name: str) -> tuple[bool | None, float]:
-    """Open a probe, wait ``target`` s of silence, ping; ``(ok, silence)`` where ``ok`` is
-    True/False (the silence survived / did not) or None (no probe could be made)."""
-    host, port, tls = endpoint
+    """Open a probe (``open_stream()``: the same transport as the main connection), wait
+    ``target`` s of silence, ping; ``(ok, silence)`` where ``ok`` is True/False (the silence
+    survived / did not) or None (no probe could be made)."""
     ok: bool | None = None
     silence = 0.0
     stream = None
     try:
         async with io.scope(io.now() + connect_timeout) as scope:
-            stream = await connector.connect(host, port, tls=tls)
-            probe = _Probe(stream, tally)
+            stream = await open_stream()
+            probe = _Probe(stream, tally, 5 if connect.protocol_level == 5 else 4)
             await probe.send(connect)
             connack = await probe.next()
         if scope.cancelled_caught:

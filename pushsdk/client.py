@@ -36,7 +36,8 @@ from ._core import Environment, MessageStore, Outbound, Refused, Request, Sessio
 from ._options import DEFAULT_DEVICE, DEFAULT_LIMITS, DEFAULT_TIMEOUTS, FlatOptions, fold
 from ._probe import PROBE_SUFFIX, run_probe
 from ._server_mode import profile_changes, register_again, registration_reason
-from ._session import STREAM_ERRORS, Session
+from ._session import STREAM_ERRORS, ByteStream, Session
+from ._websocket import open_websocket
 from ._topics import topic_matches, validate_topic_name
 from .backoff import Backoff
 from .clock import Clock, SystemClock
@@ -50,8 +51,11 @@ from .config import (
     Limits,
     ServerConfig,
     Subscription,
+    SESSION_NEVER_EXPIRES,
     Timeouts,
     check_choice,
+    check_properties,
+    parse_broker_endpoint,
     subscriptions_of,
 )
 from .dispatcher import (
@@ -79,7 +83,7 @@ from .errors import (
 )
 from .heartbeat import FixedStrategy, HeartbeatStrategy
 from .messages import MessageStream
-from .protocol import Connect, Publish
+from .protocol import NO_PROPERTIES, Connect, Properties, Publish
 from .protocol import Will as WireWill
 from .reasons import Reason, StateChangeCallback
 from .registration import Registration, unregister_device, update_device
@@ -95,6 +99,8 @@ RECEIPT_EVENTS = ("opened", "dismissed")
 #: Consecutive failed attempts after which each further failure is logged as a WARNING.
 WARN_AFTER_FAILURES = 3
 MAX_KEEPALIVE = 65535
+#: The packet id of a QoS 1/2 message not sent yet (the session gives it its own).
+UNSENT = 1
 
 
 @attrs.define(eq=False)
@@ -142,8 +148,8 @@ class PushClient:
     # Slots keep each of the thousands of clients a simulation runs small.
     __slots__ = (
         "_backoff", "_broker", "_closing", "_config", "_connector", "_cycle_scope",
-        "_dispatch_scope", "_dispatcher", "_driver", "_holding", "_done", "_env", "_error", "_ever_connected", "_failures",
-        "_ephemeral", "_finished", "_force_register", "_held", "_http_connector", "_idle_event",
+        "_dispatch_scope", "_dispatcher", "_downgraded", "_driver", "_holding", "_done",
+        "_env", "_error", "_ever_connected", "_failures", "_ephemeral", "_finished", "_force_register", "_held", "_http_connector", "_idle_event",
         "_interrupted", "_io", "_keepalive", "_last_error", "_limits", "_network_event",
         "_on_new_token", "_on_state_change", "_outbox", "_ping_timeout", "_rng",
         "_sdk_state", "_session", "_started", "_state", "_state_event", "_store",
@@ -173,9 +179,6 @@ class PushClient:
     ) -> None:
         if not isinstance(config, (ServerConfig, BrokerConfig)):
             raise ConfigurationError("config must be a ServerConfig or a BrokerConfig")
-        if config.mqtt_version != "3.1.1":
-            raise ConfigurationError("mqtt_version=\"5\" is not implemented by the SDK yet; "
-                                     "use \"3.1.1\"")
         groups = fold(flat, {"timeouts": timeouts or DEFAULT_TIMEOUTS,
                              "limits": limits or DEFAULT_LIMITS,
                              "device": device or DEFAULT_DEVICE})
@@ -227,6 +230,7 @@ class PushClient:
         self._last_error: PushError | None = None  # the last failure of any kind
         self._failures = 0  # consecutive failed attempts
         self._force_register = self._ever_connected = self._interrupted = False
+        self._downgraded = False  # "auto": the server refused MQTT 5 once, use 3.1.1
         self._closing = self._finished = self._started = False
 
     def _declared_keepalive(self) -> int:
@@ -285,7 +289,7 @@ class PushClient:
             raise RuntimeError("a PushClient can be started only once")
         self._started = True
         io = self._io = _backend.current()
-        self._env.app_state_since = io.now()
+        self._env.app_state_since = self._env.foreground_changed_at = io.now()
         return io
 
     async def aclose(self) -> None:
@@ -398,15 +402,20 @@ class PushClient:
         return MessageStream(self, manual_ack)
 
     async def publish(self, topic: str, payload: bytes | str = b"", *, qos: int = 0,
-                      retain: bool = False) -> None:
+                      retain: bool = False, properties: Properties | None = None) -> None:
         """Publish a message; returns once it is written (QoS 0) or acknowledged (QoS 1:
         PUBACK, QoS 2: PUBCOMP). Waits for a connection if there is none; a message in flight
         when the connection drops is sent again on the next one. On a persistent session
         QoS 1/2 messages in flight are kept in the state file and resent after a restart.
 
-        Raises :class:`ConfigurationError` for a bad topic, QoS or payload, :class:`QueueFull`
-        beyond ``Limits.max_queued`` waiting messages, the client's permanent failure, or
-        :class:`ClientClosed`.
+        ``properties`` (MQTT 5): a :class:`~pushsdk.Properties` with the message's
+        ``message_expiry_interval``, ``user_properties``, ``content_type``,
+        ``response_topic``, ``correlation_data``, ``payload_format_indicator``.
+
+        Raises :class:`ConfigurationError` for a bad topic, QoS, payload or properties (or
+        properties on MQTT 3.1.1), :class:`QueueFull` beyond ``Limits.max_queued`` waiting
+        messages, :class:`~pushsdk.errors.PublishRefused` when an MQTT 5 broker refuses it,
+        the client's permanent failure, or :class:`ClientClosed`.
         """
         try:
             validate_topic_name(topic)
@@ -418,10 +427,17 @@ class PushClient:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ConfigurationError(f"payload must be bytes or str, not "
                                      f"{type(payload).__name__}")
+        props = check_properties(properties)
+        if props and self._mqtt_level() != 5:
+            raise ConfigurationError("message properties need MQTT 5 (mqtt_version=\"5\")")
         cfg = self._config
         persist = isinstance(cfg, BrokerConfig) and qos > 0 and not cfg.clean_session
-        item = Outbound(Publish(topic, bytes(data), qos, bool(retain)), persist=persist)
-        await self._send(item)
+        try:
+            message = Publish(topic, bytes(data), qos, bool(retain),
+                              packet_id=UNSENT if qos else None, properties=props)
+        except ValueError as exc:  # a property a PUBLISH may not carry
+            raise ConfigurationError(str(exc)) from None
+        await self._send(Outbound(message, persist=persist))
 
     async def subscribe(self, *subscriptions: str | Subscription | tuple[str, int],
                         qos: int = 1) -> tuple[int, ...]:
@@ -433,13 +449,17 @@ class PushClient:
         subs = self._broker_only("subscribe", subscriptions_of(subscriptions, qos))
         if not subs:
             raise ConfigurationError("subscribe() needs at least one topic filter")
-        pairs = tuple((s.topic_filter, s.qos) for s in subs)
+        if self._mqtt_level() != 5 and any(s.has_options for s in subs):
+            raise ConfigurationError("subscription options need MQTT 5 (mqtt_version=\"5\")")
+        pairs = tuple((s.topic_filter, s.options) for s in subs)
         request = Request(subscriptions=pairs)
         await self._request(request)
-        refused = SessionCore.refused_filters(request)
+        refusals = SessionCore.refusals(request)
+        refused = tuple(f for f, _ in refusals)
         self._wanted_filters().update(p for p in pairs if p[0] not in refused)
         if refused:
-            raise SubscriptionRefused(refused)
+            raise SubscriptionRefused(refused, tuple(c for _, c in refusals),
+                                      request.reason_string)
         return request.result or ()
 
     async def unsubscribe(self, *topic_filters: str) -> None:
@@ -499,8 +519,9 @@ class PushClient:
                 log.warning("receipt queue full; dropping the oldest receipt")
         payload = json.dumps({"msg_id": msg_id, "event": event}).encode()
         reg = self._sdk_state.registration
-        topic = reg.receipt_topic if reg is not None else ""  # else set at connect
-        queued.append(Outbound(Publish(topic, payload, 1), receipt=True))
+        # Not registered yet: the topic is set at connect.
+        topic = reg.receipt_topic if reg is not None else "rcpt/unregistered"
+        queued.append(Outbound(Publish(topic, payload, 1, packet_id=UNSENT), receipt=True))
         self._wake_session()
         await (self._io or _backend.current()).checkpoint()
 
@@ -558,9 +579,12 @@ class PushClient:
         check_choice("app_state", app_state, _APP_STATES)
         env = self._env
         if app_state != env.app_state:
+            foreground = (env.app_state == "foreground") != (app_state == "foreground")
             env.app_state = app_state
             if self._io is not None:
                 env.app_state_since = self._io.now()
+                if foreground:  # screen on/off alone is no foreground change
+                    env.foreground_changed_at = env.app_state_since
             self._wake_session()
 
     def set_device_idle(self, idle: bool) -> None:
@@ -575,6 +599,11 @@ class PushClient:
         idle = bool(idle)
         env = self._env
         if idle == env.device_idle:
+            return
+        if self._strategy.doze_exempt:
+            # The platform exempts this connection from Doze (FCM: Google Play services):
+            # its alarms fire and its network stays open, so nothing changes for it.
+            log.debug("%s: device idle=%s ignored (doze-exempt strategy)", self._name, idle)
             return
         env.device_idle = idle
         if not idle:
@@ -656,6 +685,8 @@ class PushClient:
         self._outbox.queued.append(item)
         self._wake_session()
         await item.waiter.wait()
+        if item.error is not None:
+            raise item.error
         if item.stage != 2:
             self._raise_if_failed()
 
@@ -851,13 +882,13 @@ class PushClient:
             self._cycle_scope = scope
             try:
                 fresh = await self._prepare()
-                host, port, tls = self._endpoint()
+                host, port, tls, path = self._endpoint()
                 where = f"{host}:{port}"
                 self._set_state(ClientState.CONNECTING, Reason(f"connecting to {where}",
                                                                "connecting"))
                 self._tally.connect_attempts += 1
                 scope.deadline = io.now() + self._timeouts.connect
-                opened[0] = await self._connector.connect(host, port, tls=tls)
+                opened[0] = await self._open_stream(host, port, tls, path)
                 opened[1] = self._new_session(opened[0])
                 answer = await opened[1].handshake()
             except PushError as exc:
@@ -874,7 +905,7 @@ class PushClient:
             return _Ending(ConnectionLost(f"no CONNACK from {where} within "
                                           f"{self._timeouts.connect:g} s"))
         if isinstance(answer, Refused):
-            return self._refused(answer.return_code, fresh, where)
+            return self._refused(answer, opened[1].core.protocol_version, fresh, where)
         return None
 
     def _new_session(self, stream: Any) -> Session:
@@ -883,7 +914,8 @@ class PushClient:
             self._connect_packet(), now=self._io.now(), store=self._outbox,
             strategy=self._strategy, env=self._env, tally=self._tally,
             ping_timeout=self._ping_timeout, max_inflight=self._limits.max_inflight,
-            max_packet_size=self._limits.max_packet_size)
+            max_packet_size=self._limits.max_packet_size,
+            ask_reply_timeout=self._timeouts.ping is None and _asks_reply(self._strategy))
         return Session(core, stream, _Host(self), self._io)
 
     async def _serve(self, session: Session) -> _Ending:
@@ -945,21 +977,26 @@ class PushClient:
 
     def _completed(self, item: Outbound | Request) -> None:
         if isinstance(item, Outbound):
-            item.stage = 2
-            if not item.receipt:
-                self._tally.publishes_completed += 1
+            if item.error is not None:
+                log.warning("%s: %s", self._name, item.error)
+            else:
+                item.stage = 2
+                if not item.receipt:
+                    self._tally.publishes_completed += 1
             _signal(item.waiter)
             return
         if self._broker:
             self._note_subscriptions(item)
         if item.waiter is not None:
             item.waiter.set()
-        elif SessionCore.refused_filters(item):  # one the client made at connect
-            refused = SessionCore.refused_filters(item)
+        elif SessionCore.refusals(item):  # one the client made at connect
+            refusals = SessionCore.refusals(item)
+            error = SubscriptionRefused(tuple(f for f, _ in refusals),
+                                        tuple(c for _, c in refusals), item.reason_string)
             if isinstance(self._config, ServerConfig):
-                log.error("%s: subscription refused: %s", self._name, refused)
+                log.error("%s: %s", self._name, error)
             else:
-                self._fail(SubscriptionRefused(refused))
+                self._fail(error)
                 self._stop()
 
     def _note_subscriptions(self, request: Request) -> None:
@@ -976,13 +1013,37 @@ class PushClient:
         self._held = held
         self._outbox.dirty = True
 
-    def _endpoint(self) -> tuple[str, int, bool]:
+    def _endpoint(self) -> tuple[str, int, bool, str | None]:
+        """``(host, port, tls, WebSocket path or None)`` of the MQTT endpoint."""
         cfg = self._config
         if isinstance(cfg, BrokerConfig):
-            return cfg.host, cfg.port, cfg.tls
+            return cfg.host, cfg.port, cfg.tls, cfg.websocket_path
         reg = self._sdk_state.registration
         assert reg is not None
-        return reg.mqtt_host, reg.mqtt_port, reg.mqtt_tls
+        if cfg.mqtt_transport == "ws":
+            if reg.mqtt_ws is None:
+                raise ConfigurationError(
+                    f"mqtt_transport=\"ws\", but {cfg.server_url} advertises no MQTT "
+                    "WebSocket endpoint (mqtt.ws) in its registration answer")
+            try:
+                return parse_broker_endpoint(reg.mqtt_ws)
+            except ValueError as exc:
+                raise ConfigurationError(f"the advertised mqtt.ws: {exc}") from None
+        return reg.mqtt_host, reg.mqtt_port, reg.mqtt_tls, None
+
+    async def _open_stream(self, host: str, port: int, tls: bool,
+                           path: str | None) -> ByteStream:
+        """A stream to the MQTT endpoint: the connector's, with the WebSocket handshake
+        on top when ``path`` is set (the caller bounds the time)."""
+        stream = await self._connector.connect(host, port, tls=tls)
+        if path is None:
+            return stream
+        assert self._io is not None
+        try:
+            return await open_websocket(stream, host, port, path, tls=tls)
+        except BaseException:
+            await self._io.close_stream(stream)
+            raise
 
     def _connect_packet(self, probe_target: float | None = None) -> Connect:
         """CONNECT for the main connection, or for a probe connection that must outwait
@@ -997,26 +1058,61 @@ class PushClient:
             assert reg is not None
             client_id, user, password = reg.registration_id, reg.app_key, reg.token.encode()
             clean, will = False, None
+        level = self._mqtt_level()
         if probe_target is not None:
             keepalive = min(MAX_KEEPALIVE, math.ceil(probe_target * 1.2) + 60)
             return Connect(client_id=client_id + PROBE_SUFFIX, keepalive=keepalive,
-                           clean_session=True, username=user, password=password)
-        wire_will = None if will is None else WireWill(will.topic, will.payload, will.qos,
-                                                       will.retain)
+                           clean_session=True, username=user, password=password,
+                           protocol_level=level)
+        wire_will = None if will is None else WireWill(
+            will.topic, will.payload, will.qos, will.retain,
+            properties=will.properties if level == 5 else NO_PROPERTIES)
         return Connect(client_id=client_id, keepalive=self._keepalive, clean_session=clean,
-                       username=user, password=password, will=wire_will)
+                       username=user, password=password, will=wire_will, protocol_level=level,
+                       properties=self._connect_properties() if level == 5 else NO_PROPERTIES)
 
-    def _refused(self, code: int, fresh: bool, where: str) -> _Ending:
-        if code == 4 and not self._broker:
+    def _connect_properties(self) -> Properties:
+        """MQTT 5 CONNECT properties: the session's lifetime (server mode: never expires, as
+        3.1.1's clean session 0), our Receive Maximum and Topic Alias Maximum."""
+        cfg = self._config
+        expiry = (cfg.session_expiry_interval if isinstance(cfg, BrokerConfig)
+                  else SESSION_NEVER_EXPIRES)
+        limits = self._limits
+        return Properties(session_expiry_interval=expiry or None,
+                          receive_maximum=limits.receive_maximum,
+                          topic_alias_maximum=limits.topic_alias_maximum or None)
+
+    def _mqtt_level(self) -> int:
+        """The MQTT protocol level to connect with: 5 or 4 (3.1.1). Server mode's "auto"
+        takes 5 when the registration offers it (and the server did not refuse it)."""
+        version = self._config.mqtt_version
+        if version != "auto":
+            return 5 if version == "5" else 4
+        reg = self._sdk_state.registration
+        return 5 if reg is not None and "5" in reg.mqtt_versions and not self._downgraded \
+            else 4
+
+    def _refused(self, answer: Refused, level: int, fresh: bool, where: str) -> _Ending:
+        code = answer.return_code
+        label = f"CONNACK {code:#04x}" if level == 5 else f"CONNACK {code}"
+        said = f": \"{answer.reason_string}\"" if answer.reason_string else ""
+        if code == (0x86 if level == 5 else 4) and not self._broker:
             # Unknown or expired token: register again, at once unless we just did.
             self._force_register = True
-            error = TokenRejected(f"{where} refused the device token (CONNACK 4); "
+            error = TokenRejected(f"{where} refused the device token ({label}{said}); "
                                   "registering again", code)
             return _Ending(error, retry_now=not fresh)
+        if code == 0x84 and level == 5 and self._config.mqtt_version == "auto":
+            # It offered 5 and refuses it (an older gateway behind the same registrar).
+            self._downgraded = True
+            return _Ending(None, retry_now=True, text=f"{where} refused MQTT 5 ({label}); "
+                                                      "using 3.1.1")
         hint = None
-        if code == 5 and not self._broker:
+        if code == (0x87 if level == 5 else 5) and not self._broker:
             hint = "the server refuses this app key or registration"
-        return _Ending(refusal_for_connack(code, where, hint=hint))
+        return _Ending(refusal_for_connack(code, where, hint=hint, version=level,
+                                           reason_string=answer.reason_string,
+                                           server_reference=answer.server_reference))
 
     # --- server mode: registration --------------------------------------------------------------
 
@@ -1079,22 +1175,24 @@ class PushClient:
         holds it (then :meth:`_finish_delivery` once :meth:`_delivery_pending` is False)."""
         key, check, message = self._parse(publish)
         new = False
-        streams = self._dispatcher.streams
         if message is not None and self._wants(publish.topic):
-            assert self._io is not None
-            async with self._io.scope() as scope:
-                self._dispatch_scope = scope
-                new = await self._dispatcher.deliver(key, message, check=check,
-                                                     finish=not streams)
-            self._dispatch_scope = None
-            if scope.cancelled_caught:
-                return False
-            if new and streams:
-                shown = self._dispatcher.decrypt(message)
-                self._holding = (key, publish, streams)
-                for stream in self._holding[2]:
-                    stream.hand(shown)
-                return None
+            dispatcher = self._dispatcher
+            shown, new = dispatcher.open(key, message, check=check)
+            if shown is not None:
+                assert self._io is not None
+                async with self._io.scope() as scope:
+                    self._dispatch_scope = scope
+                    await dispatcher.dispatch(shown)
+                self._dispatch_scope = None
+                if scope.cancelled_caught:
+                    return False
+                streams = dispatcher.streams
+                if streams:
+                    self._holding = (key, publish, streams)
+                    for stream in streams:
+                        stream.hand(shown)
+                    return None
+                dispatcher.finish(key)
         return await self._record(publish, new, key)
 
     async def _record(self, publish: Publish, new: bool, key: str | None) -> bool:
@@ -1139,7 +1237,7 @@ class PushClient:
         """``(dedup key, look the key up?, message or None if malformed)``."""
         if self._broker:
             message = BrokerMessage(publish.topic, publish.payload, publish.qos,
-                                    publish.retain, publish.dup)
+                                    publish.retain, publish.dup, publish.properties)
             if publish.qos == 0:
                 return None, False, message
             key = broker_dedup_key(publish.packet_id or 0, publish.topic, publish.payload)
@@ -1147,7 +1245,7 @@ class PushClient:
             return key, publish.dup, message
         try:
             push = PushMessage.from_payload(publish.payload, topic=publish.topic,
-                                            dup=publish.dup)
+                                            dup=publish.dup, properties=publish.properties)
         except ValueError as exc:
             # Acknowledged and dropped: redelivering it would fail the same way forever.
             self._tally.malformed_messages += 1
@@ -1157,9 +1255,9 @@ class PushClient:
         return push.msg_id, True, push
 
     async def _probe(self, target: float) -> tuple[bool | None, float]:
-        host, port, tls = self._endpoint()
+        endpoint = self._endpoint()
         assert self._io is not None
-        return await run_probe(self._connector, (host, port, tls),
+        return await run_probe(lambda: self._open_stream(*endpoint),
                                self._connect_packet(target), target, io=self._io,
                                connect_timeout=self._timeouts.connect,
                                ping_timeout=self._ping_timeout, tally=self._tally,
@@ -1213,6 +1311,11 @@ def _record(item: Outbound) -> dict[str, Any]:
     p = item.publish
     return {"topic": p.topic, "payload": base64.b64encode(p.payload).decode(), "qos": p.qos,
             "retain": p.retain, "packet_id": p.packet_id, "stage": item.stage}
+
+
+def _asks_reply(strategy: HeartbeatStrategy) -> bool:
+    """Whether ``strategy`` decides each ping's reply timeout (overrides the default)."""
+    return type(strategy).reply_timeout is not HeartbeatStrategy.reply_timeout
 
 
 def _signal(event: Event | None) -> None:

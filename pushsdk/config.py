@@ -17,6 +17,7 @@ import attrs
 
 from ._topics import validate_topic_filter, validate_topic_name
 from .errors import ConfigurationError
+from .protocol import NO_PROPERTIES, Properties
 from .registration import parse_server_url, split_url
 
 __all__ = [
@@ -27,11 +28,14 @@ __all__ = [
     "ClientStatistics",
     "DeviceStatus",
     "Limits",
+    "MqttTransport",
     "MqttVersion",
+    "ServerMqttVersion",
     "ServerConfig",
     "Subscription",
     "Timeouts",
     "Will",
+    "parse_broker_endpoint",
     "parse_broker_url",
 ]
 
@@ -43,7 +47,12 @@ APP_STATES = ("foreground", "background", "inactive")
 MAX_KEEPALIVE = 65535
 
 MqttVersion = Literal["3.1.1", "5"]
+ServerMqttVersion = Literal["auto", "3.1.1", "5"]
+MqttTransport = Literal["tcp", "ws"]
 _MQTT_VERSIONS = ("3.1.1", "5")
+#: Session Expiry Interval meaning "never expires" (MQTT 5.0 §3.1.2.11.2): what 3.1.1's
+#: clean session 0 is.
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 
 class ClientState(enum.StrEnum):
@@ -108,6 +117,25 @@ def _mqtt_version(_instance: object, _attribute: object, value: Any) -> None:
         raise _fail(f"mqtt_version must be \"3.1.1\" or \"5\"; got {value!r}")
 
 
+def _server_mqtt_version(_instance: object, _attribute: object, value: Any) -> None:
+    if value not in ("auto", *_MQTT_VERSIONS):
+        raise _fail(f"mqtt_version must be \"auto\", \"3.1.1\" or \"5\"; got {value!r}")
+
+
+def _mqtt_transport(_instance: object, _attribute: object, value: Any) -> None:
+    if value not in ("tcp", "ws"):
+        raise _fail(f"mqtt_transport must be \"tcp\" or \"ws\"; got {value!r}")
+
+
+def _session_expiry(_instance: object, _attribute: object, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 0 <= value <= SESSION_NEVER_EXPIRES:
+        raise _fail(f"session_expiry must be None or 0..{SESSION_NEVER_EXPIRES} seconds; "
+                    f"got {value!r}")
+
+
 def _check_server_url(_instance: object, _attribute: object, value: Any) -> None:
     if not isinstance(value, str):
         raise _fail("server_url must be a string")
@@ -138,28 +166,73 @@ class ServerConfig:
     #: End-to-end encryption (RFC 8291): create a P-256 key pair and auth secret, send their
     #: public part with the registration, decrypt encrypted pushes (docs/security.md).
     e2e: bool = False
-    #: MQTT version spoken to the server's endpoint; only "3.1.1" is implemented so far.
-    mqtt_version: MqttVersion = attrs.field(default="3.1.1", validator=_mqtt_version)
+    #: MQTT version spoken to the server's endpoint: "auto" takes 5 when the registration
+    #: answer offers it (``mqtt.versions``), else 3.1.1.
+    mqtt_version: ServerMqttVersion = attrs.field(default="auto",
+                                                  validator=_server_mqtt_version)
+    #: "tcp" (the answer's host and port) or "ws" (MQTT over the WebSocket URL the answer
+    #: advertises as ``mqtt.ws``).
+    mqtt_transport: MqttTransport = attrs.field(default="tcp", validator=_mqtt_transport)
+
+
+_BROKER_SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True,
+                   "ws": False, "wss": True}
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` → ``(host, port, tls)``;
-    ``ValueError`` with a one-line reason otherwise."""
-    parts, port, tls = split_url(url, "broker",
-                                 {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True},
-                                 "mqtt:// or mqtts://")
-    if parts.path not in ("", "/"):
-        raise ValueError(f"broker URL must not have a path: {url!r}")
+    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` → ``(host, port, tls)`` (plain MQTT
+    only; :func:`parse_broker_endpoint` also takes WebSocket URLs)."""
+    host, port, tls, path = parse_broker_endpoint(url)
+    if path is not None:
+        raise ValueError(f"broker URL must start with mqtt:// or mqtts:// here: {url!r}")
+    return host, port, tls
+
+
+def parse_broker_endpoint(url: str) -> tuple[str, int, bool, str | None]:
+    """``mqtt://host[:1883]``, ``mqtts://host[:8883]``, ``ws://host[:80]/path`` or
+    ``wss://host[:443]/path`` → ``(host, port, tls, websocket_path)`` (the path is None for
+    plain MQTT, ``/`` when a WebSocket URL has none); ``ValueError`` with a one-line reason
+    otherwise."""
+    parts, port, tls = split_url(url, "broker", _BROKER_SCHEMES,
+                                 "mqtt://, mqtts://, ws:// or wss://")
     assert parts.hostname is not None  # split_url checked it
-    return parts.hostname, port or (8883 if tls else 1883), tls
+    if parts.scheme in ("ws", "wss"):
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        return parts.hostname, port or (443 if tls else 80), tls, path
+    if parts.path not in ("", "/"):
+        raise ValueError(f"an mqtt:// broker URL must not have a path: {url!r}")
+    return parts.hostname, port or (8883 if tls else 1883), tls, None
 
 
 @attrs.frozen
 class Subscription:
-    """A topic filter and the QoS asked for it."""
+    """A topic filter and the QoS asked for it; with MQTT 5 also its subscription options
+    (§3.8.3.1): ``no_local`` (not sent our own messages), ``retain_as_published`` (keep the
+    retain flag as published), ``retain_handling`` (0 send retained messages at subscribe,
+    1 only for a new subscription, 2 never)."""
 
     topic_filter: str = attrs.field()
     qos: int = attrs.field(default=1, validator=_qos)
+    no_local: bool = attrs.field(default=False, kw_only=True)
+    retain_as_published: bool = attrs.field(default=False, kw_only=True)
+    retain_handling: int = attrs.field(default=0, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if self.retain_handling not in (0, 1, 2) or isinstance(self.retain_handling, bool):
+            raise _fail(f"retain_handling must be 0, 1 or 2; got {self.retain_handling!r}")
+
+    @property
+    def has_options(self) -> bool:
+        """Whether it asks for anything MQTT 3.1.1 cannot carry."""
+        return self.no_local or self.retain_as_published or self.retain_handling != 0
+
+    @property
+    def options(self) -> int:
+        """The SUBSCRIBE options byte (equal to the QoS without 5.0 options)."""
+        return (self.qos | self.no_local << 2 | self.retain_as_published << 3
+                | self.retain_handling << 4)
 
     @topic_filter.validator
     def _check(self, _attribute: object, value: object) -> None:
@@ -167,6 +240,15 @@ class Subscription:
             validate_topic_filter(value)
         except ValueError as exc:
             raise _fail(str(exc)) from None
+
+
+def check_properties(value: object, what: str = "properties") -> Properties:
+    """``value`` as message properties (``None``: none); a clear error for anything else."""
+    if value is None:
+        return NO_PROPERTIES
+    if not isinstance(value, Properties):
+        raise _fail(f"{what} must be a pushsdk.Properties, not {type(value).__name__}")
+    return value
 
 
 def _payload(value: bytes | str) -> bytes:
@@ -185,6 +267,8 @@ class Will:
     payload: bytes = attrs.field(default=b"", converter=_payload)
     qos: int = attrs.field(default=0, validator=_qos)
     retain: bool = False
+    #: MQTT 5 Will Properties (Will Delay Interval, Message Expiry Interval, ...).
+    properties: Properties = attrs.field(default=NO_PROPERTIES, kw_only=True)
 
     @topic.validator
     def _check(self, _attribute: object, value: object) -> None:
@@ -192,6 +276,10 @@ class Will:
             validate_topic_name(value)
         except ValueError as exc:
             raise _fail(f"will: {exc}") from None
+
+    @properties.validator
+    def _check_properties(self, _attribute: object, value: object) -> None:
+        check_properties(value, "will properties")
 
 
 def subscriptions_of(value: Iterable[str | Subscription | tuple[str, int]],
@@ -205,7 +293,7 @@ def subscriptions_of(value: Iterable[str | Subscription | tuple[str, int]],
     for item in value:
         if isinstance(item, Subscription):
             result.append(item)
-        elif isinstance(item, tuple) and len(item) == 2:
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
             result.append(Subscription(item[0], item[1]))
         else:
             result.append(Subscription(item, default_qos))
@@ -214,12 +302,16 @@ def subscriptions_of(value: Iterable[str | Subscription | tuple[str, int]],
 
 @attrs.frozen(kw_only=True)
 class BrokerConfig:
-    """Broker mode: any MQTT 3.1.1 broker, static identity, no registration.
+    """Broker mode: any MQTT 3.1.1 or 5.0 broker, static identity, no registration.
 
     ``topics`` are subscribed on connect: filters (at ``qos``), ``(filter, qos)`` pairs or
     :class:`Subscription` objects; more can be added at run time with
     ``client.subscribe()``. On a persistent session (``clean_session=False``) filters that
     were subscribed before and are no longer wanted are unsubscribed.
+
+    ``websocket_path`` (set by ``from_url("ws://...")``): MQTT over WebSocket at that path
+    instead of plain TCP. ``session_expiry`` (MQTT 5): seconds the broker keeps the session
+    after the connection ends; None means 0 with ``clean_session=True`` and "never" without.
     """
 
     host: str = attrs.field(validator=_non_empty)
@@ -234,6 +326,8 @@ class BrokerConfig:
     qos: int = attrs.field(default=1, validator=_qos)
     will: Will | None = None
     mqtt_version: MqttVersion = attrs.field(default="3.1.1", validator=_mqtt_version)
+    websocket_path: str | None = attrs.field(default=None, validator=_optional_str)
+    session_expiry: int | None = attrs.field(default=None, validator=_session_expiry)
 
     def __attrs_post_init__(self) -> None:
         # ``topics`` is converted here, where ``qos`` (the default for bare filters) is known.
@@ -244,10 +338,30 @@ class BrokerConfig:
         if isinstance(self.keepalive, bool) or not isinstance(self.keepalive, int) \
                 or not 0 < self.keepalive <= MAX_KEEPALIVE:
             raise _fail(f"keepalive must be in 1..{MAX_KEEPALIVE} seconds")
-        if self.password is not None and self.username is None:
-            raise _fail("a password needs a username (MQTT 3.1.1 §3.1.2.9)")
+        if self.password is not None and self.username is None and self.mqtt_version != "5":
+            raise _fail("a password needs a username in MQTT 3.1.1 (§3.1.2.9)")
         if self.will is not None and not isinstance(self.will, Will):
             raise _fail("will must be a pushsdk.Will")
+        if self.mqtt_version != "5":
+            self._check_311()
+
+    def _check_311(self) -> None:
+        """What only MQTT 5 can carry is refused at once on 3.1.1."""
+        if self.session_expiry is not None:
+            raise _fail("session_expiry needs mqtt_version=\"5\"")
+        if self.will is not None and self.will.properties:
+            raise _fail("will properties need mqtt_version=\"5\"")
+        for sub in self.topics:
+            if sub.has_options:
+                raise _fail(f"subscription options of {sub.topic_filter!r} (no_local, "
+                            "retain_as_published, retain_handling) need mqtt_version=\"5\"")
+
+    @property
+    def session_expiry_interval(self) -> int:
+        """The Session Expiry Interval a 5.0 CONNECT asks for."""
+        if self.session_expiry is not None:
+            return self.session_expiry
+        return 0 if self.clean_session else SESSION_NEVER_EXPIRES
 
     @property
     def filters(self) -> tuple[str, ...]:
@@ -256,12 +370,13 @@ class BrokerConfig:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> BrokerConfig:
-        """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` plus the other fields."""
+        """``mqtt://host[:1883]``, ``mqtts://host[:8883]``, ``ws://host[:80]/path`` or
+        ``wss://host[:443]/path`` plus the other fields."""
         try:
-            host, port, tls = parse_broker_url(url)
+            host, port, tls, path = parse_broker_endpoint(url)
         except ValueError as exc:
             raise _fail(str(exc)) from None
-        return cls(host=host, port=port, tls=tls, **kwargs)
+        return cls(host=host, port=port, tls=tls, websocket_path=path, **kwargs)
 
 
 # --- grouped options of PushClient --------------------------------------------------------------
@@ -299,12 +414,20 @@ class Limits:
     """QoS 1/2 messages sent and not yet acknowledged, at most (Paho's default too)."""
     max_queued: int = attrs.field(default=1000, validator=_non_negative_int)
     """Messages (and receipts) waiting for a connection, at most."""
+    receive_maximum: int = attrs.field(default=16, validator=_non_negative_int)
+    """MQTT 5: QoS 1/2 messages the server may send before we acknowledge one."""
+    topic_alias_maximum: int = attrs.field(default=16, validator=_non_negative_int)
+    """MQTT 5: topic aliases the server may use towards us (0: none)."""
 
     def __attrs_post_init__(self) -> None:
         if self.max_packet_size < 2:
             raise _fail("max_packet_size must be at least 2 bytes")
         if self.max_inflight < 1:
             raise _fail("max_inflight must be at least 1")
+        if not 1 <= self.receive_maximum <= 65535:
+            raise _fail("receive_maximum must be in 1..65535")
+        if self.topic_alias_maximum > 65535:
+            raise _fail("topic_alias_maximum must be in 0..65535")
 
 
 @attrs.frozen(kw_only=True)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from .protocol import NO_PROPERTIES, Properties
 from .state import DEDUP_WINDOW
 from .webpush import DecryptionError, WebPushKeys, decrypt_data, encrypted_payload_of
 
@@ -81,6 +82,9 @@ class PushMessage:
     e2e: bool = False
     """``message.data`` arrived end-to-end encrypted for this device and was decrypted by the
     SDK: neither the push server nor anyone else without the device's key could read it."""
+    properties: Properties = attrs.field(default=NO_PROPERTIES, repr=False)
+    """MQTT 5 properties of the PUBLISH (Message Expiry Interval: seconds left of the TTL;
+    user properties ``msg_id`` and ``kind``; ...); empty on MQTT 3.1.1."""
 
     @property
     def notification(self) -> Mapping[str, Any] | None:
@@ -131,7 +135,8 @@ class PushMessage:
         return attrs.evolve(self, data=data, e2e=True)
 
     @classmethod
-    def from_payload(cls, payload: bytes, *, topic: str = "", dup: bool = False) -> PushMessage:
+    def from_payload(cls, payload: bytes, *, topic: str = "", dup: bool = False,
+                     properties: Properties = NO_PROPERTIES) -> PushMessage:
         """Parse an inbox PUBLISH payload; raises ``ValueError`` if it is not a push object."""
         try:
             data = json.loads(payload)
@@ -145,7 +150,8 @@ class PushMessage:
         kind = data.get("kind")
         if not isinstance(kind, str):
             raise ValueError("payload has no kind")
-        return cls(msg_id=msg_id, kind=kind, data=data, topic=topic, dup=dup)
+        return cls(msg_id=msg_id, kind=kind, data=data, topic=topic, dup=dup,
+                   properties=properties)
 
 
 def _number(value: object) -> float | None:
@@ -156,13 +162,17 @@ def _number(value: object) -> float | None:
 
 @attrs.frozen
 class BrokerMessage:
-    """A message from a plain MQTT broker (broker mode)."""
+    """A message from a plain MQTT broker (broker mode). ``properties``: its MQTT 5
+    properties (``message_expiry_interval``, ``user_properties``, ``content_type``,
+    ``response_topic``, ``correlation_data``, ``payload_format_indicator``, ...; empty on
+    MQTT 3.1.1)."""
 
     topic: str
     payload: bytes
     qos: int = 0
     retain: bool = False
     dup: bool = False
+    properties: Properties = NO_PROPERTIES
 
     @property
     def text(self) -> str:
@@ -247,29 +257,23 @@ class Dispatcher:
             return self.on_deleted
         return self.on_message
 
-    async def deliver(
-        self, key: str | None, message: PushMessage | BrokerMessage, *, check: bool = True,
-        finish: bool = True,
-    ) -> bool:
-        """Hand a message to the app unless ``key`` was delivered before; then remember it.
+    def open(self, key: str | None, message: PushMessage | BrokerMessage, *,
+             check: bool = True) -> tuple[PushMessage | BrokerMessage | None, bool]:
+        """``(message as the app sees it, new)``: the message to hand to the app — an
+        end-to-end encrypted push decrypted — or None when the app must not see it; ``new``
+        says whether its key is to be recorded (then the caller persists the window before
+        acknowledging).
 
-        ``key=None`` (QoS 0) skips duplicate suppression; ``check=False`` remembers ``key``
-        without looking it up first (broker mode only trusts keys of DUP=1 redeliveries).
-        Returns True if the message was new (the caller then persists the window before
-        acknowledging), False for a duplicate. With ``finish=False`` the message is not
-        counted or remembered yet (open message streams still have to take it: the caller
-        calls :meth:`finish` once they are done). A raising callback is logged and counted in
-        ``callback_errors``; the message still counts as delivered (redelivering it would
-        most likely raise again).
-
-        With :attr:`webpush_keys` set, an end-to-end encrypted push is decrypted first; one
-        that does not open (tampered, or sealed for older keys) is logged, counted in
-        ``decrypt_errors`` and remembered without calling the app — acknowledging it is
-        right, since a redelivery would fail the same way forever.
+        ``key=None`` (QoS 0) skips duplicate suppression; ``check=False`` does not look
+        ``key`` up first (broker mode only trusts keys of DUP=1 redeliveries). A duplicate
+        gives ``(None, False)``. With :attr:`webpush_keys` set, a push that does not decrypt
+        (tampered, or sealed for older keys) is logged, counted in ``decrypt_errors`` and
+        remembered without reaching the app, ``(None, True)`` — acknowledging it is right,
+        since a redelivery would fail the same way forever.
         """
         if check and key is not None and self.seen(key):
             self.duplicates += 1
-            return False
+            return None, False
         if self.webpush_keys is not None and isinstance(message, PushMessage):
             try:
                 message = message.decrypted(self.webpush_keys)
@@ -278,27 +282,32 @@ class Dispatcher:
                 log.warning("dropping push %s: cannot decrypt it: %s", message.msg_id, exc)
                 if key is not None:
                     self.remember(key)
-                return True
+                return None, True
+        return message, True
+
+    async def dispatch(self, message: PushMessage | BrokerMessage) -> None:
+        """Hand an opened message to its callback (if the app has one). A raising callback
+        is logged and counted in ``callback_errors``; the message still counts as delivered
+        (redelivering it would most likely raise again)."""
         callback = self._route(message)
         if callback is not None:
             kind = "broker" if isinstance(message, BrokerMessage) else message.kind
             if not await call_app(callback, message, what=f"{kind} message"):
                 self.callback_errors += 1
-        if finish:
+
+    async def deliver(
+        self, key: str | None, message: PushMessage | BrokerMessage, *, check: bool = True,
+    ) -> bool:
+        """:meth:`open`, :meth:`dispatch` and :meth:`finish` in one: True if the message
+        was new (the caller persists the window before acknowledging)."""
+        shown, new = self.open(key, message, check=check)
+        if shown is not None:
+            await self.dispatch(shown)
             self.finish(key)
-        return True
+        return new
 
     def finish(self, key: str | None) -> None:
         """The app is done with a message: count it and remember its key."""
         self.dispatched += 1
         if key is not None:
             self.remember(key)
-
-    def decrypt(self, message: PushMessage | BrokerMessage) -> PushMessage | BrokerMessage:
-        """``message`` as the app should see it (end-to-end encrypted data opened)."""
-        if self.webpush_keys is not None and isinstance(message, PushMessage):
-            try:
-                return message.decrypted(self.webpush_keys)
-            except DecryptionError:
-                return message
-        return message

@@ -19,18 +19,24 @@ message is one line that names what failed and what to check.
     │   └── TlsError                             the TLS handshake failed
     │       └── TLSVerificationFailed            the certificate (or pin) did not verify
     ├── ConnectionLost                           an open connection broke or went silent
+    │   └── ServerDisconnected                   MQTT 5: the server sent DISCONNECT
     ├── ProtocolViolation                        the peer broke the MQTT rules
-    ├── ConnectionRefused                        CONNACK != 0
-    │   ├── UnsupportedProtocolVersion           CONNACK 1
-    │   ├── IdentifierRejected                   CONNACK 2
-    │   ├── ServerUnavailable                    CONNACK 3 (transient)
-    │   ├── AuthenticationRefused                CONNACK 4: user name / password
+    ├── ConnectionRefused                        CONNACK != 0 (3.1.1 code / 5.0 reason)
+    │   ├── UnsupportedProtocolVersion           CONNACK 1 / 0x84
+    │   ├── IdentifierRejected                   CONNACK 2 / 0x85
+    │   ├── ServerUnavailable                    CONNACK 3 / 0x88 0x89 0x97 0x9F (transient)
+    │   ├── AuthenticationRefused                CONNACK 4 / 0x86 0x8C: user name / password
     │   │   └── TokenRejected                    server mode: register again (transient)
-    │   └── NotAuthorized                        CONNACK 5
+    │   └── NotAuthorized                        CONNACK 5 / 0x87 0x8A
     ├── RegistrationError                        HTTP registration failed (transient)
     │   └── RegistrationRefused                  ... refused for good (HTTP 4xx); .code
-    ├── SubscriptionRefused                      SUBACK 0x80 for a filter
+    ├── SubscriptionRefused                      SUBACK 0x80 (5.0: >= 0x80) for a filter
+    ├── PublishRefused                           MQTT 5: PUBACK/PUBREC >= 0x80
     └── QueueFull                                too many messages waiting to be sent
+
+Errors that come from an MQTT answer carry its number as ``mqtt_reason_code`` (the 3.1.1
+CONNACK return code, or the 5.0 reason code) and, in 5.0, the server's Reason String in the
+message. (``reason_code`` is the SDK's stable *name* of the failure, a ``str``.)
 """
 from __future__ import annotations
 
@@ -47,10 +53,12 @@ __all__ = [
     "IdentifierRejected",
     "NotAuthorized",
     "ProtocolViolation",
+    "PublishRefused",
     "PushError",
     "QueueFull",
     "RegistrationError",
     "RegistrationRefused",
+    "ServerDisconnected",
     "ServerUnavailable",
     "SubscriptionRefused",
     "TLSVerificationFailed",
@@ -68,6 +76,8 @@ class PushError(Exception):
 
     reason_code: ClassVar[str] = "error"
     permanent: ClassVar[bool] = False
+    #: The MQTT code behind the failure (CONNACK return code, 5.0 reason code), if any.
+    mqtt_reason_code: int | None = None
 
 
 class ConfigurationError(PushError, ValueError):
@@ -130,6 +140,20 @@ class ConnectionLost(PushError):
     reason_code = "connection_lost"
 
 
+class ServerDisconnected(ConnectionLost):
+    """MQTT 5: the server ended the connection with DISCONNECT (``mqtt_reason_code``, e.g.
+    0x8E session taken over, 0x8B shutting down; the Reason String in the message). Like any
+    lost connection it is retried; ``server_reference`` is a server the broker names."""
+
+    reason_code = "server_disconnected"
+
+    def __init__(self, message: str, mqtt_reason_code: int,
+                 server_reference: str | None = None) -> None:
+        super().__init__(message)
+        self.mqtt_reason_code = mqtt_reason_code
+        self.server_reference = server_reference
+
+
 class ProtocolViolation(PushError):
     """The server sent something MQTT does not allow (malformed or out-of-order packet)."""
 
@@ -142,9 +166,12 @@ class ConnectionRefused(PushError):
     reason_code = "refused"
     permanent = True
 
-    def __init__(self, message: str, return_code: int) -> None:
+    def __init__(self, message: str, return_code: int,
+                 server_reference: str | None = None) -> None:
         super().__init__(message)
         self.return_code = return_code
+        self.mqtt_reason_code = return_code
+        self.server_reference = server_reference
 
 
 class UnsupportedProtocolVersion(ConnectionRefused):
@@ -178,7 +205,7 @@ class NotAuthorized(ConnectionRefused):
 
 _CONNACK = {
     1: (UnsupportedProtocolVersion, "does not support MQTT 3.1.1",
-        "use a broker that speaks MQTT 3.1.1 (or mqtt_version=\"5\" once supported)"),
+        "use a broker that speaks MQTT 3.1.1, or mqtt_version=\"5\""),
     2: (IdentifierRejected, "rejected the client identifier",
         "check client_id (length, characters, uniqueness rules of the broker)"),
     3: (ServerUnavailable, "is unavailable", "the broker will be retried"),
@@ -189,12 +216,56 @@ _CONNACK = {
 }
 
 
-def refusal_for_connack(code: int, where: str, *, hint: str | None = None) -> ConnectionRefused:
-    """The error for CONNACK ``code`` from ``where`` (``host:port``); ``hint`` replaces the
-    default advice."""
-    cls, what, advice = _CONNACK.get(code, (ConnectionRefused, "refused the connection",
-                                            "check the broker's logs"))
-    return cls(f"{where} {what} (CONNACK {code}): {hint or advice}", code)
+_RETRIED = "it will be retried"
+_WILL = "check the will (topic, QoS, retain, properties) against the broker's limits"
+#: MQTT 5.0 CONNACK reason codes (§3.2.2.2): (class, what happened, advice).
+_CONNACK_5 = {
+    0x80: (ConnectionRefused, "refused the connection (unspecified error)",
+           "check the broker's logs"),
+    0x81: (ConnectionRefused, "found the CONNECT malformed", "check the broker's logs"),
+    0x82: (ConnectionRefused, "found a protocol error in the CONNECT",
+           "check the broker's logs"),
+    0x83: (ConnectionRefused, "refused the CONNECT (implementation specific error)",
+           "check the broker's logs"),
+    0x84: (UnsupportedProtocolVersion, "does not support MQTT 5.0",
+           "use mqtt_version=\"3.1.1\""),
+    0x85: (IdentifierRejected, "says the client identifier is not valid",
+           "check client_id (length, characters, uniqueness rules of the broker)"),
+    0x86: (AuthenticationRefused, "refused the user name or password",
+           "check username and password"),
+    0x87: (NotAuthorized, "says this client is not authorised",
+           "check the broker's access rules for this client"),
+    0x88: (ServerUnavailable, "is unavailable", _RETRIED),
+    0x89: (ServerUnavailable, "is busy", _RETRIED),
+    0x8A: (NotAuthorized, "has banned this client", "ask the broker's operator"),
+    0x8C: (AuthenticationRefused, "refused the authentication method",
+           "check the authentication settings"),
+    0x90: (ConnectionRefused, "refused the will topic", _WILL),
+    0x95: (ConnectionRefused, "found the CONNECT too large", _WILL),
+    0x97: (ServerUnavailable, "says a quota is exceeded", _RETRIED),
+    0x99: (ConnectionRefused, "refused the will's payload format", _WILL),
+    0x9A: (ConnectionRefused, "does not support retained wills", _WILL),
+    0x9B: (ConnectionRefused, "does not support the will's QoS", _WILL),
+    0x9C: (ConnectionRefused, "says to use another server", "connect to the server it names"),
+    0x9D: (ConnectionRefused, "has moved", "connect to the server it names"),
+    0x9F: (ServerUnavailable, "says the connection rate is exceeded", _RETRIED),
+}
+
+
+def refusal_for_connack(code: int, where: str, *, hint: str | None = None,
+                        version: int = 4, reason_string: str | None = None,
+                        server_reference: str | None = None) -> ConnectionRefused:
+    """The error for CONNACK ``code`` from ``where`` (``host:port``) on an MQTT ``version``
+    (4 = 3.1.1, 5 = 5.0) connection; ``hint`` replaces the default advice; the server's
+    ``reason_string`` and ``server_reference`` (5.0) are quoted in the message."""
+    table = _CONNACK_5 if version == 5 else _CONNACK
+    label = f"CONNACK {code:#04x}" if version == 5 else f"CONNACK {code}"
+    cls, what, advice = table.get(code, (ConnectionRefused, "refused the connection",
+                                         "check the broker's logs"))
+    said = f": \"{reason_string}\"" if reason_string else ""
+    moved = f" ({server_reference})" if server_reference else ""
+    return cls(f"{where} {what} ({label}{said}){moved}: {hint or advice}", code,
+               server_reference)
 
 
 class RegistrationError(PushError):
@@ -229,16 +300,36 @@ class RegistrationRefused(RegistrationError):
 
 
 class SubscriptionRefused(PushError):
-    """The broker refused one or more topic filters (SUBACK 0x80); ``filters`` names them."""
+    """The broker refused one or more topic filters (SUBACK 0x80; in MQTT 5 any code from
+    0x80: 0x87 not authorised, 0x8F filter invalid, 0x97 quota, 0x9E shared, 0xA2
+    wildcards ...); ``filters`` names them, ``mqtt_reason_codes`` gives their codes."""
 
     reason_code = "subscription_refused"
     permanent = True
 
-    def __init__(self, filters: tuple[str, ...]) -> None:
-        super().__init__("the broker refused the subscription to "
-                         + ", ".join(repr(f) for f in filters)
-                         + ": check its access rules (ACL) for this client")
+    def __init__(self, filters: tuple[str, ...], codes: tuple[int, ...] = (),
+                 reason_string: str | None = None) -> None:
+        named = ", ".join(repr(f) if not codes else f"{f!r} ({c:#04x})"
+                          for f, c in zip(filters, codes or filters))
+        said = f" (\"{reason_string}\")" if reason_string else ""
+        super().__init__(f"the broker refused the subscription to {named}{said}: check "
+                         "its access rules (ACL) and limits for this client")
         self.filters = filters
+        self.mqtt_reason_codes = codes or tuple(0x80 for _ in filters)
+        self.mqtt_reason_code = self.mqtt_reason_codes[0] if filters else None
+
+
+class PublishRefused(PushError):
+    """MQTT 5: the broker answered a QoS 1/2 PUBLISH with a failure (PUBACK or PUBREC from
+    0x80: 0x87 not authorised, 0x90 topic name invalid, 0x97 quota exceeded, 0x99 payload
+    format invalid, ...), or the message breaks a limit the broker declared (Maximum QoS,
+    Retain Available, Maximum Packet Size). Raised by that ``publish()`` only."""
+
+    reason_code = "publish_refused"
+
+    def __init__(self, message: str, mqtt_reason_code: int) -> None:
+        super().__init__(message)
+        self.mqtt_reason_code = mqtt_reason_code
 
 
 class QueueFull(PushError):

@@ -38,6 +38,10 @@ def _optional_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Registration:
     """A successful registration: the §2 answer plus what it was requested with."""
@@ -57,6 +61,10 @@ class Registration:
     alias: str | None = None
     tags: tuple[str, ...] | None = attrs.field(default=None, converter=_optional_tuple)
     profile_known: bool = False
+    #: The MQTT versions the gateway accepts (``mqtt.versions``; an older server sends
+    #: none: 3.1.1 only) and its MQTT-over-WebSocket URL (``mqtt.ws``), if it serves one.
+    mqtt_versions: tuple[str, ...] = attrs.field(default=("3.1.1",), converter=_str_tuple)
+    mqtt_ws: str | None = None
 
     @property
     def receipt_topic(self) -> str:
@@ -72,17 +80,24 @@ class Registration:
 
     def answer(self) -> dict[str, Any]:
         """The server's answer in its §2 JSON shape (what ``pushsdk register`` prints)."""
+        mqtt: dict[str, Any] = {"host": self.mqtt_host, "port": self.mqtt_port,
+                                "tls": self.mqtt_tls}
+        if self.mqtt_versions != ("3.1.1",):
+            mqtt["versions"] = list(self.mqtt_versions)
+        if self.mqtt_ws is not None:
+            mqtt["ws"] = self.mqtt_ws
         return {
             "registration_id": self.registration_id,
             "token": self.token,
             "token_expires_at": self.token_expires_at,
-            "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port, "tls": self.mqtt_tls},
+            "mqtt": mqtt,
             "inbox": self.inbox,
         }
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)
         data["tags"] = list(self.tags) if self.tags is not None else None
+        data["mqtt_versions"] = list(self.mqtt_versions)
         return data
 
     def with_profile(self, alias: str | None, tags: Iterable[str] | None) -> Registration:
@@ -92,7 +107,7 @@ class Registration:
     def from_dict(cls, data: Mapping[str, Any]) -> Registration:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` for anything malformed. A record
         written before alias/tags were kept loads with ``profile_known`` False."""
-        optional = {"alias", "tags", "profile_known"}
+        optional = {"alias", "tags", "profile_known", "mqtt_versions", "mqtt_ws"}
         try:
             reg = cls(**{f.name: data[f.name] for f in attrs.fields(cls)
                          if f.name not in optional or f.name in data})
@@ -121,11 +136,22 @@ class Registration:
                 mqtt_host=mqtt["host"],
                 mqtt_port=mqtt["port"],
                 mqtt_tls=mqtt.get("tls", False),
+                mqtt_versions=_versions(mqtt.get("versions")),
+                mqtt_ws=mqtt.get("ws"),
             )
         except KeyError as exc:
             raise ValueError(f"answer lacks {exc.args[0]!r}") from None
         _check_fields(reg)
         return reg
+
+
+def _versions(value: object) -> tuple[str, ...]:
+    """``mqtt.versions`` of an answer: absent means 3.1.1 only (a server from before 5.0)."""
+    if value is None:
+        return ("3.1.1",)
+    if not isinstance(value, list) or not value:
+        raise ValueError("mqtt.versions must be a non-empty list")
+    return tuple(value)
 
 
 def _check_fields(reg: Registration) -> None:
@@ -148,6 +174,11 @@ def _check_fields(reg: Registration) -> None:
         raise ValueError("alias must be a string")
     if reg.tags is not None and not all(isinstance(t, str) for t in reg.tags):
         raise ValueError("tags must be strings")
+    if not all(isinstance(v, str) for v in reg.mqtt_versions):
+        raise ValueError("mqtt.versions must hold strings")
+    if reg.mqtt_ws is not None and (not isinstance(reg.mqtt_ws, str)
+                                    or not reg.mqtt_ws.startswith(("ws://", "wss://"))):
+        raise ValueError("mqtt.ws must be a ws:// or wss:// URL")
 
 
 def parse_server_url(url: str) -> tuple[str, int, bool, str]:

@@ -168,5 +168,9 @@ def test_secrets_stay_out_of_repr_and_network_types():
         Will("a/#")
     with pytest.raises(ConfigurationError, match="mqtt_version"):
         BrokerConfig(host="b", client_id="c", mqtt_version="4")
-    with pytest.raises(ConfigurationError, match="not implemented by the SDK yet"):
-        PushClient(BrokerConfig(host="b", client_id="c", mqtt_version="5"))
+    # MQTT 5 lifts the 3.1.1 rule; what only 5 can carry is refused on 3.1.1 at once.
+    BrokerConfig(host="b", client_id="c", password="p", mqtt_version="5")
+    with pytest.raises(ConfigurationError, match="session_expiry needs"):
+        BrokerConfig(host="b", client_id="c", session_expiry=60)
+    with pytest.raises(ConfigurationError, match="subscription options of 'a/#'"):
+        BrokerConfig(host="b", client_id="c", topics=[Subscription("a/#", no_local=True)])
