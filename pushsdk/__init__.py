@@ -1,7 +1,7 @@
 """pushsdk: a push client for devices, on trio or asyncio (or a thread of its own).
 
 Server mode talks to the reference push server (HTTP registration, MQTT inbox, receipts);
-broker mode is a full MQTT 3.1.1 client for any broker (publish and subscribe at QoS 0/1/2,
+broker mode is a full MQTT 3.1.1 and 5.0 client for any broker (publish and subscribe at QoS 0/1/2,
 retained messages, will, runtime subscribe/unsubscribe). See docs/sdk.md.
 
 Names are imported lazily, so ``import pushsdk.protocol`` (the sans-IO codec) does not pull
@@ -44,7 +44,9 @@ __all__ = [
     "MessageCallback",
     "MessageStream",
     "NotAuthorized",
+    "Properties",
     "ProtocolViolation",
+    "PublishRefused",
     "PushClient",
     "PushError",
     "PushMessage",
@@ -56,6 +58,7 @@ __all__ = [
     "RegistrationRefused",
     "SdkState",
     "ServerConfig",
+    "ServerDisconnected",
     "ServerUnavailable",
     "StateChangeCallback",
     "StateStore",
@@ -116,6 +119,9 @@ _EXPORTS = {
     "IdentifierRejected": "errors",
     "NotAuthorized": "errors",
     "ProtocolViolation": "errors",
+    "PublishRefused": "errors",
+    "ServerDisconnected": "errors",
+    "Properties": "protocol",
     "PushError": "errors",
     "QueueFull": "errors",
     "RegistrationError": "errors",
@@ -215,10 +221,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ does th
         IdentifierRejected as IdentifierRejected,
         NotAuthorized as NotAuthorized,
         ProtocolViolation as ProtocolViolation,
+        PublishRefused as PublishRefused,
         PushError as PushError,
         QueueFull as QueueFull,
         RegistrationError as RegistrationError,
         RegistrationRefused as RegistrationRefused,
+        ServerDisconnected as ServerDisconnected,
         ServerUnavailable as ServerUnavailable,
         SubscriptionRefused as SubscriptionRefused,
         TLSVerificationFailed as TLSVerificationFailed,
@@ -241,6 +249,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ does th
     )
     from .messages import (
         MessageStream as MessageStream,
+    )
+    from .protocol import (
+        Properties as Properties,
     )
     from .registration import (
         Registration as Registration,

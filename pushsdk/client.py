@@ -720,7 +720,7 @@ class PushClient:
         if self._wanted is None:
             cfg = self._config
             assert isinstance(cfg, BrokerConfig)
-            self._wanted = {s.topic_filter: s.qos for s in cfg.topics}
+            self._wanted = {s.topic_filter: s.options for s in cfg.topics}
         return self._wanted
 
     def _set_state(self, new: ClientState, reason: Reason) -> None:

@@ -125,8 +125,14 @@ class ScriptedBroker(Changes):
         ack_publishes: Callable[[int], bool] = lambda i: True,
         suback_code: int = 1,
         close_after: Callable[[int], float | None] = lambda i: None,
+        protocol_version: int | None = 4,
+        puback: Callable[[Publish], PubAck] | None = None,
     ) -> None:
+        """``protocol_version``: 4 (3.1.1 only), 5, or None (whatever the CONNECT says);
+        ``puback(publish)`` picks the PUBACK for a client's QoS 1 PUBLISH."""
         super().__init__()
+        self.protocol_version = protocol_version
+        self.puback = puback or (lambda publish: PubAck(publish.packet_id))
         self.connack = connack
         self.answer_pings = answer_pings
         self.ack_publishes = ack_publishes
@@ -159,7 +165,9 @@ class ScriptedBroker(Changes):
             self.current.connect is not None)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
-        pc = PeerConnection(len(self.conns), stream, Connection(Role.SERVER), self)
+        pc = PeerConnection(len(self.conns), stream,
+                            Connection(Role.SERVER, protocol_version=self.protocol_version),
+                            self)
         self.conns.append(pc)
         with trio.CancelScope() as scope:
             limit = None
@@ -189,7 +197,7 @@ class ScriptedBroker(Changes):
                             await pc.send(PingResp())
                     elif isinstance(event, Publish):
                         if event.qos == 1 and self.ack_publishes(pc.index):
-                            await pc.send(PubAck(event.packet_id))
+                            await pc.send(self.puback(event))
                     elif isinstance(event, (Disconnect, ConnectionClosed)):
                         break
             except (RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
