@@ -304,12 +304,19 @@ class Session:
     # --- closing ----------------------------------------------------------------------------
 
     async def say_goodbye(self) -> None:
-        """DISCONNECT, best effort (the client is closing; at most 1 s)."""
+        """DISCONNECT, best effort (the client is closing; at most 1 s); over WebSocket
+        then the close handshake (at most 1 s more)."""
         data = self.core.disconnect()
         if not data:
             return
         with contextlib.suppress(ConnectionLost, trio.BusyResourceError):
             await self._write(data, guard=GOODBYE_TIMEOUT)
+        close_handshake = getattr(self.stream, "close_handshake", None)
+        if close_handshake is not None:
+            io = self.io
+            with contextlib.suppress(*STREAM_ERRORS, PushError):
+                async with io.scope(io.now() + GOODBYE_TIMEOUT):
+                    await close_handshake()
 
     async def finish(self, closing: bool) -> None:
         """After the loop: settle the heartbeat state (a ping outstanding when the link
