@@ -2,7 +2,7 @@
 
 Output: ``register`` prints the registration answer as one JSON object; ``listen`` prints one
 JSON line per message dispatched, flushed at once (broker mode: ``{"topic", "payload", "qos",
-"retain"}``); ``publish`` prints nothing and exits 0 once the message is acknowledged (QoS 1/2)
+"retain"}``, plus ``"properties"`` with MQTT 5); ``publish`` prints nothing and exits 0 once the message is acknowledged (QoS 1/2)
 or written (QoS 0). Errors are one line on stderr and a non-zero exit status (2 for bad
 arguments, 1 for everything else). SIGTERM and SIGINT disconnect cleanly (MQTT DISCONNECT)
 and exit 0 (SIGTERM) or 130 (SIGINT, as a shell expects after Ctrl-C).
@@ -28,6 +28,7 @@ from .config import BrokerConfig, ClientState, ServerConfig
 from .dispatcher import BrokerMessage, PushMessage
 from .errors import ConfigurationError, PushError
 from .heartbeat import HeartbeatStrategy, UnknownStrategyError, known_strategies, parse_strategy
+from .protocol import Properties
 from .registration import parse_server_url, register
 from .state import FileStateStore, SdkState
 from .transport import TcpConnector
@@ -73,16 +74,17 @@ def _build_parser() -> _Parser:
     pub.add_argument("--message", metavar="M", required=True)
     pub.add_argument("--qos", type=int, choices=(0, 1, 2), default=0)
     pub.add_argument("--retain", action="store_true")
-    pub.add_argument("--message-expiry", metavar="S", type=int, help="MQTT 5 only")
+    pub.add_argument("--message-expiry", metavar="S", type=int,
+                     help="seconds the broker keeps the message for subscribers (MQTT 5)")
     pub.add_argument("--user-property", metavar="K=V", action="append", default=[],
-                     help="MQTT 5 only")
+                     help="a user property, repeatable (MQTT 5)")
     _common_options(pub)
     return parser
 
 
 def _broker_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--broker", metavar="URL", required=required,
-                        help="mqtt://HOST:PORT or mqtts://...")
+                        help="mqtt://HOST:PORT, mqtts://..., ws://HOST:PORT/PATH or wss://...")
     parser.add_argument("--client-id", metavar="ID", required=required)
     parser.add_argument("--username", metavar="U")
     parser.add_argument("--password", metavar="P")
@@ -166,6 +168,7 @@ class _Plan:
     state_store: FileStateStore | None = None
     exit_after: int | None = None
     message: tuple[str, bytes, int, bool] | None = None  # publish: topic, payload, qos, retain
+    properties: Properties | None = None  # publish: MQTT 5 message properties
 
 
 def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
@@ -184,18 +187,39 @@ def _broker_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error("broker mode needs --client-id")
     if (args.username is None) != (args.password is None):
         parser.error("give --username and --password together")
-    if args.mqtt_version == "5":
-        raise _Fail("--mqtt-version 5 is not implemented by the SDK yet; use 3.1.1")
     return BrokerConfig.from_url(args.broker, client_id=args.client_id,
-                                 username=args.username, password=args.password, **fields)
+                                 username=args.username, password=args.password,
+                                 mqtt_version=args.mqtt_version, **fields)
 
 
 def _publish_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
-    if args.message_expiry is not None or args.user_property:
-        parser.error("--message-expiry and --user-property need --mqtt-version 5")
+    properties = _message_properties(parser, args)
     config = _broker_config(parser, args, clean_session=True)
     return _Plan(config, _connector(args),
-                 message=(args.topic, args.message.encode(), args.qos, args.retain))
+                 message=(args.topic, args.message.encode(), args.qos, args.retain),
+                 properties=properties)
+
+
+def _message_properties(parser: argparse.ArgumentParser,
+                        args: argparse.Namespace) -> Properties | None:
+    """``--message-expiry`` and ``--user-property K=V`` as MQTT 5 properties."""
+    if args.message_expiry is None and not args.user_property:
+        return None
+    if args.mqtt_version != "5":
+        parser.error("--message-expiry and --user-property need --mqtt-version 5")
+    pairs = []
+    for item in args.user_property:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            parser.error(f"--user-property takes KEY=VALUE, not {item!r}")
+        pairs.append((key, value))
+    if args.message_expiry is not None and not 0 <= args.message_expiry <= 0xFFFFFFFF:
+        parser.error("--message-expiry must be 0..4294967295 seconds")
+    try:
+        return Properties(message_expiry_interval=args.message_expiry,
+                          user_properties=tuple(pairs))
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _listen_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
@@ -282,6 +306,20 @@ class _Run:
         self.done.set()
 
 
+def properties_json(props: Properties) -> dict[str, Any]:
+    """MQTT 5 properties as JSON: the set fields by name; binary data in base64, user
+    properties as ``[name, value]`` pairs in order."""
+    out: dict[str, Any] = {}
+    for name, value in props.as_dict().items():
+        if isinstance(value, bytes):
+            out[name] = base64.b64encode(value).decode()
+        elif isinstance(value, tuple):
+            out[name] = [list(v) if isinstance(v, tuple) else v for v in value]
+        else:
+            out[name] = value
+    return out
+
+
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one user-facing error inside a nursery's group (the group itself otherwise)."""
     leaves: list[BaseException] = []
@@ -301,6 +339,7 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def _listen(plan: _Plan) -> int:
     run = _Run()
     count = 0
+    v5 = isinstance(plan.config, BrokerConfig) and plan.config.mqtt_version == "5"
 
     def emit(message: PushMessage | BrokerMessage) -> None:
         nonlocal count
@@ -311,6 +350,8 @@ async def _listen(plan: _Plan) -> int:
                 message.payload.decode("utf-8")
             except UnicodeDecodeError:
                 line["payload_base64"] = base64.b64encode(message.payload).decode()
+            if v5:
+                line["properties"] = properties_json(message.properties)
         else:
             line = dict(message.data)
         try:
@@ -334,7 +375,8 @@ async def _publish(plan: _Plan) -> int:
     run = _Run()
 
     async def send(client: PushClient) -> None:
-        await client.publish(topic, payload, qos=qos, retain=retain)
+        await client.publish(topic, payload, qos=qos, retain=retain,
+                             properties=plan.properties)
 
     client = PushClient(plan.config, connector=plan.connector,
                         on_state_change=run.state_changed)

@@ -53,10 +53,33 @@ def test_publish_then_listen(procs: ProcessGroup, mosquitto: tuple[Proc, int]) -
     assert broker.stderr_count("Received PUBREL from pub-2") == 1
 
 
+def test_publish_then_listen_mqtt5_properties(procs: ProcessGroup,
+                                              mosquitto: tuple[Proc, int]) -> None:
+    broker, port = mosquitto
+    listener = procs.run([*PUSHSDK, "listen", "--broker", f"mqtt://127.0.0.1:{port}",
+                          "--client-id", "reader5", "--mqtt-version", "5", "--topic", "v5/#",
+                          "--exit-after", "1"], "listen v5")
+    broker.wait_until(lambda: broker.stderr_count("Sending SUBACK to reader5"), "SUBACK")
+    pub = procs.run([*PUSHSDK, "publish", "--broker", f"mqtt://127.0.0.1:{port}",
+                     "--client-id", "pub5", "--mqtt-version", "5", "--topic", "v5/x",
+                     "--message", "hi", "--qos", "1", "--message-expiry", "3600",
+                     "--user-property", "a=1", "--user-property", "a=2=two"], "publish v5")
+    assert pub.wait_exit() == 0, pub.describe()
+    assert listener.wait_exit() == 0, listener.describe()
+    line = json.loads(listener.stdout[0])
+    properties = line.pop("properties")
+    assert line == {"topic": "v5/x", "payload": "hi", "qos": 1, "retain": False}
+    assert properties["user_properties"] == [["a", "1"], ["a", "2=two"]]
+    assert 3590 <= properties["message_expiry_interval"] <= 3600
+    assert broker.stderr_count("as pub5 (p5, c1") == 1  # Mosquitto saw MQTT 5
+
+
 @pytest.mark.parametrize("args, message", [
     (["--cert", "/nonexistent/client.pem"],
      "client certificate file /nonexistent/client.pem does not exist"),
-    (["--qos", "1", "--mqtt-version", "5"], "--mqtt-version 5 is not implemented"),
+    (["--mqtt-version", "5", "--user-property", "novalue"],
+     "--user-property takes KEY=VALUE, not 'novalue'"),
+    (["--mqtt-version", "5", "--message-expiry", "-1"], "--message-expiry must be 0..4294967295"),
     (["--message-expiry", "60"], "--message-expiry and --user-property need --mqtt-version 5"),
 ])
 def test_mistakes_are_one_line(procs: ProcessGroup, tmp_path: Path, args: list[str],
