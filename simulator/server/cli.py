@@ -168,14 +168,19 @@ def _find(exc: BaseException, cls: type[BaseException]):  # type: ignore[no-unty
 async def _serve(store: SqliteStore, config: ServerConfig, args: argparse.Namespace,
                  rng: random.Random, tls: ssl.SSLContext | None,
                  member: tuple[int, int, str] | None = None) -> None:
-    server = PushServer(store, config=config, rng=rng, recover=member is None)
+    mesh = None
+    sessions = None
+    if member is not None:  # a worker of `--workers N`
+        from .cluster import ClusterMember
+
+        mesh = ClusterMember(*member)
+        sessions = mesh.registry(config.limits.max_probes_per_device)
+    server = PushServer(store, config=config, rng=rng, recover=member is None,
+                        sessions=sessions)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            if member is not None:  # a worker of `--workers N`
-                from .cluster import ClusterMember
-
-                mesh = ClusterMember(*member)
-                mesh.attach(server)
+            if mesh is not None:
+                mesh.counters = server.counters
                 await nursery.start(mesh.run)
             running: RunningServer = await nursery.start(functools.partial(
                 server.serve_tcp, host=args.host, http_port=args.http_port,

@@ -45,15 +45,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-if TYPE_CHECKING:
-    from .mqtt_gateway import MqttSession
-    from .server import PushServer
+from .sessions import Session, SessionRegistry
 
 __all__ = ["ClusterMember", "RoutedSessions", "reuseport_listeners", "run_cluster"]
 
@@ -120,23 +118,41 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 # --- routing between workers -------------------------------------------------------------
 
-class RoutedSessions(dict):
-    """The server's ``registration_id -> session`` table that tells the other workers
-    when a device connects or disconnects here."""
+class RoutedSessions(SessionRegistry):
+    """The session registry of a worker: also tells the other workers when a device
+    connects or disconnects here, wakes devices connected to them, knows who is online
+    anywhere (for ttl-0 pushes) and passes token revocations on."""
 
-    __slots__ = ("member",)
-
-    def __init__(self, member: ClusterMember) -> None:
-        super().__init__()
+    def __init__(self, member: ClusterMember, probe_limit: int | None = None) -> None:
+        super().__init__(probe_limit)
         self.member = member
 
-    def __setitem__(self, rid: str, session: MqttSession) -> None:
-        super().__setitem__(rid, session)
-        self.member.announce("u", rid)
+    def attach(self, session: Session) -> None:
+        super().attach(session)
+        self.member.announce("u", session.registration_id)
 
-    def __delitem__(self, rid: str) -> None:
-        super().__delitem__(rid)
-        self.member.announce("d", rid)
+    def detach(self, session: Session) -> bool:
+        detached = super().detach(session)
+        if detached:
+            self.member.announce("d", session.registration_id)
+        return detached
+
+    def online(self) -> _Online:
+        return _Online(super().online(), self.member.presence)
+
+    def wake(self, registration_ids: Sequence[str]) -> None:
+        super().wake(registration_ids)
+        self.member.pushed([rid for rid in registration_ids if rid not in self])
+
+    def revoke(self, registration_id: str, after: float, keep: bytes | None = None) -> int:
+        told = super().revoke(registration_id, after, keep)
+        keep_text = "-" if keep is None else keep.hex()
+        self.member.announce("r", f"{registration_id} {after!r} {keep_text}")
+        return told
+
+    def local_revoke(self, registration_id: str, after: float, keep: bytes | None) -> None:
+        """A revocation another worker passed on."""
+        super().revoke(registration_id, after, keep)
 
 
 class _Online:
@@ -144,7 +160,7 @@ class _Online:
 
     __slots__ = ("local", "remote")
 
-    def __init__(self, local: dict, remote: dict) -> None:
+    def __init__(self, local: Collection[str], remote: dict[str, int]) -> None:
         self.local, self.remote = local, remote
 
     def __contains__(self, rid: object) -> bool:
@@ -168,26 +184,33 @@ class ClusterMember:
         self.control_dir = control_dir
         self.peers = [self._path(i) for i in range(workers) if i != index]
         self.presence: dict[str, int] = {}  # registration id -> worker holding it
-        self.server: PushServer | None = None
+        self.sessions: RoutedSessions | None = None
+        #: The worker's server counters (takeovers are counted there), once known.
+        self.counters: Any = None
         self._outgoing: list[str] = [f"h {index}"]
         self._ready = trio.Event()
-        self._sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         path = self._path(index)
         with _suppress_missing():
             os.unlink(path)  # left by a crashed predecessor
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        # Bound synchronously: from here on, peers' datagrams queue up even before run().
-        self._sock._sock.bind(path)  # noqa: SLF001  (trio sockets bind asynchronously)
+        # Bound synchronously, as a stdlib socket handed to trio afterwards: from here on
+        # peers' datagrams queue up, even before run().
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.bind(path)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = trio.socket.from_stdlib_socket(sock)
 
     def _path(self, index: int) -> str:
         return os.path.join(self.control_dir, f"worker-{index}.sock")
 
-    def attach(self, server: PushServer) -> None:
-        """Route ``server``'s pushes and sessions through the mesh (before it serves)."""
-        self.server = server
-        server._sessions = RoutedSessions(self)
-        server.peers = self
+    def registry(self, probe_limit: int | None) -> RoutedSessions:
+        """The session registry to give this worker's server."""
+        self.sessions = RoutedSessions(self, probe_limit)
+        return self.sessions
 
     # Called synchronously by the server -------------------------------------------------
 
@@ -195,16 +218,12 @@ class ClusterMember:
         self._outgoing.append(f"{kind} {rid}")
         self._ready.set()
 
-    def pushed(self, queued: tuple[str, ...] | list[str]) -> None:
-        """A push for ``queued`` is committed: wake them wherever they are connected."""
+    def pushed(self, queued: list[str]) -> None:
+        """A push for ``queued`` (not connected here) is committed: wake them wherever
+        they are connected."""
         if queued and self.peers:
-            local = self.server._sessions if self.server is not None else {}
-            self._outgoing.extend(f"w {rid}" for rid in queued if rid not in local)
+            self._outgoing.extend(f"w {rid}" for rid in queued)
             self._ready.set()
-
-    def online(self) -> _Online:
-        assert self.server is not None
-        return _Online(self.server._sessions, self.presence)
 
     # Tasks -------------------------------------------------------------------------------
 
@@ -246,9 +265,8 @@ class ClusterMember:
             self._handle(data.decode())
 
     def _handle(self, text: str) -> None:
-        server = self.server
-        assert server is not None
-        sessions, presence = server._sessions, self.presence
+        sessions, presence = self.sessions, self.presence
+        assert sessions is not None
         header, _, body = text.partition("\n")
         sender = int(header)
         for line in body.split("\n"):
@@ -261,8 +279,13 @@ class ClusterMember:
                 presence[rid] = sender
                 session = sessions.get(rid)
                 if session is not None:  # the device connected again, to another worker
-                    server.counters.mqtt_takeovers += 1
+                    if self.counters is not None:
+                        self.counters.mqtt_takeovers += 1
                     session.superseded()
+            elif kind == "r":
+                target, after, keep = rid.split(" ")
+                sessions.local_revoke(target, float(after),
+                                      None if keep == "-" else bytes.fromhex(keep))
             elif kind == "d":
                 if presence.get(rid) == sender:
                     del presence[rid]

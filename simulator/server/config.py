@@ -17,6 +17,11 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
         raise ValueError(f"{attribute.name} must be > 0, not {value!r}")
 
 
+def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
+
+
 @attrs.frozen
 class Limits:
     """Size, time and rate limits. Times are seconds of monotonic (trio) time."""
@@ -53,6 +58,10 @@ class Limits:
         default=None, validator=attrs.validators.optional(_positive))
     connect_burst: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_positive))
+    #: Probe connections (client id ``<registration_id>/probe``) one device may hold at
+    #: once; one more gets CONNACK 3. None = no limit.
+    max_probes_per_device: int | None = attrs.field(
+        default=2, validator=attrs.validators.optional(_positive))
 
 
 @attrs.frozen
@@ -70,6 +79,16 @@ class ServerConfig:
     mqtt_tls: bool = False
     #: Lifetime of a device token (wall-clock seconds); 30 days.
     token_ttl: float = attrs.field(default=30 * DAY, validator=_positive)
+    #: A re-registration revokes the device's older tokens this many seconds later (a
+    #: connection still using one is closed then); docs/security.md.
+    token_grace: float = attrs.field(default=300.0, validator=_non_negative)
+    #: A challenge for a re-registration is valid this long, and at most this many per
+    #: device are (older ones are forgotten).
+    challenge_ttl: float = attrs.field(default=60.0, validator=_positive)
+    max_challenges_per_device: int = attrs.field(default=4, validator=_positive)
+    #: A device may bind an alias (POST or PUT) only while fewer devices of its app hold
+    #: it; the app server binds any alias with its master secret.
+    alias_device_limit: int = attrs.field(default=1, validator=_positive)
     #: TTL of a push without ``options.ttl`` (CONTRACT §2), and the largest one accepted.
     default_ttl: int = 86400
     max_ttl: int = 28 * 86400

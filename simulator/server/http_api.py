@@ -16,6 +16,7 @@ import base64
 import binascii
 import hmac
 import http
+import json
 import logging
 import math
 import re
@@ -36,6 +37,8 @@ from .validation import (
     parse_device_update,
     parse_json,
 )
+
+from .records import Refused
 
 if TYPE_CHECKING:
     from .server import PushServer
@@ -67,7 +70,9 @@ def json_reply(status: int, doc: Any, **kwargs: Any) -> Reply:
 
 
 def error_reply(status: int, code: str, message: str, **kwargs: Any) -> Reply:
-    return json_reply(status, {"error": {"code": code, "message": message}}, **kwargs)
+    # ASCII-escaped: a message quoting client input can hold nothing unencodable.
+    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
+    return Reply(status, body.encode(), **kwargs)
 
 
 class HttpError(Exception):
@@ -114,9 +119,17 @@ def _credentials(call: Call, scheme: str) -> str:
 
 
 def _admin(call: Call) -> None:
-    token = _credentials(call, "Bearer").encode("latin-1")
-    if not hmac.compare_digest(token, call.server.config.admin_token.encode()):
+    if not _is_admin(call):
+        _credentials(call, "Bearer")  # 401 for a missing or malformed header first
         raise _unauthorized("Bearer", "wrong admin token")
+
+
+def _is_admin(call: Call) -> bool:
+    """Whether the request carries ``Authorization: Bearer <admin token>``."""
+    value = call.header(b"authorization") or ""
+    scheme, _, token = value.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode("latin-1"), call.server.config.admin_token.encode())
 
 
 def _app(call: Call) -> str:
@@ -149,8 +162,9 @@ async def register_device(call: Call) -> Reply:
     if not call.server.app_exists(app_key):
         raise HttpError(401, "unauthorized", "unknown app key")
     request = parse_device_request(call.json())
+    bearer = _bearer(call) if call.header(b"authorization") is not None else None
     server = call.server
-    reg = await server.register_device_async(app_key, request)
+    reg = await server.register_device_async(app_key, request, bearer=bearer)
     config = server.config
     return json_reply(200, {
         "registration_id": reg.registration_id,
@@ -162,6 +176,17 @@ async def register_device(call: Call) -> Reply:
     })
 
 
+def _refusal_reply(refused: Refused) -> Reply:
+    refusal = refused.refusal
+    doc: dict[str, Any] = {"error": {"code": refusal.code, "message": refusal.message}}
+    if refusal.challenge is not None:
+        doc["challenge"] = refusal.challenge
+        expires_in = refusal.challenge_expires_in or 0.0
+        doc["challenge_expires_in"] = int(expires_in) if float(expires_in).is_integer() \
+            else expires_in
+    return json_reply(refusal.status, doc)
+
+
 def _host_of(call: Call) -> str:
     """The host name the client used to reach us (its Host header), for the MQTT address."""
     match = _HOST_RE.match(call.header(b"host") or "")
@@ -170,17 +195,51 @@ def _host_of(call: Call) -> str:
     return match.group(1).strip("[]")
 
 
-async def update_device(call: Call) -> Reply:
-    token = _credentials(call, "Bearer")
+def _bearer(call: Call) -> str:
+    return _credentials(call, "Bearer")
+
+
+def _device_or_app(call: Call) -> tuple[str, bool]:
+    """Who may change or delete registration ``call.param``: the device (Bearer token of
+    that registration), its app server (Basic master secret), or — ``allow_admin`` — the
+    admin token. ``(app_key, by_app)``; 401/403/404 otherwise."""
+    value = call.header(b"authorization") or ""
+    if value[:6].lower() == "basic ":
+        app_key = _app(call)
+        if call.server.device_app(call.param) != app_key:
+            raise HttpError(404, "not_found", "no such registration_id in this app")
+        return app_key, True
+    token = _bearer(call)
     owner = call.server.authenticate_device(token)
     if owner is None:
-        raise _unauthorized("Bearer", "unknown or expired device token")
-    if owner[0] != call.param:
+        raise _unauthorized("Bearer", "unknown, expired or revoked device token")
+    if owner.registration_id != call.param:
         raise HttpError(403, "forbidden", "this token belongs to another device")
+    return owner.app_key, False
+
+
+async def update_device(call: Call) -> Reply:
+    _, by_app = _device_or_app(call)
     update = parse_device_update(call.json())
-    device = await call.server.update_device_async(call.param, update)
+    try:
+        device = await call.server.update_device_async(call.param, update, by_app=by_app)
+    except KeyError:
+        raise HttpError(404, "not_found", "no such registration_id") from None
     return json_reply(200, {"registration_id": device.registration_id, "alias": device.alias,
                             "tags": list(device.tags)})
+
+
+async def delete_device(call: Call) -> Reply:
+    """Unregister (the device itself, its app server, or the admin token)."""
+    if _is_admin(call):
+        app_key = call.server.device_app(call.param)
+        if app_key is None:
+            raise HttpError(404, "not_found", "no such registration_id")
+    else:
+        app_key, _ = _device_or_app(call)
+    if not await call.server.delete_device_async(app_key, call.param):
+        raise HttpError(404, "not_found", "no such registration_id")
+    return json_reply(200, {})
 
 
 async def device_keys(call: Call) -> Reply:
@@ -227,7 +286,7 @@ Handler = Callable[[Call], Awaitable[Reply]]
 ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/apps": {"POST": create_app},
     "/v1/devices": {"POST": register_device},
-    "/v1/devices/{id}": {"PUT": update_device},
+    "/v1/devices/{id}": {"PUT": update_device, "DELETE": delete_device},
     "/v1/devices/{id}/keys": {"GET": device_keys},
     "/v1/push": {"POST": push},
     "/v1/messages/{id}": {"GET": message_status},
@@ -276,6 +335,8 @@ async def answer(server: PushServer, request: h11.Request, body: bytes) -> Reply
         return await handler(call)
     except HttpError as exc:
         return exc.reply
+    except Refused as exc:
+        return _refusal_reply(exc)
     except InvalidRequest as exc:
         return error_reply(exc.status, exc.code, exc.message)
     except (StoreError, sqlite3.Error) as exc:

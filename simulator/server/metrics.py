@@ -36,6 +36,11 @@ class Counters:
     mqtt_protocol_errors: int = 0
     mqtt_acl_violations: int = 0
     rate_limited: int = 0
+    registrations: int = 0
+    registrations_refused: int = 0
+    devices_deleted: int = 0
+    mqtt_sessions_revoked: int = 0
+    mqtt_probes_refused: int = 0
     http_responses: Counter[int] = attrs.field(factory=Counter)  # by status code
 
 
@@ -72,6 +77,11 @@ class ServerStatistics:
     mqtt_protocol_errors: int
     mqtt_acl_violations: int
     rate_limited: int
+    registrations: int
+    registrations_refused: int
+    devices_deleted: int
+    mqtt_sessions_revoked: int
+    mqtt_probes_refused: int
     http_responses: tuple[tuple[int, int], ...] = ()  # (status, count), sorted
 
 
@@ -104,6 +114,14 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("mqtt_protocol_errors", "counter", "Connections closed for malformed or oversized packets."),
     ("mqtt_acl_violations", "counter", "Connections closed for publishing outside rcpt/."),
     ("rate_limited", "counter", "Pushes refused with 429 by the per-app rate limit."),
+    ("registrations", "counter", "Registrations accepted (new devices and re-registrations)."),
+    ("registrations_refused", "counter",
+     "Re-registrations refused: proof missing or wrong (401/403), alias taken (409)."),
+    ("devices_deleted", "counter", "Registrations deleted (DELETE /v1/devices/<id>)."),
+    ("mqtt_sessions_revoked", "counter",
+     "MQTT connections closed because their token was revoked."),
+    ("mqtt_probes_refused", "counter",
+     "Probe connections refused (CONNACK 3): the device held the most allowed."),
 )
 
 

@@ -49,12 +49,12 @@ from pushsdk.protocol import (
 )
 
 from . import writes
-from .admission import CONNACK_SERVER_UNAVAILABLE, ConnectAdmission
+from .admission import ConnectAdmission
 from .payloads import deleted_payload
 from .validation import InvalidRequest, parse_receipt
 
 if TYPE_CHECKING:
-    from .records import Pending
+    from .records import Pending, TokenOwner
     from .server import PushServer
 
 __all__ = ["Flusher", "MqttSession", "serve_mqtt", "inbox_topic", "receipt_topic"]
@@ -161,24 +161,34 @@ async def _read_connect(server: PushServer, stream: trio.abc.Stream,
     return None
 
 
-def _authenticate(server: PushServer, connect: Connect) -> tuple[int, str]:
-    """CONNACK return code, and the device's app key when accepted."""
+def _authenticate(server: PushServer, connect: Connect) -> tuple[int, TokenOwner | None]:
+    """CONNACK return code, and who the token belongs to when accepted."""
     if not connect.client_id:
-        return ConnackCode.IDENTIFIER_REJECTED, ""
+        return ConnackCode.IDENTIFIER_REJECTED, None
     if connect.username is None or connect.password is None:
-        return ConnackCode.BAD_USERNAME_OR_PASSWORD, ""
-    owner = server.store.token_device(hashlib.sha256(connect.password).digest(),
-                                      server.clock.now())
-    if owner is None:
-        return ConnackCode.BAD_USERNAME_OR_PASSWORD, ""  # unknown or expired: register again
-    registration_id, app_key = owner
-    if connect.client_id not in (registration_id, registration_id + PROBE_SUFFIX) \
-            or app_key != connect.username:
-        return ConnackCode.NOT_AUTHORIZED, ""
+        return ConnackCode.BAD_USERNAME_OR_PASSWORD, None
+    owner = server.store.token_device(_token_hash(connect.password), server.clock.now())
+    if owner is None:  # unknown, expired or revoked: register again
+        return ConnackCode.BAD_USERNAME_OR_PASSWORD, None
+    rid = owner.registration_id
+    if connect.client_id not in (rid, rid + PROBE_SUFFIX) or owner.app_key != connect.username:
+        return ConnackCode.NOT_AUTHORIZED, None
     if connect.will is not None:
         # A will would publish on the device's behalf; devices may publish only receipts.
-        return ConnackCode.NOT_AUTHORIZED, ""
-    return ConnackCode.ACCEPTED, app_key
+        return ConnackCode.NOT_AUTHORIZED, None
+    return ConnackCode.ACCEPTED, owner
+
+
+def _token_hash(password: bytes) -> bytes:
+    return hashlib.sha256(password).digest()
+
+
+def _revoke_after(server: PushServer, owner: TokenOwner) -> float:
+    """Seconds until the token this connection authenticated with is revoked (inf: not
+    scheduled); a connection never outlives its token's revocation."""
+    if owner.revoke_at is None:
+        return math.inf
+    return max(0.0, owner.revoke_at - server.clock.now())
 
 
 def _admission(server: PushServer) -> ConnectAdmission:
@@ -200,18 +210,17 @@ async def _accept(server: PushServer, stream: trio.abc.Stream, conn: Connection,
         server.counters.mqtt_connections_refused += 1
         log.debug("refused CONNECT of client id %r: over the admission rate",
                   connect.client_id[:64])
-        with trio.move_on_after(server.limits.send_timeout):
-            await stream.send_all(CONNACK_SERVER_UNAVAILABLE)
+        await _refuse(server, stream, conn, ConnackCode.SERVER_UNAVAILABLE)
         return None
-    code, app_key = _authenticate(server, connect)
-    if code != ConnackCode.ACCEPTED:
+    code, owner = _authenticate(server, connect)
+    if owner is None:
         server.counters.mqtt_connections_refused += 1
         log.info("refused CONNECT of client id %r: CONNACK %d", connect.client_id[:64], code)
-        with trio.move_on_after(server.limits.send_timeout):
-            await stream.send_all(conn.send(ConnAck(return_code=code)))
+        await _refuse(server, stream, conn, code)
         return None
+    token_hash = _token_hash(connect.password or b"")
     if connect.client_id.endswith(PROBE_SUFFIX):
-        await _serve_probe(server, stream, conn, connect)
+        await _serve_probe(server, stream, conn, connect, owner, token_hash)
         return None
     rid = connect.client_id
     _take_over(server, rid)
@@ -220,15 +229,23 @@ async def _accept(server: PushServer, stream: trio.abc.Stream, conn: Connection,
     server.counters.messages_discarded += opened.discarded
     server.counters.messages_expired += opened.expired
     server.counters.mqtt_connections_accepted += 1
-    session = MqttSession(server, stream, conn, rid, app_key, connect.clean_session,
-                          connect.keepalive, opened.sub_qos)
-    server._sessions[rid] = session
+    session = MqttSession(server, stream, conn, rid, owner.app_key, connect.clean_session,
+                          connect.keepalive, opened.sub_qos, token_hash)
+    session.revoke(_revoke_after(server, owner))
+    server.sessions.attach(session)
     session.connack = conn.send(ConnAck(session_present=opened.session_present))
     return session
 
 
+async def _refuse(server: PushServer, stream: trio.abc.Stream, conn: Connection,
+                  code: int) -> None:
+    """Answer a CONNECT with a refusing CONNACK (then the connection is closed)."""
+    with trio.move_on_after(server.limits.send_timeout):
+        await stream.send_all(conn.send(ConnAck(return_code=code)))
+
+
 def _take_over(server: PushServer, rid: str) -> None:
-    previous = server._sessions.get(rid)
+    previous = server.sessions.get(rid)
     if previous is not None:
         # MQTT-3.1.4-2: a second connection with the same client id replaces the first.
         server.counters.mqtt_takeovers += 1
@@ -236,21 +253,56 @@ def _take_over(server: PushServer, rid: str) -> None:
         previous.take_over()
 
 
+class _Probe:
+    """A probe connection as the session registry sees it (so it can be limited per
+    device and closed when the device's tokens are revoked)."""
+
+    __slots__ = ("scope", "token_hash")
+
+    def __init__(self, token_hash: bytes) -> None:
+        self.token_hash = token_hash
+        self.scope = trio.CancelScope()
+
+    def revoke(self, after: float) -> None:
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + after)
+
+
 async def _serve_probe(server: PushServer, stream: trio.abc.Stream, conn: Connection,
-                       connect: Connect) -> None:
+                       connect: Connect, owner: TokenOwner, token_hash: bytes) -> None:
     """A *probe* connection (client id ``<registration_id>/probe``): an extension for
     heartbeat strategies that measure the NAT's idle timeout on a second connection, so the
     main one never goes silent longer than is known to be safe (docs/protocol.md).
 
     It has no session, no queue and does not take the device's connection over: it answers
     PINGREQ until the device disconnects, goes silent past 1.5 × keepalive, or sends
-    anything else (which closes it).
+    anything else (which closes it). A device holds at most ``max_probes_per_device``
+    (one more gets CONNACK 3, "server unavailable").
     """
-    server.counters.mqtt_probes += 1
-    grace = connect.keepalive * 1.5 if connect.keepalive else math.inf
+    rid = owner.registration_id
+    probe = _Probe(token_hash)
+    if not server.sessions.add_probe(rid, probe):
+        server.counters.mqtt_probes_refused += 1
+        log.info("refused a probe connection of device %s: it holds %d already", rid,
+                 server.sessions.probes(rid))
+        await _refuse(server, stream, conn, ConnackCode.SERVER_UNAVAILABLE)
+        return
+    try:
+        server.counters.mqtt_probes += 1
+        probe.revoke(_revoke_after(server, owner))
+        with probe.scope:
+            await _answer_pings(server, stream, conn, connect.keepalive)
+        if probe.scope.cancelled_caught:
+            server.counters.mqtt_sessions_revoked += 1
+    finally:
+        server.sessions.remove_probe(rid, probe)
+
+
+async def _answer_pings(server: PushServer, stream: trio.abc.Stream, conn: Connection,
+                        keepalive: int) -> None:
+    grace = keepalive * 1.5 if keepalive else math.inf
     with trio.move_on_after(server.limits.send_timeout):
         await stream.send_all(conn.send(ConnAck()))
-    with trio.CancelScope(deadline=trio.current_time() + grace) as keepalive:
+    with trio.CancelScope(deadline=trio.current_time() + grace) as silence:
         while True:
             try:
                 event = conn.next_event()
@@ -261,7 +313,7 @@ async def _serve_probe(server: PushServer, stream: trio.abc.Stream, conn: Connec
                 continue
             if not isinstance(event, PingReq):
                 return  # DISCONNECT, EOF, or anything a probe has no business sending
-            keepalive.deadline = trio.current_time() + grace
+            silence.deadline = trio.current_time() + grace
             await stream.send_all(conn.send(PingResp()))
 
 
@@ -272,12 +324,12 @@ class MqttSession:
     __slots__ = (
         "server", "stream", "conn", "registration_id", "app_key", "inbox", "clean",
         "keepalive", "sub_qos", "inflight", "last_seq", "next_packet_id", "exhausted",
-        "flushing", "detached", "nursery", "outbox", "connack",
+        "flushing", "detached", "nursery", "outbox", "connack", "token_hash", "revoke_at",
     )
 
     def __init__(self, server: PushServer, stream: trio.abc.Stream, conn: Connection,
                  registration_id: str, app_key: str, clean: bool, keepalive: int,
-                 sub_qos: int | None) -> None:
+                 sub_qos: int | None, token_hash: bytes = b"") -> None:
         self.server = server
         self.stream = stream
         self.conn = conn
@@ -296,6 +348,8 @@ class MqttSession:
         self.nursery: trio.Nursery | None = None  # cancelling its scope ends the connection
         self.outbox: bytearray | None = None  # not None while a task is writing
         self.connack = b""
+        self.token_hash = token_hash  # of the token this connection authenticated with
+        self.revoke_at = math.inf  # trio time at which that token is revoked
 
     def __repr__(self) -> str:
         return f"<MqttSession {self.registration_id} inflight={len(self.inflight)}>"
@@ -306,6 +360,7 @@ class MqttSession:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                nursery.cancel_scope.deadline = self.revoke_at
                 try:
                     if self.detached:  # taken over already
                         return
@@ -322,6 +377,16 @@ class MqttSession:
                 nursery.cancel_scope.cancel()
         finally:
             self._detach()
+        if trio.current_time() >= self.revoke_at:
+            self.server.counters.mqtt_sessions_revoked += 1
+            log.info("device %s: its token was revoked: connection closed",
+                     self.registration_id)
+
+    def revoke(self, after: float) -> None:
+        """End this connection ``after`` seconds from now: its token is being revoked."""
+        self.revoke_at = min(self.revoke_at, trio.current_time() + after)
+        if self.nursery is not None:
+            self.nursery.cancel_scope.deadline = self.revoke_at
 
     def take_over(self) -> None:
         """Close this connection because the device connected again (synchronously
@@ -337,9 +402,7 @@ class MqttSession:
         if self.detached:
             return
         self.detached = True
-        sessions = self.server._sessions
-        if sessions.get(self.registration_id) is self:
-            del sessions[self.registration_id]
+        self.server.sessions.detach(self)
         self.inflight.clear()
         self._end()
 
@@ -353,8 +416,7 @@ class MqttSession:
             return
         self.detached = True
         server = self.server
-        if server._sessions.get(self.registration_id) is self:
-            del server._sessions[self.registration_id]
+        server.sessions.detach(self)
         server.committer.post(writes.close_sessions, (self.registration_id, self.clean),
                               server.count_expired)
         self.inflight.clear()

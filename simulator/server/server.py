@@ -33,10 +33,13 @@ from . import http_api, mqtt_gateway, writes
 from .committer import Committer, in_thread
 from .config import ServerConfig
 from .gctune import server_gc
+from .keys import b64url_encode
 from .metrics import Counters, ServerStatistics, render_prometheus
-from .mqtt_gateway import Flusher, MqttSession, inbox_topic
+from .mqtt_gateway import Flusher, inbox_topic
 from .payloads import push_payload
 from .ratelimit import TokenBucket
+from .records import Refusal, Refused, Registered, TokenOwner
+from .sessions import SessionRegistry
 from .store import Device, MessageStatus, NewMessage, SqliteStore, Store, split_live
 from .validation import DeviceRequest, DeviceUpdate, PushRequest, parse_push_request
 
@@ -45,6 +48,7 @@ __all__ = [
     "DeviceRegistration",
     "PushResult",
     "PushServer",
+    "Refused",
     "RunningServer",
     "run_server",
 ]
@@ -131,7 +135,8 @@ class PushServer:
 
     def __init__(self, store: Store, *, config: ServerConfig, clock: Clock | None = None,
                  rng: random.Random | None = None, recover: bool = True,
-                 committer: Committer | None = None) -> None:
+                 committer: Committer | None = None,
+                 sessions: SessionRegistry | None = None) -> None:
         self.store = store
         if committer is None:
             on_disk = getattr(store, "on_disk", False)
@@ -142,12 +147,12 @@ class PushServer:
         self.clock = clock if clock is not None else SystemClock()
         self.rng = rng if rng is not None else random.SystemRandom()
         self.counters = Counters()
-        self._sessions: dict[str, MqttSession] = {}  # registration_id -> connected session
+        #: The devices connected to this process (a cluster worker injects a routed one).
+        self.sessions = sessions if sessions is not None else SessionRegistry(
+            probe_limit=config.limits.max_probes_per_device)
         self._buckets: dict[str, TokenBucket] = {}  # app_key -> push rate limit
         self._mqtt_connections = 0
         self._http_connections = 0
-        #: The other worker processes of a cluster (``cluster.ClusterMember``), or None.
-        self.peers: Any = None
         #: Flushes sessions on TCP sockets while :meth:`serve_tcp` runs (else None).
         self.flusher: Flusher | None = None
         if recover:
@@ -299,42 +304,98 @@ class PushServer:
     def app_exists(self, app_key: str) -> bool:
         return self.store.app_secret_hash(app_key) is not None
 
-    async def register_device_async(self, app_key: str,
-                                    request: DeviceRequest) -> DeviceRegistration:
-        """Register (idempotently per ``(app_key, device_id)``) and issue a fresh token."""
-        token = self._secret()
+    async def register_device_async(self, app_key: str, request: DeviceRequest, *,
+                                    bearer: str | None = None) -> DeviceRegistration:
+        """Register a device and issue it a fresh token (docs/security.md, "Device
+        identity"): a device id seen before only for a caller that proves it is that
+        installation (``request.proof``, or for an unbound registration ``bearer``, one of
+        its tokens). Raises :class:`Refused` (401 with a challenge, 403, 409) otherwise."""
+        settings = self.config
         now = self.clock.now()
-        expires_at = round(now + self.config.token_ttl, 3)
+        identity = writes.Identity(
+            bearer_hash=None if bearer is None else _sha256(bearer),
+            challenge=b64url_encode(self.rng.randbytes(32)),
+            challenge_expires_at=now + settings.challenge_ttl,
+            max_challenges=settings.max_challenges_per_device,
+            token_grace=settings.token_grace, alias_limit=settings.alias_device_limit)
+        if request.proof is None and bearer is None \
+                and self.store.device_registered(app_key, request.device_id):
+            # Known device, nothing shown: a challenge, without the fsync of a registration.
+            await self.committer.write(
+                writes.issue_challenge, app_key, request.device_id, identity.challenge,
+                identity.challenge_expires_at, identity.max_challenges, now)
+            self.counters.registrations_refused += 1
+            raise Refused(writes.proof_required(identity, now))
+        token = self._secret()
+        token_hash = _sha256(token)
+        expires_at = round(now + settings.token_ttl, 3)
         register = functools.partial(
             writes.register_device, new_registration_id=self._hex_id(80),
-            token_hash=_sha256(token), token_expires_at=expires_at, now=now,
-            webpush=request.webpush)
-        rid = await self.committer.write(register, app_key, request.device_id,
-                                         request.platform, request.alias, request.tags,
-                                         durable=True)
+            token_hash=token_hash, token_expires_at=expires_at, now=now)
+        outcome = await self.committer.write(register, app_key, request, identity,
+                                             durable=True)
+        if isinstance(outcome, Refusal):
+            self.counters.registrations_refused += 1
+            raise Refused(outcome)
+        assert isinstance(outcome, Registered)
+        self.counters.registrations += 1
+        rid = outcome.registration_id
+        if not outcome.created:  # older tokens go after the grace, and sessions using them
+            self.sessions.revoke(rid, settings.token_grace, keep=token_hash)
         return DeviceRegistration(rid, token, expires_at, inbox_topic(app_key, rid))
 
-    def register_device(self, app_key: str, request: DeviceRequest) -> DeviceRegistration:
-        return self._at_once(self.register_device_async(app_key, request))
+    def register_device(self, app_key: str, request: DeviceRequest, *,
+                        bearer: str | None = None) -> DeviceRegistration:
+        return self._at_once(self.register_device_async(app_key, request, bearer=bearer))
 
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None:
         """``(p256dh, auth)`` a device of ``app_key`` registered for end-to-end encryption."""
         return self.store.webpush_keys(app_key, registration_id)
 
-    def authenticate_device(self, token: str) -> tuple[str, str] | None:
-        """``(registration_id, app_key)`` for a valid device token, else None."""
+    def authenticate_device(self, token: str) -> TokenOwner | None:
+        """Who a valid (unexpired, unrevoked) device token belongs to, else None."""
         return self.store.token_device(_sha256(token), self.clock.now())
 
-    async def update_device_async(self, registration_id: str, update: DeviceUpdate) -> Device:
+    async def update_device_async(self, registration_id: str, update: DeviceUpdate, *,
+                                  by_app: bool = False) -> Device:
+        """Change a device's alias and tags. The device itself (``by_app=False``) may bind
+        an alias only while ``alias_device_limit`` other devices do not hold it
+        (:class:`Refused` 409); its app server (``by_app=True``) binds any."""
+        limit = None if by_app else self.config.alias_device_limit
         device = await self.committer.write(writes.update_device, registration_id,
                                             update.alias, update.tags, self.clock.now(),
-                                            durable=True)
+                                            limit, durable=True)
         if device is None:
             raise KeyError(registration_id)
+        if isinstance(device, Refusal):
+            raise Refused(device)
         return device  # type: ignore[no-any-return]
 
-    def update_device(self, registration_id: str, update: DeviceUpdate) -> Device:
-        return self._at_once(self.update_device_async(registration_id, update))
+    def update_device(self, registration_id: str, update: DeviceUpdate, *,
+                      by_app: bool = False) -> Device:
+        return self._at_once(self.update_device_async(registration_id, update, by_app=by_app))
+
+    async def delete_device_async(self, app_key: str, registration_id: str) -> bool:
+        """Unregister: tokens stop working at once (connections close), nothing more is
+        queued, the device id is free again. False if ``app_key`` has no such device."""
+        deleted = await self.committer.write(writes.delete_device, app_key, registration_id,
+                                             durable=True)
+        if deleted is None:
+            return False
+        self.counters.devices_deleted += 1
+        self.counters.messages_dropped += deleted.dropped
+        self.sessions.revoke(registration_id, 0.0)
+        log.info("device %s of app %s unregistered (%d queued messages dropped)",
+                 registration_id, app_key, deleted.dropped)
+        return True
+
+    def delete_device(self, app_key: str, registration_id: str) -> bool:
+        return self._at_once(self.delete_device_async(app_key, registration_id))
+
+    def device_app(self, registration_id: str) -> str | None:
+        """The app key a registration belongs to, None if unknown."""
+        device = self.store.device(registration_id)
+        return None if device is None else device.app_key
 
     # --- pushes -------------------------------------------------------------------------
 
@@ -380,9 +441,8 @@ class PushServer:
             expires_at=expires_at, collapse_key=request.collapse_key,
             live_only=request.ttl == 0,
         )
-        peers = self.peers
-        queued, offline = split_live(message, targets,
-                                     self._sessions if peers is None else peers.online())
+        sessions = self.sessions
+        queued, offline = split_live(message, targets, sessions.online())
         add_push = functools.partial(
             writes.add_push, queue_cap=self.limits.queue_cap,
             notice_id=functools.partial(self._hex_id, 96),
@@ -395,13 +455,7 @@ class PushServer:
         counters.messages_collapsed += outcome.collapsed
         counters.messages_dropped += outcome.dropped
         counters.deleted_notices += outcome.notices
-        sessions = self._sessions
-        for rid in outcome.queued:
-            session = sessions.get(rid)
-            if session is not None:
-                session.wake()
-        if peers is not None:  # devices connected to other worker processes
-            peers.pushed(outcome.queued)
+        sessions.wake(outcome.queued)  # routed to other workers in a cluster
         return PushResult(msg_id, outcome.targets)
 
     def push(self, app_key: str, request: PushRequest) -> PushResult:
@@ -437,41 +491,24 @@ class PushServer:
     # --- observation --------------------------------------------------------------------
 
     def is_online(self, registration_id: str) -> bool:
-        return registration_id in self._sessions
+        return registration_id in self.sessions
 
     def statistics(self) -> ServerStatistics:
         self.expire_due()
-        counts = self.store.counts()
+        store_counts = self.store.counts()
         c = self.counters
+        counts = {field.name: getattr(c, field.name) for field in attrs.fields(Counters)
+                  if field.name != "http_responses"}
         return ServerStatistics(
             mqtt_connections=self._mqtt_connections,
-            sessions=len(self._sessions),
+            sessions=len(self.sessions),
             http_connections=self._http_connections,
-            inflight=sum(len(s.inflight) for s in self._sessions.values()),
-            queue_depth=counts.pending,
-            apps=counts.apps,
-            devices=counts.devices,
-            http_requests=c.http_requests,
-            pushes_accepted=c.pushes_accepted,
-            push_targets=c.push_targets,
-            messages_sent=c.messages_sent,
-            messages_redelivered=c.messages_redelivered,
-            messages_delivered=c.messages_delivered,
-            messages_expired=c.messages_expired,
-            messages_collapsed=c.messages_collapsed,
-            messages_dropped=c.messages_dropped,
-            messages_discarded=c.messages_discarded,
-            deleted_notices=c.deleted_notices,
-            receipts=c.receipts,
-            mqtt_connections_accepted=c.mqtt_connections_accepted,
-            mqtt_connections_refused=c.mqtt_connections_refused,
-            mqtt_takeovers=c.mqtt_takeovers,
-            mqtt_probes=c.mqtt_probes,
-            mqtt_keepalive_timeouts=c.mqtt_keepalive_timeouts,
-            mqtt_protocol_errors=c.mqtt_protocol_errors,
-            mqtt_acl_violations=c.mqtt_acl_violations,
-            rate_limited=c.rate_limited,
+            inflight=self.sessions.inflight(),
+            queue_depth=store_counts.pending,
+            apps=store_counts.apps,
+            devices=store_counts.devices,
             http_responses=tuple(sorted(c.http_responses.items())),
+            **counts,
         )
 
     def metrics_text(self) -> bytes:

@@ -44,9 +44,12 @@ from .records import (
     NewMessage,
     Pending,
     PushOutcome,
+    Refusal,
+    Registered,
     SessionOpened,
     StoreCounts,
     StoreError,
+    TokenOwner,
 )
 from .schema import (
     COLLAPSED,
@@ -71,6 +74,7 @@ __all__ = [
     "Store",
     "StoreCounts",
     "StoreError",
+    "TokenOwner",
     "split_live",
 ]
 
@@ -85,7 +89,8 @@ class Store(Protocol):
     def close(self) -> None: ...
     def commit(self, work: Callable[[sqlite3.Connection], T], durable: bool = False) -> T: ...
     def app_secret_hash(self, app_key: str) -> bytes | None: ...
-    def token_device(self, token_hash: bytes, now: float) -> tuple[str, str] | None: ...
+    def token_device(self, token_hash: bytes, now: float) -> TokenOwner | None: ...
+    def device_registered(self, app_key: str, device_id: str) -> bool: ...
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None: ...
     def device(self, registration_id: str) -> Device | None: ...
     def resolve_audience(self, app_key: str, kind: str, values: Sequence[str]) -> list[str]: ...
@@ -257,16 +262,22 @@ class SqliteStore:
         ).fetchone()
         return row[0] if row else None
 
-    def token_device(self, token_hash: bytes, now: float) -> tuple[str, str] | None:
-        """``(registration_id, app_key)`` of a valid token, None if unknown or expired."""
+    def token_device(self, token_hash: bytes, now: float) -> TokenOwner | None:
+        """Who a valid token belongs to; None if unknown, expired or revoked."""
         row = self._db.execute(
-            "SELECT t.registration_id, d.app_key, t.expires_at FROM tokens t "
+            "SELECT t.registration_id, d.app_key, t.expires_at, t.revoke_at FROM tokens t "
             "JOIN devices d ON d.registration_id = t.registration_id WHERE t.token_hash = ?",
             (token_hash,),
         ).fetchone()
-        if row is None or row[2] <= now:
+        if row is None or row[2] <= now or (row[3] is not None and row[3] <= now):
             return None
-        return row[0], row[1]
+        return TokenOwner(row[0], row[1], row[3])
+
+    def device_registered(self, app_key: str, device_id: str) -> bool:
+        """Whether ``app_key`` has a registration for ``device_id``."""
+        return self._db.execute(
+            "SELECT 1 FROM devices WHERE app_key = ? AND device_id = ?", (app_key, device_id)
+        ).fetchone() is not None
 
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None:
         """``(p256dh, auth)`` of an ``app_key`` device that registered end-to-end keys."""
@@ -364,10 +375,10 @@ class SqliteStore:
     def create_app(self, app_key: str, name: str, secret_hash: bytes, now: float) -> None:
         self._now(writes.create_app, app_key, name, secret_hash, now, durable=True)
 
-    def register_device(self, app_key: str, device_id: str, platform: str, alias: object,
-                        tags: object, **kwargs: object) -> str:
-        return self._now(writes.register_device, app_key, device_id, platform, alias, tags,
-                         durable=True, **kwargs)
+    def register_device(self, app_key: str, request: object, identity: writes.Identity,
+                        **kwargs: object) -> Registered | Refusal:
+        return self._now(writes.register_device, app_key, request, identity, durable=True,
+                         **kwargs)
 
     def update_device(self, registration_id: str, alias: object, tags: object,
                       now: float) -> Device:
@@ -391,9 +402,6 @@ class SqliteStore:
     def close_session(self, registration_id: str, clean: bool) -> int:
         return self._now(writes.close_sessions, [(registration_id, clean)])
 
-    def set_subscription(self, registration_id: str, qos: int | None) -> None:
-        self._now(writes.set_subscriptions, [(registration_id, qos)])
-
     def take_pending(self, registration_id: str, after_seq: int, limit: int,
                      now: float) -> tuple[list[Pending], int]:
         """Expire the device's due messages, then take up to ``limit`` after ``after_seq``
@@ -406,9 +414,6 @@ class SqliteStore:
 
     def mark_delivered(self, seq: int) -> bool:
         return self._now(writes.mark_delivered, [seq]) > 0
-
-    def record_receipt(self, registration_id: str, msg_id: str, event: str) -> bool:
-        return self._now(writes.record_receipts, [(registration_id, msg_id, event)]) > 0
 
     def expire_due(self, now: float) -> int:
         return self._now(writes.expire_due, [now])

@@ -11,6 +11,7 @@ import attrs
 import h11
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pushsdk.protocol import (
     NEED_DATA,
@@ -30,6 +31,22 @@ from pushsdk.protocol import (
 from simulator.server import PushServer
 
 EPOCH = 1_700_000_000.0
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class DeviceKey:
+    """A device's Ed25519 identity key, as the SDK keeps one (docs/security.md)."""
+
+    def __init__(self) -> None:
+        self.private = Ed25519PrivateKey.generate()
+        self.public = b64url(self.private.public_key().public_bytes_raw())
+
+    def proof(self, app_key: str, device_id: str, challenge: str) -> dict[str, str]:
+        message = f"pushsim-device-proof-v1\n{app_key}\n{device_id}\n{challenge}"
+        return {"challenge": challenge, "signature": b64url(self.private.sign(message.encode()))}
 
 
 def basic(app: dict[str, str]) -> dict[str, str]:
@@ -207,6 +224,8 @@ class Harness:
         self.server = server
         self.nursery = nursery
         self.admin_token = admin_token
+        #: (app_key, device_id) -> the key the harness registers that device with.
+        self.keys: dict[tuple[str, str], DeviceKey] = {}
 
     def open_stream(self, handler: str) -> trio.abc.Stream:
         client, server_end = trio.testing.memory_stream_pair()
@@ -230,11 +249,25 @@ class Harness:
         assert r.status == 201, r
         return r.json
 
+    def key_of(self, app: dict[str, str], device_id: str) -> DeviceKey:
+        return self.keys.setdefault((app["app_key"], device_id), DeviceKey())
+
+    async def register_raw(self, app: dict[str, str], body: dict[str, Any],
+                           headers: dict[str, str] | None = None) -> HttpResponse:
+        return await self.request("POST", "/v1/devices", body,
+                                  headers={"X-App-Key": app["app_key"], **(headers or {})})
+
     async def register(self, app: dict[str, str], device_id: str, **fields: Any
                        ) -> dict[str, Any]:
-        r = await self.request("POST", "/v1/devices",
-                               {"device_id": device_id, "platform": "android", **fields},
-                               headers={"X-App-Key": app["app_key"]})
+        """Register as the SDK does: with the device's key, answering a challenge with
+        its proof when the device id is registered already."""
+        key = self.key_of(app, device_id)
+        body = {"device_id": device_id, "platform": "android", "device_key": key.public,
+                **fields}
+        r = await self.register_raw(app, body)
+        if r.status == 401 and r.error_code == "proof_required":
+            body["proof"] = key.proof(app["app_key"], device_id, r.json["challenge"])
+            r = await self.register_raw(app, body)
         assert r.status == 200, r
         return r.json
 

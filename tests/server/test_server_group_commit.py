@@ -83,7 +83,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 async def acknowledged(server: PushServer) -> None:
     """Until the server has read every PUBACK it waits for."""
     with trio.fail_after(5):
-        while any(session.inflight for session in server._sessions.values()):
+        while any(session.inflight for session in server.sessions):
             await trio.sleep(0.01)
 
 
