@@ -36,6 +36,9 @@ class Limits:
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: An idle keep-alive connection is closed after this long without a new request.
     idle_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Requests answered on one keep-alive connection; the last answer says
+    #: ``Connection: close`` (a client cannot keep one connection busy forever).
+    max_requests_per_connection: int = attrs.field(default=1000, validator=_positive)
     #: Per-app token bucket for POST /v1/push: sustained pushes per second and burst size.
     push_rate: float = attrs.field(default=1000.0, validator=_positive)
     push_burst: float = attrs.field(default=2000.0, validator=_positive)

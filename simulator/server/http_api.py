@@ -1,21 +1,15 @@
-"""The HTTP/1.1 API of the reference server (CONTRACT §2), on h11.
+"""The HTTP API of the reference server (CONTRACT §2): routes, authentication, answers.
 
-Robustness rules, each covered by tests:
-
-* every request gets a JSON answer when one can still be sent — errors are
-  ``{"error": {"code", "message"}}``; nothing a client sends produces a 500;
-* keep-alive, with an idle timeout between requests;
-* a request must arrive whole (head and body) within ``request_timeout`` of its first
-  byte, else 408 and close — slow clients cannot hold connections open;
-* bodies over ``max_body_bytes`` get 413 without being read, and the connection is closed
-  gracefully (write side first, then draining a little) so the client sees the answer.
+:func:`answer` turns one complete request into a :class:`Reply` and never raises for
+anything a client sends: errors are ``{"error": {"code", "message"}}`` with a 4xx status
+(503 when storage fails), never a 500 for client input. The connection itself — framing,
+keep-alive, time and size limits, smuggling defences — is ``http_connection.py``.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
-import http
 import json
 import logging
 import math
@@ -47,12 +41,6 @@ __all__ = ["serve_http"]
 
 log = logging.getLogger("simulator.server.http")
 
-RECEIVE_SIZE = 16 * 1024
-#: After an error that ends the connection, read (and discard) this much for this long
-#: before closing, so the kernel does not reset the connection under the unread answer.
-LINGER_BYTES = 256 * 1024
-LINGER_SECONDS = 2.0
-_REASONS = {int(s): s.phrase.encode() for s in http.HTTPStatus}
 _HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253})(:\d{1,5})?$")
 
 
@@ -347,157 +335,19 @@ async def answer(server: PushServer, request: h11.Request, body: bytes) -> Reply
         return error_reply(500, "internal_error", "internal server error")
 
 
-# --- the connection loop ----------------------------------------------------------------
-
-class _Connection:
-    __slots__ = ("server", "stream", "conn")
-
-    def __init__(self, server: PushServer, stream: trio.abc.Stream) -> None:
-        self.server = server
-        self.stream = stream
-        self.conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
-        )
-
-    async def run(self) -> None:
-        limits = self.server.limits
-        idle_deadline = trio.current_time() + limits.request_timeout  # first request
-        while True:
-            outcome = await self._read_request(idle_deadline)
-            if outcome is None:
-                return
-            if isinstance(outcome, Reply):  # the request itself was unacceptable
-                request, reply = None, outcome
-            else:
-                request, body = outcome
-                reply = await answer(self.server, request, body)
-            head = request is not None and request.method == b"HEAD"
-            if not await self._send_reply(reply, head=head):
-                return
-            if reply.close or self.conn.our_state is not h11.DONE:
-                await self._linger()
-                return
-            if self.conn.their_state is not h11.DONE:
-                return
-            self.conn.start_next_cycle()
-            idle_deadline = trio.current_time() + limits.idle_timeout
-
-    async def _read_request(
-        self, idle_deadline: float
-    ) -> tuple[h11.Request, bytes] | Reply | None:
-        """The next request with its body, an error Reply, or None to close silently."""
-        conn, limits = self.conn, self.server.limits
-        request_deadline = None
-        if conn.trailing_data[0]:  # pipelined: the next request has started already
-            request_deadline = trio.current_time() + limits.request_timeout
-        request: h11.Request | None = None
-        body = bytearray()
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                code = "headers_too_large" if status == 431 else "bad_http"
-                return error_reply(status, code, f"malformed HTTP request: {exc}", close=True)
-            if event is h11.NEED_DATA:
-                deadline = idle_deadline if request_deadline is None else request_deadline
-                with trio.move_on_at(deadline):
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                    if request_deadline is None:
-                        request_deadline = trio.current_time() + limits.request_timeout
-                    conn.receive_data(data)
-                    continue
-                if request_deadline is None:
-                    return None  # idle keep-alive connection: just close
-                return error_reply(408, "request_timeout",
-                                   f"the request did not arrive within "
-                                   f"{limits.request_timeout:g} s", close=True)
-            if isinstance(event, h11.Request):
-                request = event
-                if request_deadline is None:
-                    request_deadline = trio.current_time() + limits.request_timeout
-                too_big = self._check_length(request)
-                if too_big is not None:
-                    return too_big
-                if conn.they_are_waiting_for_100_continue:
-                    await self.stream.send_all(
-                        conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-                    )
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > limits.max_body_bytes:
-                    return self._too_large()
-            elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                return request, bytes(body)
-            else:  # ConnectionClosed between requests
-                return None
-
-    def _check_length(self, request: h11.Request) -> Reply | None:
-        limits = self.server.limits
-        # h11 bounds only a head still incomplete; one that arrived whole is checked here.
-        head = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
-        if head > limits.max_header_bytes:
-            return error_reply(431, "headers_too_large",
-                               f"request head over {limits.max_header_bytes} bytes", close=True)
-        for name, value in request.headers:
-            if name == b"content-length" and int(value) > limits.max_body_bytes:
-                return self._too_large()
-        return None
-
-    def _too_large(self) -> Reply:
-        limit = self.server.limits.max_body_bytes
-        return error_reply(413, "body_too_large", f"request body over {limit} bytes",
-                           close=True)
-
-    async def _send_reply(self, reply: Reply, *, head: bool) -> bool:
-        """Send ``reply``; False if it could not be sent (the connection is finished)."""
-        conn = self.conn
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return False
-        counters = self.server.counters
-        counters.http_requests += 1
-        counters.http_responses[reply.status] += 1
-        headers = [
-            ("Content-Type", reply.content_type),
-            ("Content-Length", str(len(reply.body))),
-            ("Cache-Control", "no-store"),
-            ("Server", "pushsim"),
-            *reply.headers,
-        ]
-        if reply.close:
-            headers.append(("Connection", "close"))
-        data = conn.send(h11.Response(status_code=reply.status, headers=headers,
-                                      reason=_REASONS.get(reply.status, b"")))
-        if reply.body and not head:
-            data += conn.send(h11.Data(data=reply.body))
-        data += conn.send(h11.EndOfMessage())
-        with trio.move_on_after(self.server.limits.request_timeout):
-            await self.stream.send_all(data)
-            return True
-        return False
-
-    async def _linger(self) -> None:
-        """Half-close, then drain what the client still sends, so it reads our answer."""
-        with trio.move_on_after(LINGER_SECONDS):
-            try:
-                await self.stream.send_eof()  # type: ignore[attr-defined]
-            except AttributeError:
-                return
-            drained = 0
-            while drained < LINGER_BYTES:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-                if not data:
-                    return
-                drained += len(data)
-
+# --- the connection ----------------------------------------------------------------------
 
 async def serve_http(server: PushServer, stream: trio.abc.Stream) -> None:
     """Serve HTTP/1.1 on one accepted connection until it ends. Never raises for anything
     the client does."""
+    from .http_connection import HttpConnection
+
     server._http_connections += 1
     try:
-        await _Connection(server, stream).run()
+        connection = HttpConnection(stream, server.limits,
+                                    lambda request, body: answer(server, request, body),
+                                    server.counters)
+        await connection.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass
     finally:
