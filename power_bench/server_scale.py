@@ -247,10 +247,10 @@ def collect(procs: list[ClientProcess]) -> dict[str, Any]:
 
 def prepare_db(path: str, n: int) -> tuple[str, str, list[tuple[str, str]]]:
     """An app and ``n`` devices with tokens; (app_key, master_secret, [(rid, token)])."""
-    from simulator.server import PushServer, ServerConfig, SqliteStore
+    from simulator.server import PushServer, ServerSettings, SqliteStore
 
     store = SqliteStore(path)
-    app = PushServer(store, config=ServerConfig(admin_token="x")).create_app("scale")
+    app = PushServer(store, settings=ServerSettings(admin_token="x")).create_app("scale")
     store.close()
     rng = random.Random(7)
     devices = [(rng.getrandbits(80).to_bytes(10, "big").hex(),

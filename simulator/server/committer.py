@@ -40,7 +40,6 @@ is dropped and logged. Nothing that was acknowledged is lost: acknowledged means
 from __future__ import annotations
 
 import functools
-import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -48,13 +47,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .records import StoreError
+from .logs import server_logger
 
 if TYPE_CHECKING:
     from .store import Store
 
 __all__ = ["Committer", "in_thread"]
 
-log = logging.getLogger("simulator.server.store")
+log = server_logger("simulator.server.store")
 
 Runner = Callable[..., Awaitable[Any]]
 

@@ -11,7 +11,6 @@ import base64
 import binascii
 import hmac
 import json
-import logging
 import math
 import re
 import sqlite3
@@ -33,13 +32,14 @@ from .validation import (
 )
 
 from .records import Refused
+from .logs import server_logger
 
 if TYPE_CHECKING:
     from .server import PushServer
 
 __all__ = ["serve_http"]
 
-log = logging.getLogger("simulator.server.http")
+log = server_logger("simulator.server.http")
 
 _HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253})(:\d{1,5})?$")
 
@@ -80,6 +80,7 @@ class Call:
     headers: dict[bytes, bytes]  # lower-case names; a repeated header keeps its last value
     body: bytes
     param: str  # the <id> path segment, or ""
+    peer: str | None = None  # the client's address; None for an in-memory stream
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -117,7 +118,7 @@ def _is_admin(call: Call) -> bool:
     value = call.header(b"authorization") or ""
     scheme, _, token = value.strip().partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode("latin-1"), call.server.config.admin_token.encode())
+        token.strip().encode("latin-1"), call.server.settings.admin_token.encode())
 
 
 def _app(call: Call) -> str:
@@ -153,7 +154,7 @@ async def register_device(call: Call) -> Reply:
     bearer = _bearer(call) if call.header(b"authorization") is not None else None
     server = call.server
     reg = await server.register_device_async(app_key, request, bearer=bearer)
-    config = server.config
+    config = server.settings
     return json_reply(200, {
         "registration_id": reg.registration_id,
         "token": reg.token,
@@ -242,6 +243,7 @@ async def device_keys(call: Call) -> Reply:
 
 
 async def push(call: Call) -> Reply:
+    received = trio.current_time()
     app_key = _app(call)
     server = call.server
     wait = server.take_push_token(app_key)
@@ -249,6 +251,7 @@ async def push(call: Call) -> Reply:
         raise HttpError(429, "rate_limited", "too many pushes for this app; slow down",
                         headers=(("Retry-After", str(max(1, math.ceil(wait)))),))
     result = await server.push_body_async(app_key, call.json())
+    server.counters.push_latency.observe(trio.current_time() - received)
     return json_reply(200, {"msg_id": result.msg_id, "targets": result.targets})
 
 
@@ -265,7 +268,7 @@ async def healthz(call: Call) -> Reply:
 
 
 async def metrics(call: Call) -> Reply:
-    return Reply(200, call.server.metrics_text(),
+    return Reply(200, await call.server.metrics_text_async(),
                  content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -300,10 +303,11 @@ def _route(path: str) -> tuple[dict[str, Handler] | None, str]:
 
 def dispatch(server: PushServer, request: h11.Request, body: bytes) -> Reply:
     """:func:`answer` for in-process callers (tests), with writes that commit at once."""
-    return server._at_once(answer(server, request, body))
+    return server.run_now(answer(server, request, body))
 
 
-async def answer(server: PushServer, request: h11.Request, body: bytes) -> Reply:
+async def answer(server: PushServer, request: h11.Request, body: bytes,
+                 peer: str | None = None) -> Reply:
     """Answer one complete request. Never raises (but may be cancelled).
 
     A write (push, registration, ...) is answered once it is committed; if the commit
@@ -318,7 +322,7 @@ async def answer(server: PushServer, request: h11.Request, body: bytes) -> Reply
         allowed = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
         return error_reply(405, "method_not_allowed", f"{method[:20]} is not allowed here",
                            headers=(("Allow", allowed),))
-    call = Call(server, dict(request.headers), body, param)
+    call = Call(server, dict(request.headers), body, param, peer)
     try:
         return await handler(call)
     except HttpError as exc:
@@ -337,19 +341,31 @@ async def answer(server: PushServer, request: h11.Request, body: bytes) -> Reply
 
 # --- the connection ----------------------------------------------------------------------
 
-async def serve_http(server: PushServer, stream: trio.abc.Stream) -> None:
+async def serve_http(server: PushServer, stream: trio.abc.Stream,
+                     peer: str | None = None) -> None:
     """Serve HTTP/1.1 on one accepted connection until it ends. Never raises for anything
-    the client does."""
-    from .http_connection import HttpConnection
+    the client does. A connection from an address holding ``max_connections_per_address``
+    already gets 429 (``Retry-After``) at once and is closed."""
+    from .http_connection import HttpConnection, refuse
 
-    server._http_connections += 1
+    connections = server.connections
+    if not connections.enter("http", peer):
+        try:
+            await refuse(stream, server.limits, server.counters, error_reply(
+                429, "too_many_connections", "too many connections from your address",
+                headers=(("Retry-After", "1"),), close=True))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+        return
     try:
-        connection = HttpConnection(stream, server.limits,
-                                    lambda request, body: answer(server, request, body),
-                                    server.counters)
+        connection = HttpConnection(
+            stream, server.limits, lambda request, body: answer(server, request, body, peer),
+            server.counters)
         await connection.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass
     finally:
-        server._http_connections -= 1
+        connections.leave("http", peer)
         await trio.aclose_forcefully(stream)

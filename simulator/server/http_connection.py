@@ -22,7 +22,6 @@ Rules, each covered by tests (``tests/server/test_server_http*.py``):
 from __future__ import annotations
 
 import http
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -31,13 +30,14 @@ import h11
 import trio
 
 from .http_api import Reply, error_reply
+from .logs import server_logger
 
 if TYPE_CHECKING:
-    from .config import Limits
+    from .settings import Limits
 
-__all__ = ["HttpConnection", "head_problem"]
+__all__ = ["HttpConnection", "head_problem", "refuse"]
 
-log = logging.getLogger("simulator.server.http")
+log = server_logger("simulator.server.http")
 
 RECEIVE_SIZE = 16 * 1024
 #: After an error that ends the connection, read (and discard) this much for this long
@@ -294,3 +294,15 @@ class HttpConnection:
                 if not data:
                     return
                 drained += len(data)
+
+
+async def refuse(stream: trio.abc.Stream, limits: Limits, counters: object,
+                 reply: Reply) -> None:
+    """Answer a connection ``reply`` before reading anything from it, then linger."""
+    connection = HttpConnection(stream, limits, _never, counters)
+    if await connection._send_reply(reply, head=False):
+        await connection._linger()
+
+
+async def _never(request: h11.Request, body: bytes) -> Reply:  # pragma: no cover
+    raise AssertionError("a refused connection answers no request")

@@ -18,30 +18,31 @@ import base64
 import functools
 import hashlib
 import hmac
-import logging
 import random
-import ssl
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import trio
 
-from pushsdk.clock import Clock, SystemClock
-
-from . import http_api, mqtt_gateway, writes
+from . import http_api, listeners, mqtt_gateway, writes
+from .admission import ConnectAdmission
 from .committer import Committer, in_thread
-from .config import ServerConfig
-from .gctune import server_gc
+from .connections import ConnectionTable
 from .keys import b64url_encode
-from .metrics import Counters, ServerStatistics, render_prometheus
-from .mqtt_gateway import Flusher, inbox_topic
+from .logs import suppressed_records
+from .metrics import COUNTER_FIELDS, ServerCounters, ServerStatistics, merge, \
+    render_prometheus, snapshot
+from .mqtt_session import Flusher, SendGuard, inbox_topic
 from .payloads import push_payload
-from .ratelimit import TokenBucket
+from .ratelimit import KeyedBuckets, TokenBucket
 from .records import Refusal, Refused, Registered, TokenOwner
 from .sessions import SessionRegistry
-from .store import Device, MessageStatus, NewMessage, SqliteStore, Store, split_live
+from .settings import ServerSettings
+from .store import Device, MessageStatus, NewMessage, Store, split_live
 from .validation import DeviceRequest, DeviceUpdate, PushRequest, parse_push_request
+from .wallclock import SystemWallClock, WallClock
+from .logs import server_logger
 
 __all__ = [
     "AppCredentials",
@@ -49,11 +50,9 @@ __all__ = [
     "PushResult",
     "PushServer",
     "Refused",
-    "RunningServer",
-    "run_server",
 ]
 
-log = logging.getLogger("simulator.server")
+log = server_logger("simulator.server")
 T = TypeVar("T")
 
 
@@ -78,45 +77,14 @@ class PushResult:
     targets: int
 
 
-@attrs.frozen
-class RunningServer:
-    """What :func:`run_server` / :meth:`PushServer.serve_tcp` report once listening."""
-
-    server: PushServer
-    host: str
-    http_port: int
-    mqtt_port: int
-    #: None when TLS is off (or HTTPS was not asked for).
-    mqtts_port: int | None = None
-    https_port: int | None = None
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.http_port}"
-
-    @property
-    def mqtt_url(self) -> str:
-        return f"mqtt://{_url_host(self.host)}:{self.mqtt_port}"
-
-    @property
-    def mqtts_url(self) -> str | None:
-        return None if self.mqtts_port is None else \
-            f"mqtts://{_url_host(self.host)}:{self.mqtts_port}"
-
-    @property
-    def https_url(self) -> str | None:
-        return None if self.https_port is None else \
-            f"https://{_url_host(self.host)}:{self.https_port}"
-
-
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
 def _sha256(secret: str | bytes) -> bytes:
     return hashlib.sha256(secret.encode() if isinstance(secret, str) else secret).digest()
+
+
+class MetricsSource(Protocol):
+    """The metrics of every process serving, given this one's (``cluster.py``)."""
+
+    async def collect(self, local: dict[str, Any]) -> list[dict[str, Any]]: ...
 
 
 class PushServer:
@@ -133,137 +101,66 @@ class PushServer:
     one (every write committed at once on the trio thread: what a simulation needs).
     """
 
-    def __init__(self, store: Store, *, config: ServerConfig, clock: Clock | None = None,
+    def __init__(self, store: Store, *, settings: ServerSettings, clock: WallClock | None = None,
                  rng: random.Random | None = None, recover: bool = True,
                  committer: Committer | None = None,
-                 sessions: SessionRegistry | None = None) -> None:
+                 sessions: SessionRegistry | None = None,
+                 metrics: MetricsSource | None = None) -> None:
         self.store = store
         if committer is None:
             on_disk = getattr(store, "on_disk", False)
             committer = Committer(store, in_thread if on_disk else None)
         self.committer = committer
-        self.config = config
-        self.limits = config.limits
-        self.clock = clock if clock is not None else SystemClock()
+        self.settings = settings
+        self.limits = limits = settings.limits
+        self.clock: WallClock = clock if clock is not None else SystemWallClock()
         self.rng = rng if rng is not None else random.SystemRandom()
-        self.counters = Counters()
+        self.counters = ServerCounters()
         #: The devices connected to this process (a cluster worker injects a routed one).
         self.sessions = sessions if sessions is not None else SessionRegistry(
-            probe_limit=config.limits.max_probes_per_device)
+            probe_limit=limits.max_probes_per_device)
         self._buckets: dict[str, TokenBucket] = {}  # app_key -> push rate limit
-        self._mqtt_connections = 0
-        self._http_connections = 0
+        #: Where the metrics of the other processes of a cluster come from (None: alone).
+        self.metrics = metrics
+        #: Open connections by protocol and source address.
+        self.connections = ConnectionTable(limits.max_connections_per_address)
+        #: MQTT CONNECT admission (a token bucket; unlimited by default).
+        self.admission = ConnectAdmission.from_limits(limits.connect_rate, limits.connect_burst)
         #: Flushes sessions on TCP sockets while :meth:`serve_tcp` runs (else None).
         self.flusher: Flusher | None = None
+        #: Ends connections whose device does not read (a task of its own on sockets).
+        self.send_guard = SendGuard(limits.send_timeout)
+        #: Receipts per device (a token bucket each, kept across its connections).
+        self.receipt_limit = KeyedBuckets(limits.receipt_rate, limits.receipt_burst)
+        #: POST /v1/devices per source address and per app.
+        self.registration_limits = (
+            KeyedBuckets(limits.registration_rate_per_address,
+                         limits.registration_burst_per_address),
+            KeyedBuckets(limits.registration_rate_per_app, limits.registration_burst_per_app))
         if recover:
             self.counters.messages_expired += committer.now(writes.recover)
 
     # --- connections --------------------------------------------------------------------
 
-    async def handle_http_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve HTTP/1.1 requests on one accepted connection until it closes."""
-        await http_api.serve_http(self, stream)
+    async def handle_http_stream(self, stream: trio.abc.Stream,
+                                 peer: str | None = None) -> None:
+        """Serve HTTP/1.1 requests on one accepted connection until it closes. ``peer``
+        is its source address (per-address limits), None for an in-memory stream."""
+        await http_api.serve_http(self, stream, peer)
 
-    async def handle_mqtt_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve one MQTT connection (a device) until it closes."""
-        await mqtt_gateway.serve_mqtt(self, stream)
+    async def handle_mqtt_stream(self, stream: trio.abc.Stream,
+                                 peer: str | None = None) -> None:
+        """Serve one MQTT connection (a device) until it closes; ``peer`` as above."""
+        await mqtt_gateway.serve_mqtt(self, stream, peer)
 
-    async def serve_tcp(self, *, host: str = "127.0.0.1", http_port: int = 8480,
-                        mqtt_port: int = 1883, tls: ssl.SSLContext | None = None,
-                        mqtts_port: int = 8883, https_port: int | None = None,
-                        reuse_port: bool = False,
-                        task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
-                        ) -> None:
-        """Listen on TCP (port 0 = any free port) and serve until cancelled.
+    async def serve_tcp(self, **options: Any) -> None:
+        """Listen on TCP and serve until cancelled: :func:`.listeners.serve_tcp` (same
+        options, ``task_status`` included)."""
+        await listeners.serve_tcp(self, **options)
 
-        With a server-side ``tls`` context (see :mod:`simulator.server.tls`) MQTT over TLS
-        is served on ``mqtts_port`` as well, and HTTPS on ``https_port`` if given; the
-        registration answer then advertises the MQTTS endpoint (``"tls": true``), while
-        plain MQTT stays open for broker-style clients.
-
-        ``reuse_port=True`` listens with ``SO_REUSEPORT``, so that several processes serve
-        the same ports (``pushsim server --workers N``).
-
-        Reports a :class:`RunningServer` with the real ports. Raises ``OSError`` when a port
-        cannot be bound (nothing is left listening then).
-        """
-        if https_port is not None and tls is None:
-            raise ValueError("https_port needs a TLS context")
-        handlers = {"http": (http_port, self.handle_http_stream),
-                    "mqtt": (mqtt_port, self.handle_mqtt_stream)}
-        if tls is not None:
-            from .tls import tls_handler  # imports cryptography: only when TLS is on
-
-            limits = self.limits
-            # A client that never finishes its handshake is given the same time it would
-            # have had to send CONNECT or an HTTP request on a plain connection.
-            handlers["mqtts"] = (mqtts_port, tls_handler(
-                self.handle_mqtt_stream, tls, handshake_timeout=limits.connect_timeout))
-            if https_port is not None:
-                handlers["https"] = (https_port, tls_handler(
-                    self.handle_http_stream, tls, handshake_timeout=limits.request_timeout))
-        listeners: dict[str, list[trio.SocketListener]] = {}
-        if reuse_port:
-            from .cluster import reuseport_listeners as open_listeners
-        else:
-            open_listeners = trio.open_tcp_listeners
-        try:
-            for kind, (port, _) in handlers.items():
-                listeners[kind] = await open_listeners(port, host=host)
-        except BaseException:
-            for opened in listeners.values():
-                for listener in opened:
-                    await trio.aclose_forcefully(listener)
-            raise
-        ports = {kind: opened[0].socket.getsockname()[1] for kind, opened in listeners.items()}
-        # What registration answers advertise: TLS whenever it is on (that is how the SDK
-        # learns to use it), with the port really bound.
-        advertised = {"mqtt_port": ports["mqtts"], "mqtt_tls": True} if tls is not None \
-            else {"mqtt_port": ports["mqtt"]}
-        self.config = attrs.evolve(self.config, **advertised)
-        with server_gc():
-            await self._serve_listeners(listeners, handlers, host, ports, task_status)
-
-    async def _serve_listeners(self, listeners: dict[str, list[trio.SocketListener]],
-                               handlers: dict[str, Any], host: str, ports: dict[str, int],
-                               task_status: trio.TaskStatus[RunningServer]) -> None:
-        async with trio.open_nursery() as nursery:
-            committer = self.committer
-            if committer.batched and not committer.running:
-                # First in, last out: on cancellation it commits what is still queued.
-                await nursery.start(committer.run)
-            if self.flusher is None:
-                self.flusher = Flusher()
-                await nursery.start(self._run_flusher, self.flusher)
-            for kind, (_, handler) in handlers.items():
-                nursery.start_soon(trio.serve_listeners, self._guard(handler), listeners[kind])
-            running = RunningServer(self, host, ports["http"], ports["mqtt"],
-                                    mqtts_port=ports.get("mqtts"),
-                                    https_port=ports.get("https"))
-            task_status.started(running)
-            log.info("listening on %s: %s", host,
-                     ", ".join(f"{kind.upper()} port {port}" for kind, port in ports.items()))
-
-    async def _run_flusher(self, flusher: Flusher, *,
-                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                           ) -> None:
-        try:
-            await flusher.run(task_status=task_status)
-        finally:
-            if self.flusher is flusher:
-                self.flusher = None  # sessions woken from now on flush in tasks of their own
-
-    @staticmethod
-    def _guard(handler):  # type: ignore[no-untyped-def]
-        """A connection handler whose bugs are logged instead of stopping the listener."""
-
-        async def guarded(stream: trio.abc.Stream) -> None:
-            try:
-                await handler(stream)
-            except Exception:
-                log.exception("connection handler failed")
-
-        return guarded
+    def advertise(self, mqtt_port: int, *, tls: bool) -> None:
+        """The MQTT endpoint registration answers tell devices (the port really bound)."""
+        self.settings = attrs.evolve(self.settings, mqtt_port=mqtt_port, mqtt_tls=tls)
 
     # --- apps and devices ---------------------------------------------------------------
 
@@ -273,7 +170,7 @@ class PushServer:
     def _secret(self) -> str:
         return base64.urlsafe_b64encode(self.rng.randbytes(32)).rstrip(b"=").decode()
 
-    def _at_once(self, call: Coroutine[Any, Any, T]) -> T:
+    def run_now(self, call: Coroutine[Any, Any, T]) -> T:
         """Run an ``*_async`` operation to the end without an event loop: it never waits
         while the committer is immediate or not running (its writes commit at once)."""
         if self.committer.running:
@@ -294,7 +191,7 @@ class PushServer:
         return app
 
     def create_app(self, name: str) -> AppCredentials:
-        return self._at_once(self.create_app_async(name))
+        return self.run_now(self.create_app_async(name))
 
     def authenticate_app(self, app_key: str, master_secret: str) -> bool:
         """Whether ``master_secret`` is the secret of ``app_key`` (constant-time compare)."""
@@ -310,7 +207,7 @@ class PushServer:
         identity"): a device id seen before only for a caller that proves it is that
         installation (``request.proof``, or for an unbound registration ``bearer``, one of
         its tokens). Raises :class:`Refused` (401 with a challenge, 403, 409) otherwise."""
-        settings = self.config
+        settings = self.settings
         now = self.clock.now()
         identity = writes.Identity(
             bearer_hash=None if bearer is None else _sha256(bearer),
@@ -346,7 +243,7 @@ class PushServer:
 
     def register_device(self, app_key: str, request: DeviceRequest, *,
                         bearer: str | None = None) -> DeviceRegistration:
-        return self._at_once(self.register_device_async(app_key, request, bearer=bearer))
+        return self.run_now(self.register_device_async(app_key, request, bearer=bearer))
 
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None:
         """``(p256dh, auth)`` a device of ``app_key`` registered for end-to-end encryption."""
@@ -361,7 +258,7 @@ class PushServer:
         """Change a device's alias and tags. The device itself (``by_app=False``) may bind
         an alias only while ``alias_device_limit`` other devices do not hold it
         (:class:`Refused` 409); its app server (``by_app=True``) binds any."""
-        limit = None if by_app else self.config.alias_device_limit
+        limit = None if by_app else self.settings.alias_device_limit
         device = await self.committer.write(writes.update_device, registration_id,
                                             update.alias, update.tags, self.clock.now(),
                                             limit, durable=True)
@@ -373,7 +270,7 @@ class PushServer:
 
     def update_device(self, registration_id: str, update: DeviceUpdate, *,
                       by_app: bool = False) -> Device:
-        return self._at_once(self.update_device_async(registration_id, update, by_app=by_app))
+        return self.run_now(self.update_device_async(registration_id, update, by_app=by_app))
 
     async def delete_device_async(self, app_key: str, registration_id: str) -> bool:
         """Unregister: tokens stop working at once (connections close), nothing more is
@@ -390,7 +287,7 @@ class PushServer:
         return True
 
     def delete_device(self, app_key: str, registration_id: str) -> bool:
-        return self._at_once(self.delete_device_async(app_key, registration_id))
+        return self.run_now(self.delete_device_async(app_key, registration_id))
 
     def device_app(self, registration_id: str) -> str | None:
         """The app key a registration belongs to, None if unknown."""
@@ -418,7 +315,7 @@ class PushServer:
         Raises :class:`~simulator.server.validation.InvalidRequest` (with the HTTP status
         it would get: 400 or 413) for a bad body. No rate limit is applied.
         """
-        limits, config = self.limits, self.config
+        limits, config = self.limits, self.settings
         request = parse_push_request(
             body, default_ttl=config.default_ttl, max_ttl=config.max_ttl,
             max_audience=limits.max_audience, max_payload=limits.max_push_payload,
@@ -426,7 +323,7 @@ class PushServer:
         return await self.push_async(app_key, request)
 
     def push_body(self, app_key: str, body: Any) -> PushResult:
-        return self._at_once(self.push_body_async(app_key, body))
+        return self.run_now(self.push_body_async(app_key, body))
 
     async def push_async(self, app_key: str, request: PushRequest) -> PushResult:
         """Store a push for every device of its audience, durably, then wake the connected
@@ -446,7 +343,7 @@ class PushServer:
         add_push = functools.partial(
             writes.add_push, queue_cap=self.limits.queue_cap,
             notice_id=functools.partial(self._hex_id, 96),
-            notice_expires_at=now + self.config.max_ttl)
+            notice_expires_at=now + self.settings.max_ttl)
         outcome = await self.committer.write(add_push, message, queued, offline, durable=True)
         counters = self.counters
         counters.pushes_accepted += 1
@@ -459,7 +356,7 @@ class PushServer:
         return PushResult(msg_id, outcome.targets)
 
     def push(self, app_key: str, request: PushRequest) -> PushResult:
-        return self._at_once(self.push_async(app_key, request))
+        return self.run_now(self.push_async(app_key, request))
 
     def resolve(self, app_key: str, kind: str, values: Sequence[str] = ()) -> list[str]:
         """Registration ids of an audience (``all``, ``registration_id``, ``alias``, ``tag``)."""
@@ -473,7 +370,7 @@ class PushServer:
         return self.store.message_status(app_key, msg_id)
 
     def message_status(self, app_key: str, msg_id: str) -> MessageStatus | None:
-        return self._at_once(self.message_status_async(app_key, msg_id))
+        return self.run_now(self.message_status_async(app_key, msg_id))
 
     def expire_due(self) -> None:
         """Expire queued messages whose time has passed (also done lazily per device)."""
@@ -494,55 +391,38 @@ class PushServer:
         return registration_id in self.sessions
 
     def statistics(self) -> ServerStatistics:
+        """This process's counters and gauges (the store's figures included)."""
         self.expire_due()
-        store_counts = self.store.counts()
         c = self.counters
-        counts = {field.name: getattr(c, field.name) for field in attrs.fields(Counters)
-                  if field.name != "http_responses"}
-        return ServerStatistics(
-            mqtt_connections=self._mqtt_connections,
-            sessions=len(self.sessions),
-            http_connections=self._http_connections,
-            inflight=self.sessions.inflight(),
-            queue_depth=store_counts.pending,
-            apps=store_counts.apps,
-            devices=store_counts.devices,
-            http_responses=tuple(sorted(c.http_responses.items())),
-            **counts,
-        )
+        counts = {name: getattr(c, name) for name in COUNTER_FIELDS}
+        return ServerStatistics(**self._gauges(), **self._store_gauges(),
+                                http_responses=tuple(sorted(c.http_responses.items())),
+                                **counts)
+
+    def _gauges(self) -> dict[str, int]:
+        open_ = self.connections.open
+        return {"mqtt_connections": open_["mqtt"], "sessions": len(self.sessions),
+                "http_connections": open_["http"], "inflight": self.sessions.inflight()}
+
+    def _store_gauges(self) -> dict[str, int]:
+        counts = self.store.counts()
+        return {"queue_depth": counts.pending, "apps": counts.apps, "devices": counts.devices}
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's metrics as JSON-able data (see ``metrics.snapshot``)."""
+        self.counters.connections_refused_per_address = self.connections.refused
+        self.counters.log_records_suppressed = suppressed_records()
+        return snapshot(self.counters, self._gauges())
+
+    async def metrics_text_async(self) -> bytes:
+        """GET /metrics: Prometheus text for the whole server — with ``--workers``, every
+        worker's counters added up (``metrics`` collects them; counters never go back)."""
+        self.expire_due()
+        local = self.snapshot()
+        snaps = [local] if self.metrics is None else await self.metrics.collect(local)
+        return render_prometheus(merge(snaps), self._store_gauges())
 
     def metrics_text(self) -> bytes:
-        """GET /metrics: Prometheus text format."""
-        return render_prometheus(self.statistics())
-
-
-async def run_server(
-    config: ServerConfig,
-    *,
-    db: str = ":memory:",
-    host: str = "127.0.0.1",
-    http_port: int = 8480,
-    mqtt_port: int = 1883,
-    tls: ssl.SSLContext | None = None,
-    mqtts_port: int = 8883,
-    https_port: int | None = None,
-    clock: Clock | None = None,
-    rng: random.Random | None = None,
-    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Open the store, listen, serve until cancelled, then close connections and the store.
-
-    ``tls``, ``mqtts_port`` and ``https_port`` are as for :meth:`PushServer.serve_tcp`.
-
-    Raises :class:`~simulator.server.store.StoreError` for an unusable database and
-    ``OSError`` for a port that cannot be bound, before reporting started.
-    """
-    store = SqliteStore(db)
-    try:
-        server = PushServer(store, config=config, clock=clock, rng=rng)
-        await server.serve_tcp(host=host, http_port=http_port, mqtt_port=mqtt_port, tls=tls,
-                               mqtts_port=mqtts_port, https_port=https_port,
-                               task_status=task_status)
-    finally:
-        store.close()
-        log.info("stopped; database closed")
+        """:meth:`metrics_text_async` of this process alone."""
+        self.expire_due()
+        return render_prometheus(merge([self.snapshot()]), self._store_gauges())

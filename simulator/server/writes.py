@@ -24,7 +24,6 @@ collapsed or dropped under the session's feet.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -43,6 +42,7 @@ from .records import (
     SessionOpened,
 )
 from .schema import LIVE_ONLY
+from .logs import server_logger
 
 if TYPE_CHECKING:
     from .validation import DeviceRequest
@@ -53,7 +53,7 @@ __all__ = [
     "record_receipts", "recover", "register_device", "set_subscriptions", "update_device",
 ]
 
-log = logging.getLogger("simulator.server.mqtt")
+log = server_logger("simulator.server.mqtt")
 
 
 # --- operations ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
 from pushsdk.clock import VirtualClock  # noqa: E402
 from server_harness import EPOCH, Harness  # noqa: E402
-from simulator.server import Limits, PushServer, ServerConfig, SqliteStore  # noqa: E402
+from simulator.server import Limits, PushServer, ServerSettings, SqliteStore  # noqa: E402
 
 ADMIN = "admin-secret"
 
@@ -26,11 +26,11 @@ def make_harness(nursery: trio.Nursery, autojump_clock: trio.abc.Clock) -> Calla
     """``make_harness(**settings_or_limits)``: a fresh server on a :memory: store."""
 
     def make(**overrides: Any) -> Harness:
-        config_fields = {f.name for f in attrs.fields(ServerConfig)}
+        config_fields = {f.name for f in attrs.fields(ServerSettings)}
         config_kw = {k: v for k, v in overrides.items() if k in config_fields}
         limits_kw = {k: v for k, v in overrides.items() if k not in config_fields}
-        config = ServerConfig(admin_token=ADMIN, limits=Limits(**limits_kw), **config_kw)
-        server = PushServer(SqliteStore(":memory:"), config=config, clock=VirtualClock(EPOCH),
+        config = ServerSettings(admin_token=ADMIN, limits=Limits(**limits_kw), **config_kw)
+        server = PushServer(SqliteStore(":memory:"), settings=config, clock=VirtualClock(EPOCH),
                             rng=random.Random(99))
         return Harness(server, nursery, ADMIN)
 

@@ -94,7 +94,7 @@ async def test_challenges_expire_and_only_the_newest_few_stay_valid(
     flood = [await _challenge(harness, app, "phone") for _ in range(50)]
     (held,) = harness.server.store._db.execute(
         "SELECT COUNT(*) FROM challenges").fetchone()
-    assert held == harness.server.config.max_challenges_per_device == 4
+    assert held == harness.server.settings.max_challenges_per_device == 4
     r = await _answer(harness, app, "phone", key, flood[-5])  # pushed out by newer ones
     assert r.status == 403
     r = await _answer(harness, app, "phone", key, flood[-1])

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pushsdk.webpush import WebPushKeys, b64url_encode
-from simulator.server import PushServer, ServerConfig, SqliteStore
+from simulator.server import PushServer, ServerSettings, SqliteStore
 from simulator.server.http_api import dispatch
 from simulator.server.schema import MIGRATIONS
 
@@ -21,7 +21,7 @@ OFF_CURVE = b64url_encode(b"\x04" + (1).to_bytes(32, "big") * 2)  # (1, 1) is no
 
 @pytest.fixture
 def server():
-    return PushServer(SqliteStore(":memory:"), config=ServerConfig(admin_token="admin"),
+    return PushServer(SqliteStore(":memory:"), settings=ServerSettings(admin_token="admin"),
                       rng=random.Random(1))
 
 
@@ -123,7 +123,7 @@ def test_version_1_database_is_migrated(tmp_path):
     raw.executescript(f"BEGIN;\n{MIGRATIONS[0]}\nPRAGMA user_version = 1;\nCOMMIT;")
     raw.close()
     store = SqliteStore(str(path))
-    server = PushServer(store, config=ServerConfig(admin_token="admin"), rng=random.Random(2))
+    server = PushServer(store, settings=ServerSettings(admin_token="admin"), rng=random.Random(2))
     app = server.create_app("a")
     rid = register(server, app, webpush=KEYS.subscription())[1]["registration_id"]
     assert server.webpush_keys(app.app_key, rid) == (KEYS.p256dh, KEYS.auth)

@@ -13,7 +13,7 @@ import functools
 import pytest
 import trio
 
-from simulator.server import Limits, RunningServer, ServerConfig, run_server
+from simulator.server import Limits, RunningServer, ServerSettings, run_server
 
 pytestmark = pytest.mark.timeout(60)
 ADMIN = "hardening-admin"
@@ -36,7 +36,7 @@ async def _exchange(port: int, data: bytes) -> bytes:
 
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> RunningServer:
-    config = ServerConfig(admin_token=ADMIN, limits=Limits(max_requests_per_connection=3))
+    config = ServerSettings(admin_token=ADMIN, limits=Limits(max_requests_per_connection=3))
     running: RunningServer = await nursery.start(functools.partial(
         run_server, config, http_port=0, mqtt_port=0))
     return running

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from pushsdk.protocol import Publish
 from server_harness import Harness, basic, payload
-from simulator.server import Committer, Limits, PushServer, ServerConfig, SqliteStore, writes
+from simulator.server import Committer, Limits, PushServer, ServerSettings, SqliteStore, writes
 from simulator.server.committer import in_thread
 
 pytestmark = pytest.mark.timeout(90)
@@ -35,7 +35,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Harness]:
     """A server on a database file whose committer batches (on a thread)."""
     store = SqliteStore(str(tmp_path / "push.db"))
     limits = Limits(push_rate=1e6, push_burst=1e6)
-    server = PushServer(store, config=ServerConfig(admin_token=ADMIN, limits=limits),
+    server = PushServer(store, settings=ServerSettings(admin_token=ADMIN, limits=limits),
                         rng=random.Random(3), committer=Committer(store, in_thread))
     try:
         async with trio.open_nursery() as nursery:

@@ -67,12 +67,12 @@ def test_tokens_and_secrets_are_stored_only_as_hashes(tmp_path: Path) -> None:
     import hashlib
     import random
 
-    from simulator.server import PushServer, ServerConfig
+    from simulator.server import PushServer, ServerSettings
     from simulator.server.validation import DeviceRequest
 
     path = tmp_path / "push.db"
     store = SqliteStore(str(path))
-    server = PushServer(store, config=ServerConfig(admin_token="a"), rng=random.Random(1))
+    server = PushServer(store, settings=ServerSettings(admin_token="a"), rng=random.Random(1))
     app = server.create_app("demo")
     reg = server.register_device(app.app_key, DeviceRequest(device_id="d", platform="ios"))
     store.close()

@@ -1,13 +1,15 @@
-"""Configuration of the reference push server: what the operator may tune.
+"""Settings of the reference push server: what the operator may tune.
 
 Everything here is a frozen value; the server reads it, never changes it. Defaults are
 the ones ``pushsim server`` runs with (CONTRACT §1–§3).
 """
 from __future__ import annotations
 
+import json
+
 import attrs
 
-__all__ = ["Limits", "ServerConfig", "DAY"]
+__all__ = ["DAY", "Limits", "RunSettings", "ServerSettings"]
 
 DAY = 86400.0
 
@@ -65,11 +67,30 @@ class Limits:
     #: once; one more gets CONNACK 3. None = no limit.
     max_probes_per_device: int | None = attrs.field(
         default=2, validator=attrs.validators.optional(_positive))
+    #: Concurrent connections (HTTP and MQTT together, per server process) from one source
+    #: address; over it HTTP gets 429 and MQTT a close. None = no limit. Generous: many
+    #: devices share an address behind carrier-grade NAT.
+    max_connections_per_address: int | None = attrs.field(
+        default=10_000, validator=attrs.validators.optional(_positive))
+    #: ``POST /v1/devices`` per source address: a token bucket (per second, burst); 429
+    #: with Retry-After over it. None = no limit.
+    registration_rate_per_address: float | None = attrs.field(
+        default=50.0, validator=attrs.validators.optional(_positive))
+    registration_burst_per_address: float = attrs.field(default=1000.0, validator=_positive)
+    #: ``POST /v1/devices`` per app key (all addresses together); None = no limit.
+    registration_rate_per_app: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive))
+    registration_burst_per_app: float = attrs.field(default=10_000.0, validator=_positive)
+    #: Receipts (PUBLISH to rcpt/) per device: a token bucket kept across its connections;
+    #: over it the receipt is dropped and the connection closed. None = no limit.
+    receipt_rate: float | None = attrs.field(
+        default=10.0, validator=attrs.validators.optional(_positive))
+    receipt_burst: float = attrs.field(default=100.0, validator=_positive)
 
 
 @attrs.frozen
-class ServerConfig:
-    """What a :class:`~simulator.server.server.PushServer` needs besides its store and clock.
+class ServerSettings:
+    """What a :class:`~simulator.server.server.PushServer` needs besides its store and clocks.
 
     ``mqtt_host``/``mqtt_port``/``mqtt_tls`` are what registration answers tell devices;
     ``mqtt_host=None`` means "the host the device used to reach the HTTP API" (its ``Host``
@@ -96,3 +117,34 @@ class ServerConfig:
     default_ttl: int = 86400
     max_ttl: int = 28 * 86400
     limits: Limits = Limits()
+
+
+@attrs.frozen
+class RunSettings:
+    """What ``pushsim server`` runs (:func:`.command.serve`): the server's settings, where
+    it listens, its database, TLS directory, worker processes and log level.
+
+    ``mqtts_port=None`` means 8883 when TLS is on. Serialisable (:meth:`to_json`), which is
+    how a supervisor hands them to its worker processes.
+    """
+
+    server: ServerSettings
+    db: str = "./pushsim.db"
+    host: str = "127.0.0.1"
+    http_port: int = 8480
+    mqtt_port: int = 1883
+    tls_dir: str | None = None
+    mqtts_port: int | None = None
+    https_port: int | None = None
+    workers: int = 1
+    log_level: str = "info"
+
+    def to_json(self) -> str:
+        return json.dumps(attrs.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSettings:
+        doc = json.loads(text)
+        server = doc.pop("server")
+        limits = Limits(**server.pop("limits"))
+        return cls(server=ServerSettings(limits=limits, **server), **doc)
