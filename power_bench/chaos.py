@@ -71,7 +71,7 @@ class ServerProcess:
                 "--admin-token", ADMIN, "--log-level", "warning", *extra]
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": str(root)}
-        self._log = open(log, "ab") if log is not None else subprocess.DEVNULL
+        self._log = _private_log(log) if log is not None else subprocess.DEVNULL
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
                                      stdin=subprocess.DEVNULL, cwd=root, env=env)
         try:
@@ -115,6 +115,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
+
+
+def _private_log(path: Path) -> Any:
+    """The server's log, appended to, readable by its owner only (0600, any umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def http_request(port: int, method: str, path: str, body: Any = None,

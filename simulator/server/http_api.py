@@ -150,6 +150,10 @@ async def register_device(call: Call) -> Reply:
         raise HttpError(401, "unauthorized", "missing X-App-Key header")
     if not call.server.app_exists(app_key):
         raise HttpError(401, "unauthorized", "unknown app key")
+    wait = call.server.take_registration_token(app_key, call.peer)
+    if wait:
+        raise HttpError(429, "rate_limited", "too many registrations; slow down",
+                        headers=(("Retry-After", str(max(1, math.ceil(wait)))),))
     request = parse_device_request(call.json())
     bearer = _bearer(call) if call.header(b"authorization") is not None else None
     server = call.server

@@ -91,8 +91,12 @@ CREATE TABLE webpush_keys (
 # the older tokens after a grace (tokens.revoke_at, NULL = not scheduled). Challenges are
 # kept here, not in a process's memory, so that any worker of a cluster can check the
 # answer; a few per device at most, each used once.
+# devices.online is 1 from a session's open to its close: found set at startup (or by the
+# next CONNECT) it means the connection ended without its bookkeeping, so any queued
+# message may have been sent on it and is a redelivery (DUP=1) from then on.
 _SCHEMA_V3 = """
 ALTER TABLE devices ADD COLUMN device_key BLOB;
+ALTER TABLE devices ADD COLUMN online INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN revoke_at REAL;
 CREATE TABLE challenges (
     id         INTEGER PRIMARY KEY,  -- issue order

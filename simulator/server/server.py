@@ -124,6 +124,7 @@ class PushServer:
         self.metrics = metrics
         #: Open connections by protocol and source address.
         self.connections = ConnectionTable(limits.max_connections_per_address)
+        self._copied = (0, suppressed_records())  # see _sync_counters
         #: MQTT CONNECT admission (a token bucket; unlimited by default).
         self.admission = ConnectAdmission.from_limits(limits.connect_rate, limits.connect_burst)
         #: Flushes sessions on TCP sockets while :meth:`serve_tcp` runs (else None).
@@ -309,6 +310,17 @@ class PushServer:
             self.counters.rate_limited += 1
         return wait
 
+    def take_registration_token(self, app_key: str, peer: str | None) -> float:
+        """Apply the registration limits (per source address, per app): 0.0 if a
+        ``POST /v1/devices`` may go now, else seconds to wait."""
+        now = trio.current_time()
+        per_address, per_app = self.registration_limits
+        wait = per_address.take(peer, now) if peer is not None else 0.0
+        wait = wait or per_app.take(app_key, now)
+        if wait:
+            self.counters.registrations_rate_limited += 1
+        return wait
+
     async def push_body_async(self, app_key: str, body: Any) -> PushResult:
         """Check a decoded push body exactly as ``POST /v1/push`` does and push it.
 
@@ -393,6 +405,7 @@ class PushServer:
     def statistics(self) -> ServerStatistics:
         """This process's counters and gauges (the store's figures included)."""
         self.expire_due()
+        self._sync_counters()
         c = self.counters
         counts = {name: getattr(c, name) for name in COUNTER_FIELDS}
         return ServerStatistics(**self._gauges(), **self._store_gauges(),
@@ -410,9 +423,16 @@ class PushServer:
 
     def snapshot(self) -> dict[str, Any]:
         """This process's metrics as JSON-able data (see ``metrics.snapshot``)."""
-        self.counters.connections_refused_per_address = self.connections.refused
-        self.counters.log_records_suppressed = suppressed_records()
+        self._sync_counters()
         return snapshot(self.counters, self._gauges())
+
+    def _sync_counters(self) -> None:
+        """Counters kept elsewhere (so their hot paths touch nothing else), copied in."""
+        counters = self.counters
+        refused, suppressed = self.connections.refused, suppressed_records()
+        counters.connections_refused_per_address += refused - self._copied[0]
+        counters.log_records_suppressed += suppressed - self._copied[1]
+        self._copied = (refused, suppressed)
 
     async def metrics_text_async(self) -> bytes:
         """GET /metrics: Prometheus text for the whole server — with ``--workers``, every

@@ -137,6 +137,8 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         try:
+            if self.on_disk:
+                _create_private(path)
             if self.on_disk and not self._shared:
                 self._lock_fd = _lock_file(path)
             self._open()
@@ -419,10 +421,26 @@ class SqliteStore:
         return self._now(writes.expire_due, [now])
 
 
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (0600, whatever the umask).
+    SQLite gives its WAL and shared-memory files the database file's mode, so they are
+    0600 too. An existing file is left as it is."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def _lock_file(path: str) -> int:
     """An ``flock`` on the database file: one server per file."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from None
     try:

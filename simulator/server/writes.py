@@ -60,8 +60,13 @@ log = server_logger("simulator.server.mqtt")
 
 def recover(db: sqlite3.Connection) -> int:
     """Start-up after a stop or crash: no device is connected any more. Whatever was in
-    flight becomes a redelivery; ttl=0 messages still queued expire (how many)."""
+    flight becomes a redelivery — and so does everything queued for a device whose
+    connection was open at the crash (its *sent* marks may not have been committed);
+    ttl=0 messages still queued expire (how many)."""
     db.execute("UPDATE deliveries SET sent = 2 WHERE status = 0 AND sent = 1")
+    db.execute("UPDATE deliveries SET sent = 2 WHERE status = 0 AND sent = 0 AND "
+               "registration_id IN (SELECT registration_id FROM devices WHERE online = 1)")
+    db.execute("UPDATE devices SET online = 0 WHERE online = 1")
     return db.execute(
         "UPDATE deliveries SET status = 2 WHERE status = 0 AND expires_at = ?", (LIVE_ONLY,)
     ).rowcount
@@ -378,14 +383,17 @@ def open_session(db: sqlite3.Connection, registration_id: str, clean: bool) -> S
     """A device connected. A clean session discards the stored one (subscription and
     queued messages, as MQTT 3.1.1 requires); otherwise the stored one is resumed or a
     new persistent one begins."""
-    row = db.execute("SELECT session, sub_qos FROM devices WHERE registration_id = ?",
+    row = db.execute("SELECT session, sub_qos, online FROM devices WHERE registration_id = ?",
                      (registration_id,)).fetchone()
     existing = bool(row and row[0])
     # Whatever an earlier connection left in flight is a redelivery now. Normally
     # close_sessions did that already; not when that connection was on a worker process
-    # that crashed or learned of the takeover only afterwards.
+    # that crashed or learned of the takeover only afterwards — then (still online) any
+    # queued message may have been sent on it without its mark reaching the disk.
+    unclosed = "" if row is None or not row[2] else " OR sent = 0"
     db.execute("UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
-               "AND sent = 1", (registration_id,))
+               f"AND (sent = 1{unclosed})", (registration_id,))
+    db.execute("UPDATE devices SET online = 1 WHERE registration_id = ?", (registration_id,))
     # ttl=0 messages were for the earlier connection only (close_sessions expires them;
     # this covers a close whose bookkeeping was lost with a failed commit).
     expired = db.execute(
@@ -422,6 +430,7 @@ def close_sessions(db: sqlite3.Connection, items: list[tuple[str, bool]]) -> int
             "UPDATE deliveries SET status = 2 WHERE registration_id = ? AND status = 0 "
             "AND expires_at = ?", (rid, LIVE_ONLY),
         ).rowcount
+        db.execute("UPDATE devices SET online = 0 WHERE registration_id = ?", (rid,))
         if clean:
             db.execute("UPDATE devices SET session = 0, sub_qos = NULL "
                        "WHERE registration_id = ?", (rid,))

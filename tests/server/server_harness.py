@@ -227,17 +227,19 @@ class Harness:
         #: (app_key, device_id) -> the key the harness registers that device with.
         self.keys: dict[tuple[str, str], DeviceKey] = {}
 
-    def open_stream(self, handler: str) -> trio.abc.Stream:
+    def open_stream(self, handler: str, peer: str | None = None) -> trio.abc.Stream:
+        """A connection to the server; ``peer`` is the source address it sees."""
         client, server_end = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(getattr(self.server, handler), server_end)
+        self.nursery.start_soon(getattr(self.server, handler), server_end, peer)
         return client
 
-    def http_client(self) -> HttpTestClient:
-        return HttpTestClient(self.open_stream("handle_http_stream"))
+    def http_client(self, peer: str | None = None) -> HttpTestClient:
+        return HttpTestClient(self.open_stream("handle_http_stream", peer))
 
-    async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> HttpResponse:
-        """One request on a new connection."""
-        client = self.http_client()
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      peer: str | None = None, **kw: Any) -> HttpResponse:
+        """One request on a new connection (from source address ``peer``)."""
+        client = self.http_client(peer)
         try:
             return await client.request(method, path, body, **kw)
         finally:
@@ -289,8 +291,8 @@ class Harness:
         assert r.status == 200, r
         return r.json
 
-    def mqtt_client(self) -> MqttTestClient:
-        return MqttTestClient(self.open_stream("handle_mqtt_stream"))
+    def mqtt_client(self, peer: str | None = None) -> MqttTestClient:
+        return MqttTestClient(self.open_stream("handle_mqtt_stream", peer))
 
     async def device_client(self, app: dict[str, str], device: dict[str, Any], *,
                             clean: bool = False, keepalive: int = 60,
@@ -303,3 +305,20 @@ class Harness:
             suback = await client.subscribe(device["inbox"])
             assert suback.return_codes == (1,)
         return client, connack
+
+
+def make_server(admin_token: str, seed: int = 1234, **overrides: Any) -> PushServer:
+    """A server on a :memory: store in virtual wall-clock time (EPOCH + trio time);
+    ``overrides`` are ServerSettings fields or, for any other name, Limits fields."""
+    import random
+
+    from pushsdk.clock import VirtualClock
+    from simulator.server import Limits, ServerSettings, SqliteStore
+
+    settings_fields = {f.name for f in attrs.fields(ServerSettings)}
+    settings_kw = {k: v for k, v in overrides.items() if k in settings_fields}
+    limits_kw = {k: v for k, v in overrides.items() if k not in settings_fields}
+    settings = ServerSettings(admin_token=admin_token, limits=Limits(**limits_kw),
+                              **settings_kw)
+    return PushServer(SqliteStore(":memory:"), settings=settings, clock=VirtualClock(EPOCH),
+                      rng=random.Random(seed))
