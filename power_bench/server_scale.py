@@ -44,6 +44,7 @@ from typing import Any
 
 import psutil
 
+from power_bench.chaos import BENCHMARK_LIMITS
 from power_bench.fleet_scale import Mosquitto, _raise_nofile, machine, selectors_select
 
 PER_PROCESS = 17_000  # client connections per client process (under the 20,000 files)
@@ -356,7 +357,7 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
     server = subprocess.Popen(
         [sys.executable, "-m", "simulator", "server", "--db", db, "--workers", str(workers),
          "--http-port", "0", "--mqtt-port", "0", "--push-rate", "1000000",
-         "--log-level", "warning"],
+         "--log-level", "warning", *BENCHMARK_LIMITS],
         stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_raise_nofile)
     procs: list[ClientProcess] = []
     try:

@@ -40,6 +40,7 @@ log = server_logger("simulator.server")
 PROG = "pushsim server"
 MQTTS_PORT = 8883
 LIMITS = Limits()
+SERVER = ServerSettings(admin_token="defaults")
 
 
 class SettingsError(Exception):
@@ -154,15 +155,22 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
              "the device is disconnected (default %(default)s)")
     add("--max-probes", type=_limit(int), default=LIMITS.max_probes_per_device, metavar="N",
         help="probe connections one device may hold at once (default %(default)s)")
+    add("--connection-rate", type=_limit(float), default=LIMITS.connection_rate_per_address,
+        metavar="PER_S", help="new connections per second per source address, bursts of "
+        f"{LIMITS.connection_burst_per_address:g} (default %(default)s)")
+    add("--request-rate", type=_limit(float), default=LIMITS.request_rate_per_address,
+        metavar="PER_S", help="HTTP requests per second per source address, bursts of "
+        f"{LIMITS.request_burst_per_address:g}; 429 over it (default %(default)s)")
     add("--max-connections-per-address", type=_limit(int),
         default=LIMITS.max_connections_per_address, metavar="N",
         help="concurrent connections from one source address (default %(default)s)")
     add("--max-requests-per-connection", type=positive_int,
         default=LIMITS.max_requests_per_connection, metavar="N",
         help="HTTP requests on one keep-alive connection (default %(default)s)")
-    add("--alias-device-limit", type=positive_int, default=1, metavar="N",
+    add("--alias-device-limit", type=positive_int, default=SERVER.alias_device_limit,
+        metavar="N",
         help="devices that may bind the same alias themselves (default %(default)s)")
-    add("--token-grace", type=non_negative_float, default=300.0, metavar="S",
+    add("--token-grace", type=non_negative_float, default=SERVER.token_grace, metavar="S",
         help="seconds a re-registered device's older tokens keep working "
              "(default %(default)g)")
 
@@ -183,6 +191,8 @@ def settings_from_args(args: argparse.Namespace, rng: random.Random) -> RunSetti
         registration_rate_per_address=args.registration_rate,
         registration_rate_per_app=args.app_registration_rate,
         receipt_rate=args.receipt_rate, max_probes_per_device=args.max_probes,
+        connection_rate_per_address=args.connection_rate,
+        request_rate_per_address=args.request_rate,
         max_connections_per_address=args.max_connections_per_address,
         max_requests_per_connection=args.max_requests_per_connection)
     server = ServerSettings(admin_token=admin_token, limits=limits,

@@ -316,6 +316,12 @@ async def answer(server: PushServer, request: h11.Request, body: bytes,
 
     A write (push, registration, ...) is answered once it is committed; if the commit
     fails the answer is 503 ``storage_unavailable`` and nothing of it was stored."""
+    if peer is not None:
+        wait = server.request_limit.take(peer, trio.current_time())
+        if wait:
+            server.counters.requests_rate_limited += 1
+            return error_reply(429, "rate_limited", "too many requests from your address",
+                               headers=(("Retry-After", str(max(1, math.ceil(wait)))),))
     path = request.target.decode("latin-1").partition("?")[0]
     methods, param = _route(path)
     if methods is None:

@@ -298,10 +298,10 @@ class HttpConnection:
 
 async def refuse(stream: trio.abc.Stream, limits: Limits, counters: object,
                  reply: Reply) -> None:
-    """Answer a connection ``reply`` before reading anything from it, then linger."""
+    """Answer a connection ``reply`` before reading anything from it (and then close it
+    at once: a refused connection is held no longer than that write)."""
     connection = HttpConnection(stream, limits, _never, counters)
-    if await connection._send_reply(reply, head=False):
-        await connection._linger()
+    await connection._send_reply(reply, head=False)
 
 
 async def _never(request: h11.Request, body: bytes) -> Reply:  # pragma: no cover

@@ -68,6 +68,7 @@ class ServerCounters:
     mqtt_acl_violations: int = 0
     mqtt_sessions_revoked: int = 0
     rate_limited: int = 0
+    requests_rate_limited: int = 0
     registrations: int = 0
     registrations_refused: int = 0
     registrations_rate_limited: int = 0
@@ -122,6 +123,7 @@ class ServerStatistics:
     mqtt_acl_violations: int
     mqtt_sessions_revoked: int
     rate_limited: int
+    requests_rate_limited: int
     registrations: int
     registrations_refused: int
     registrations_rate_limited: int
@@ -167,6 +169,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("mqtt_sessions_revoked", "counter",
      "MQTT connections closed because their token was revoked."),
     ("rate_limited", "counter", "Pushes refused with 429 by the per-app rate limit."),
+    ("requests_rate_limited", "counter",
+     "HTTP requests refused with 429: their source address sent too many."),
     ("registrations", "counter", "Registrations accepted (new devices and re-registrations)."),
     ("registrations_refused", "counter",
      "Re-registrations refused: proof missing or wrong (401/403), alias taken (409)."),

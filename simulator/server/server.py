@@ -123,7 +123,12 @@ class PushServer:
         #: Where the metrics of the other processes of a cluster come from (None: alone).
         self.metrics = metrics
         #: Open connections by protocol and source address.
-        self.connections = ConnectionTable(limits.max_connections_per_address)
+        self.connections = ConnectionTable(limits.max_connections_per_address,
+                                           limits.connection_rate_per_address,
+                                           limits.connection_burst_per_address)
+        #: HTTP requests per source address.
+        self.request_limit = KeyedBuckets(limits.request_rate_per_address,
+                                          limits.request_burst_per_address)
         self._copied = (0, suppressed_records())  # see _sync_counters
         #: MQTT CONNECT admission (a token bucket; unlimited by default).
         self.admission = ConnectAdmission.from_limits(limits.connect_rate, limits.connect_burst)

@@ -75,8 +75,18 @@ class Limits:
     #: ``POST /v1/devices`` per source address: a token bucket (per second, burst); 429
     #: with Retry-After over it. None = no limit.
     registration_rate_per_address: float | None = attrs.field(
-        default=50.0, validator=attrs.validators.optional(_positive))
-    registration_burst_per_address: float = attrs.field(default=1000.0, validator=_positive)
+        default=20.0, validator=attrs.validators.optional(_positive))
+    registration_burst_per_address: float = attrs.field(default=200.0, validator=_positive)
+    #: New connections (HTTP and MQTT) per second from one source address, a token
+    #: bucket checked before anything is read: over it HTTP gets 429, MQTT a close.
+    connection_rate_per_address: float | None = attrs.field(
+        default=200.0, validator=attrs.validators.optional(_positive))
+    connection_burst_per_address: float = attrs.field(default=2000.0, validator=_positive)
+    #: HTTP requests per second from one source address (all its connections): 429 with
+    #: Retry-After over it, answered before routing. None = no limit.
+    request_rate_per_address: float | None = attrs.field(
+        default=200.0, validator=attrs.validators.optional(_positive))
+    request_burst_per_address: float = attrs.field(default=2000.0, validator=_positive)
     #: ``POST /v1/devices`` per app key (all addresses together); None = no limit.
     registration_rate_per_app: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_positive))

@@ -154,3 +154,25 @@ async def test_a_log_flood_costs_a_counter(harness: Harness, autojump_clock,
     last = [r for r in caplog.records if r.getMessage().startswith("refused CONNECT")][-1]
     assert "similar records suppressed" in last.getMessage()  # the flood is reported
     await _still_served(harness, bystander)
+
+
+async def test_new_connections_and_requests_per_source_address(make_harness,
+                                                               autojump_clock) -> None:
+    harness = make_harness(connection_rate_per_address=2.0, connection_burst_per_address=3.0,
+                           request_rate_per_address=2.0, request_burst_per_address=4.0)
+    statuses = [(await harness.request("GET", "/healthz", peer=ATTACKER)).status
+                for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]  # the 4th connection: over the connection rate
+    assert (await harness.request("GET", "/healthz", peer=OTHER)).status == 200
+    await trio.sleep(1.0)
+    client = harness.http_client(ATTACKER)  # two connections' worth refilled
+    answers = [await client.request("GET", "/healthz") for _ in range(4)]
+    assert [r.status for r in answers] == [200, 200, 200, 429]  # 4 requests in the burst
+    assert answers[-1].headers["retry-after"] == "1"
+    mqtt = harness.mqtt_client(ATTACKER)
+    assert (await mqtt.connect("x", "app", "tok")).return_code == 4  # admitted
+    await mqtt.expect_closed()
+    over = harness.mqtt_client(ATTACKER)
+    await over.expect_closed()  # over the connection rate: closed before CONNECT
+    stats = harness.server.statistics()
+    assert stats.requests_rate_limited == 1 and stats.connections_refused_per_address == 2
