@@ -267,8 +267,8 @@ class ClusterMember:
             for datagram in _datagrams(self.index, lines):
                 for peer in self.peers.values():
                     await self._send(datagram, peer)
-            for peer, line in direct:
-                await self._send(f"{self.index}\n{line}".encode(), self.peers[peer])
+            for index, line in direct:
+                await self._send(f"{self.index}\n{line}".encode(), self.peers[index])
 
     async def _send(self, datagram: bytes, path: str) -> None:
         try:

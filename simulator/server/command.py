@@ -246,7 +246,7 @@ def serve(settings: RunSettings, *, member: MemberSpec | None = None) -> int:
         trio.run(functools.partial(_serve, store, settings, tls, member))
     except BaseException as exc:
         os_error = _find(exc, OSError)
-        if os_error is not None:  # binding a port
+        if isinstance(os_error, OSError):  # binding a port
             return _error(f"cannot listen on {settings.host}: "
                           f"{os_error.strerror or os_error}")
         if _find(exc, KeyboardInterrupt) is None:

@@ -91,7 +91,8 @@ def peer_address(stream: trio.abc.Stream) -> str | None:
 def _addresses(host: str, port: int) -> list[tuple[int, Any]]:
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
-    seen, result = set(), []
+    seen: set[tuple[int, Any]] = set()
+    result: list[tuple[int, Any]] = []
     for family, _, _, _, sockaddr in infos:
         if (family, sockaddr) not in seen:
             seen.add((family, sockaddr))
@@ -150,8 +151,8 @@ def _handlers(server: PushServer, tls: ssl.SSLContext | None, ports: dict[str, i
 
         return guarded
 
-    handlers = {"http": (ports["http"], handle(server.handle_http_stream)),
-                "mqtt": (ports["mqtt"], handle(server.handle_mqtt_stream))}
+    handlers = {"http": (ports["http"] or 0, handle(server.handle_http_stream)),
+                "mqtt": (ports["mqtt"] or 0, handle(server.handle_mqtt_stream))}
     if tls is not None:
         from .tls import tls_handler  # imports cryptography: only when TLS is on
 
