@@ -206,7 +206,10 @@ class HttpConnection:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
+                # h11 hints 501 for a transfer coding other than chunked: a client's
+                # request all the same, and no client input gets a 5xx here (found by
+                # fuzzing, tests/fuzz/fuzz_http.py).
+                status = exc.error_status_hint if exc.error_status_hint < 500 else 400
                 code = "headers_too_large" if status == 431 else "bad_http"
                 return error_reply(status, code, f"malformed HTTP request: {exc}", close=True)
             if event is h11.NEED_DATA:

@@ -60,6 +60,9 @@ SMUGGLING = {
     "obs-fold with a tab": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n",
     "bare LF everywhere": b"GET /healthz HTTP/1.1\nHost: x\n\n" + HEALTH,
     "one bare LF": b"GET /healthz HTTP/1.1\r\nHost: x\nX-A: y\r\n\r\n" + HEALTH,
+    # Found by fuzzing: h11 hints 501 for a transfer coding it does not support.
+    "unknown transfer coding": b"POST /v1/devices HTTP/1.1\r\nHost: x\r\n"
+                               b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + HEALTH,
 }
 
 
