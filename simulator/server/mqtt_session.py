@@ -430,7 +430,12 @@ class Flusher:
             if not ready:
                 await self._idle.park()
                 continue
-            await ready.popleft().flush()
+            session = ready.popleft()
+            try:
+                await session.flush()
+            except Exception:  # a bug: that device's flush ends, the lane goes on
+                log.exception("flushing device %s failed", session.registration_id)
+                session.stalled()
 
 
 class SendGuard:
