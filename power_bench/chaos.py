@@ -48,6 +48,10 @@ __all__ = ["ChaosConfig", "ChaosReport", "FaultRelay", "ServerProcess", "run_cha
            "free_port", "main"]
 
 ADMIN = "chaos-admin"
+#: The per-source-address limits are for the internet; a benchmark's whole fleet comes from
+#: a few loopback addresses, so they are off unless a benchmark measures them.
+BENCHMARK_LIMITS = ("--registration-rate", "off", "--connection-rate", "off",
+                    "--request-rate", "off", "--max-connections-per-address", "off")
 
 
 def free_port() -> int:
@@ -60,18 +64,20 @@ class ServerProcess:
     """``python -m simulator.server`` as a child; started at once, ready when constructed.
 
     stderr goes to ``log`` (appended, so a restarted server keeps one log); the one JSON
-    line on stdout tells the URLs.
+    line on stdout tells the URLs. ``limits``: options for the per-address limits (off by
+    default, :data:`BENCHMARK_LIMITS`; ``()`` keeps the server's defaults).
     """
 
     def __init__(self, db: Path | str, *, http_port: int = 0, mqtt_port: int = 0,
                  extra: tuple[str, ...] = (), log: Path | None = None,
+                 limits: tuple[str, ...] = BENCHMARK_LIMITS,
                  start_timeout: float = 30.0) -> None:
         argv = [sys.executable, "-m", "simulator.server", "--db", str(db),
                 "--http-port", str(http_port), "--mqtt-port", str(mqtt_port),
-                "--admin-token", ADMIN, "--log-level", "warning", *extra]
+                "--admin-token", ADMIN, "--log-level", "warning", *limits, *extra]
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": str(root)}
-        self._log = open(log, "ab") if log is not None else subprocess.DEVNULL
+        self._log = _private_log(log) if log is not None else subprocess.DEVNULL
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
                                      stdin=subprocess.DEVNULL, cwd=root, env=env)
         try:
@@ -115,6 +121,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
+
+
+def _private_log(path: Path) -> Any:
+    """The server's log, appended to, readable by its owner only (0600, any umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def http_request(port: int, method: str, path: str, body: Any = None,

@@ -44,6 +44,7 @@ from typing import Any
 
 import psutil
 
+from power_bench.chaos import BENCHMARK_LIMITS
 from power_bench.fleet_scale import Mosquitto, _raise_nofile, machine, selectors_select
 
 PER_PROCESS = 17_000  # client connections per client process (under the 20,000 files)
@@ -247,10 +248,10 @@ def collect(procs: list[ClientProcess]) -> dict[str, Any]:
 
 def prepare_db(path: str, n: int) -> tuple[str, str, list[tuple[str, str]]]:
     """An app and ``n`` devices with tokens; (app_key, master_secret, [(rid, token)])."""
-    from simulator.server import PushServer, ServerConfig, SqliteStore
+    from simulator.server import PushServer, ServerSettings, SqliteStore
 
     store = SqliteStore(path)
-    app = PushServer(store, config=ServerConfig(admin_token="x")).create_app("scale")
+    app = PushServer(store, settings=ServerSettings(admin_token="x")).create_app("scale")
     store.close()
     rng = random.Random(7)
     devices = [(rng.getrandbits(80).to_bytes(10, "big").hex(),
@@ -356,7 +357,7 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
     server = subprocess.Popen(
         [sys.executable, "-m", "simulator", "server", "--db", db, "--workers", str(workers),
          "--http-port", "0", "--mqtt-port", "0", "--push-rate", "1000000",
-         "--log-level", "warning"],
+         "--log-level", "warning", *BENCHMARK_LIMITS],
         stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_raise_nofile)
     procs: list[ClientProcess] = []
     try:

@@ -14,7 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("simulator.commands.demo", "run the built-in comparison of heartbeat strategies"),
     "run": ("simulator.commands.run", "run a scenario in virtual time"),
-    "server": ("simulator.server.cli", "run the reference push server"),
+    "server": ("simulator.server.command", "run the reference push server"),
     "fleet": ("simulator.commands.fleet", "run handsets over real sockets against a server or broker"),
     "energy": ("simulator.commands.energy", "radio energy of a packet trace CSV"),
     "strategies": ("simulator.commands.listing", "list the heartbeat strategies"),

@@ -32,7 +32,7 @@ from simulator.handset import MQTT_PORT, SERVER_HOST, VirtualHandset, WorldObser
 from simulator.metrics import HandsetResult
 from simulator.scenario import HandsetSpec, Scenario
 from simulator.server import Limits, PushServer, SqliteStore
-from simulator.server import ServerConfig as GatewayConfig
+from simulator.server import ServerSettings
 from simulator.server.gctune import gc_thresholds
 from simulator.simclock import SimulationClock
 from simulator.strategies import strategy_for
@@ -89,7 +89,7 @@ class World:
         clock = VirtualClock(EPOCH)
         self.server = PushServer(
             SqliteStore(":memory:"),
-            config=GatewayConfig(
+            settings=ServerSettings(
                 admin_token="simulation", mqtt_host=SERVER_HOST, mqtt_port=MQTT_PORT,
                 limits=Limits(push_rate=1e9, push_burst=1e9, max_audience=1_000_000),
             ),

@@ -2,21 +2,16 @@
 
 See docs/server.md. The simulator builds one in-process::
 
-    server = PushServer(SqliteStore(":memory:"), config=ServerConfig(admin_token="..."),
+    server = PushServer(SqliteStore(":memory:"), settings=ServerSettings(admin_token="..."),
                         clock=VirtualClock(epoch), rng=random.Random(seed))
     await server.handle_mqtt_stream(stream)   # one accepted connection each
 """
 from .committer import Committer
-from .config import Limits, ServerConfig
+from .listeners import RunningServer, run_server, serve_tcp
 from .metrics import ServerStatistics
-from .server import (
-    AppCredentials,
-    DeviceRegistration,
-    PushResult,
-    PushServer,
-    RunningServer,
-    run_server,
-)
+from .records import Refused
+from .server import AppCredentials, DeviceRegistration, PushResult, PushServer
+from .settings import Limits, ServerSettings
 from .store import SqliteStore, Store, StoreError
 
 __all__ = [
@@ -26,11 +21,13 @@ __all__ = [
     "Limits",
     "PushResult",
     "PushServer",
+    "Refused",
     "RunningServer",
-    "ServerConfig",
+    "ServerSettings",
     "ServerStatistics",
     "SqliteStore",
     "Store",
     "StoreError",
     "run_server",
+    "serve_tcp",
 ]

@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from .cli import add_arguments, run
+from .command import add_arguments, run
 
 parser = argparse.ArgumentParser(prog="pushsim server",
                                  description="Run the reference push server.")

@@ -16,10 +16,7 @@ import attrs
 
 from .ratelimit import TokenBucket
 
-__all__ = ["ConnectAdmission", "CONNACK_SERVER_UNAVAILABLE"]
-
-#: CONNACK with return code 3 ("server unavailable"), session-present 0.
-CONNACK_SERVER_UNAVAILABLE = b"\x20\x02\x00\x03"
+__all__ = ["ConnectAdmission"]
 
 
 @attrs.define
@@ -38,12 +35,13 @@ class ConnectAdmission:
         return cls(bucket=None)
 
     @classmethod
-    def limited(cls, rate: float, burst: float, now: float) -> ConnectAdmission:
+    def limited(cls, rate: float, burst: float, now: float | None = None) -> ConnectAdmission:
+        """Full at ``now`` (or at the first CONNECT)."""
         return cls(bucket=TokenBucket.full(rate, burst, now))
 
     @classmethod
-    def from_limits(cls, rate: float | None, burst: float | None, now: float,
-                    ) -> ConnectAdmission:
+    def from_limits(cls, rate: float | None, burst: float | None,
+                    now: float | None = None) -> ConnectAdmission:
         """``rate`` per second with bursts of ``burst`` (default: one second's worth)."""
         if rate is None:
             return cls.unlimited()

@@ -29,14 +29,17 @@ How a commit runs is injected (``run``):
   something waited for starts as soon as the previous one ends; bookkeeping alone waits up
   to ``max_delay`` seconds (or ``max_items`` items) to gather more.
 
-A commit that fails (disk full, I/O error) rolls the whole batch back: every waiter gets a
+Each write of a batch runs in a SAVEPOINT of its own, so one that fails on its own input
+(a value SQLite cannot bind, a constraint, a bug in one write) is rolled back alone: the
+rest of the batch commits, the one waiter gets that write's exception, and a bookkeeping
+entry is retried item by item so only the failing item is dropped (logged). A commit that
+fails as a whole (disk full, I/O error) rolls the whole batch back: every waiter gets a
 :class:`~simulator.server.records.StoreError` (the HTTP API answers 503) and its bookkeeping
 is dropped and logged. Nothing that was acknowledged is lost: acknowledged means committed.
 """
 from __future__ import annotations
 
 import functools
-import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -44,13 +47,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .records import StoreError
+from .logs import server_logger
 
 if TYPE_CHECKING:
     from .store import Store
 
 __all__ = ["Committer", "in_thread"]
 
-log = logging.getLogger("simulator.server.store")
+log = server_logger("simulator.server.store")
 
 Runner = Callable[..., Awaitable[Any]]
 
@@ -83,9 +87,70 @@ class _Entry:
         self.on_done = on_done
 
     def apply(self, db: sqlite3.Connection) -> Any:
+        """The write's result, or an :class:`_ItemFailed` if it failed on its own."""
         if self.waiter is None:
-            return self.fn(db, self.args)
-        return self.fn(db, *self.args)
+            return apply_posted(db, self.fn, self.args)
+        try:
+            return _isolated(db, self.fn, *self.args)
+        except Exception as exc:
+            if _storage_failure(exc):
+                raise
+            return _ItemFailed(exc)
+
+
+class _ItemFailed:
+    """The result of a write that failed alone (rolled back to its savepoint)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database failed (the whole batch must roll back) rather
+    than one write's input or code: I/O errors, a full disk, a lock not obtained."""
+    return isinstance(exc, (StoreError, sqlite3.OperationalError, sqlite3.InternalError)) \
+        or type(exc) is sqlite3.DatabaseError
+
+
+def _isolated(db: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(db, *args)`` inside a savepoint: if it raises, its own changes are undone and
+    the exception goes on to the caller."""
+    db.execute("SAVEPOINT item")
+    try:
+        result = fn(db, *args)
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK TO item")
+            db.execute("RELEASE item")
+        raise
+    db.execute("RELEASE item")
+    return result
+
+
+def apply_posted(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection, list[Any]], int],
+                 items: list[Any]) -> int:
+    """Bookkeeping ``fn(db, items)``; if an item makes it fail, the items are applied one
+    at a time and the failing ones dropped (logged): one bad receipt costs that receipt,
+    not the delivery marks merged with it. Storage failures are re-raised."""
+    try:
+        return _isolated(db, fn, items)  # type: ignore[no-any-return]
+    except Exception as exc:
+        if _storage_failure(exc):
+            raise
+        if len(items) == 1:
+            log.error("dropped a bookkeeping record of %s: %r", fn.__name__, exc)
+            return 0
+    done = 0
+    for item in items:
+        try:
+            done += _isolated(db, fn, [item])
+        except Exception as exc:
+            if _storage_failure(exc):
+                raise
+            log.error("dropped a bookkeeping record of %s: %r", fn.__name__, exc)
+    return done
 
 
 def _apply_all(entries: list[_Entry], db: sqlite3.Connection) -> list[Any]:
@@ -154,7 +219,7 @@ class Committer:
         if not items:
             return
         if not self.running:
-            count = self.store.commit(lambda db: fn(db, items), durable=False)
+            count = self.store.commit(lambda db: apply_posted(db, fn, items), durable=False)
             if on_done is not None:
                 on_done(count)
             return
@@ -233,7 +298,12 @@ class Committer:
         self.commits += 1
         for entry, result in zip(entries, results):
             if entry.waiter is not None:
-                entry.waiter.result = result
+                if isinstance(result, _ItemFailed):
+                    log.error("a write failed alone (the rest of its batch committed): "
+                              "%s: %r", getattr(entry.fn, "__name__", entry.fn), result.error)
+                    entry.waiter.error = result.error
+                else:
+                    entry.waiter.result = result
                 entry.waiter.event.set()
             elif entry.on_done is not None:
                 entry.on_done(result)

@@ -6,6 +6,11 @@ import attrs
 __all__ = [
     "KEEP",
     "Device",
+    "DeviceDeleted",
+    "Refusal",
+    "Refused",
+    "Registered",
+    "TokenOwner",
     "MessageStatus",
     "NewMessage",
     "Pending",
@@ -37,6 +42,52 @@ class Device:
     platform: str
     alias: str | None
     tags: tuple[str, ...]
+
+
+@attrs.frozen
+class TokenOwner:
+    """Who a valid device token belongs to. ``revoke_at``: the wall-clock time at which the
+    token stops working (a newer registration revoked it), None if not scheduled."""
+
+    registration_id: str
+    app_key: str
+    revoke_at: float | None = None
+
+
+@attrs.frozen
+class Registered:
+    """A registration (created, or re-registered with proof) and its new token."""
+
+    registration_id: str
+    created: bool
+
+
+@attrs.frozen
+class Refusal:
+    """A request the store refused, with the HTTP answer it gets: ``status`` (401, 403,
+    409), an error ``code`` and ``message``; ``challenge`` for a 401 ``proof_required``."""
+
+    status: int
+    code: str
+    message: str
+    challenge: str | None = None
+    challenge_expires_in: float | None = None
+
+
+class Refused(Exception):
+    """An operation refused for who is asking (401, 403, 409); ``refusal`` says how."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+@attrs.frozen
+class DeviceDeleted:
+    """A registration removed: its device id, and how many queued messages were dropped."""
+
+    device_id: str
+    dropped: int
 
 
 @attrs.frozen

@@ -10,8 +10,8 @@ import math
 
 # deliveries.status
 PENDING, DELIVERED, EXPIRED, COLLAPSED, DROPPED = range(5)
-# deliveries.sent
-NEVER_SENT, IN_FLIGHT, SENT_BEFORE = range(3)
+# deliveries.sent: 0 never sent, 1 in flight on the live connection, 2 sent before
+IN_FLIGHT, SENT_BEFORE = 1, 2
 #: deliveries.expires_at of a ttl=0 row: deliverable only while the device stays connected.
 LIVE_ONLY = math.inf
 
@@ -85,5 +85,29 @@ CREATE TABLE webpush_keys (
 ) WITHOUT ROWID;
 """
 
+# Version 3: device identity (docs/security.md). A registration may be bound to an
+# Ed25519 public key (raw 32 bytes; NULL = unbound, e.g. registered before this version);
+# re-registering a bound device needs a signed challenge, and a re-registration revokes
+# the older tokens after a grace (tokens.revoke_at, NULL = not scheduled). Challenges are
+# kept here, not in a process's memory, so that any worker of a cluster can check the
+# answer; a few per device at most, each used once.
+# devices.online is 1 from a session's open to its close: found set at startup (or by the
+# next CONNECT) it means the connection ended without its bookkeeping, so any queued
+# message may have been sent on it and is a redelivery (DUP=1) from then on.
+_SCHEMA_V3 = """
+ALTER TABLE devices ADD COLUMN device_key BLOB;
+ALTER TABLE devices ADD COLUMN online INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN revoke_at REAL;
+CREATE TABLE challenges (
+    id         INTEGER PRIMARY KEY,  -- issue order
+    challenge  TEXT NOT NULL UNIQUE, -- base64url, as sent to the device
+    app_key    TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX challenges_device ON challenges (app_key, device_id);
+CREATE INDEX challenges_expiry ON challenges (expires_at);
+"""
+
 #: Schema migrations; entry i upgrades ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)

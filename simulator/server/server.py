@@ -18,38 +18,41 @@ import base64
 import functools
 import hashlib
 import hmac
-import logging
 import random
-import ssl
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import trio
 
-from pushsdk.clock import Clock, SystemClock
-
-from . import http_api, mqtt_gateway, writes
+from . import http_api, listeners, mqtt_gateway, writes
+from .admission import ConnectAdmission
 from .committer import Committer, in_thread
-from .config import ServerConfig
-from .gctune import server_gc
-from .metrics import Counters, ServerStatistics, render_prometheus
-from .mqtt_gateway import Flusher, MqttSession, inbox_topic
+from .connections import ConnectionTable
+from .keys import b64url_encode
+from .logs import suppressed_records
+from .metrics import COUNTER_FIELDS, ServerCounters, ServerStatistics, merge, \
+    render_prometheus, snapshot
+from .mqtt_session import Flusher, SendGuard, inbox_topic
 from .payloads import push_payload
-from .ratelimit import TokenBucket
-from .store import Device, MessageStatus, NewMessage, SqliteStore, Store, split_live
+from .ratelimit import KeyedBuckets, TokenBucket
+from .records import Refusal, Refused, Registered, TokenOwner
+from .sessions import SessionRegistry
+from .settings import ServerSettings
+from .store import Device, MessageStatus, NewMessage, Store, split_live
 from .validation import DeviceRequest, DeviceUpdate, PushRequest, parse_push_request
+from .wallclock import SystemWallClock, WallClock
+from .logs import server_logger
 
 __all__ = [
     "AppCredentials",
     "DeviceRegistration",
     "PushResult",
     "PushServer",
-    "RunningServer",
-    "run_server",
+    "Refused",
 ]
 
-log = logging.getLogger("simulator.server")
+log = server_logger("simulator.server")
 T = TypeVar("T")
 
 
@@ -74,45 +77,14 @@ class PushResult:
     targets: int
 
 
-@attrs.frozen
-class RunningServer:
-    """What :func:`run_server` / :meth:`PushServer.serve_tcp` report once listening."""
-
-    server: PushServer
-    host: str
-    http_port: int
-    mqtt_port: int
-    #: None when TLS is off (or HTTPS was not asked for).
-    mqtts_port: int | None = None
-    https_port: int | None = None
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.http_port}"
-
-    @property
-    def mqtt_url(self) -> str:
-        return f"mqtt://{_url_host(self.host)}:{self.mqtt_port}"
-
-    @property
-    def mqtts_url(self) -> str | None:
-        return None if self.mqtts_port is None else \
-            f"mqtts://{_url_host(self.host)}:{self.mqtts_port}"
-
-    @property
-    def https_url(self) -> str | None:
-        return None if self.https_port is None else \
-            f"https://{_url_host(self.host)}:{self.https_port}"
-
-
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
 def _sha256(secret: str | bytes) -> bytes:
     return hashlib.sha256(secret.encode() if isinstance(secret, str) else secret).digest()
+
+
+class MetricsSource(Protocol):
+    """The metrics of every process serving, given this one's (``cluster.py``)."""
+
+    async def collect(self, local: dict[str, Any]) -> list[dict[str, Any]]: ...
 
 
 class PushServer:
@@ -129,136 +101,72 @@ class PushServer:
     one (every write committed at once on the trio thread: what a simulation needs).
     """
 
-    def __init__(self, store: Store, *, config: ServerConfig, clock: Clock | None = None,
+    def __init__(self, store: Store, *, settings: ServerSettings, clock: WallClock | None = None,
                  rng: random.Random | None = None, recover: bool = True,
-                 committer: Committer | None = None) -> None:
+                 committer: Committer | None = None,
+                 sessions: SessionRegistry | None = None,
+                 metrics: MetricsSource | None = None) -> None:
         self.store = store
         if committer is None:
             on_disk = getattr(store, "on_disk", False)
             committer = Committer(store, in_thread if on_disk else None)
         self.committer = committer
-        self.config = config
-        self.limits = config.limits
-        self.clock = clock if clock is not None else SystemClock()
+        self.settings = settings
+        self.limits = limits = settings.limits
+        self.clock: WallClock = clock if clock is not None else SystemWallClock()
         self.rng = rng if rng is not None else random.SystemRandom()
-        self.counters = Counters()
-        self._sessions: dict[str, MqttSession] = {}  # registration_id -> connected session
+        self.counters = ServerCounters()
+        #: The devices connected to this process (a cluster worker injects a routed one).
+        self.sessions = sessions if sessions is not None else SessionRegistry(
+            probe_limit=limits.max_probes_per_device)
         self._buckets: dict[str, TokenBucket] = {}  # app_key -> push rate limit
-        self._mqtt_connections = 0
-        self._http_connections = 0
-        #: The other worker processes of a cluster (``cluster.ClusterMember``), or None.
-        self.peers: Any = None
+        #: Where the metrics of the other processes of a cluster come from (None: alone).
+        self.metrics = metrics
+        #: Open connections by protocol and source address.
+        self.connections = ConnectionTable(limits.max_connections_per_address,
+                                           limits.connection_rate_per_address,
+                                           limits.connection_burst_per_address)
+        #: HTTP requests per source address.
+        self.request_limit = KeyedBuckets(limits.request_rate_per_address,
+                                          limits.request_burst_per_address)
+        self._copied = (0, suppressed_records())  # see _sync_counters
+        #: MQTT CONNECT admission (a token bucket; unlimited by default).
+        self.admission = ConnectAdmission.from_limits(limits.connect_rate, limits.connect_burst)
         #: Flushes sessions on TCP sockets while :meth:`serve_tcp` runs (else None).
         self.flusher: Flusher | None = None
+        #: Ends connections whose device does not read (a task of its own on sockets).
+        self.send_guard = SendGuard(limits.send_timeout)
+        #: Receipts per device (a token bucket each, kept across its connections).
+        self.receipt_limit = KeyedBuckets(limits.receipt_rate, limits.receipt_burst)
+        #: POST /v1/devices per source address and per app.
+        self.registration_limits = (
+            KeyedBuckets(limits.registration_rate_per_address,
+                         limits.registration_burst_per_address),
+            KeyedBuckets(limits.registration_rate_per_app, limits.registration_burst_per_app))
         if recover:
             self.counters.messages_expired += committer.now(writes.recover)
 
     # --- connections --------------------------------------------------------------------
 
-    async def handle_http_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve HTTP/1.1 requests on one accepted connection until it closes."""
-        await http_api.serve_http(self, stream)
+    async def handle_http_stream(self, stream: trio.abc.Stream,
+                                 peer: str | None = None) -> None:
+        """Serve HTTP/1.1 requests on one accepted connection until it closes. ``peer``
+        is its source address (per-address limits), None for an in-memory stream."""
+        await http_api.serve_http(self, stream, peer)
 
-    async def handle_mqtt_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve one MQTT connection (a device) until it closes."""
-        await mqtt_gateway.serve_mqtt(self, stream)
+    async def handle_mqtt_stream(self, stream: trio.abc.Stream,
+                                 peer: str | None = None) -> None:
+        """Serve one MQTT connection (a device) until it closes; ``peer`` as above."""
+        await mqtt_gateway.serve_mqtt(self, stream, peer)
 
-    async def serve_tcp(self, *, host: str = "127.0.0.1", http_port: int = 8480,
-                        mqtt_port: int = 1883, tls: ssl.SSLContext | None = None,
-                        mqtts_port: int = 8883, https_port: int | None = None,
-                        reuse_port: bool = False,
-                        task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
-                        ) -> None:
-        """Listen on TCP (port 0 = any free port) and serve until cancelled.
+    async def serve_tcp(self, **options: Any) -> None:
+        """Listen on TCP and serve until cancelled: :func:`.listeners.serve_tcp` (same
+        options, ``task_status`` included)."""
+        await listeners.serve_tcp(self, **options)
 
-        With a server-side ``tls`` context (see :mod:`simulator.server.tls`) MQTT over TLS
-        is served on ``mqtts_port`` as well, and HTTPS on ``https_port`` if given; the
-        registration answer then advertises the MQTTS endpoint (``"tls": true``), while
-        plain MQTT stays open for broker-style clients.
-
-        ``reuse_port=True`` listens with ``SO_REUSEPORT``, so that several processes serve
-        the same ports (``pushsim server --workers N``).
-
-        Reports a :class:`RunningServer` with the real ports. Raises ``OSError`` when a port
-        cannot be bound (nothing is left listening then).
-        """
-        if https_port is not None and tls is None:
-            raise ValueError("https_port needs a TLS context")
-        handlers = {"http": (http_port, self.handle_http_stream),
-                    "mqtt": (mqtt_port, self.handle_mqtt_stream)}
-        if tls is not None:
-            from .tls import tls_handler  # imports cryptography: only when TLS is on
-
-            limits = self.limits
-            # A client that never finishes its handshake is given the same time it would
-            # have had to send CONNECT or an HTTP request on a plain connection.
-            handlers["mqtts"] = (mqtts_port, tls_handler(
-                self.handle_mqtt_stream, tls, handshake_timeout=limits.connect_timeout))
-            if https_port is not None:
-                handlers["https"] = (https_port, tls_handler(
-                    self.handle_http_stream, tls, handshake_timeout=limits.request_timeout))
-        listeners: dict[str, list[trio.SocketListener]] = {}
-        if reuse_port:
-            from .cluster import reuseport_listeners as open_listeners
-        else:
-            open_listeners = trio.open_tcp_listeners
-        try:
-            for kind, (port, _) in handlers.items():
-                listeners[kind] = await open_listeners(port, host=host)
-        except BaseException:
-            for opened in listeners.values():
-                for listener in opened:
-                    await trio.aclose_forcefully(listener)
-            raise
-        ports = {kind: opened[0].socket.getsockname()[1] for kind, opened in listeners.items()}
-        # What registration answers advertise: TLS whenever it is on (that is how the SDK
-        # learns to use it), with the port really bound.
-        advertised = {"mqtt_port": ports["mqtts"], "mqtt_tls": True} if tls is not None \
-            else {"mqtt_port": ports["mqtt"]}
-        self.config = attrs.evolve(self.config, **advertised)
-        with server_gc():
-            await self._serve_listeners(listeners, handlers, host, ports, task_status)
-
-    async def _serve_listeners(self, listeners: dict[str, list[trio.SocketListener]],
-                               handlers: dict[str, Any], host: str, ports: dict[str, int],
-                               task_status: trio.TaskStatus[RunningServer]) -> None:
-        async with trio.open_nursery() as nursery:
-            committer = self.committer
-            if committer.batched and not committer.running:
-                # First in, last out: on cancellation it commits what is still queued.
-                await nursery.start(committer.run)
-            if self.flusher is None:
-                self.flusher = Flusher()
-                await nursery.start(self._run_flusher, self.flusher)
-            for kind, (_, handler) in handlers.items():
-                nursery.start_soon(trio.serve_listeners, self._guard(handler), listeners[kind])
-            running = RunningServer(self, host, ports["http"], ports["mqtt"],
-                                    mqtts_port=ports.get("mqtts"),
-                                    https_port=ports.get("https"))
-            task_status.started(running)
-            log.info("listening on %s: %s", host,
-                     ", ".join(f"{kind.upper()} port {port}" for kind, port in ports.items()))
-
-    async def _run_flusher(self, flusher: Flusher, *,
-                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                           ) -> None:
-        try:
-            await flusher.run(task_status=task_status)
-        finally:
-            if self.flusher is flusher:
-                self.flusher = None  # sessions woken from now on flush in tasks of their own
-
-    @staticmethod
-    def _guard(handler):  # type: ignore[no-untyped-def]
-        """A connection handler whose bugs are logged instead of stopping the listener."""
-
-        async def guarded(stream: trio.abc.Stream) -> None:
-            try:
-                await handler(stream)
-            except Exception:
-                log.exception("connection handler failed")
-
-        return guarded
+    def advertise(self, mqtt_port: int, *, tls: bool) -> None:
+        """The MQTT endpoint registration answers tell devices (the port really bound)."""
+        self.settings = attrs.evolve(self.settings, mqtt_port=mqtt_port, mqtt_tls=tls)
 
     # --- apps and devices ---------------------------------------------------------------
 
@@ -268,7 +176,7 @@ class PushServer:
     def _secret(self) -> str:
         return base64.urlsafe_b64encode(self.rng.randbytes(32)).rstrip(b"=").decode()
 
-    def _at_once(self, call: Coroutine[Any, Any, T]) -> T:
+    def run_now(self, call: Coroutine[Any, Any, T]) -> T:
         """Run an ``*_async`` operation to the end without an event loop: it never waits
         while the committer is immediate or not running (its writes commit at once)."""
         if self.committer.running:
@@ -289,7 +197,7 @@ class PushServer:
         return app
 
     def create_app(self, name: str) -> AppCredentials:
-        return self._at_once(self.create_app_async(name))
+        return self.run_now(self.create_app_async(name))
 
     def authenticate_app(self, app_key: str, master_secret: str) -> bool:
         """Whether ``master_secret`` is the secret of ``app_key`` (constant-time compare)."""
@@ -299,42 +207,98 @@ class PushServer:
     def app_exists(self, app_key: str) -> bool:
         return self.store.app_secret_hash(app_key) is not None
 
-    async def register_device_async(self, app_key: str,
-                                    request: DeviceRequest) -> DeviceRegistration:
-        """Register (idempotently per ``(app_key, device_id)``) and issue a fresh token."""
-        token = self._secret()
+    async def register_device_async(self, app_key: str, request: DeviceRequest, *,
+                                    bearer: str | None = None) -> DeviceRegistration:
+        """Register a device and issue it a fresh token (docs/security.md, "Device
+        identity"): a device id seen before only for a caller that proves it is that
+        installation (``request.proof``, or for an unbound registration ``bearer``, one of
+        its tokens). Raises :class:`Refused` (401 with a challenge, 403, 409) otherwise."""
+        settings = self.settings
         now = self.clock.now()
-        expires_at = round(now + self.config.token_ttl, 3)
+        identity = writes.Identity(
+            bearer_hash=None if bearer is None else _sha256(bearer),
+            challenge=b64url_encode(self.rng.randbytes(32)),
+            challenge_expires_at=now + settings.challenge_ttl,
+            max_challenges=settings.max_challenges_per_device,
+            token_grace=settings.token_grace, alias_limit=settings.alias_device_limit)
+        if request.proof is None and bearer is None \
+                and self.store.device_registered(app_key, request.device_id):
+            # Known device, nothing shown: a challenge, without the fsync of a registration.
+            await self.committer.write(
+                writes.issue_challenge, app_key, request.device_id, identity.challenge,
+                identity.challenge_expires_at, identity.max_challenges, now)
+            self.counters.registrations_refused += 1
+            raise Refused(writes.proof_required(identity, now))
+        token = self._secret()
+        token_hash = _sha256(token)
+        expires_at = round(now + settings.token_ttl, 3)
         register = functools.partial(
             writes.register_device, new_registration_id=self._hex_id(80),
-            token_hash=_sha256(token), token_expires_at=expires_at, now=now,
-            webpush=request.webpush)
-        rid = await self.committer.write(register, app_key, request.device_id,
-                                         request.platform, request.alias, request.tags,
-                                         durable=True)
+            token_hash=token_hash, token_expires_at=expires_at, now=now)
+        outcome = await self.committer.write(register, app_key, request, identity,
+                                             durable=True)
+        if isinstance(outcome, Refusal):
+            self.counters.registrations_refused += 1
+            raise Refused(outcome)
+        assert isinstance(outcome, Registered)
+        self.counters.registrations += 1
+        rid = outcome.registration_id
+        if not outcome.created:  # older tokens go after the grace, and sessions using them
+            self.sessions.revoke(rid, settings.token_grace, keep=token_hash)
         return DeviceRegistration(rid, token, expires_at, inbox_topic(app_key, rid))
 
-    def register_device(self, app_key: str, request: DeviceRequest) -> DeviceRegistration:
-        return self._at_once(self.register_device_async(app_key, request))
+    def register_device(self, app_key: str, request: DeviceRequest, *,
+                        bearer: str | None = None) -> DeviceRegistration:
+        return self.run_now(self.register_device_async(app_key, request, bearer=bearer))
 
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None:
         """``(p256dh, auth)`` a device of ``app_key`` registered for end-to-end encryption."""
         return self.store.webpush_keys(app_key, registration_id)
 
-    def authenticate_device(self, token: str) -> tuple[str, str] | None:
-        """``(registration_id, app_key)`` for a valid device token, else None."""
+    def authenticate_device(self, token: str) -> TokenOwner | None:
+        """Who a valid (unexpired, unrevoked) device token belongs to, else None."""
         return self.store.token_device(_sha256(token), self.clock.now())
 
-    async def update_device_async(self, registration_id: str, update: DeviceUpdate) -> Device:
+    async def update_device_async(self, registration_id: str, update: DeviceUpdate, *,
+                                  by_app: bool = False) -> Device:
+        """Change a device's alias and tags. The device itself (``by_app=False``) may bind
+        an alias only while ``alias_device_limit`` other devices do not hold it
+        (:class:`Refused` 409); its app server (``by_app=True``) binds any."""
+        limit = None if by_app else self.settings.alias_device_limit
         device = await self.committer.write(writes.update_device, registration_id,
                                             update.alias, update.tags, self.clock.now(),
-                                            durable=True)
+                                            limit, durable=True)
         if device is None:
             raise KeyError(registration_id)
+        if isinstance(device, Refusal):
+            raise Refused(device)
         return device  # type: ignore[no-any-return]
 
-    def update_device(self, registration_id: str, update: DeviceUpdate) -> Device:
-        return self._at_once(self.update_device_async(registration_id, update))
+    def update_device(self, registration_id: str, update: DeviceUpdate, *,
+                      by_app: bool = False) -> Device:
+        return self.run_now(self.update_device_async(registration_id, update, by_app=by_app))
+
+    async def delete_device_async(self, app_key: str, registration_id: str) -> bool:
+        """Unregister: tokens stop working at once (connections close), nothing more is
+        queued, the device id is free again. False if ``app_key`` has no such device."""
+        deleted = await self.committer.write(writes.delete_device, app_key, registration_id,
+                                             durable=True)
+        if deleted is None:
+            return False
+        self.counters.devices_deleted += 1
+        self.counters.messages_dropped += deleted.dropped
+        self.sessions.revoke(registration_id, 0.0)
+        log.info("device %s of app %s unregistered (%d queued messages dropped)",
+                 registration_id, app_key, deleted.dropped)
+        return True
+
+    def delete_device(self, app_key: str, registration_id: str) -> bool:
+        return self.run_now(self.delete_device_async(app_key, registration_id))
+
+    def device_app(self, registration_id: str) -> str | None:
+        """The app key a registration belongs to, None if unknown."""
+        device = self.store.device(registration_id)
+        return None if device is None else device.app_key
 
     # --- pushes -------------------------------------------------------------------------
 
@@ -351,13 +315,26 @@ class PushServer:
             self.counters.rate_limited += 1
         return wait
 
+    def take_registration_token(self, app_key: str, peer: str | None) -> float:
+        """Apply the registration limits (per source address, per app): 0.0 if a
+        ``POST /v1/devices`` may go now, else seconds to wait."""
+        per_address, per_app = self.registration_limits
+        if (peer is None or per_address.rate is None) and per_app.rate is None:
+            return 0.0  # nothing to apply (in-process callers may have no event loop)
+        now = trio.current_time()
+        wait = per_address.take(peer, now) if peer is not None else 0.0
+        wait = wait or per_app.take(app_key, now)
+        if wait:
+            self.counters.registrations_rate_limited += 1
+        return wait
+
     async def push_body_async(self, app_key: str, body: Any) -> PushResult:
         """Check a decoded push body exactly as ``POST /v1/push`` does and push it.
 
         Raises :class:`~simulator.server.validation.InvalidRequest` (with the HTTP status
         it would get: 400 or 413) for a bad body. No rate limit is applied.
         """
-        limits, config = self.limits, self.config
+        limits, config = self.limits, self.settings
         request = parse_push_request(
             body, default_ttl=config.default_ttl, max_ttl=config.max_ttl,
             max_audience=limits.max_audience, max_payload=limits.max_push_payload,
@@ -365,7 +342,7 @@ class PushServer:
         return await self.push_async(app_key, request)
 
     def push_body(self, app_key: str, body: Any) -> PushResult:
-        return self._at_once(self.push_body_async(app_key, body))
+        return self.run_now(self.push_body_async(app_key, body))
 
     async def push_async(self, app_key: str, request: PushRequest) -> PushResult:
         """Store a push for every device of its audience, durably, then wake the connected
@@ -380,13 +357,12 @@ class PushServer:
             expires_at=expires_at, collapse_key=request.collapse_key,
             live_only=request.ttl == 0,
         )
-        peers = self.peers
-        queued, offline = split_live(message, targets,
-                                     self._sessions if peers is None else peers.online())
+        sessions = self.sessions
+        queued, offline = split_live(message, targets, sessions.online())
         add_push = functools.partial(
             writes.add_push, queue_cap=self.limits.queue_cap,
             notice_id=functools.partial(self._hex_id, 96),
-            notice_expires_at=now + self.config.max_ttl)
+            notice_expires_at=now + self.settings.max_ttl)
         outcome = await self.committer.write(add_push, message, queued, offline, durable=True)
         counters = self.counters
         counters.pushes_accepted += 1
@@ -395,17 +371,11 @@ class PushServer:
         counters.messages_collapsed += outcome.collapsed
         counters.messages_dropped += outcome.dropped
         counters.deleted_notices += outcome.notices
-        sessions = self._sessions
-        for rid in outcome.queued:
-            session = sessions.get(rid)
-            if session is not None:
-                session.wake()
-        if peers is not None:  # devices connected to other worker processes
-            peers.pushed(outcome.queued)
+        sessions.wake(outcome.queued)  # routed to other workers in a cluster
         return PushResult(msg_id, outcome.targets)
 
     def push(self, app_key: str, request: PushRequest) -> PushResult:
-        return self._at_once(self.push_async(app_key, request))
+        return self.run_now(self.push_async(app_key, request))
 
     def resolve(self, app_key: str, kind: str, values: Sequence[str] = ()) -> list[str]:
         """Registration ids of an audience (``all``, ``registration_id``, ``alias``, ``tag``)."""
@@ -419,7 +389,7 @@ class PushServer:
         return self.store.message_status(app_key, msg_id)
 
     def message_status(self, app_key: str, msg_id: str) -> MessageStatus | None:
-        return self._at_once(self.message_status_async(app_key, msg_id))
+        return self.run_now(self.message_status_async(app_key, msg_id))
 
     def expire_due(self) -> None:
         """Expire queued messages whose time has passed (also done lazily per device)."""
@@ -437,75 +407,49 @@ class PushServer:
     # --- observation --------------------------------------------------------------------
 
     def is_online(self, registration_id: str) -> bool:
-        return registration_id in self._sessions
+        return registration_id in self.sessions
 
     def statistics(self) -> ServerStatistics:
+        """This process's counters and gauges (the store's figures included)."""
         self.expire_due()
-        counts = self.store.counts()
+        self._sync_counters()
         c = self.counters
-        return ServerStatistics(
-            mqtt_connections=self._mqtt_connections,
-            sessions=len(self._sessions),
-            http_connections=self._http_connections,
-            inflight=sum(len(s.inflight) for s in self._sessions.values()),
-            queue_depth=counts.pending,
-            apps=counts.apps,
-            devices=counts.devices,
-            http_requests=c.http_requests,
-            pushes_accepted=c.pushes_accepted,
-            push_targets=c.push_targets,
-            messages_sent=c.messages_sent,
-            messages_redelivered=c.messages_redelivered,
-            messages_delivered=c.messages_delivered,
-            messages_expired=c.messages_expired,
-            messages_collapsed=c.messages_collapsed,
-            messages_dropped=c.messages_dropped,
-            messages_discarded=c.messages_discarded,
-            deleted_notices=c.deleted_notices,
-            receipts=c.receipts,
-            mqtt_connections_accepted=c.mqtt_connections_accepted,
-            mqtt_connections_refused=c.mqtt_connections_refused,
-            mqtt_takeovers=c.mqtt_takeovers,
-            mqtt_probes=c.mqtt_probes,
-            mqtt_keepalive_timeouts=c.mqtt_keepalive_timeouts,
-            mqtt_protocol_errors=c.mqtt_protocol_errors,
-            mqtt_acl_violations=c.mqtt_acl_violations,
-            rate_limited=c.rate_limited,
-            http_responses=tuple(sorted(c.http_responses.items())),
-        )
+        counts = {name: getattr(c, name) for name in COUNTER_FIELDS}
+        return ServerStatistics(**self._gauges(), **self._store_gauges(),
+                                http_responses=tuple(sorted(c.http_responses.items())),
+                                **counts)
+
+    def _gauges(self) -> dict[str, int]:
+        open_ = self.connections.open
+        return {"mqtt_connections": open_["mqtt"], "sessions": len(self.sessions),
+                "http_connections": open_["http"], "inflight": self.sessions.inflight()}
+
+    def _store_gauges(self) -> dict[str, int]:
+        counts = self.store.counts()
+        return {"queue_depth": counts.pending, "apps": counts.apps, "devices": counts.devices}
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's metrics as JSON-able data (see ``metrics.snapshot``)."""
+        self._sync_counters()
+        return snapshot(self.counters, self._gauges())
+
+    def _sync_counters(self) -> None:
+        """Counters kept elsewhere (so their hot paths touch nothing else), copied in."""
+        counters = self.counters
+        refused, suppressed = self.connections.refused, suppressed_records()
+        counters.connections_refused_per_address += refused - self._copied[0]
+        counters.log_records_suppressed += suppressed - self._copied[1]
+        self._copied = (refused, suppressed)
+
+    async def metrics_text_async(self) -> bytes:
+        """GET /metrics: Prometheus text for the whole server — with ``--workers``, every
+        worker's counters added up (``metrics`` collects them; counters never go back)."""
+        self.expire_due()
+        local = self.snapshot()
+        snaps = [local] if self.metrics is None else await self.metrics.collect(local)
+        return render_prometheus(merge(snaps), self._store_gauges())
 
     def metrics_text(self) -> bytes:
-        """GET /metrics: Prometheus text format."""
-        return render_prometheus(self.statistics())
-
-
-async def run_server(
-    config: ServerConfig,
-    *,
-    db: str = ":memory:",
-    host: str = "127.0.0.1",
-    http_port: int = 8480,
-    mqtt_port: int = 1883,
-    tls: ssl.SSLContext | None = None,
-    mqtts_port: int = 8883,
-    https_port: int | None = None,
-    clock: Clock | None = None,
-    rng: random.Random | None = None,
-    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Open the store, listen, serve until cancelled, then close connections and the store.
-
-    ``tls``, ``mqtts_port`` and ``https_port`` are as for :meth:`PushServer.serve_tcp`.
-
-    Raises :class:`~simulator.server.store.StoreError` for an unusable database and
-    ``OSError`` for a port that cannot be bound, before reporting started.
-    """
-    store = SqliteStore(db)
-    try:
-        server = PushServer(store, config=config, clock=clock, rng=rng)
-        await server.serve_tcp(host=host, http_port=http_port, mqtt_port=mqtt_port, tls=tls,
-                               mqtts_port=mqtts_port, https_port=https_port,
-                               task_status=task_status)
-    finally:
-        store.close()
-        log.info("stopped; database closed")
+        """:meth:`metrics_text_async` of this process alone."""
+        self.expire_due()
+        return render_prometheus(merge([self.snapshot()]), self._store_gauges())

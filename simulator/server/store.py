@@ -44,9 +44,12 @@ from .records import (
     NewMessage,
     Pending,
     PushOutcome,
+    Refusal,
+    Registered,
     SessionOpened,
     StoreCounts,
     StoreError,
+    TokenOwner,
 )
 from .schema import (
     COLLAPSED,
@@ -71,6 +74,7 @@ __all__ = [
     "Store",
     "StoreCounts",
     "StoreError",
+    "TokenOwner",
     "split_live",
 ]
 
@@ -85,7 +89,8 @@ class Store(Protocol):
     def close(self) -> None: ...
     def commit(self, work: Callable[[sqlite3.Connection], T], durable: bool = False) -> T: ...
     def app_secret_hash(self, app_key: str) -> bytes | None: ...
-    def token_device(self, token_hash: bytes, now: float) -> tuple[str, str] | None: ...
+    def token_device(self, token_hash: bytes, now: float) -> TokenOwner | None: ...
+    def device_registered(self, app_key: str, device_id: str) -> bool: ...
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None: ...
     def device(self, registration_id: str) -> Device | None: ...
     def resolve_audience(self, app_key: str, kind: str, values: Sequence[str]) -> list[str]: ...
@@ -132,6 +137,8 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         try:
+            if self.on_disk:
+                _create_private(path)
             if self.on_disk and not self._shared:
                 self._lock_fd = _lock_file(path)
             self._open()
@@ -257,16 +264,22 @@ class SqliteStore:
         ).fetchone()
         return row[0] if row else None
 
-    def token_device(self, token_hash: bytes, now: float) -> tuple[str, str] | None:
-        """``(registration_id, app_key)`` of a valid token, None if unknown or expired."""
+    def token_device(self, token_hash: bytes, now: float) -> TokenOwner | None:
+        """Who a valid token belongs to; None if unknown, expired or revoked."""
         row = self._db.execute(
-            "SELECT t.registration_id, d.app_key, t.expires_at FROM tokens t "
+            "SELECT t.registration_id, d.app_key, t.expires_at, t.revoke_at FROM tokens t "
             "JOIN devices d ON d.registration_id = t.registration_id WHERE t.token_hash = ?",
             (token_hash,),
         ).fetchone()
-        if row is None or row[2] <= now:
+        if row is None or row[2] <= now or (row[3] is not None and row[3] <= now):
             return None
-        return row[0], row[1]
+        return TokenOwner(row[0], row[1], row[3])
+
+    def device_registered(self, app_key: str, device_id: str) -> bool:
+        """Whether ``app_key`` has a registration for ``device_id``."""
+        return self._db.execute(
+            "SELECT 1 FROM devices WHERE app_key = ? AND device_id = ?", (app_key, device_id)
+        ).fetchone() is not None
 
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None:
         """``(p256dh, auth)`` of an ``app_key`` device that registered end-to-end keys."""
@@ -364,10 +377,10 @@ class SqliteStore:
     def create_app(self, app_key: str, name: str, secret_hash: bytes, now: float) -> None:
         self._now(writes.create_app, app_key, name, secret_hash, now, durable=True)
 
-    def register_device(self, app_key: str, device_id: str, platform: str, alias: object,
-                        tags: object, **kwargs: object) -> str:
-        return self._now(writes.register_device, app_key, device_id, platform, alias, tags,
-                         durable=True, **kwargs)
+    def register_device(self, app_key: str, request: object, identity: writes.Identity,
+                        **kwargs: object) -> Registered | Refusal:
+        return self._now(writes.register_device, app_key, request, identity, durable=True,
+                         **kwargs)
 
     def update_device(self, registration_id: str, alias: object, tags: object,
                       now: float) -> Device:
@@ -375,6 +388,7 @@ class SqliteStore:
                            durable=True)
         if device is None:
             raise KeyError(registration_id)
+        assert isinstance(device, Device)  # no alias limit here: never a refusal
         return device
 
     def add_push(self, message: NewMessage, targets: Sequence[str], *, online: Collection[str],
@@ -391,9 +405,6 @@ class SqliteStore:
     def close_session(self, registration_id: str, clean: bool) -> int:
         return self._now(writes.close_sessions, [(registration_id, clean)])
 
-    def set_subscription(self, registration_id: str, qos: int | None) -> None:
-        self._now(writes.set_subscriptions, [(registration_id, qos)])
-
     def take_pending(self, registration_id: str, after_seq: int, limit: int,
                      now: float) -> tuple[list[Pending], int]:
         """Expire the device's due messages, then take up to ``limit`` after ``after_seq``
@@ -407,17 +418,30 @@ class SqliteStore:
     def mark_delivered(self, seq: int) -> bool:
         return self._now(writes.mark_delivered, [seq]) > 0
 
-    def record_receipt(self, registration_id: str, msg_id: str, event: str) -> bool:
-        return self._now(writes.record_receipts, [(registration_id, msg_id, event)]) > 0
-
     def expire_due(self, now: float) -> int:
         return self._now(writes.expire_due, [now])
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (0600, whatever the umask).
+    SQLite gives its WAL and shared-memory files the database file's mode, so they are
+    0600 too. An existing file is left as it is."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _lock_file(path: str) -> int:
     """An ``flock`` on the database file: one server per file."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from None
     try:

@@ -23,7 +23,6 @@ import datetime
 import errno
 import hashlib
 import ipaddress
-import logging
 import os
 import socket
 import ssl
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .logs import server_logger
 __all__ = [
     "RENEW_BEFORE",
     "TlsCredentials",
@@ -54,7 +54,7 @@ __all__ = [
     "tls_handler",
 ]
 
-log = logging.getLogger("simulator.server.tls")
+log = server_logger("simulator.server.tls")
 
 DAY = 86400.0
 CA_LIFETIME = 3650 * DAY

@@ -7,14 +7,21 @@ can answer 400/413 and never 500 for anything a client sends.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from pushsdk.webpush import AUTH_SECRET_SIZE, b64url_decode, parse_p256dh
-
-from .store import KEEP
+from .keys import (
+    AUTH_SECRET_SIZE,
+    ED25519_SIGNATURE_SIZE,
+    b64url_decode,
+    check_p256dh,
+    parse_ed25519_key,
+)
+from .records import KEEP
 
 __all__ = [
     "AppRequest",
@@ -22,6 +29,7 @@ __all__ = [
     "DeviceRequest",
     "DeviceUpdate",
     "InvalidRequest",
+    "Proof",
     "PushRequest",
     "Receipt",
     "compact_json",
@@ -39,6 +47,13 @@ MAX_TAGS = 100
 PRIORITIES = ("high", "normal")
 AUDIENCE_KINDS = ("registration_id", "alias", "tag")
 RECEIPT_EVENTS = ("opened", "dismissed")
+#: Deepest nesting of arrays and objects accepted in a JSON body (the payload limit keeps
+#: honest ones far shallower); deeper is refused before anything walks it recursively.
+MAX_JSON_DEPTH = 64
+#: Identifiers (ids, names, aliases, tags, keys): no control characters (they would
+#: forge log lines) and no lone surrogates (SQLite and UTF-8 cannot hold them).
+_BAD_IDENTIFIER = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class InvalidRequest(Exception):
@@ -61,21 +76,65 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_json(body: bytes) -> Any:
-    """Decode a UTF-8 JSON document strictly (no NaN/Infinity, no other encodings)."""
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON has no infinity to send it on as
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _depth_over(doc: Any, limit: int) -> bool:
+    """Whether arrays/objects nest more than ``limit`` deep (iterative: no recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth > limit:
+                return True
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items if isinstance(item, (list, dict)))
+    return False
+
+
+def parse_json(body: bytes, where: str = "body") -> Any:
+    """Decode a UTF-8 JSON document strictly: no NaN/Infinity, no numbers out of range, no
+    other encodings, at most :data:`MAX_JSON_DEPTH` levels."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"body is not valid UTF-8: {exc.reason} at byte {exc.start}",
+        raise InvalidRequest(f"{where} is not valid UTF-8: {exc.reason} at byte {exc.start}",
                              code="bad_json") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise InvalidRequest("body is nested too deeply", code="bad_json") from None
+        raise InvalidRequest(f"{where} is nested too deeply", code="bad_json") from None
     except ValueError as exc:  # JSONDecodeError, NaN, int too long to convert
-        raise InvalidRequest(f"body is not valid JSON: {exc}", code="bad_json") from None
+        raise InvalidRequest(f"{where} is not valid JSON: {exc}", code="bad_json") from None
+    if _depth_over(doc, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"{where} is nested more than {MAX_JSON_DEPTH} levels deep",
+                             code="bad_json")
+    return doc
+
+
+def storable_json(value: Any, where: str) -> None:
+    """Refuse any string (or object key) in a JSON value that UTF-8 cannot hold: a lone
+    UTF-16 surrogate, which ``"\\ud800"`` in JSON decodes to. Names the first one's path."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise InvalidRequest(f"{path} is not valid Unicode text (a lone surrogate)")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if _SURROGATE.search(key):
+                    raise InvalidRequest(f"{path} has a key that is not valid Unicode text "
+                                         "(a lone surrogate)")
+                stack.append((inner, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{path}[{i}]") for i, inner in enumerate(item))
 
 
 def _fields(doc: Any, where: str, required: tuple[str, ...],
@@ -91,13 +150,21 @@ def _fields(doc: Any, where: str, required: tuple[str, ...],
     return doc
 
 
-def _string(value: Any, where: str, *, max_len: int = MAX_NAME, empty: bool = False) -> str:
+def _string(value: Any, where: str, *, max_len: int = MAX_NAME, empty: bool = False,
+            text: bool = False) -> str:
+    """A string field. An identifier (the default) may hold no control characters;
+    ``text=True`` (titles, bodies) allows them. Neither may hold a lone surrogate."""
     if not isinstance(value, str):
         raise InvalidRequest(f"{where} must be a string")
     if not value and not empty:
         raise InvalidRequest(f"{where} must not be empty")
     if len(value) > max_len:
         raise InvalidRequest(f"{where} is longer than {max_len} characters")
+    bad = (_SURROGATE if text else _BAD_IDENTIFIER).search(value)
+    if bad is not None:
+        if _SURROGATE.match(bad.group()):
+            raise InvalidRequest(f"{where} is not valid Unicode text (a lone surrogate)")
+        raise InvalidRequest(f"{where} must not contain control characters")
     return value
 
 
@@ -157,9 +224,9 @@ def _webpush(doc: Mapping[str, Any]) -> object:
     p256dh = _string(fields["p256dh"], "webpush.p256dh", max_len=200)
     auth = _string(fields["auth"], "webpush.auth", max_len=200)
     try:
-        parse_p256dh(p256dh)
+        check_p256dh(p256dh)
     except ValueError as exc:
-        raise InvalidRequest(f"webpush.p256dh: {exc}") from None
+        raise InvalidRequest(f"webpush.p256dh {exc}") from None
     try:
         secret = b64url_decode(auth)
     except ValueError as exc:
@@ -169,6 +236,41 @@ def _webpush(doc: Mapping[str, Any]) -> object:
     return (p256dh, auth)
 
 
+def _device_key(doc: Mapping[str, Any]) -> bytes | None:
+    if doc.get("device_key") is None:
+        return None
+    text = _string(doc["device_key"], "device_key", max_len=100)
+    try:
+        return parse_ed25519_key(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"device_key {exc}") from None
+
+
+@attrs.frozen
+class Proof:
+    """A device's answer to a challenge: its Ed25519 ``signature`` of the proof message
+    (``keys.proof_message``) for ``challenge``."""
+
+    challenge: str
+    signature: bytes
+
+
+def _proof(doc: Mapping[str, Any]) -> Proof | None:
+    if doc.get("proof") is None:
+        return None
+    fields = _fields(doc["proof"], "proof", ("challenge", "signature"))
+    challenge = _string(fields["challenge"], "proof.challenge", max_len=100)
+    text = _string(fields["signature"], "proof.signature", max_len=200)
+    try:
+        signature = b64url_decode(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"proof.signature: {exc}") from None
+    if len(signature) != ED25519_SIGNATURE_SIZE:
+        raise InvalidRequest(f"proof.signature must be an Ed25519 signature "
+                             f"({ED25519_SIGNATURE_SIZE} bytes, base64url)")
+    return Proof(challenge, signature)
+
+
 @attrs.frozen
 class DeviceRequest:
     device_id: str
@@ -176,16 +278,23 @@ class DeviceRequest:
     alias: object = KEEP  # str, None (remove) or KEEP
     tags: object = KEEP  # tuple[str, ...] or KEEP
     webpush: object = KEEP  # (p256dh, auth), None (remove) or KEEP
+    #: Raw Ed25519 public key the registration is (to be) bound to; None = none sent.
+    device_key: bytes | None = None
+    #: The answer to a challenge, when re-registering a bound device.
+    proof: Proof | None = None
 
 
 def parse_device_request(doc: Any) -> DeviceRequest:
-    fields = _fields(doc, "body", ("device_id", "platform"), ("alias", "tags", "webpush"))
+    fields = _fields(doc, "body", ("device_id", "platform"),
+                     ("alias", "tags", "webpush", "device_key", "proof"))
     return DeviceRequest(
         device_id=_string(fields["device_id"], "device_id"),
         platform=_string(fields["platform"], "platform", max_len=MAX_PLATFORM),
         alias=_alias(fields),
         tags=_tags(fields),
         webpush=_webpush(fields),
+        device_key=_device_key(fields),
+        proof=_proof(fields),
     )
 
 
@@ -239,15 +348,19 @@ def _audience(value: Any, max_audience: int) -> Audience:
 
 def _notification(value: Any) -> dict[str, Any]:
     fields = _fields(value, "notification", ("title", "body"), ("extras",))
-    _string(fields["title"], "notification.title", max_len=4096, empty=True)
-    _string(fields["body"], "notification.body", max_len=4096, empty=True)
-    if "extras" in fields and not isinstance(fields["extras"], dict):
-        raise InvalidRequest("notification.extras must be a JSON object")
+    _string(fields["title"], "notification.title", max_len=4096, empty=True, text=True)
+    _string(fields["body"], "notification.body", max_len=4096, empty=True, text=True)
+    if "extras" in fields:
+        if not isinstance(fields["extras"], dict):
+            raise InvalidRequest("notification.extras must be a JSON object")
+        storable_json(fields["extras"], "notification.extras")
     return dict(fields)
 
 
 def _message(value: Any) -> dict[str, Any]:
-    return dict(_fields(value, "message", ("data",)))
+    fields = _fields(value, "message", ("data",))
+    storable_json(fields["data"], "message.data")
+    return dict(fields)
 
 
 def parse_push_request(doc: Any, *, default_ttl: int, max_ttl: int, max_audience: int,
@@ -296,7 +409,7 @@ class Receipt:
 
 def parse_receipt(payload: bytes) -> Receipt:
     """``{"msg_id", "event": "opened"|"dismissed"}`` from a device's receipt PUBLISH."""
-    fields = _fields(parse_json(payload), "receipt", ("msg_id", "event"))
+    fields = _fields(parse_json(payload, "receipt"), "receipt", ("msg_id", "event"))
     msg_id = _string(fields["msg_id"], "msg_id")
     event = fields["event"]
     if event not in RECEIPT_EVENTS:

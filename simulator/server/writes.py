@@ -9,8 +9,9 @@ a worker thread.
 
 Two shapes:
 
-* *operations* (``create_app``, ``register_device``, ``update_device``, ``add_push``,
-  ``open_session``, ``recover``): a caller waits for the result;
+* *operations* (``create_app``, ``register_device``, ``issue_challenge``,
+  ``update_device``, ``delete_device``, ``add_push``, ``open_session``, ``recover``): a
+  caller waits for the result;
 * *bookkeeping* (``mark_sent``, ``mark_delivered``, ``expire_rows``, ``close_sessions``,
   ``set_subscriptions``, ``record_receipts``, ``expire_due``): take a list of items, so
   the committer can apply a whole batch of them with one call, and return a count.
@@ -23,28 +24,49 @@ collapsed or dropped under the session's feet.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from .records import KEEP, Device, NewMessage, PushOutcome, SessionOpened
+import attrs
+
+from .keys import verify_proof
+from .records import (
+    KEEP,
+    Device,
+    DeviceDeleted,
+    NewMessage,
+    PushOutcome,
+    Refusal,
+    Registered,
+    SessionOpened,
+)
 from .schema import LIVE_ONLY
+from .logs import server_logger
+
+if TYPE_CHECKING:
+    from .validation import DeviceRequest
 
 __all__ = [
-    "add_push", "close_sessions", "create_app", "expire_due", "expire_rows", "mark_delivered",
-    "mark_sent", "open_session", "record_receipts", "recover", "register_device",
-    "set_subscriptions", "update_device",
+    "Identity", "add_push", "proof_required", "close_sessions", "create_app", "delete_device", "expire_due",
+    "expire_rows", "issue_challenge", "mark_delivered", "mark_sent", "open_session",
+    "record_receipts", "recover", "register_device", "set_subscriptions", "update_device",
 ]
 
-log = logging.getLogger("simulator.server.mqtt")
+log = server_logger("simulator.server.mqtt")
 
 
 # --- operations ---------------------------------------------------------------------------
 
 def recover(db: sqlite3.Connection) -> int:
     """Start-up after a stop or crash: no device is connected any more. Whatever was in
-    flight becomes a redelivery; ttl=0 messages still queued expire (how many)."""
+    flight becomes a redelivery — and so does everything queued for a device whose
+    connection was open at the crash (its *sent* marks may not have been committed);
+    ttl=0 messages still queued expire (how many)."""
     db.execute("UPDATE deliveries SET sent = 2 WHERE status = 0 AND sent = 1")
+    db.execute("UPDATE deliveries SET sent = 2 WHERE status = 0 AND sent = 0 AND "
+               "registration_id IN (SELECT registration_id FROM devices WHERE online = 1)")
+    db.execute("UPDATE devices SET online = 0 WHERE online = 1")
     return db.execute(
         "UPDATE deliveries SET status = 2 WHERE status = 0 AND expires_at = ?", (LIVE_ONLY,)
     ).rowcount
@@ -56,40 +78,158 @@ def create_app(db: sqlite3.Connection, app_key: str, name: str, secret_hash: byt
                (app_key, name, secret_hash, now))
 
 
+@attrs.frozen
+class Identity:
+    """What a re-registration must show (``register_device``): ``bearer_hash`` is the
+    SHA-256 of the ``Authorization: Bearer`` token sent with the request, if any;
+    ``challenge`` is a fresh one to hand out should the caller need to prove itself."""
+
+    bearer_hash: bytes | None
+    challenge: str
+    challenge_expires_at: float
+    max_challenges: int
+    token_grace: float
+    alias_limit: int
+
+
 def register_device(
-    db: sqlite3.Connection, app_key: str, device_id: str, platform: str, alias: object,
-    tags: object, *, new_registration_id: str, token_hash: bytes, token_expires_at: float,
-    now: float, webpush: object = KEEP,
-) -> str:
-    """Create or refresh the device of ``(app_key, device_id)`` and add a token; its
-    registration id (``new_registration_id`` if the device is new). ``alias``, ``tags``
-    and ``webpush`` are :data:`KEEP` to leave them as they are (``webpush``: ``(p256dh,
-    auth)`` sets the end-to-end keys, None removes them)."""
+    db: sqlite3.Connection, app_key: str, request: DeviceRequest, identity: Identity, *,
+    new_registration_id: str, token_hash: bytes, token_expires_at: float, now: float,
+) -> Registered | Refusal:
+    """Register ``request.device_id`` of ``app_key`` and add a token (docs/security.md).
+
+    A device id never seen: created (``new_registration_id``), bound to
+    ``request.device_key`` if given. One already registered: only for a caller that proves
+    it is that installation — a signature of a challenge by the bound key, or for an
+    unbound registration one of its own non-revoked tokens as ``identity.bearer_hash`` —
+    else a :class:`Refusal` (401 with a new challenge, or 403); a success revokes every
+    older token after ``identity.token_grace`` seconds. An alias held by
+    ``identity.alias_limit`` other devices is a 409. A refusal changes nothing but the
+    challenges. ``alias``, ``tags`` and ``webpush`` are :data:`KEEP` to leave them.
+    """
     row = db.execute(
-        "SELECT registration_id FROM devices WHERE app_key = ? AND device_id = ?",
-        (app_key, device_id),
+        "SELECT registration_id, device_key FROM devices WHERE app_key = ? AND device_id = ?",
+        (app_key, request.device_id),
     ).fetchone()
-    if row:
-        rid = row[0]
-        db.execute("UPDATE devices SET platform = ?, updated_at = ? WHERE registration_id = ?",
-                   (platform, now, rid))
-        db.execute("DELETE FROM tokens WHERE registration_id = ? AND expires_at <= ?", (rid, now))
+    created = row is None
+    if created:
+        rid, bound_key = new_registration_id, request.device_key
     else:
-        rid = new_registration_id
+        rid, bound_key = row
+        refusal = _prove(db, app_key, request, identity, rid, bound_key, now)
+        if refusal is not None:
+            return refusal
+    if not _alias_free(db, app_key, rid, request.alias, identity.alias_limit):
+        return _alias_taken(request.alias)
+    if created:
         db.execute(
-            "INSERT INTO devices (registration_id, app_key, device_id, platform, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (rid, app_key, device_id, platform, now, now),
+            "INSERT INTO devices (registration_id, app_key, device_id, platform, device_key, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rid, app_key, request.device_id, request.platform, bound_key, now, now),
         )
-    _write_alias_tags(db, rid, app_key, alias, tags)
-    if webpush is None:
+    else:
+        db.execute("UPDATE devices SET platform = ?, device_key = ?, updated_at = ? "
+                   "WHERE registration_id = ?",
+                   (request.platform, bound_key or request.device_key, now, rid))
+        _rotate_tokens(db, rid, now, identity.token_grace)
+    _write_alias_tags(db, rid, app_key, request.alias, request.tags)
+    if request.webpush is None:
         db.execute("DELETE FROM webpush_keys WHERE registration_id = ?", (rid,))
-    elif webpush is not KEEP:
+    elif request.webpush is not KEEP:
         db.execute("INSERT OR REPLACE INTO webpush_keys (registration_id, p256dh, auth) "
-                   "VALUES (?, ?, ?)", (rid, *webpush))  # type: ignore[misc]
+                   "VALUES (?, ?, ?)", (rid, *request.webpush))  # type: ignore[misc]
     db.execute("INSERT INTO tokens (token_hash, registration_id, expires_at) VALUES (?, ?, ?)",
                (token_hash, rid, token_expires_at))
-    return rid
+    return Registered(rid, created)
+
+
+def _prove(db: sqlite3.Connection, app_key: str, request: DeviceRequest, identity: Identity,
+           rid: str, bound_key: bytes | None, now: float) -> Refusal | None:
+    """None if the caller proved it holds the registration ``rid``, else the refusal."""
+    proof = request.proof
+    if proof is not None:
+        # Single use: the challenge is consumed whether or not the signature is right.
+        consumed = db.execute(
+            "DELETE FROM challenges WHERE challenge = ? AND app_key = ? AND device_id = ? "
+            "AND expires_at > ?", (proof.challenge, app_key, request.device_id, now),
+        ).rowcount
+        if not consumed:
+            return _bound("the challenge is unknown, expired or used already")
+        if bound_key is None or not verify_proof(bound_key, proof.signature, app_key,
+                                                 request.device_id, proof.challenge):
+            return _bound("the proof does not verify with the key bound to this device")
+    elif identity.bearer_hash is not None and bound_key is None:
+        if not _own_token(db, rid, identity.bearer_hash, now):
+            return _bound("the bearer token is not one of this registration's")
+    else:  # nothing shown (or a token where only the key counts): prove it
+        issue_challenge(db, app_key, request.device_id, identity.challenge,
+                        identity.challenge_expires_at, identity.max_challenges, now)
+        return proof_required(identity, now)
+    if bound_key is not None and request.device_key not in (None, bound_key):
+        return _bound("this registration is bound to another device key")
+    return None
+
+
+def proof_required(identity: Identity, now: float) -> Refusal:
+    """The 401 that hands out ``identity.challenge``."""
+    return Refusal(401, "proof_required", "this device id is registered: sign the "
+                   "challenge with the device key (proof) to register again",
+                   challenge=identity.challenge,
+                   challenge_expires_in=round(identity.challenge_expires_at - now, 3))
+
+
+def _bound(message: str) -> Refusal:
+    return Refusal(403, "device_bound", message)
+
+
+def _alias_taken(alias: object) -> Refusal:
+    return Refusal(409, "alias_taken", f"alias {str(alias)[:128]!r} is held by other devices "
+                   "of this app (the app server can assign it with its master secret)")
+
+
+def _own_token(db: sqlite3.Connection, rid: str, token_hash: bytes, now: float) -> bool:
+    """Whether ``token_hash`` is a token of ``rid`` not revoked yet (expired counts: a
+    legacy device proves itself with whatever token it has)."""
+    return db.execute(
+        "SELECT 1 FROM tokens WHERE token_hash = ? AND registration_id = ? "
+        "AND (revoke_at IS NULL OR revoke_at > ?)", (token_hash, rid, now),
+    ).fetchone() is not None
+
+
+def _rotate_tokens(db: sqlite3.Connection, rid: str, now: float, grace: float) -> None:
+    """A new token is about to be added: every older one stops working ``grace`` seconds
+    from now (sooner if it was due sooner); revoked ones are deleted."""
+    db.execute("DELETE FROM tokens WHERE registration_id = ? AND revoke_at <= ?", (rid, now))
+    db.execute("UPDATE tokens SET revoke_at = ? WHERE registration_id = ? "
+               "AND (revoke_at IS NULL OR revoke_at > ?)", (now + grace, rid, now + grace))
+
+
+def issue_challenge(db: sqlite3.Connection, app_key: str, device_id: str, challenge: str,
+                    expires_at: float, limit: int, now: float) -> str:
+    """Store ``challenge`` for the device; only its ``limit`` newest ones stay valid, and
+    expired ones of any device are deleted (a flood of requests grows nothing)."""
+    db.execute("DELETE FROM challenges WHERE expires_at <= ?", (now,))
+    db.execute("INSERT INTO challenges (challenge, app_key, device_id, expires_at) "
+               "VALUES (?, ?, ?, ?)", (challenge, app_key, device_id, expires_at))
+    db.execute(
+        "DELETE FROM challenges WHERE app_key = ? AND device_id = ? AND id NOT IN "
+        "(SELECT id FROM challenges WHERE app_key = ? AND device_id = ? "
+        "ORDER BY id DESC LIMIT ?)", (app_key, device_id, app_key, device_id, limit),
+    )
+    return challenge
+
+
+def _alias_free(db: sqlite3.Connection, app_key: str, rid: str, alias: object,
+                limit: int | None) -> bool:
+    """Whether device ``rid`` may bind ``alias``: fewer than ``limit`` *other* devices of
+    the app hold it (None: no limit, for the app server)."""
+    if limit is None or alias is None or alias is KEEP:
+        return True
+    (holders,) = db.execute(
+        "SELECT COUNT(*) FROM devices WHERE app_key = ? AND alias = ? "
+        "AND registration_id != ?", (app_key, alias, rid),
+    ).fetchone()
+    return bool(holders < limit)
 
 
 def _write_alias_tags(db: sqlite3.Connection, rid: str, app_key: str, alias: object,
@@ -105,16 +245,39 @@ def _write_alias_tags(db: sqlite3.Connection, rid: str, app_key: str, alias: obj
 
 
 def update_device(db: sqlite3.Connection, registration_id: str, alias: object, tags: object,
-                  now: float) -> Device | None:
-    """Change alias/tags (:data:`KEEP` leaves one as it is); the device, None if unknown."""
+                  now: float, alias_limit: int | None = None) -> Device | Refusal | None:
+    """Change alias/tags (:data:`KEEP` leaves one as it is); the device, None if unknown,
+    a 409 :class:`Refusal` if the alias is held by ``alias_limit`` other devices (None: no
+    limit, for the app server)."""
     row = db.execute("SELECT app_key FROM devices WHERE registration_id = ?",
                      (registration_id,)).fetchone()
     if row is None:
         return None
+    if not _alias_free(db, row[0], registration_id, alias, alias_limit):
+        return _alias_taken(alias)
     db.execute("UPDATE devices SET updated_at = ? WHERE registration_id = ?",
                (now, registration_id))
     _write_alias_tags(db, registration_id, row[0], alias, tags)
     return read_device(db, registration_id)
+
+
+def delete_device(db: sqlite3.Connection, app_key: str,
+                  registration_id: str) -> DeviceDeleted | None:
+    """Unregister: the device, its tokens, tags, keys and challenges go; whatever was
+    queued for it is dropped (counted in each message's status). None if ``app_key`` has
+    no such registration."""
+    row = db.execute("SELECT device_id FROM devices WHERE registration_id = ? AND app_key = ?",
+                     (registration_id, app_key)).fetchone()
+    if row is None:
+        return None
+    (device_id,) = row
+    dropped = db.execute("UPDATE deliveries SET status = 4 WHERE registration_id = ? "
+                         "AND status = 0", (registration_id,)).rowcount
+    for table in ("tokens", "tags", "webpush_keys", "devices"):
+        db.execute(f"DELETE FROM {table} WHERE registration_id = ?", (registration_id,))
+    db.execute("DELETE FROM challenges WHERE app_key = ? AND device_id = ?",
+               (app_key, device_id))
+    return DeviceDeleted(device_id, dropped)
 
 
 def read_device(db: sqlite3.Connection, registration_id: str) -> Device | None:
@@ -220,14 +383,17 @@ def open_session(db: sqlite3.Connection, registration_id: str, clean: bool) -> S
     """A device connected. A clean session discards the stored one (subscription and
     queued messages, as MQTT 3.1.1 requires); otherwise the stored one is resumed or a
     new persistent one begins."""
-    row = db.execute("SELECT session, sub_qos FROM devices WHERE registration_id = ?",
+    row = db.execute("SELECT session, sub_qos, online FROM devices WHERE registration_id = ?",
                      (registration_id,)).fetchone()
     existing = bool(row and row[0])
     # Whatever an earlier connection left in flight is a redelivery now. Normally
     # close_sessions did that already; not when that connection was on a worker process
-    # that crashed or learned of the takeover only afterwards.
+    # that crashed or learned of the takeover only afterwards — then (still online) any
+    # queued message may have been sent on it without its mark reaching the disk.
+    unclosed = "" if row is None or not row[2] else " OR sent = 0"
     db.execute("UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
-               "AND sent = 1", (registration_id,))
+               f"AND (sent = 1{unclosed})", (registration_id,))
+    db.execute("UPDATE devices SET online = 1 WHERE registration_id = ?", (registration_id,))
     # ttl=0 messages were for the earlier connection only (close_sessions expires them;
     # this covers a close whose bookkeeping was lost with a failed commit).
     expired = db.execute(
@@ -264,6 +430,7 @@ def close_sessions(db: sqlite3.Connection, items: list[tuple[str, bool]]) -> int
             "UPDATE deliveries SET status = 2 WHERE registration_id = ? AND status = 0 "
             "AND expires_at = ?", (rid, LIVE_ONLY),
         ).rowcount
+        db.execute("UPDATE devices SET online = 0 WHERE registration_id = ?", (rid,))
         if clean:
             db.execute("UPDATE devices SET session = 0, sub_qos = NULL "
                        "WHERE registration_id = ?", (rid,))

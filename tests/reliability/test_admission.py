@@ -10,8 +10,11 @@ import trio.testing
 
 from pushsdk.clock import VirtualClock
 from pushsdk.protocol import Connect, Connection, Role
-from simulator.server import Limits, PushServer, ServerConfig, SqliteStore
-from simulator.server.admission import CONNACK_SERVER_UNAVAILABLE, ConnectAdmission
+from simulator.server import Limits, PushServer, ServerSettings, SqliteStore
+from simulator.server.admission import ConnectAdmission
+
+#: CONNACK with return code 3 ("server unavailable"), session-present 0.
+CONNACK_SERVER_UNAVAILABLE = b"\x20\x02\x00\x03"
 
 
 def test_unlimited_admits_everything() -> None:
@@ -39,7 +42,7 @@ def test_burst_defaults_to_one_second_and_limits_validate() -> None:
 
 async def test_over_the_rate_a_connect_gets_connack_3(autojump_clock: object) -> None:
     server = PushServer(SqliteStore(":memory:"),
-                        config=ServerConfig(admin_token="a", limits=Limits(connect_rate=1.0,
+                        settings=ServerSettings(admin_token="a", limits=Limits(connect_rate=1.0,
                                                                            connect_burst=1.0)),
                         clock=VirtualClock(1_700_000_000.0), rng=random.Random(1))
     # Unknown credentials: the admitted CONNECT is refused with 4; the next one, over the

@@ -30,7 +30,7 @@ from pushsdk.clock import VirtualClock
 from pushsdk.protocol import (
     NEED_DATA, ConnAck, Connect, Connection, Publish, PubAck, Role, Subscribe,
 )
-from simulator.server import Limits, PushServer, ServerConfig as SrvConfig, SqliteStore
+from simulator.server import Limits, PushServer, ServerSettings, SqliteStore
 
 TIMEOUT = 2.0  # the server's CONNECT and HTTP request timeouts in the socket test
 
@@ -288,7 +288,7 @@ async def _talk(server: PushServer, data: bytes, chunks: list[int]) -> bytes:
 
 async def test_mutated_mqtt_sessions_never_break_the_server(autojump_clock: Any) -> None:
     store = SqliteStore(":memory:")
-    server = PushServer(store, config=SrvConfig(admin_token="a", limits=Limits()),
+    server = PushServer(store, settings=ServerSettings(admin_token="a", limits=Limits()),
                         clock=VirtualClock(1_700_000_000.0), rng=random.Random(3))
     app = server.create_app("fuzz")
     device = await _register(server, app.app_key, "target")  # over HTTP, as a device would

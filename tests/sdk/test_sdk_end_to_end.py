@@ -19,9 +19,9 @@ HTTP_HOST, HTTP_PORT = "push.test", 8480
 
 
 def make_server(clock, mqtt_host=MQTT_HOST):
-    config = server_mod.ServerConfig(admin_token="admin", mqtt_host=mqtt_host,
-                                     mqtt_port=MQTT_PORT)
-    return server_mod.PushServer(server_mod.SqliteStore(":memory:"), config=config,
+    config = server_mod.ServerSettings(admin_token="admin", mqtt_host=mqtt_host,
+                                       mqtt_port=MQTT_PORT)
+    return server_mod.PushServer(server_mod.SqliteStore(":memory:"), settings=config,
                                  clock=clock, rng=random.Random(7))
 
 

@@ -26,7 +26,7 @@ from pushsdk.provider import (
 )
 from pushsdk.webpush import WebPushKeys, b64url_decode
 from simulator.server import PushServer, SqliteStore
-from simulator.server import ServerConfig as ServerSettings
+from simulator.server import ServerSettings
 from simulator.server.http_api import dispatch
 
 EPOCH = 1_700_000_000.0
@@ -66,7 +66,7 @@ def keys_over_http(server, app, rid):
 def world(nursery):
     clock = VirtualClock(EPOCH)
     server = PushServer(SqliteStore(":memory:"),
-                        config=ServerSettings(admin_token="t", mqtt_host=MQTT[0],
+                        settings=ServerSettings(admin_token="t", mqtt_host=MQTT[0],
                                               mqtt_port=MQTT[1]),
                         clock=clock, rng=random.Random(5))
     return server, server.create_app("e2e"), MemoryNet(nursery, server), clock
@@ -211,7 +211,7 @@ def test_provider_body_shape_and_size_limit():
 async def test_over_loopback_the_database_holds_only_ciphertext(tmp_path):
     db = tmp_path / "push.db"
     store = SqliteStore(str(db))
-    server = PushServer(store, config=ServerSettings(admin_token="t"), rng=random.Random(9))
+    server = PushServer(store, settings=ServerSettings(admin_token="t"), rng=random.Random(9))
     app = server.create_app("e2e")
     async with trio.open_nursery() as servers:
         running = await servers.start(partial(server.serve_tcp, http_port=0, mqtt_port=0))

@@ -8,9 +8,10 @@ import sqlite3
 
 import h11
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pushsdk.webpush import WebPushKeys, b64url_encode
-from simulator.server import PushServer, ServerConfig, SqliteStore
+from simulator.server import PushServer, ServerSettings, SqliteStore
 from simulator.server.http_api import dispatch
 from simulator.server.schema import MIGRATIONS
 
@@ -20,7 +21,7 @@ OFF_CURVE = b64url_encode(b"\x04" + (1).to_bytes(32, "big") * 2)  # (1, 1) is no
 
 @pytest.fixture
 def server():
-    return PushServer(SqliteStore(":memory:"), config=ServerConfig(admin_token="admin"),
+    return PushServer(SqliteStore(":memory:"), settings=ServerSettings(admin_token="admin"),
                       rng=random.Random(1))
 
 
@@ -37,10 +38,22 @@ def basic(app):
     return ("Authorization", "Basic " + base64.b64encode(raw).decode())
 
 
+DEVICE_KEY = Ed25519PrivateKey.generate()
+
+
 def register(server, app, **extra):
-    return call(server, "POST", "/v1/devices",
-                {"device_id": "phone", "platform": "android", **extra},
-                [("X-App-Key", app.app_key)])
+    """Register "phone" with its identity key; again (the same device) with a proof."""
+    body = {"device_id": "phone", "platform": "android",
+            "device_key": b64url_encode(DEVICE_KEY.public_key().public_bytes_raw()), **extra}
+    status, answer = call(server, "POST", "/v1/devices", body, [("X-App-Key", app.app_key)])
+    if status == 401:
+        challenge = answer["challenge"]
+        message = f"pushsim-device-proof-v1\n{app.app_key}\nphone\n{challenge}".encode()
+        body["proof"] = {"challenge": challenge,
+                         "signature": b64url_encode(DEVICE_KEY.sign(message))}
+        status, answer = call(server, "POST", "/v1/devices", body,
+                              [("X-App-Key", app.app_key)])
+    return status, answer
 
 
 def test_keys_registered_with_the_device_are_returned_to_its_app(server):
@@ -110,11 +123,11 @@ def test_version_1_database_is_migrated(tmp_path):
     raw.executescript(f"BEGIN;\n{MIGRATIONS[0]}\nPRAGMA user_version = 1;\nCOMMIT;")
     raw.close()
     store = SqliteStore(str(path))
-    server = PushServer(store, config=ServerConfig(admin_token="admin"), rng=random.Random(2))
+    server = PushServer(store, settings=ServerSettings(admin_token="admin"), rng=random.Random(2))
     app = server.create_app("a")
     rid = register(server, app, webpush=KEYS.subscription())[1]["registration_id"]
     assert server.webpush_keys(app.app_key, rid) == (KEYS.p256dh, KEYS.auth)
     store.close()
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
     raw.close()

@@ -12,7 +12,7 @@ import trio
 
 from pushsdk.clock import VirtualClock
 from server_harness import EPOCH, Harness
-from simulator.server import Limits, PushServer, ServerConfig, SqliteStore
+from simulator.server import Limits, PushServer, ServerSettings, SqliteStore
 
 ADMIN = "admin-secret"
 
@@ -26,13 +26,13 @@ def make_harness(nursery: trio.Nursery, autojump_clock: trio.abc.Clock) -> Calla
     stores: list[SqliteStore] = []
 
     def make(store: SqliteStore | None = None, **overrides: Any) -> Harness:
-        config_fields = {f.name for f in attrs.fields(ServerConfig)}
+        config_fields = {f.name for f in attrs.fields(ServerSettings)}
         config_kw = {k: v for k, v in overrides.items() if k in config_fields}
         limits_kw = {k: v for k, v in overrides.items() if k not in config_fields}
-        config = ServerConfig(admin_token=ADMIN, limits=Limits(**limits_kw), **config_kw)
+        config = ServerSettings(admin_token=ADMIN, limits=Limits(**limits_kw), **config_kw)
         store = store if store is not None else SqliteStore(":memory:")
         stores.append(store)
-        server = PushServer(store, config=config, clock=VirtualClock(EPOCH),
+        server = PushServer(store, settings=config, clock=VirtualClock(EPOCH),
                             rng=random.Random(1234))
         return Harness(server, nursery, ADMIN)
 

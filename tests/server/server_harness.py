@@ -11,6 +11,7 @@ import attrs
 import h11
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pushsdk.protocol import (
     NEED_DATA,
@@ -30,6 +31,22 @@ from pushsdk.protocol import (
 from simulator.server import PushServer
 
 EPOCH = 1_700_000_000.0
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class DeviceKey:
+    """A device's Ed25519 identity key, as the SDK keeps one (docs/security.md)."""
+
+    def __init__(self) -> None:
+        self.private = Ed25519PrivateKey.generate()
+        self.public = b64url(self.private.public_key().public_bytes_raw())
+
+    def proof(self, app_key: str, device_id: str, challenge: str) -> dict[str, str]:
+        message = f"pushsim-device-proof-v1\n{app_key}\n{device_id}\n{challenge}"
+        return {"challenge": challenge, "signature": b64url(self.private.sign(message.encode()))}
 
 
 def basic(app: dict[str, str]) -> dict[str, str]:
@@ -207,18 +224,22 @@ class Harness:
         self.server = server
         self.nursery = nursery
         self.admin_token = admin_token
+        #: (app_key, device_id) -> the key the harness registers that device with.
+        self.keys: dict[tuple[str, str], DeviceKey] = {}
 
-    def open_stream(self, handler: str) -> trio.abc.Stream:
+    def open_stream(self, handler: str, peer: str | None = None) -> trio.abc.Stream:
+        """A connection to the server; ``peer`` is the source address it sees."""
         client, server_end = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(getattr(self.server, handler), server_end)
+        self.nursery.start_soon(getattr(self.server, handler), server_end, peer)
         return client
 
-    def http_client(self) -> HttpTestClient:
-        return HttpTestClient(self.open_stream("handle_http_stream"))
+    def http_client(self, peer: str | None = None) -> HttpTestClient:
+        return HttpTestClient(self.open_stream("handle_http_stream", peer))
 
-    async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> HttpResponse:
-        """One request on a new connection."""
-        client = self.http_client()
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      peer: str | None = None, **kw: Any) -> HttpResponse:
+        """One request on a new connection (from source address ``peer``)."""
+        client = self.http_client(peer)
         try:
             return await client.request(method, path, body, **kw)
         finally:
@@ -230,11 +251,25 @@ class Harness:
         assert r.status == 201, r
         return r.json
 
+    def key_of(self, app: dict[str, str], device_id: str) -> DeviceKey:
+        return self.keys.setdefault((app["app_key"], device_id), DeviceKey())
+
+    async def register_raw(self, app: dict[str, str], body: dict[str, Any],
+                           headers: dict[str, str] | None = None) -> HttpResponse:
+        return await self.request("POST", "/v1/devices", body,
+                                  headers={"X-App-Key": app["app_key"], **(headers or {})})
+
     async def register(self, app: dict[str, str], device_id: str, **fields: Any
                        ) -> dict[str, Any]:
-        r = await self.request("POST", "/v1/devices",
-                               {"device_id": device_id, "platform": "android", **fields},
-                               headers={"X-App-Key": app["app_key"]})
+        """Register as the SDK does: with the device's key, answering a challenge with
+        its proof when the device id is registered already."""
+        key = self.key_of(app, device_id)
+        body = {"device_id": device_id, "platform": "android", "device_key": key.public,
+                **fields}
+        r = await self.register_raw(app, body)
+        if r.status == 401 and r.error_code == "proof_required":
+            body["proof"] = key.proof(app["app_key"], device_id, r.json["challenge"])
+            r = await self.register_raw(app, body)
         assert r.status == 200, r
         return r.json
 
@@ -256,8 +291,8 @@ class Harness:
         assert r.status == 200, r
         return r.json
 
-    def mqtt_client(self) -> MqttTestClient:
-        return MqttTestClient(self.open_stream("handle_mqtt_stream"))
+    def mqtt_client(self, peer: str | None = None) -> MqttTestClient:
+        return MqttTestClient(self.open_stream("handle_mqtt_stream", peer))
 
     async def device_client(self, app: dict[str, str], device: dict[str, Any], *,
                             clean: bool = False, keepalive: int = 60,
@@ -270,3 +305,20 @@ class Harness:
             suback = await client.subscribe(device["inbox"])
             assert suback.return_codes == (1,)
         return client, connack
+
+
+def make_server(admin_token: str, seed: int = 1234, **overrides: Any) -> PushServer:
+    """A server on a :memory: store in virtual wall-clock time (EPOCH + trio time);
+    ``overrides`` are ServerSettings fields or, for any other name, Limits fields."""
+    import random
+
+    from pushsdk.clock import VirtualClock
+    from simulator.server import Limits, ServerSettings, SqliteStore
+
+    settings_fields = {f.name for f in attrs.fields(ServerSettings)}
+    settings_kw = {k: v for k, v in overrides.items() if k in settings_fields}
+    limits_kw = {k: v for k, v in overrides.items() if k not in settings_fields}
+    settings = ServerSettings(admin_token=admin_token, limits=Limits(**limits_kw),
+                              **settings_kw)
+    return PushServer(SqliteStore(":memory:"), settings=settings, clock=VirtualClock(EPOCH),
+                      rng=random.Random(seed))

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from pushsdk.protocol import PubAck, Publish
 from server_harness import MqttTestClient, basic, payload
 from test_server_process import ROOT, ServerProcess
 
@@ -69,9 +70,9 @@ async def test_pushes_reach_devices_on_every_worker_exactly_once(cluster: Server
     server = cluster
     app, devices = await _devices(server, DEVICES)
     clients = [await _connect(server, app, device) for device in devices]
-    # Each /metrics request lands on one worker: every one of them holds some devices.
+    # Each /metrics request lands on one worker, which adds up all of them.
     seen = {await _metric(server, "sessions") for _ in range(12)}
-    assert all(0 < n < DEVICES for n in seen), seen
+    assert seen == {DEVICES}, seen
 
     # One push per device, each over a new HTTP connection (so accepted by either worker).
     sent = {}
@@ -172,3 +173,108 @@ def test_memory_database_is_refused_with_workers() -> None:
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pushsim server: error: --workers"), lines
+
+
+async def test_metrics_add_up_all_workers_and_never_go_backwards(cluster: ServerProcess) -> None:
+    """Scrapes land on either worker (SO_REUSEPORT); under load, and across a worker's
+    crash and restart, every counter only grows (parsed with prometheus_client's own
+    parser), and the totals are the whole server's."""
+    server = cluster
+    app, devices = await _devices(server, 6)
+    clients = [await _connect(server, app, device) for device in devices]
+    pids = await _worker_pids(server)
+    scrapes: list[dict] = []
+
+    async def scrape() -> None:
+        r = await _retrying(server, "GET", "/metrics")
+        scrapes.append(_counters(r.body.decode()))
+
+    async def pushes(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            r = await server.http("POST", "/v1/push", {
+                "audience": {"registration_id": [devices[i % 6]["registration_id"]]},
+                "message": {"data": i}}, basic(app))
+            assert r.status == 200
+            if i % 5 == 0:
+                await scrape()
+
+    async def acknowledge(device: dict, client: MqttTestClient) -> None:
+        while True:  # a device of the killed worker connects again, as the SDK would
+            event = await client.receive()
+            if isinstance(event, Publish):
+                await client.send(PubAck(event.packet_id))
+                continue
+            await client.close()
+            while True:
+                try:
+                    client = await _connect(server, app, device)
+                    break
+                except (OSError, AssertionError, trio.BrokenResourceError):
+                    await trio.sleep(0.1)
+
+    async with trio.open_nursery() as nursery:
+        for device, client in zip(devices, clients):
+            nursery.start_soon(acknowledge, device, client)
+        await pushes(0, 50)
+        await scrape()  # both workers report (and keep) what they counted
+        os.kill(pids[1], signal.SIGKILL)
+        restarted = trio.Event()
+        nursery.start_soon(_wait_restart, server, restarted)
+        while not restarted.is_set():
+            await scrape()  # the survivor answers for the dead one from its last report
+            await trio.sleep(0.05)
+        await pushes(50, 100)
+        await trio.sleep(0.5)
+        await scrape()
+        nursery.cancel_scope.cancel()
+    for before, after in zip(scrapes, scrapes[1:]):
+        for key, value in before.items():
+            assert after.get(key, 0) >= value, (key, value, after.get(key))
+    final = scrapes[-1]
+    assert final[("pushsim_pushes_accepted_total", ())] == 150
+    assert final[("pushsim_push_latency_seconds_count", ())] == 150
+    assert final[("pushsim_connect_latency_seconds_count", ())] >= 6
+    assert final[("pushsim_http_responses_total", (("code", "200"),))] >= 150
+    assert server.stop()[0] == 0
+
+
+def _counters(text: str) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {}
+    for family in text_string_to_metric_families(text):
+        if family.type in ("counter", "histogram"):
+            for sample in family.samples:
+                values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+async def _retrying(server: ServerProcess, method: str, path: str):
+    """A request that may land on a worker being killed: tried again on a new connection."""
+    import h11
+
+    for _ in range(100):
+        try:
+            return await server.http(method, path)
+        except (OSError, EOFError, trio.BrokenResourceError, h11.ProtocolError):
+            await trio.sleep(0.05)
+    raise AssertionError(f"{method} {path} never answered")
+
+
+async def _worker_pids(server: ServerProcess) -> list[int]:
+    """The workers' pids, from the supervisor's log line once they listen."""
+    while True:
+        line = await trio.to_thread.run_sync(server.proc.stderr.readline)
+        assert line, "server ended"
+        match = re.search(r"2 workers listening \(pids (\d+), (\d+)\)", line)
+        if match:
+            return [int(match[1]), int(match[2])]
+
+
+async def _wait_restart(server: ServerProcess, restarted: trio.Event) -> None:
+    while True:
+        line = await trio.to_thread.run_sync(server.proc.stderr.readline)
+        assert line, "server ended"
+        if "worker 1 restarted" in line:
+            restarted.set()
+            return

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from server_harness import Harness, basic, payload
-from simulator.server import Committer, Limits, PushServer, ServerConfig, SqliteStore, writes
+from simulator.server import Committer, Limits, PushServer, ServerSettings, SqliteStore, writes
 from simulator.server.committer import in_thread
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,7 +55,7 @@ class RecordingStore(SqliteStore):
 def make_server(path: Path, **committer: Any) -> tuple[PushServer, RecordingStore]:
     store = RecordingStore(str(path))
     limits = Limits(push_rate=1e6, push_burst=1e6)
-    server = PushServer(store, config=ServerConfig(admin_token=ADMIN, limits=limits),
+    server = PushServer(store, settings=ServerSettings(admin_token=ADMIN, limits=limits),
                         rng=random.Random(7),
                         committer=Committer(store, in_thread, **committer))
     return server, store
@@ -83,7 +83,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 async def acknowledged(server: PushServer) -> None:
     """Until the server has read every PUBACK it waits for."""
     with trio.fail_after(5):
-        while any(session.inflight for session in server._sessions.values()):
+        while any(session.inflight for session in server.sessions):
             await trio.sleep(0.01)
 
 
@@ -283,7 +283,7 @@ async def test_shutdown_commits_what_is_queued(tmp_path: Path) -> None:
 
 def test_a_memory_store_commits_at_once_on_the_calling_thread() -> None:
     """What a simulation relies on: no task, no thread, no timer, no waiting."""
-    server = PushServer(SqliteStore(":memory:"), config=ServerConfig(admin_token=ADMIN),
+    server = PushServer(SqliteStore(":memory:"), settings=ServerSettings(admin_token=ADMIN),
                         rng=random.Random(1))
     assert not server.committer.batched and not server.committer.running
     app = server.create_app("a")

@@ -33,21 +33,27 @@ async def test_app_device_push_and_status(harness: Harness, autojump_clock) -> N
                       "expired": 0, "collapsed": 0, "dropped": 0, "opened": 0, "dismissed": 0}
 
 
-async def test_registration_is_idempotent_with_fresh_tokens(harness: Harness,
-                                                            autojump_clock) -> None:
+async def test_re_registration_with_proof_keeps_the_id_and_rotates_tokens(
+        harness: Harness, autojump_clock) -> None:
     app = await harness.create_app()
     first = await harness.register(app, "phone-1")
-    second = await harness.register(app, "phone-1")
+    second = await harness.register(app, "phone-1")  # answers the challenge with its key
     other = await harness.register(app, "phone-2")
     assert first["registration_id"] == second["registration_id"] != other["registration_id"]
     assert first["token"] != second["token"]
-    # Both tokens stay valid until they expire.
-    for device in (first, second):
+
+    async def put(device: dict) -> int:
         r = await harness.request(
             "PUT", f"/v1/devices/{first['registration_id']}", {"alias": "a"},
-            headers={"Authorization": f"Bearer {device['token']}"},
-        )
-        assert r.status == 200, r
+            headers={"Authorization": f"Bearer {device['token']}"})
+        return r.status
+
+    # The older token works for the grace (300 s), then is revoked; the new one goes on.
+    assert (await put(first), await put(second)) == (200, 200)
+    await trio.sleep(299.9)
+    assert await put(first) == 200
+    await trio.sleep(0.1)
+    assert (await put(first), await put(second)) == (401, 200)
 
 
 async def test_audiences_alias_tag_and_update(harness: Harness, autojump_clock) -> None:
@@ -190,7 +196,7 @@ async def test_not_found_and_method_not_allowed(harness: Harness, autojump_clock
         assert r.status == 404 and r.error_code == "not_found", path
     for method, path, allowed in (("GET", "/v1/push", "POST"), ("DELETE", "/v1/apps", "POST"),
                                   ("POST", "/healthz", "GET, HEAD"),
-                                  ("GET", "/v1/devices/x", "PUT"),
+                                  ("GET", "/v1/devices/x", "DELETE, PUT"),
                                   ("PATCH", "/v1/messages/x", "GET, HEAD")):
         r = await harness.request(method, path)
         assert r.status == 405 and r.error_code == "method_not_allowed", (method, path)

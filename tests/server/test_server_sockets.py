@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from simulator.server import RunningServer, ServerConfig, run_server
+from simulator.server import RunningServer, ServerSettings, run_server
 
 pytestmark = pytest.mark.timeout(60)
 ADMIN = "socket-admin"
@@ -79,7 +79,7 @@ def paho_flow(running: RunningServer) -> dict[str, Any]:
 async def test_paho_receives_a_push_sent_over_http() -> None:
     async with trio.open_nursery() as nursery:
         running: RunningServer = await nursery.start(functools.partial(
-            run_server, ServerConfig(admin_token=ADMIN), http_port=0, mqtt_port=0))
+            run_server, ServerSettings(admin_token=ADMIN), http_port=0, mqtt_port=0))
         result = await trio.to_thread.run_sync(paho_flow, running)
         stats = running.server.statistics()
         nursery.cancel_scope.cancel()
@@ -94,7 +94,7 @@ async def test_http_over_tcp_lingering_413_is_readable() -> None:
     """A client that is still sending a too-large body gets the 413, not a reset."""
     async with trio.open_nursery() as nursery:
         running: RunningServer = await nursery.start(functools.partial(
-            run_server, ServerConfig(admin_token=ADMIN), http_port=0, mqtt_port=0))
+            run_server, ServerSettings(admin_token=ADMIN), http_port=0, mqtt_port=0))
 
         def post_big() -> int:
             conn = http.client.HTTPConnection("127.0.0.1", running.http_port, timeout=10)

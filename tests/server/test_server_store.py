@@ -6,17 +6,32 @@ from pathlib import Path
 
 import pytest
 
+from simulator.server.records import Refusal, Registered, TokenOwner
 from simulator.server.schema import MIGRATIONS
-from simulator.server.store import KEEP, NewMessage, SqliteStore, StoreError
+from simulator.server.store import NewMessage, SqliteStore, StoreError
+from simulator.server.validation import DeviceRequest
+from simulator.server.writes import Identity
 
 NOW = 1_700_000_000.0
 
 
+def identity(bearer: bytes | None = None) -> Identity:
+    return Identity(bearer_hash=bearer, challenge="c", challenge_expires_at=NOW + 60,
+                    max_challenges=4, token_grace=300.0, alias_limit=1)
+
+
+def register(store: SqliteStore, device_id: str, token_hash: bytes, rid: str, *,
+             now: float = NOW, bearer: bytes | None = None, **fields) -> Registered | Refusal:
+    request = DeviceRequest(device_id=device_id, platform="android", **fields)
+    return store.register_device("app1", request, identity(bearer), new_registration_id=rid,
+                                 token_hash=token_hash, token_expires_at=now + 100, now=now)
+
+
 def populate(store: SqliteStore, token_hash: bytes = b"h" * 32) -> str:
     store.create_app("app1", "demo", b"s" * 32, NOW)
-    return store.register_device("app1", "phone", "android", "alice", ("beta",),
-                                 new_registration_id="rid1", token_hash=token_hash,
-                                 token_expires_at=NOW + 100, now=NOW)
+    outcome = register(store, "phone", token_hash, "rid1", alias="alice", tags=("beta",))
+    assert outcome == Registered("rid1", created=True)
+    return outcome.registration_id
 
 
 def message(msg_id: str, **kw) -> NewMessage:
@@ -39,10 +54,10 @@ def test_file_database_is_wal_versioned_and_persistent(tmp_path: Path) -> None:
     store.close()
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
     raw.close()
     store = SqliteStore(str(path))
-    assert store.token_device(b"h" * 32, NOW) == ("rid1", "app1")
+    assert store.token_device(b"h" * 32, NOW) == TokenOwner("rid1", "app1")
     assert store.device("rid1").alias == "alice"
     assert store.counts().pending == 1
     store.close()
@@ -52,12 +67,12 @@ def test_tokens_and_secrets_are_stored_only_as_hashes(tmp_path: Path) -> None:
     import hashlib
     import random
 
-    from simulator.server import PushServer, ServerConfig
+    from simulator.server import PushServer, ServerSettings
     from simulator.server.validation import DeviceRequest
 
     path = tmp_path / "push.db"
     store = SqliteStore(str(path))
-    server = PushServer(store, config=ServerConfig(admin_token="a"), rng=random.Random(1))
+    server = PushServer(store, settings=ServerSettings(admin_token="a"), rng=random.Random(1))
     app = server.create_app("demo")
     reg = server.register_device(app.app_key, DeviceRequest(device_id="d", platform="ios"))
     store.close()
@@ -66,18 +81,25 @@ def test_tokens_and_secrets_are_stored_only_as_hashes(tmp_path: Path) -> None:
     assert hashlib.sha256(reg.token.encode()).digest() in data
 
 
-def test_token_expiry_and_refresh() -> None:
+def test_token_expiry_rotation_and_legacy_proof() -> None:
     store = SqliteStore()
-    populate(store, b"old" * 8)
-    assert store.token_device(b"old" * 8, NOW + 99.9) == ("rid1", "app1")
+    populate(store, b"old" * 8)  # unbound: registered without a device key
+    assert store.token_device(b"old" * 8, NOW + 99.9) == TokenOwner("rid1", "app1")
     assert store.token_device(b"old" * 8, NOW + 100) is None
     assert store.token_device(b"unknown", NOW) is None
-    rid = store.register_device("app1", "phone", "android", KEEP, KEEP,
-                                new_registration_id="ignored", token_hash=b"new" * 8,
-                                token_expires_at=NOW + 500, now=NOW + 200)
-    assert rid == "rid1"
+    # Without proof: refused with a challenge; a token of another device proves nothing.
+    assert register(store, "phone", b"new" * 8, "ignored", now=NOW + 200).status == 401
+    assert register(store, "phone", b"new" * 8, "ignored", now=NOW + 200,
+                    bearer=b"nope" * 8).code == "device_bound"
+    # An unbound registration's own token, even expired, is the proof.
+    outcome = register(store, "phone", b"new" * 8, "ignored", now=NOW + 200,
+                       bearer=b"old" * 8)
+    assert outcome == Registered("rid1", created=False)
     assert store.device("rid1").tags == ("beta",)
-    assert store.token_device(b"new" * 8, NOW + 300) == ("rid1", "app1")
+    assert store.token_device(b"new" * 8, NOW + 250) == TokenOwner("rid1", "app1")
+    # The older token is revoked after the grace: not even a proof any more.
+    assert register(store, "phone", b"x" * 24, "ignored", now=NOW + 501,
+                    bearer=b"old" * 8).code == "device_bound"
 
 
 @pytest.mark.parametrize("make_path, message_part", [
@@ -145,9 +167,7 @@ def test_broadcast_to_many_devices_is_one_fast_transaction() -> None:
     store.create_app("app1", "demo", b"s" * 32, NOW)
     n = 10_000
     for i in range(n):
-        store.register_device("app1", f"d{i}", "android", KEEP, KEEP,
-                              new_registration_id=f"r{i}", token_hash=b"%d" % i,
-                              token_expires_at=NOW + 100, now=NOW)
+        register(store, f"d{i}", b"%d" % i, f"r{i}")
     targets = store.resolve_audience("app1", "all", ())
     assert len(targets) == n
     started = time.perf_counter()

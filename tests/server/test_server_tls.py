@@ -35,8 +35,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from pushsdk.protocol import ConnAck, PingReq, PingResp
 from pushsdk.transport import TcpConnector, TlsError
 from server_harness import HttpTestClient, MqttTestClient
-from simulator.server import Limits, PushServer, RunningServer, ServerConfig, SqliteStore
-from simulator.server import cli as server_cli
+from simulator.server import Limits, PushServer, RunningServer, ServerSettings, SqliteStore
+from simulator.server import command as server_command
 from simulator.server import run_server
 from simulator.server.tls import (
     TlsCredentials,
@@ -263,7 +263,7 @@ def other_ca(tmp_path: Path) -> Path:
 @pytest.fixture
 async def tls_server(nursery: trio.Nursery, credentials: TlsCredentials) -> RunningServer:
     return await nursery.start(functools.partial(
-        run_server, ServerConfig(admin_token=ADMIN), http_port=0, mqtt_port=0, mqtts_port=0,
+        run_server, ServerSettings(admin_token=ADMIN), http_port=0, mqtt_port=0, mqtts_port=0,
         https_port=0, tls=server_ssl_context(credentials.files)))
 
 
@@ -417,7 +417,7 @@ async def test_a_stalled_handshake_is_closed_at_the_connect_timeout(
     """In virtual time: a client that opens a connection and never finishes its handshake is
     closed exactly ``connect_timeout`` later; a handshake that does finish is served."""
     store = SqliteStore(":memory:")
-    server = PushServer(store, config=ServerConfig(admin_token=ADMIN,
+    server = PushServer(store, settings=ServerSettings(admin_token=ADMIN,
                                                    limits=Limits(connect_timeout=7)))
     context = server_ssl_context(credentials.files)
     handler = tls_handler(server.handle_mqtt_stream, context, handshake_timeout=7)
@@ -470,8 +470,8 @@ def test_command_prints_mqtts_and_https_and_serves_them(tmp_path: Path) -> None:
 
 def _run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    server_cli.add_arguments(parser)
-    return server_cli.run(parser.parse_args(list(argv)))
+    server_command.add_arguments(parser)
+    return server_command.run(parser.parse_args(list(argv)))
 
 
 def test_command_errors_are_one_line(tmp_path: Path,

@@ -1,0 +1,319 @@
+"""What each flood costs the other devices: push latency to a victim, idle and under floods.
+
+``python -m power_bench.server_floods [--seconds S] [--rate PER_S] [--json FILE]``
+
+A reference server process (``python -m simulator.server``, default limits, a database
+file) serves a *victim* device: a plain MQTT client (the project's codec over trio) that
+receives pushes sent to it at ``--rate`` per second over a kept-alive HTTP connection, each
+stamped with its send time (same machine clock). Latency = receipt − send. First idle for S
+seconds, then each flood for S seconds, from an *attacker* process (blocking sockets, as
+fast as it can, on another loopback address):
+
+- ``registrations``: ``POST /v1/devices`` with new device ids, from one address;
+- ``receipts``: receipts on the rcpt topic of one registered device (reconnecting when the
+  server closes it);
+- ``probes``: probe connections (``<registration_id>/probe``) of one device, held open;
+- ``connections``: TCP connections from one address, held open;
+- ``requests``: pipelined ``GET /healthz`` on one keep-alive connection (then another);
+- ``bad_connects``: CONNECTs with a wrong token (each refusal is logged: a log flood).
+
+Reported per phase: the victim's p50/p99/max latency and the ratio to idle (the goal: within
+2x), what the attacker sent, the server counters that went up, and how much the server's log
+grew. Run under the benchmark lock; note the load average (in the report).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from power_bench.chaos import ServerProcess, basic_auth, create_app, http_request, metrics
+
+FLOODS = ("registrations", "receipts", "probes", "connections", "requests", "bad_connects")
+ATTACKER_ADDRESS = "127.0.0.2"
+
+
+# --- the attacker (a child process) --------------------------------------------------------
+
+def _mqtt_connect(client_id: str, username: str, password: str) -> bytes:
+    from pushsdk.protocol import Connect, Connection, Role
+
+    return Connection(Role.CLIENT).send(Connect(client_id=client_id, username=username,
+                                                password=password.encode(), keepalive=0,
+                                                clean_session=True))
+
+
+def _receipt(topic: str) -> bytes:
+    from pushsdk.protocol import ConnAck, Connect, Connection, Publish, Role
+
+    codec = Connection(Role.CLIENT)
+    codec.send(Connect(client_id="x"))
+    codec.receive_data(b"\x20\x02\x00\x00")
+    assert isinstance(codec.next_event(), ConnAck)
+    return codec.send(Publish(topic, b'{"msg_id": "flood", "event": "opened"}', qos=0))
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                    source_address=(ATTACKER_ADDRESS, 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _flood(kind: str, spec: dict[str, Any], stop: Any, counts: Any) -> None:
+    """Run one flood until ``stop`` is set; ``counts[0]`` = what was sent."""
+    held: list[socket.socket] = []
+    try:
+        while not stop.is_set():
+            try:
+                counts[0] += _flood_step(kind, spec, held)
+            except OSError:
+                counts[1] += 1
+                time.sleep(0.01)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _flood_step(kind: str, spec: dict[str, Any], held: list[socket.socket]) -> int:
+    http_port, mqtt_port = spec["http_port"], spec["mqtt_port"]
+    if kind in ("registrations", "requests"):
+        with _connect(http_port) as sock:
+            if kind == "registrations":
+                body = json.dumps({"device_id": f"flood-{time.monotonic_ns()}",
+                                   "platform": "android"}).encode()
+                request = (f"POST /v1/devices HTTP/1.1\r\nHost: x\r\nX-App-Key: "
+                           f"{spec['app_key']}\r\nContent-Length: {len(body)}\r\n\r\n"
+                           ).encode() + body
+            else:
+                request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            last = request.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n", 1)
+            sock.sendall(request * 49 + last)
+            while sock.recv(65536):  # until the server closes after the last answer
+                pass
+            return 50
+    if kind == "receipts":
+        with _connect(mqtt_port) as sock:
+            sock.sendall(_mqtt_connect(spec["rid"], spec["app_key"], spec["token"]))
+            sock.recv(4)
+            burst = spec["receipt"] * 200
+            sent = 0
+            while True:
+                sock.sendall(burst)
+                sent += 200
+                if sent >= 20_000:
+                    return sent
+    if kind in ("probes", "connections"):
+        if len(held) >= 3000:
+            time.sleep(0.1)
+            return 0
+        sock = _connect(http_port if kind == "connections" else mqtt_port)
+        if kind == "probes":
+            sock.sendall(_mqtt_connect(spec["rid"] + "/probe", spec["app_key"], spec["token"]))
+        held.append(sock)
+        return 1
+    with _connect(mqtt_port) as sock:  # bad_connects
+        sock.sendall(_mqtt_connect(spec["rid"], spec["app_key"], "wrong-token"))
+        sock.recv(4)
+        return 1
+
+
+def _attacker(kind: str, spec: dict[str, Any], stop: Any, counts: Any) -> None:
+    threads = [threading.Thread(target=_flood, args=(kind, spec, stop, counts), daemon=True)
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# --- the victim ----------------------------------------------------------------------------
+
+def measure(server: ServerProcess, app: dict[str, str], victim: dict[str, Any],
+            seconds: float, rate: float, flood: Any = None) -> dict[str, Any]:
+    """Push to the victim at ``rate`` for ``seconds``; its latencies (ms). The victim and
+    the app server connect first, then ``flood()`` (if given) starts the flood: they are
+    devices and servers already connected when it begins."""
+    import trio
+
+    return trio.run(_measure, server, app, victim, seconds, rate, flood)
+
+
+async def _measure(server: ServerProcess, app: dict[str, str], victim: dict[str, Any],
+                   seconds: float, rate: float, flood: Any) -> dict[str, Any]:
+    import trio
+
+    from pushsdk.protocol import (NEED_DATA, ConnAck, Connect, Connection, PubAck, Publish,
+                                  Role, SubAck, Subscribe)
+
+    stream = await trio.open_tcp_stream("127.0.0.1", server.mqtt_port)
+    codec = Connection(Role.CLIENT)
+    latencies: list[float] = []
+
+    async def next_event() -> Any:
+        while (event := codec.next_event()) is NEED_DATA:
+            codec.receive_data(await stream.receive_some(65536))
+        return event
+
+    await stream.send_all(codec.send(Connect(client_id=victim["registration_id"],
+                                             username=app["app_key"], keepalive=0,
+                                             password=victim["token"].encode())))
+    assert isinstance(await next_event(), ConnAck)
+    await stream.send_all(codec.send(Subscribe(1, ((victim["inbox"], 1),))))
+    assert isinstance(await next_event(), SubAck)
+
+    async def receive() -> None:
+        while True:
+            event = await next_event()
+            if isinstance(event, Publish):
+                sent = json.loads(event.payload)["message"]["data"]
+                latencies.append(time.monotonic() - sent)
+                await stream.send_all(codec.send(PubAck(event.packet_id)))
+
+    headers = {**basic_auth(app), "Content-Type": "application/json"}
+    body = {"audience": {"registration_id": [victim["registration_id"]]}}
+    pusher = _Pusher(server.http_port, headers)
+
+    def push() -> None:
+        pusher.post(json.dumps({**body, "message": {"data": time.monotonic()}}).encode())
+
+    pusher.connect()
+    if flood is not None:
+        flood()
+        await trio.sleep(1.0)  # the flood is on
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        start = trio.current_time()
+        n = int(seconds * rate)
+        for k in range(n):
+            await trio.sleep_until(start + k / rate)
+            await trio.to_thread.run_sync(push)
+        with trio.move_on_after(5):
+            while len(latencies) < n:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    await stream.aclose()
+    ms = sorted(x * 1000 for x in latencies)
+
+    def pct(p: float) -> float | None:
+        return round(ms[min(len(ms) - 1, int(p * len(ms)))], 2) if ms else None
+
+    return {"pushes": n, "received": len(ms), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "max_ms": pct(1.0)}
+
+
+class _Pusher:
+    """An app server's kept-alive connection for ``POST /v1/push`` (a new one if it ends)."""
+
+    def __init__(self, port: int, headers: dict[str, str]) -> None:
+        self.port, self.headers = port, headers
+        self.conn: http.client.HTTPConnection | None = None
+
+    def connect(self) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        self.conn.connect()
+
+    def post(self, body: bytes) -> int:
+        for _ in range(3):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                self.conn.request("POST", "/v1/push", body=body, headers=self.headers)
+                response = self.conn.getresponse()
+                response.read()
+                return response.status
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+        return 0
+
+
+def _register(server: ServerProcess, app: dict[str, str], device_id: str) -> dict[str, Any]:
+    status, answer = http_request(server.http_port, "POST", "/v1/devices",
+                                  {"device_id": device_id, "platform": "android"},
+                                  {"X-App-Key": app["app_key"]})
+    assert status == 200, answer
+    return answer  # type: ignore[no-any-return]
+
+
+def run(seconds: float, rate: float, floods: tuple[str, ...]) -> dict[str, Any]:
+    report: dict[str, Any] = {"load_average_start": os.getloadavg(), "phases": {}}
+    with tempfile.TemporaryDirectory(prefix="server-floods-") as tmp:
+        log = Path(tmp) / "server.log"
+        server = ServerProcess(Path(tmp) / "floods.db", log=log, limits=(),
+                               extra=("--log-level", "info"))  # the default limits
+        try:
+            app = create_app(server.http_port)
+            victim = _register(server, app, "victim")
+            flooder = _register(server, app, "flooder")
+            spec = {"http_port": server.http_port, "mqtt_port": server.mqtt_port,
+                    "app_key": app["app_key"], "rid": flooder["registration_id"],
+                    "token": flooder["token"],
+                    "receipt": _receipt(f"rcpt/{app['app_key']}/{flooder['registration_id']}")}
+            idle = measure(server, app, victim, seconds, rate)
+            report["phases"]["idle"] = idle
+            print(f"idle: {idle}", flush=True)
+            for kind in floods:
+                report["phases"][kind] = _phase(kind, spec, server, app, victim, seconds,
+                                                rate, log, idle)
+                print(f"{kind}: {report['phases'][kind]}", flush=True)
+        finally:
+            server.terminate()
+    report["load_average_end"] = os.getloadavg()
+    return report
+
+
+def _phase(kind: str, spec: dict[str, Any], server: ServerProcess, app: dict[str, str],
+           victim: dict[str, Any], seconds: float, rate: float, log: Path,
+           idle: dict[str, Any]) -> dict[str, Any]:
+    before, log_before = metrics(server.http_port), log.stat().st_size
+    stop = multiprocessing.Event()
+    counts = multiprocessing.Array("q", 2)
+    attacker = multiprocessing.Process(target=_attacker, args=(kind, spec, stop, counts))
+    result = measure(server, app, victim, seconds, rate, attacker.start)
+    stop.set()
+    attacker.join(30)
+    if attacker.is_alive():
+        attacker.kill()
+    after = metrics(server.http_port)
+    time.sleep(1.0)  # let the server settle before the next phase
+    grew = {name.removeprefix("pushsim_"): after[name] - before.get(name, 0)
+            for name in after if name.endswith("_total") and after[name] > before.get(name, 0)
+            and "latency" not in name}
+    return {**result, "p50_ratio": _ratio(result["p50_ms"], idle["p50_ms"]),
+            "p99_ratio": _ratio(result["p99_ms"], idle["p99_ms"]),
+            "attacker_sent": counts[0], "attacker_errors": counts[1],
+            "log_bytes": log.stat().st_size - log_before, "counters": grew}
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return round(value / base, 2) if value and base else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m power_bench.server_floods",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=20.0, help="pushes per second")
+    parser.add_argument("--flood", action="append", choices=FLOODS)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    report = run(args.seconds, args.rate, tuple(args.flood or FLOODS))
+    print(json.dumps(report, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The reference server on real sockets: TCP (and TLS) listeners for HTTP and MQTT.
+
+:func:`serve_tcp` listens and hands each accepted connection, with its source address, to
+``PushServer.handle_http_stream`` / ``handle_mqtt_stream``; it also runs the server's
+group committer, :class:`~.mqtt_session.Flusher` and ``SendGuard`` while it serves.
+:func:`run_server` adds opening and closing the store. ``reuse_port=True`` listens with
+``SO_REUSEPORT``, so that the worker processes of ``pushsim server --workers N`` share the
+ports (:func:`reuseport_listeners`, also used by ``cluster.py`` to reserve them).
+"""
+from __future__ import annotations
+
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .gctune import server_gc
+from .mqtt_session import Flusher
+from .store import SqliteStore
+from .logs import server_logger
+
+if TYPE_CHECKING:
+    from .server import PushServer
+    from .settings import ServerSettings
+    from .wallclock import WallClock
+
+__all__ = ["RunningServer", "peer_address", "reuseport_listeners", "reuseport_socket",
+           "run_server", "serve_tcp"]
+
+log = server_logger("simulator.server")
+
+Handler = Callable[[trio.abc.Stream, "str | None"], Awaitable[None]]
+
+
+@attrs.frozen
+class RunningServer:
+    """What :func:`serve_tcp` / :func:`run_server` report once listening."""
+
+    server: PushServer
+    host: str
+    http_port: int
+    mqtt_port: int
+    #: None when TLS is off (or HTTPS was not asked for).
+    mqtts_port: int | None = None
+    https_port: int | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.http_port}"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{_url_host(self.host)}:{self.mqtt_port}"
+
+    @property
+    def mqtts_url(self) -> str | None:
+        return None if self.mqtts_port is None else \
+            f"mqtts://{_url_host(self.host)}:{self.mqtts_port}"
+
+    @property
+    def https_url(self) -> str | None:
+        return None if self.https_port is None else \
+            f"https://{_url_host(self.host)}:{self.https_port}"
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def peer_address(stream: trio.abc.Stream) -> str | None:
+    """The source address of an accepted TCP stream (under TLS too), None if it has none."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return None
+    return str(address[0]) if isinstance(address, tuple) else None
+
+
+# --- listening with SO_REUSEPORT ----------------------------------------------------------
+
+def _addresses(host: str, port: int) -> list[tuple[int, Any]]:
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    seen: set[tuple[int, Any]] = set()
+    result: list[tuple[int, Any]] = []
+    for family, _, _, _, sockaddr in infos:
+        if (family, sockaddr) not in seen:
+            seen.add((family, sockaddr))
+            result.append((family, sockaddr))
+    return result
+
+
+def reuseport_socket(host: str, port: int, family: int | None = None,
+                     sockaddr: Any = None) -> socket.socket:
+    """A bound, not yet listening ``SO_REUSEPORT`` TCP socket on ``host``'s first address
+    (or on ``sockaddr``)."""
+    if sockaddr is None:
+        family, sockaddr = _addresses(host, port)[0]
+    assert family is not None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def reuseport_listeners(port: int, host: str) -> list[trio.SocketListener]:
+    """Listeners on every address of ``host`` with ``SO_REUSEPORT``: several processes
+    may listen on the same port and the kernel spreads new connections among them."""
+    listeners = []
+    try:
+        for family, sockaddr in _addresses(host, port):
+            sock = reuseport_socket(host, port, family, sockaddr)
+            sock.listen(socket.SOMAXCONN)
+            listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+# --- serving -------------------------------------------------------------------------------
+
+def _handlers(server: PushServer, tls: ssl.SSLContext | None, ports: dict[str, int | None],
+              ) -> dict[str, tuple[int, Callable[[trio.abc.Stream], Awaitable[None]]]]:
+    """kind -> (port, handler of one accepted stream)."""
+
+    def handle(serve: Handler) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+        async def guarded(stream: trio.abc.Stream) -> None:
+            try:
+                await serve(stream, peer_address(stream))
+            except Exception:  # a bug: logged, the listener goes on
+                log.exception("connection handler failed")
+
+        return guarded
+
+    handlers = {"http": (ports["http"] or 0, handle(server.handle_http_stream)),
+                "mqtt": (ports["mqtt"] or 0, handle(server.handle_mqtt_stream))}
+    if tls is not None:
+        from .tls import tls_handler  # imports cryptography: only when TLS is on
+
+        limits = server.limits
+        # A client that never finishes its handshake is given the same time it would
+        # have had to send CONNECT or an HTTP request on a plain connection.
+        handlers["mqtts"] = (ports["mqtts"] or 0, tls_handler(
+            handlers["mqtt"][1], tls, handshake_timeout=limits.connect_timeout))
+        if ports["https"] is not None:
+            handlers["https"] = (ports["https"], tls_handler(
+                handlers["http"][1], tls, handshake_timeout=limits.request_timeout))
+    return handlers
+
+
+async def _open(handlers: dict[str, Any], host: str, reuse_port: bool,
+                ) -> dict[str, list[trio.SocketListener]]:
+    open_listeners = reuseport_listeners if reuse_port else trio.open_tcp_listeners
+    listeners: dict[str, list[trio.SocketListener]] = {}
+    try:
+        for kind, (port, _) in handlers.items():
+            listeners[kind] = await open_listeners(port, host=host)
+    except BaseException:
+        for opened in listeners.values():
+            for listener in opened:
+                await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+async def serve_tcp(server: PushServer, *, host: str = "127.0.0.1", http_port: int = 8480,
+                    mqtt_port: int = 1883, tls: ssl.SSLContext | None = None,
+                    mqtts_port: int = 8883, https_port: int | None = None,
+                    reuse_port: bool = False,
+                    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+                    ) -> None:
+    """Listen on TCP (port 0 = any free port) and serve ``server`` until cancelled.
+
+    With a server-side ``tls`` context (see :mod:`simulator.server.tls`) MQTT over TLS
+    is served on ``mqtts_port`` as well, and HTTPS on ``https_port`` if given; the
+    registration answer then advertises the MQTTS endpoint (``"tls": true``), while
+    plain MQTT stays open for broker-style clients.
+
+    Reports a :class:`RunningServer` with the real ports. Raises ``OSError`` when a port
+    cannot be bound (nothing is left listening then).
+    """
+    if https_port is not None and tls is None:
+        raise ValueError("https_port needs a TLS context")
+    handlers = _handlers(server, tls, {"http": http_port, "mqtt": mqtt_port,
+                                       "mqtts": mqtts_port, "https": https_port})
+    listeners = await _open(handlers, host, reuse_port)
+    ports = {kind: opened[0].socket.getsockname()[1] for kind, opened in listeners.items()}
+    # What registration answers advertise: TLS whenever it is on (that is how the SDK
+    # learns to use it), with the port really bound.
+    if tls is not None:
+        server.advertise(ports["mqtts"], tls=True)
+    else:
+        server.advertise(ports["mqtt"], tls=False)
+    with server_gc():
+        async with trio.open_nursery() as nursery:
+            committer = server.committer
+            if committer.batched and not committer.running:
+                # First in, last out: on cancellation it commits what is still queued.
+                await nursery.start(committer.run)
+            if server.flusher is None:
+                await nursery.start(_run_flusher, server)
+            if not server.send_guard.running:
+                await nursery.start(server.send_guard.run)
+            for kind, (_, handler) in handlers.items():
+                nursery.start_soon(trio.serve_listeners, handler, listeners[kind])
+            task_status.started(RunningServer(server, host, ports["http"], ports["mqtt"],
+                                              mqtts_port=ports.get("mqtts"),
+                                              https_port=ports.get("https")))
+            log.info("listening on %s: %s", host,
+                     ", ".join(f"{kind.upper()} port {port}" for kind, port in ports.items()))
+
+
+async def _run_flusher(server: PushServer, *,
+                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    flusher = server.flusher = Flusher()
+    try:
+        await flusher.run(task_status=task_status)
+    finally:
+        if server.flusher is flusher:
+            server.flusher = None  # sessions woken from now on flush in tasks of their own
+
+
+async def run_server(
+    settings: ServerSettings,
+    *,
+    db: str = ":memory:",
+    host: str = "127.0.0.1",
+    http_port: int = 8480,
+    mqtt_port: int = 1883,
+    tls: ssl.SSLContext | None = None,
+    mqtts_port: int = 8883,
+    https_port: int | None = None,
+    clock: WallClock | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open the store, listen, serve until cancelled, then close connections and the store.
+
+    ``tls``, ``mqtts_port`` and ``https_port`` are as for :func:`serve_tcp`.
+
+    Raises :class:`~simulator.server.store.StoreError` for an unusable database and
+    ``OSError`` for a port that cannot be bound, before reporting started.
+    """
+    from .server import PushServer
+
+    store = SqliteStore(db)
+    try:
+        server = PushServer(store, settings=settings, clock=clock, rng=rng)
+        await serve_tcp(server, host=host, http_port=http_port, mqtt_port=mqtt_port, tls=tls,
+                        mqtts_port=mqtts_port, https_port=https_port, task_status=task_status)
+    finally:
+        store.close()
+        log.info("stopped; database closed")
