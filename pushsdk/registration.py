@@ -308,12 +308,6 @@ async def register(
         headers.append(("Authorization", f"Bearer {proof_token}"))
     request = _Request("POST", "/v1/devices", tuple(headers), json.dumps(body).encode())
     status, answer, payload = await server.call(request)
-    if status == 400 and device_key is not None and _refuses_identity(answer):
-        # A server from before device identity refuses the unknown field: register as then.
-        del body["device_key"]
-        request = attrs.evolve(request, body=json.dumps(body).encode())
-        status, answer, payload = await server.call(request)
-        device_key = None
     if status == 401 and device_key is not None and _challenge(answer) is not None:
         proof = device_key.prove(app_key, device_id, _challenge(answer) or "")
         request = attrs.evolve(request, body=json.dumps({**body, "proof": proof}).encode())
@@ -326,12 +320,6 @@ async def register(
     except ValueError as exc:
         raise RegistrationError(status, "bad_response", str(exc)) from None
     return reg.with_profile(alias, tags)
-
-
-def _refuses_identity(answer: Any) -> bool:
-    """A 400 answer that names ``device_key`` as a field the server does not know."""
-    error = answer.get("error") if isinstance(answer, dict) else None
-    return isinstance(error, dict) and "device_key" in str(error.get("message", ""))
 
 
 def _challenge(answer: Any) -> str | None:

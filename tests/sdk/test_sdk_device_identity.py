@@ -261,3 +261,26 @@ async def test_update_and_unregister(nursery):
     assert server.log[-1][:3] == ("DELETE", "/v1/devices/reg-phone", 200)
     assert "phone" not in server.devices
     assert isinstance(store.state, SdkState) and store.state.registration is None
+
+
+class PreIdentityServer(IdentityServer):
+    """A server from before device identity: it refuses the unknown field."""
+
+    def answer(self, method, path, headers, body):
+        if "device_key" in body:
+            return 400, {"error": {"code": "bad_field",
+                                   "message": "unknown field 'device_key'"}}
+        return super().answer(method, path, headers, body)
+
+
+async def test_a_registration_never_drops_its_identity_binding(nursery):
+    broker = ScriptedBroker()
+    mqtt = await nursery.start(partial(trio.serve_tcp, broker.handle, 0, host="127.0.0.1"))
+    server = PreIdentityServer(mqtt[0].socket.getsockname()[1])
+    http = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
+    url = f"http://127.0.0.1:{http[0].socket.getsockname()[1]}"
+    with pytest.raises(RegistrationRefused) as info:
+        await run_once(url, MemoryStateStore())
+    assert (info.value.status, info.value.code) == (400, "bad_field")
+    assert len(server.log) == 1 and "device_key" in server.log[0][3]  # asked once, with it
+    assert server.devices == {}
