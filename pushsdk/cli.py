@@ -29,7 +29,8 @@ from .dispatcher import BrokerMessage, PushMessage
 from .errors import ConfigurationError, PushError
 from .heartbeat import HeartbeatStrategy, UnknownStrategyError, known_strategies, parse_strategy
 from .protocol import Properties
-from .registration import parse_server_url, register
+from ._server_mode import register_again
+from .registration import parse_server_url
 from .state import FileStateStore, SdkState
 from .transport import TcpConnector
 
@@ -148,15 +149,21 @@ def _connector(args: argparse.Namespace) -> TcpConnector:
 
 
 async def _register(args: argparse.Namespace) -> int:
+    """Register as ``listen`` would: with the installation's device key (made now and kept
+    in the state file if there is none) and, as proof, the stored token of the device."""
     store = FileStateStore(args.state)
     state = (await store.load()) or SdkState()
-    reg = await register(_connector(args), args.server, args.app_key, args.device_id,
-                         platform=args.platform, alias=args.alias, tags=args.tags)
+    config = ServerConfig(server_url=args.server, app_key=args.app_key,
+                          device_id=args.device_id, platform=args.platform,
+                          alias=args.alias, tags=args.tags)
+    state = await register_again(config, state, _connector(args), timeout=30.0,
+                                 on_traffic=None)
     try:
-        await store.save(state.with_registration(reg))
+        await store.save(state)
     except OSError as exc:
         raise _Fail(f"cannot write state file {args.state}: {exc.strerror or exc}") from None
-    print(json.dumps(reg.answer()), flush=True)
+    assert state.registration is not None
+    print(json.dumps(state.registration.answer()), flush=True)
     return 0
 
 

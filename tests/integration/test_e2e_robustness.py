@@ -34,9 +34,13 @@ def test_malformed_packets_close_only_their_own_connection(procs: ProcessGroup,
     server = procs.server(tmp_path / "push.db")
     api = server.api
     app = api.create_app()
-    phone = api.register(app, "phone-1")  # the listener's registration (idempotent)
     listener = procs.listener(server, app, "phone-1", tmp_path / "state.bin")
     listener.wait_connected()
+    from pushsdk.state import FileStateStore
+
+    saved = FileStateStore(tmp_path / "state.bin").load_sync()
+    assert saved is not None and saved.registration is not None
+    phone = {"registration_id": saved.registration.registration_id}
     bad = api.register(app, "bad-device")  # credentials for the authenticated cases
 
     def still_delivering() -> None:

@@ -59,11 +59,13 @@ async def test_register_prints_the_answer_and_saves_state(nursery, tmp_path, cap
     answer = json.loads(out)
     assert answer["registration_id"] == "reg-d1" and answer["token"] == "tok-1"
     assert set(answer) == {"registration_id", "token", "token_expires_at", "mqtt", "inbox"}
-    assert registrar.requests[0][1] == {"device_id": "d1", "platform": "android",
-                                        "alias": "bob", "tags": ["a", "b"]}
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
     loaded = await FileStateStore(state).load()
     assert loaded.registration.token == "tok-1"
+    # The installation's identity is bound at once, as `listen` would bind it.
+    assert registrar.requests[0][1] == {"device_id": "d1", "platform": "android",
+                                        "alias": "bob", "tags": ["a", "b"],
+                                        "device_key": loaded.device_key.public}
 
 
 async def test_listen_server_mode(nursery, tmp_path, capsys):

@@ -3,6 +3,7 @@ Mosquitto and the reference server on loopback (the addresses in the text are re
 theirs); the first one is also type-checked with ``mypy --strict``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,6 +32,8 @@ EXPECTED = [
     ["demo/blocking hello from a script"],
     ["token", "connected as", "notification: Hi there"],
     ["granted (1, 0)", "sensors/7/temp 21.5 1 False"],
+    ["orders/42 application/json (('tenant', 'acme'),) True b'req-7'"],
+    ["ws/hello over a WebSocket"],
     ["cannot connect to 127.0.0.1:1: Connection refused", "transport"],
 ]
 
@@ -39,10 +42,40 @@ def test_every_block_is_accounted_for():
     assert len(BLOCKS) == len(EXPECTED)
 
 
+@contextlib.contextmanager
+def websocket_bridge(broker_port: int) -> Iterator[int]:
+    """The loopback WebSocket bridge (tests/sdk/ws_bridge.py) in a thread of its own."""
+    import trio
+    from ws_bridge import ws_bridge
+
+    ready: list[int] = []
+    stop = threading.Event()
+    token: list[trio.lowlevel.TrioToken] = []
+
+    async def serve() -> None:
+        async with ws_bridge(broker_port, chunk=7) as (port, _log):
+            token.append(trio.lowlevel.current_trio_token())
+            ready.append(port)
+            while not stop.is_set():
+                await trio.sleep(0.05)
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not ready:
+        assert time.monotonic() < deadline, "the WebSocket bridge did not start"
+        time.sleep(0.01)
+    try:
+        yield ready[0]
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("servers")
-    with mosquitto(tmp) as port:
+    with mosquitto(tmp) as port, websocket_bridge(port) as ws_port:
         proc = subprocess.Popen(
             [sys.executable, "-m", "simulator", "server", "--db", ":memory:", "--http-port",
              "0", "--mqtt-port", "0", "--log-level", "warning"],
@@ -56,6 +89,7 @@ def servers(tmp_path_factory) -> Iterator[dict[str, str]]:
             with urllib.request.urlopen(request, timeout=10) as answer:
                 app = json.loads(answer.read())
             yield {"broker": f"mqtt://127.0.0.1:{port}", "http": urls["http"],
+                   "ws": f"ws://127.0.0.1:{ws_port}/mqtt",
                    "app_key": app["app_key"], "master_secret": app["master_secret"]}
         finally:
             proc.terminate()
@@ -64,6 +98,7 @@ def servers(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 def _program(block: str, servers: dict[str, str]) -> str:
     return (block.replace("mqtt://127.0.0.1:1883", servers["broker"])
+            .replace("ws://127.0.0.1:9001/mqtt", servers["ws"])
             .replace("http://127.0.0.1:8480", servers["http"])
             .replace("<app_key>", servers["app_key"]))
 

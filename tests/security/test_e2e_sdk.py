@@ -176,6 +176,36 @@ async def test_a_push_that_does_not_decrypt_is_counted_acknowledged_and_skipped(
     assert "cannot decrypt" in caplog.text
 
 
+async def test_a_message_stream_never_gets_a_push_that_did_not_decrypt(world,
+                                                                       autojump_clock):
+    """The iterator, like the callbacks, sees only what opened (the undecryptable push is
+    counted, acknowledged and skipped, not handed over sealed)."""
+    server, app, _, _ = world
+    got = []
+    async with device(world, MemoryStateStore()) as client, \
+            client.messages(manual_ack=True) as messages:
+        await client.wait_connected()
+        rid = client.registration.registration_id
+        stranger = WebPushKeys.generate()
+        bad = server.push_body(app.app_key, encrypted_push_body(
+            DeviceKeys(rid, stranger.p256dh, stranger.auth), {"x": 1}))
+        good = server.push_body(app.app_key, encrypted_push_body(
+            keys_over_http(server, app, rid), {"ok": 1}))
+        with trio.fail_after(60):
+            async for message in messages:
+                got.append(message)
+                await messages.ack(message)
+                break
+        await trio.sleep(5)
+        stats = client.statistics()
+    assert [(m.msg_id, m.message["data"], m.e2e) for m in got] == [
+        (good.msg_id, {"ok": 1}, True)]
+    assert (stats.decrypt_errors, stats.messages_dispatched) == (1, 1)
+    for result in (bad, good):
+        status = server.message_status(app.app_key, result.msg_id)
+        assert (status.delivered, status.pending) == (1, 0)
+
+
 async def test_without_e2e_the_app_gets_the_sealed_object_untouched(world, autojump_clock):
     server, app, _, _ = world
     got = []
