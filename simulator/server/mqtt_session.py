@@ -28,22 +28,24 @@ import trio
 
 from pushsdk.protocol import (
     NEED_DATA,
+    PINGRESP_BYTES,
     SUBACK_FAILURE,
     Connection,
     ConnectionClosed,
     Disconnect,
     PingReq,
-    PingResp,
     PubAck,
     Publish,
+    ReasonCode,
     RemoteProtocolError,
+    State,
     SubAck,
     Subscribe,
     UnsubAck,
     Unsubscribe,
 )
 
-from . import writes
+from . import mqtt5, writes
 from .logs import server_logger
 from .payloads import deleted_payload
 from .validation import InvalidRequest, parse_receipt
@@ -57,6 +59,8 @@ __all__ = ["Flusher", "MqttSession", "SendGuard", "inbox_topic", "receipt_topic"
 log = server_logger("simulator.server.mqtt")
 
 RECEIVE_SIZE = 16 * 1024
+#: How long a closing 5.0 connection may take to write its DISCONNECT.
+FAREWELL_TIMEOUT = 2.0
 
 
 def inbox_topic(app_key: str, registration_id: str) -> str:
@@ -68,7 +72,12 @@ def receipt_topic(app_key: str, registration_id: str) -> str:
 
 
 class _Closed(Exception):
-    """Internal: close this device's connection; ``str()`` says why (it gets logged)."""
+    """Internal: close this device's connection; ``str()`` says why (it gets logged),
+    ``reason`` is the 5.0 DISCONNECT reason code sent first on a 5.0 connection."""
+
+    def __init__(self, why: str, reason: int = ReasonCode.PROTOCOL_ERROR) -> None:
+        super().__init__(why)
+        self.reason = reason
 
 
 class MqttSession:
@@ -76,13 +85,14 @@ class MqttSession:
     routing table (``registration_id -> session``) while connected."""
 
     __slots__ = (
-        "server", "stream", "conn", "registration_id", "app_key", "inbox", "clean",
+        "server", "stream", "conn", "registration_id", "app_key", "inbox", "expiry",
         "keepalive", "sub_qos", "inflight", "last_seq", "next_packet_id", "exhausted",
         "flushing", "detached", "nursery", "outbox", "connack", "token_hash", "revoke_at",
+        "v5", "farewell",
     )
 
     def __init__(self, server: PushServer, stream: trio.abc.Stream, conn: Connection,
-                 registration_id: str, app_key: str, clean: bool, keepalive: int,
+                 registration_id: str, app_key: str, expiry: float, keepalive: int,
                  sub_qos: int | None, token_hash: bytes = b"") -> None:
         self.server = server
         self.stream = stream
@@ -90,7 +100,8 @@ class MqttSession:
         self.registration_id = registration_id
         self.app_key = app_key
         self.inbox = inbox_topic(app_key, registration_id)
-        self.clean = clean
+        #: Seconds the session outlives the connection (0: ends with it; inf: for ever).
+        self.expiry = expiry
         self.keepalive = keepalive
         self.sub_qos = sub_qos  # granted QoS of the inbox subscription; None = not subscribed
         self.inflight: dict[int, int] = {}  # packet id -> deliveries.seq, in send order
@@ -104,6 +115,9 @@ class MqttSession:
         self.connack = b""
         self.token_hash = token_hash  # of the token this connection authenticated with
         self.revoke_at = math.inf  # trio time at which that token is revoked
+        self.v5 = conn.protocol_version == 5
+        #: A 5.0 DISCONNECT to send before closing (why the server ends the connection).
+        self.farewell: bytes | None = None
 
     def __repr__(self) -> str:
         return f"<MqttSession {self.registration_id} inflight={len(self.inflight)}>"
@@ -136,6 +150,8 @@ class MqttSession:
             self.server.counters.mqtt_sessions_revoked += 1
             log.info("device %s: its token was revoked: connection closed",
                      self.registration_id)
+            self._say_farewell(ReasonCode.NOT_AUTHORIZED, "the device token was revoked")
+        await self._send_farewell()
 
     def revoke(self, after: float) -> None:
         """End this connection ``after`` seconds from now: its token is being revoked."""
@@ -146,6 +162,7 @@ class MqttSession:
     def take_over(self) -> None:
         """Close this connection because the device connected again (synchronously
         releases the session, so the new connection starts from a consistent queue)."""
+        self._say_farewell(ReasonCode.SESSION_TAKEN_OVER, "the device connected again")
         self._detach()
         self._end()
 
@@ -156,6 +173,7 @@ class MqttSession:
         connection's redeliveries)."""
         if self.detached:
             return
+        self._say_farewell(ReasonCode.SESSION_TAKEN_OVER, "the device connected again")
         self.detached = True
         self.server.sessions.detach(self)
         self.inflight.clear()
@@ -172,9 +190,40 @@ class MqttSession:
         self.detached = True
         server = self.server
         server.sessions.detach(self)
-        server.committer.post(writes.close_sessions, (self.registration_id, self.clean),
+        expiry = self.expiry
+        expires_at = None if expiry == math.inf else server.clock.now() + expiry
+        server.committer.post(writes.close_sessions,
+                              (self.registration_id, not expiry, expires_at),
                               server.count_expired)
         self.inflight.clear()
+
+    def _say_farewell(self, reason: int, why: str) -> None:
+        """On a 5.0 connection, DISCONNECT with ``reason`` before closing (the first
+        reason given wins)."""
+        if self.v5 and self.farewell is None and self.conn.state is State.CONNECTED:
+            self._queue_farewell(self.conn.send(mqtt5.disconnect(reason, why)))
+
+    def _queue_farewell(self, data: bytes) -> None:
+        """``data`` is the last thing written: by the write under way if there is one,
+        else by :meth:`run` once reading has stopped."""
+        if self.outbox is not None:
+            self.outbox += data
+            self.farewell = b""
+        else:
+            self.farewell = data
+
+    async def _send_farewell(self) -> None:
+        data, self.farewell = self.farewell, b""
+        if not data:
+            return
+        if self.outbox is not None:
+            self.outbox += data
+            return
+        with trio.move_on_after(FAREWELL_TIMEOUT):
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
     # --- receiving ----------------------------------------------------------------------
 
@@ -191,27 +240,42 @@ class MqttSession:
                         event = conn.next_event()
                     except RemoteProtocolError as exc:
                         self.server.counters.mqtt_protocol_errors += 1
-                        raise _Closed(f"protocol error: {exc}") from None
+                        if exc.answer is not None:  # 5.0: the DISCONNECT saying why
+                            self._queue_farewell(conn.send(exc.answer))
+                        raise _Closed(f"protocol error: {exc}", -1) from None
                     if event is NEED_DATA:
                         conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
                         continue
                     keepalive.deadline = trio.current_time() + grace
                     if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
+                        if isinstance(event, Disconnect):
+                            self._on_disconnect(event)
                         return  # detached: taken over while this packet was buffered
                     await self._handle(event)
             if keepalive.cancelled_caught:
                 self.server.counters.mqtt_keepalive_timeouts += 1
                 log.debug("device %s silent for %s s: closing", self.registration_id, grace)
+                self._say_farewell(ReasonCode.KEEP_ALIVE_TIMEOUT,
+                                   f"silent for {grace:g} s (1.5 x keepalive)")
         except _Closed as why:
             log.info("closing device %s: %s", self.registration_id, why)
+            if why.reason >= 0:
+                self._say_farewell(why.reason, str(why)[:200])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+
+    def _on_disconnect(self, event: Disconnect) -> None:
+        """A 5.0 client may change its Session Expiry Interval when it disconnects (the
+        codec refuses a non-zero one after a CONNECT with none, MQTT-3.14.2-2)."""
+        interval = event.properties.session_expiry_interval
+        if interval is not None:
+            self.expiry = math.inf if interval == mqtt5.NEVER else float(interval)
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, PubAck):
             self._acknowledged(event.packet_id)
         elif isinstance(event, PingReq):
-            await self._send(self.conn.send(PingResp()))
+            await self._send(PINGRESP_BYTES)
         elif isinstance(event, Publish):
             await self._on_publish(event)
         elif isinstance(event, Subscribe):
@@ -220,44 +284,54 @@ class MqttSession:
             await self._on_unsubscribe(event)
         else:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 flow, which this server does not speak
             self.server.counters.mqtt_protocol_errors += 1
-            raise _Closed(f"{type(event).__name__.upper()}: QoS 2 is not supported")
+            raise _Closed(f"{type(event).__name__.upper()}: QoS 2 is not supported",
+                          ReasonCode.QOS_NOT_SUPPORTED)
 
     async def _on_publish(self, event: Publish) -> None:
         if event.topic != receipt_topic(self.app_key, self.registration_id):
             self.server.counters.mqtt_acl_violations += 1
             raise _Closed(f"PUBLISH to {event.topic[:200]!r} is not allowed "
-                          "(devices may publish only to their rcpt/ topic)")
+                          "(devices may publish only to their rcpt/ topic)",
+                          ReasonCode.NOT_AUTHORIZED)
         if event.qos == 2:
             self.server.counters.mqtt_protocol_errors += 1
-            raise _Closed("PUBLISH with QoS 2 is not supported")
+            raise _Closed("PUBLISH with QoS 2 is not supported", ReasonCode.QOS_NOT_SUPPORTED)
         if self.server.receipt_limit.take(self.registration_id, trio.current_time()):
             # A flood: the receipt is dropped, and the connection closed (MQTT 3.1.1 has
-            # no negative PUBACK). The bucket is the device's, not the connection's.
+            # no negative PUBACK; 5.0 is told 0x96). The bucket is the device's, not the
+            # connection's.
             self.server.counters.receipts_refused += 1
-            raise _Closed("receipts over the device's receipt rate")
+            raise _Closed("receipts over the device's receipt rate",
+                          ReasonCode.MESSAGE_RATE_TOO_HIGH)
+        code = ReasonCode.SUCCESS
         try:
             receipt = parse_receipt(event.payload)
         except InvalidRequest as exc:
             log.info("device %s sent an invalid receipt: %s", self.registration_id, exc.message)
+            code = ReasonCode.PAYLOAD_FORMAT_INVALID
         else:  # one for an unknown message is logged by the write
             server = self.server
             server.committer.post(writes.record_receipts,
                                   (self.registration_id, receipt.msg_id, receipt.event),
                                   server.count_receipts)
-        if event.qos == 1:
-            await self._send(self.conn.send(PubAck(event.packet_id)))
+        if event.packet_id is not None:  # QoS 1
+            await self._send(self.conn.send(
+                PubAck(event.packet_id, code if self.v5 else ReasonCode.SUCCESS)))
 
     async def _on_subscribe(self, event: Subscribe) -> None:
         codes = []
         granted = None
-        for topic_filter, qos in event.subscriptions:
+        refused = ReasonCode.NOT_AUTHORIZED if self.v5 else SUBACK_FAILURE
+        for topic_filter, options in event.subscriptions:
             if topic_filter == self.inbox:
-                granted = min(qos, 1)  # QoS 2 is downgraded to 1 (MQTT-3.9.3 allows it)
+                # QoS 2 is downgraded to 1 (MQTT-3.9.3 allows it); 5.0's other option
+                # bits (No Local, Retain Handling, ...) change nothing for an inbox.
+                granted = min(options & 3, 1)
                 codes.append(granted)
             else:
                 log.info("device %s may not subscribe to %r", self.registration_id,
                          topic_filter[:200])
-                codes.append(SUBACK_FAILURE)
+                codes.append(refused)
         if granted is not None and granted != self.sub_qos:
             self.sub_qos = granted
             self.server.committer.post(writes.set_subscriptions, (self.registration_id, granted))
@@ -266,10 +340,15 @@ class MqttSession:
             self.wake()
 
     async def _on_unsubscribe(self, event: Unsubscribe) -> None:
-        if self.inbox in event.topic_filters and self.sub_qos is not None:
+        subscribed = self.sub_qos is not None
+        if self.inbox in event.topic_filters and subscribed:
             self.sub_qos = None
             self.server.committer.post(writes.set_subscriptions, (self.registration_id, None))
-        await self._send(self.conn.send(UnsubAck(event.packet_id)))
+        codes: tuple[int, ...] = ()
+        if self.v5:
+            codes = tuple(ReasonCode.SUCCESS if f == self.inbox and subscribed
+                          else ReasonCode.NO_SUBSCRIPTION_EXISTED for f in event.topic_filters)
+        await self._send(self.conn.send(UnsubAck(event.packet_id, codes)))
 
     def _acknowledged(self, packet_id: int) -> None:
         seq = self.inflight.pop(packet_id, None)
@@ -338,10 +417,14 @@ class MqttSession:
         qos = self.sub_qos
         window = server.limits.inflight_window
         room = window - len(self.inflight) if qos else window
+        if self.v5 and qos:  # the device's Receive Maximum (5.0 §4.9)
+            room = min(room, self.conn.send_quota or 0)
         if room <= 0:
             return None
+        # 5.0: a Message Expiry Interval is whole seconds, never 0: less than 1 s left
+        # is expired here.
         rows, due = server.store.pending_rows(self.registration_id, self.last_seq, room,
-                                              server.clock.now())
+                                              server.clock.now(), 1.0 if self.v5 else 0.0)
         committer.post_all(writes.expire_rows, due, server.count_expired)
         committer.post_all(writes.mark_sent, [row.seq for row in rows])
         if len(rows) < room:
@@ -353,6 +436,8 @@ class MqttSession:
     def _encode(self, rows: list[Pending], qos: int) -> bytes:
         """PUBLISH packets for ``rows``, registered as in flight (QoS 1)."""
         counters = self.server.counters
+        conn = self.conn
+        now = self.server.clock.now() if self.v5 else 0.0
         data = bytearray()
         for row in rows:
             self.last_seq = row.seq
@@ -364,9 +449,13 @@ class MqttSession:
             if qos:
                 packet_id = self._new_packet_id()
                 self.inflight[packet_id] = row.seq
-            data += self.conn.send(Publish(self.inbox, payload, qos=qos,
-                                           dup=row.redelivery and qos > 0,
-                                           packet_id=packet_id))
+            if self.v5:
+                data += conn.send(Publish(self.inbox, payload, qos=qos,
+                                          dup=row.redelivery and qos > 0, packet_id=packet_id,
+                                          properties=mqtt5.push_properties(row, now)))
+            else:
+                data += conn.send(Publish(self.inbox, payload, qos=qos,
+                                          dup=row.redelivery and qos > 0, packet_id=packet_id))
             counters.messages_redelivered += row.redelivery
         counters.messages_sent += len(rows)
         return bytes(data)

@@ -109,5 +109,13 @@ CREATE INDEX challenges_device ON challenges (app_key, device_id);
 CREATE INDEX challenges_expiry ON challenges (expires_at);
 """
 
+# Version 4: MQTT 5.0 Session Expiry (docs/server.md). devices.session_expires_at is the
+# wall-clock time at which a stored session ends while its device stays away (set when a
+# 5.0 connection with a finite Session Expiry Interval closes); NULL = never (3.1.1's
+# clean session 0, 5.0's 0xFFFFFFFF) or the device is connected.
+_SCHEMA_V4 = """
+ALTER TABLE devices ADD COLUMN session_expires_at REAL;
+"""
+
 #: Schema migrations; entry i upgrades ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
