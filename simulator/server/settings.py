@@ -117,6 +117,9 @@ class ServerSettings:
     mqtt_host: str | None = None
     mqtt_port: int = 1883
     mqtt_tls: bool = False
+    #: ``ws[s]://HOST:PORT/mqtt`` when MQTT over WebSocket is served (the answer's
+    #: ``mqtt.ws``, with HOST as for ``mqtt_host``); None: not served.
+    mqtt_ws_url: str | None = None
     #: Lifetime of a device token (wall-clock seconds); 30 days.
     token_ttl: float = attrs.field(default=30 * DAY, validator=_positive)
     #: A re-registration revokes the device's older tokens this many seconds later (a
@@ -152,6 +155,8 @@ class RunSettings:
     tls_dir: str | None = None
     mqtts_port: int | None = None
     https_port: int | None = None
+    ws_port: int | None = None
+    wss_port: int | None = None
     workers: int = 1
     log_level: str = "info"
 
