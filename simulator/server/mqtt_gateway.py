@@ -165,8 +165,13 @@ def _authenticate(server: PushServer, connect: Connect
     if connect.username is None or connect.password is None:
         return ConnackCode.BAD_USERNAME_OR_PASSWORD, "user name (app key) and password " \
             "(device token) are required", None
-    owner = server.store.token_device(_token_hash(connect.password), server.clock.now())
-    if owner is None:  # unknown, expired or revoked: register again
+    token_hash, now = _token_hash(connect.password), server.clock.now()
+    owner = server.store.token_device(token_hash, now)
+    if owner is None:
+        if connect.protocol_level == 5 and server.store.token_of_deleted_device(token_hash, now):
+            # 5.0 can say "revoked for good" (0x87); 3.1.1 keeps its 4 ("register again").
+            return ConnackCode.NOT_AUTHORIZED, "this device was unregistered", None
+        # unknown, expired or revoked: register again
         return ConnackCode.BAD_USERNAME_OR_PASSWORD, "unknown, expired or revoked token: " \
             "register again", None
     rid = owner.registration_id

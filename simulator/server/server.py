@@ -293,6 +293,7 @@ class PushServer:
         """Unregister: tokens stop working at once (connections close), nothing more is
         queued, the device id is free again. False if ``app_key`` has no such device."""
         deleted = await self.committer.write(writes.delete_device, app_key, registration_id,
+                                             self.clock.now(),
                                              durable=True)
         if deleted is None:
             return False

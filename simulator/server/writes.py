@@ -262,10 +262,11 @@ def update_device(db: sqlite3.Connection, registration_id: str, alias: object, t
 
 
 def delete_device(db: sqlite3.Connection, app_key: str,
-                  registration_id: str) -> DeviceDeleted | None:
+                  registration_id: str, now: float = 0.0) -> DeviceDeleted | None:
     """Unregister: the device, its tokens, tags, keys and challenges go; whatever was
-    queued for it is dropped (counted in each message's status). None if ``app_key`` has
-    no such registration."""
+    queued for it is dropped (counted in each message's status); its unexpired tokens are
+    remembered as a deleted device's until they expire (``deleted_tokens``, wall clock
+    ``now``). None if ``app_key`` has no such registration."""
     row = db.execute("SELECT device_id FROM devices WHERE registration_id = ? AND app_key = ?",
                      (registration_id, app_key)).fetchone()
     if row is None:
@@ -273,6 +274,10 @@ def delete_device(db: sqlite3.Connection, app_key: str,
     (device_id,) = row
     dropped = db.execute("UPDATE deliveries SET status = 4 WHERE registration_id = ? "
                          "AND status = 0", (registration_id,)).rowcount
+    db.execute("DELETE FROM deleted_tokens WHERE expires_at <= ?", (now,))
+    db.execute("INSERT OR REPLACE INTO deleted_tokens (token_hash, expires_at) "
+               "SELECT token_hash, expires_at FROM tokens WHERE registration_id = ? "
+               "AND expires_at > ?", (registration_id, now))
     for table in ("tokens", "tags", "webpush_keys", "devices"):
         db.execute(f"DELETE FROM {table} WHERE registration_id = ?", (registration_id,))
     db.execute("DELETE FROM challenges WHERE app_key = ? AND device_id = ?",

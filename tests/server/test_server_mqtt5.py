@@ -89,10 +89,16 @@ async def test_a_deleted_device_gets_0x87_and_an_expired_token_0x86(make_harness
     # The connected session is told why before it is closed.
     farewell = await expect_disconnect(client)
     assert farewell.reason_code == ReasonCode.NOT_AUTHORIZED
-    # Its token is unknown now: "register again" (0x86), as for any token that stopped working.
+    # Its token belonged to a device that is gone: "not authorised" (0x87; registering
+    # again would not help), while 3.1.1 keeps CONNACK 4.
     connack = await refused(harness, device["registration_id"], app["app_key"], device["token"])
-    assert connack.reason_code == ReasonCode.BAD_USER_NAME_OR_PASSWORD
-    await trio.sleep(3600)
+    assert connack.reason_code == ReasonCode.NOT_AUTHORIZED
+    assert "unregistered" in (connack.properties.reason_string or "")
+    client311 = harness.mqtt_client()
+    connack = await client311.connect(device["registration_id"], app["app_key"],
+                                      device["token"])
+    assert connack.return_code == 4
+    await trio.sleep(3600)  # the other device's token expired: 0x86, register again
     connack = await refused(harness, other["registration_id"], app["app_key"], other["token"])
     assert connack.reason_code == ReasonCode.BAD_USER_NAME_OR_PASSWORD
 
