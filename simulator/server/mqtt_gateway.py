@@ -38,8 +38,7 @@ if TYPE_CHECKING:
     from .records import TokenOwner
     from .server import PushServer
 
-__all__ = ["PROBE_SUFFIX", "inbox_topic", "receipt_topic", "refuse_connection",
-           "serve_admitted", "serve_mqtt"]
+__all__ = ["PROBE_SUFFIX", "inbox_topic", "receipt_topic", "refuse_connection", "serve_mqtt"]
 
 log = server_logger("simulator.server.mqtt")
 
@@ -50,24 +49,20 @@ PROBE_SUFFIX = "/probe"
 
 
 async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
-                     peer: str | None = None) -> None:
-    """Serve one MQTT connection until it ends. Never raises for anything the peer does.
+                     peer: str | None = None, *, counted: bool = False) -> None:
+    """Serve one MQTT connection until it ends; closes ``stream``. Never raises for
+    anything the peer does.
 
     A connection from an address over its limits (``max_connections_per_address``, the
     per-address connection rate) is refused before anything else is done for it:
-    :func:`refuse_connection`."""
+    :func:`refuse_connection`. ``counted``: the caller counted it in
+    ``server.connections`` already (MQTT over WebSocket). One function, not two, because
+    its frame stays on every idle connection's stack; it is also the task's root on
+    sockets (``listeners.serve_mqtt_listeners``)."""
     connections = server.connections
-    if not connections.enter("mqtt", peer):
+    if not counted and not connections.enter("mqtt", peer):
         await refuse_connection(server, stream, peer)
         return
-    try:
-        await serve_admitted(server, stream)
-    finally:
-        connections.leave("mqtt", peer)
-
-
-async def serve_admitted(server: PushServer, stream: trio.abc.Stream) -> None:
-    """Serve a connection already counted in ``server.connections``; closes ``stream``."""
     conn = Connection(Role.SERVER, protocol_version=None,
                       max_packet_size=server.limits.max_packet_size)
     try:
@@ -78,7 +73,11 @@ async def serve_admitted(server: PushServer, stream: trio.abc.Stream) -> None:
                 await session.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
+    except Exception:  # a bug: logged, this connection ends, the listener goes on
+        log.exception("MQTT connection handler failed")
     finally:
+        if not counted:
+            connections.leave("mqtt", peer)
         await trio.aclose_forcefully(stream)
 
 

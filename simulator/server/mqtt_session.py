@@ -21,6 +21,7 @@ simulation).
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -88,7 +89,7 @@ class MqttSession:
         "server", "stream", "conn", "registration_id", "app_key", "inbox", "expiry",
         "keepalive", "sub_qos", "inflight", "last_seq", "next_packet_id", "exhausted",
         "flushing", "detached", "nursery", "outbox", "connack", "token_hash", "revoke_at",
-        "v5", "farewell",
+        "v5", "farewell", "scope", "fd",
     )
 
     def __init__(self, server: PushServer, stream: trio.abc.Stream, conn: Connection,
@@ -118,6 +119,10 @@ class MqttSession:
         self.v5 = conn.protocol_version == 5
         #: A 5.0 DISCONNECT to send before closing (why the server ends the connection).
         self.farewell: bytes | None = None
+        #: Ends the connection: cancelled by a takeover; deadline = keepalive, revocation.
+        self.scope: trio.CancelScope | None = None
+        #: The descriptor of a plain TCP socket (written and read directly), else -1.
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
 
     def __repr__(self) -> str:
         return f"<MqttSession {self.registration_id} inflight={len(self.inflight)}>"
@@ -125,39 +130,57 @@ class MqttSession:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Send CONNACK, then serve the device until its connection ends."""
+        """Send CONNACK, then serve the device until its connection ends.
+
+        One cancel scope ends the connection, whatever ends it: its deadline is the
+        earlier of the keepalive's and the token's revocation, and a takeover cancels
+        it. On sockets (a :class:`Flusher` runs) that is all a connection holds besides
+        its task; otherwise a nursery hosts its flushes too."""
+        self.scope = scope = trio.CancelScope(deadline=self.revoke_at)
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.cancel_scope.deadline = self.revoke_at
-                try:
-                    if self.detached:  # taken over already
-                        return
-                    await self._send(self.connack)
-                    self.connack = b""
-                    self.wake()
+            if self.server.flusher is not None:
+                with scope:
                     await self._read_loop()
-                finally:
-                    # Detach the moment reading stops, before the nursery winds down: a
-                    # flush task already scheduled must not write to a codec that is
-                    # closed, and a push committed while the nursery closes must not try
-                    # to start one in it (wake() and _flush() check `detached`).
-                    self._detach()
-                nursery.cancel_scope.cancel()
+            else:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    try:
+                        with scope:
+                            await self._read_loop()
+                    finally:
+                        # Detach the moment reading stops, before the nursery winds
+                        # down: a flush task already scheduled must not write to a codec
+                        # that is closed, and a push committed while the nursery closes
+                        # must not start one in it (wake() and flush() check `detached`).
+                        self._detach()
+                    nursery.cancel_scope.cancel()  # flushes still scheduled end here
         finally:
             self._detach()
+        self._closed_why()
+        await self._send_farewell()
+
+    def _closed_why(self) -> None:
+        """Count and say why the scope ended the connection (revocation, keepalive)."""
+        scope = self.scope
+        if scope is None or not scope.cancelled_caught or trio.current_time() < scope.deadline:
+            return  # ended otherwise, or cancelled by another task (a takeover, a stall)
         if trio.current_time() >= self.revoke_at:
             self.server.counters.mqtt_sessions_revoked += 1
             log.info("device %s: its token was revoked: connection closed",
                      self.registration_id)
             self._say_farewell(ReasonCode.NOT_AUTHORIZED, "the device token was revoked")
-        await self._send_farewell()
+        else:
+            grace = self.keepalive * 1.5
+            self.server.counters.mqtt_keepalive_timeouts += 1
+            log.debug("device %s silent for %s s: closing", self.registration_id, grace)
+            self._say_farewell(ReasonCode.KEEP_ALIVE_TIMEOUT,
+                               f"silent for {grace:g} s (1.5 x keepalive)")
 
     def revoke(self, after: float) -> None:
         """End this connection ``after`` seconds from now: its token is being revoked."""
         self.revoke_at = min(self.revoke_at, trio.current_time() + after)
-        if self.nursery is not None:
-            self.nursery.cancel_scope.deadline = self.revoke_at
+        if self.scope is not None:
+            self.scope.deadline = min(self.scope.deadline, self.revoke_at)
 
     def take_over(self) -> None:
         """Close this connection because the device connected again (synchronously
@@ -181,8 +204,8 @@ class MqttSession:
 
     def _end(self) -> None:
         """Close the connection, from whichever task notices it must."""
-        if self.nursery is not None:
-            self.nursery.cancel_scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
 
     def _detach(self) -> None:
         if self.detached:
@@ -228,35 +251,49 @@ class MqttSession:
     # --- receiving ----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        conn, stream = self.conn, self.stream
+        """CONNACK, then the device's packets until the connection ends. On a plain TCP
+        socket it reads straight from it: one frame and no per-read objects while idle
+        (``stream.receive_some`` keeps five frames and an exception on the stack)."""
+        if self.detached:  # taken over already
+            return
+        await self._send(self.connack)
+        self.connack = b""
+        self.wake()
+        conn, scope, stream, fd = self.conn, self.scope, self.stream, self.fd
+        assert scope is not None
+        sock = stream.socket if fd >= 0 else None  # type: ignore[attr-defined]
         # MQTT-3.1.2-24: silence for 1.5 x keepalive ends the connection; 0 disables it.
-        # One scope for the whole connection, its deadline moved on by every packet: far
-        # cheaper than a scope per read when thousands of devices ping.
+        # The connection's one scope has its deadline moved on by every packet (never
+        # past the token's revocation): far cheaper than a scope per read.
         grace = self.keepalive * 1.5 if self.keepalive else math.inf
+        scope.deadline = min(trio.current_time() + grace, self.revoke_at)
         try:
-            with trio.CancelScope(deadline=trio.current_time() + grace) as keepalive:
-                while True:
-                    try:
-                        event = conn.next_event()
-                    except RemoteProtocolError as exc:
-                        self.server.counters.mqtt_protocol_errors += 1
-                        if exc.answer is not None:  # 5.0: the DISCONNECT saying why
-                            self._queue_farewell(conn.send(exc.answer))
-                        raise _Closed(f"protocol error: {exc}", -1) from None
-                    if event is NEED_DATA:
+            while True:
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    self.server.counters.mqtt_protocol_errors += 1
+                    if exc.answer is not None:  # 5.0: the DISCONNECT saying why
+                        self._queue_farewell(conn.send(exc.answer))
+                    raise _Closed(f"protocol error: {exc}", -1) from None
+                if event is NEED_DATA:
+                    if sock is None:
                         conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
                         continue
-                    keepalive.deadline = trio.current_time() + grace
-                    if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
-                        if isinstance(event, Disconnect):
-                            self._on_disconnect(event)
-                        return  # detached: taken over while this packet was buffered
-                    await self._handle(event)
-            if keepalive.cancelled_caught:
-                self.server.counters.mqtt_keepalive_timeouts += 1
-                log.debug("device %s silent for %s s: closing", self.registration_id, grace)
-                self._say_farewell(ReasonCode.KEEP_ALIVE_TIMEOUT,
-                                   f"silent for {grace:g} s (1.5 x keepalive)")
+                    data = _read_some(fd)
+                    if data is None:  # nothing yet: wait outside any except block
+                        await trio.lowlevel.wait_readable(sock)
+                        continue
+                    await trio.lowlevel.checkpoint()  # as receive_some does: fairness
+                    conn.receive_data(data)
+                    continue
+                if grace != math.inf:
+                    scope.deadline = min(trio.current_time() + grace, self.revoke_at)
+                if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
+                    if isinstance(event, Disconnect):
+                        self._on_disconnect(event)
+                    return  # detached: taken over while this packet was buffered
+                await self._handle(event)
         except _Closed as why:
             log.info("closing device %s: %s", self.registration_id, why)
             if why.reason >= 0:
@@ -368,17 +405,24 @@ class MqttSession:
         write.
 
         If another task is writing, ``data`` is appended to what it will write next and
-        this returns at once: no lock, no waiting task. A device that does not read for
-        ``send_timeout`` is disconnected (:class:`SendGuard`).
+        this returns at once: no lock, no waiting task. On a plain TCP socket what the
+        kernel takes at once is written straight to it (no scheduler round trip, which
+        ``send_all`` costs twice per write); the rest, and everything on other streams,
+        goes through ``send_all``. A device that does not read for ``send_timeout`` is
+        disconnected (:class:`SendGuard`).
         """
         if self.outbox is not None:
             self.outbox += data
             return
         self.outbox = outbox = bytearray()
         guard = self.server.send_guard
+        fd = self.fd
         try:
             while data:
-                await guard.send(self, data)
+                if fd >= 0:  # a plain TCP socket: what the kernel takes at once, directly
+                    data = data[_write_some(fd, data):]
+                if data:
+                    await guard.send(self, data)
                 data = bytes(outbox)
                 outbox.clear()
         finally:
@@ -398,14 +442,16 @@ class MqttSession:
         the session's own.
         """
         self.exhausted = False
-        if self.flushing or self.nursery is None or self.detached or self.sub_qos is None:
+        if self.flushing or self.scope is None or self.detached or self.sub_qos is None:
             return
         self.flushing = True
         flusher = self.server.flusher
         if flusher is not None:
             flusher.add(self)
-        else:
+        elif self.nursery is not None:
             self.nursery.start_soon(self.flush)
+        else:  # the Flusher stopped (the server is shutting down): nothing more is sent
+            self.flushing = False
 
     def _next_batch(self) -> tuple[bytes, list[Pending], int] | None:
         """The queued messages that fit the inflight window, taken (marked sent) and
@@ -486,6 +532,26 @@ class MqttSession:
         return packet_id
 
 
+def _read_some(fd: int) -> bytes | None:
+    """What a non-blocking socket holds now (b"" at EOF or a reset), None if nothing."""
+    try:
+        return os.read(fd, RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:  # ECONNRESET, ...: as good as EOF here
+        return b""
+
+
+def _write_some(fd: int, data: bytes) -> int:
+    """Write what a non-blocking socket takes now; how many bytes (0 if none)."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:  # EPIPE, ECONNRESET, ...: the device is gone
+        raise trio.BrokenResourceError(f"socket write failed: {exc}") from None
+
+
 class Flusher:
     """Flushes woken sessions from a few long-lived *lanes* instead of a task per wake.
 
@@ -525,6 +591,9 @@ class Flusher:
             except Exception:  # a bug: that device's flush ends, the lane goes on
                 log.exception("flushing device %s failed", session.registration_id)
                 session.stalled()
+            # A flush whose writes all went straight to the socket never yielded: let
+            # the readers and the HTTP side run between two devices of a broadcast.
+            await trio.lowlevel.checkpoint()
 
 
 class SendGuard:

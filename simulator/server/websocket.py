@@ -33,7 +33,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from .logs import server_logger
-from .mqtt_gateway import serve_admitted
+from .mqtt_gateway import serve_mqtt
 
 if TYPE_CHECKING:
     from .server import PushServer
@@ -65,7 +65,7 @@ TOO_MANY = _http_refusal(429, "Too Many Requests", "too_many_connections",
 
 
 class WebSocketStream(trio.abc.Stream):
-    """The MQTT byte stream inside an open WebSocket: what :func:`serve_admitted` reads
+    """The MQTT byte stream inside an open WebSocket: what :func:`~.mqtt_gateway.serve_mqtt` reads
     and writes. Writes from several tasks (the reader's Pong, a flush) are coalesced, as
     in ``MqttSession._send``: one task writes to the transport at a time."""
 
@@ -165,7 +165,7 @@ async def serve_websocket(server: PushServer, stream: trio.abc.Stream,
         with trio.move_on_after(server.limits.connect_timeout):
             inner = await _handshake(stream, ws)
         if inner is not None:
-            await serve_admitted(server, inner)
+            await serve_mqtt(server, inner, peer, counted=True)
             await _close(stream, ws, inner)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
