@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = ROOT / "tests" / "fuzz"
-HARNESSES = ("mqtt", "http", "validation", "state")
+HARNESSES = ("mqtt", "mqtt5", "http", "validation", "state")
 _STATS = re.compile(r"#(\d+)\s+(?:DONE|pulse|NEW|REDUCE|INITED)\s+cov: (\d+) ft: (\d+) "
                     r"corp: (\d+)/(\S+)")
 

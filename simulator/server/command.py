@@ -3,7 +3,8 @@
 :func:`run` turns the command line into :class:`~.settings.RunSettings` and calls
 :func:`serve`, which is also what each worker process of ``--workers N`` runs. It prints
 one JSON line on stdout once listening (``{"http", "mqtt", "admin_token"}``, plus
-``"mqtts"`` and ``"https"`` when TLS serves them), logs to stderr, and shuts down cleanly
+``"mqtts"`` and ``"https"`` when TLS serves them, ``"ws"``/``"wss"`` for MQTT over
+WebSocket), logs to stderr, and shuts down cleanly
 on SIGINT/SIGTERM (exit 0). Mistakes — a bad option, a port in use, an unusable database
 or TLS directory — end with a one-line error and exit status 1 or 2.
 """
@@ -87,6 +88,16 @@ def _workers(text: str) -> int:
     return workers
 
 
+def _keepalive(text: str) -> int | None:
+    """A keepalive maximum: 1-65535 seconds, or ``off``."""
+    if text.strip().lower() == "off":
+        return None
+    seconds = int(positive_int(text))
+    if seconds > 65535:
+        raise argparse.ArgumentTypeError(f"must be 1-65535 seconds (or off): {seconds}")
+    return seconds
+
+
 def _limit(kind: type):  # type: ignore[no-untyped-def]
     """A limit: a positive number, or ``off`` for none."""
     parse = _number(kind, "positive")
@@ -114,6 +125,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"MQTT over TLS port, with --tls-dir (default {MQTTS_PORT})")
     parser.add_argument("--https-port", type=_port, default=None, metavar="P",
                         help="also serve the HTTP API over TLS on this port, with --tls-dir")
+    parser.add_argument("--ws-port", type=_port, default=None, metavar="P",
+                        help="also serve MQTT over WebSocket (ws://HOST:P/mqtt, "
+                             "subprotocol mqtt); 0 = any free port")
+    parser.add_argument("--wss-port", type=_port, default=None, metavar="P",
+                        help="also serve MQTT over WebSocket over TLS "
+                             "(wss://HOST:P/mqtt), with --tls-dir")
     parser.add_argument("--db", default="./pushsim.db", metavar="PATH",
                         help="SQLite database file, or :memory: (default ./pushsim.db)")
     parser.add_argument("--admin-token", default=None, metavar="T",
@@ -170,6 +187,9 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     add("--alias-device-limit", type=positive_int, default=SERVER.alias_device_limit,
         metavar="N",
         help="devices that may bind the same alias themselves (default %(default)s)")
+    add("--max-keepalive", type=_keepalive, default=None, metavar="S",
+        help="longest keepalive granted to MQTT 5.0 clients (told as Server Keep Alive); "
+             "3.1.1 clients keep theirs (default: off)")
     add("--token-grace", type=non_negative_float, default=SERVER.token_grace, metavar="S",
         help="seconds a re-registered device's older tokens keep working "
              "(default %(default)g)")
@@ -177,8 +197,9 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace, rng: random.Random) -> RunSettings:
     """The settings a command line asks for; :class:`SettingsError` for a bad one."""
-    if args.tls_dir is None and (args.mqtts_port is not None or args.https_port is not None):
-        raise SettingsError("--mqtts-port and --https-port need --tls-dir DIR")
+    if args.tls_dir is None and (args.mqtts_port is not None or args.https_port is not None
+                                 or args.wss_port is not None):
+        raise SettingsError("--mqtts-port, --https-port and --wss-port need --tls-dir DIR")
     admin_token = args.admin_token
     if admin_token is None:
         admin_token = base64.urlsafe_b64encode(rng.randbytes(24)).decode()
@@ -194,13 +215,15 @@ def settings_from_args(args: argparse.Namespace, rng: random.Random) -> RunSetti
         connection_rate_per_address=args.connection_rate,
         request_rate_per_address=args.request_rate,
         max_connections_per_address=args.max_connections_per_address,
-        max_requests_per_connection=args.max_requests_per_connection)
+        max_requests_per_connection=args.max_requests_per_connection,
+        max_keepalive=args.max_keepalive)
     server = ServerSettings(admin_token=admin_token, limits=limits,
                             alias_device_limit=args.alias_device_limit,
                             token_grace=args.token_grace)
     return RunSettings(server=server, db=args.db, host=args.host, http_port=args.http_port,
                        mqtt_port=args.mqtt_port, tls_dir=args.tls_dir,
                        mqtts_port=args.mqtts_port, https_port=args.https_port,
+                       ws_port=args.ws_port, wss_port=args.wss_port,
                        workers=args.workers, log_level=args.log_level)
 
 
@@ -306,10 +329,12 @@ async def _serve(store: SqliteStore, settings: RunSettings, tls: ssl.SSLContext 
                 serve_tcp, server, host=settings.host, http_port=settings.http_port,
                 mqtt_port=settings.mqtt_port, tls=tls,
                 mqtts_port=MQTTS_PORT if settings.mqtts_port is None else settings.mqtts_port,
-                https_port=settings.https_port, reuse_port=member is not None,
+                https_port=settings.https_port, ws_port=settings.ws_port,
+                wss_port=settings.wss_port, reuse_port=member is not None,
             ))
             urls = {"http": running.http_url, "https": running.https_url,
-                    "mqtt": running.mqtt_url, "mqtts": running.mqtts_url}
+                    "mqtt": running.mqtt_url, "mqtts": running.mqtts_url,
+                    "ws": running.ws_url, "wss": running.wss_url}
             line = {kind: url for kind, url in urls.items() if url is not None}
             print(json.dumps({**line, "admin_token": settings.server.admin_token}),
                   flush=True)

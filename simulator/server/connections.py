@@ -29,6 +29,8 @@ class ConnectionTable:
         self.by_address: Counter[str] = Counter()
         #: Connections refused because their address held ``limit_per_address`` already.
         self.refused = 0
+        #: Refused connections being told why (the MQTT gateway bounds how many at once).
+        self.refusing = 0
 
     def enter(self, kind: str, address: str | None) -> bool:
         """Count a new ``kind`` connection from ``address``; False if it must be refused
@@ -42,6 +44,12 @@ class ConnectionTable:
             self.by_address[address] += 1
         self.open[kind] += 1
         return True
+
+    def over_rate(self, address: str | None) -> bool:
+        """Whether a connection from ``address`` that :meth:`enter` refused was refused
+        for the address's connection rate (not for the connections it holds)."""
+        limit = self.limit_per_address
+        return address is not None and (limit is None or self.by_address[address] < limit)
 
     def leave(self, kind: str, address: str | None) -> None:
         self.open[kind] -= 1

@@ -158,15 +158,31 @@ async def register_device(call: Call) -> Reply:
     bearer = _bearer(call) if call.header(b"authorization") is not None else None
     server = call.server
     reg = await server.register_device_async(app_key, request, bearer=bearer)
-    config = server.settings
     return json_reply(200, {
         "registration_id": reg.registration_id,
         "token": reg.token,
         "token_expires_at": reg.token_expires_at,
-        "mqtt": {"host": config.mqtt_host or _host_of(call), "port": config.mqtt_port,
-                 "tls": config.mqtt_tls},
+        "mqtt": _mqtt_endpoint(server, call),
         "inbox": reg.inbox,
     })
+
+
+#: The MQTT versions the gateway accepts (the registration answer's ``mqtt.versions``).
+MQTT_VERSIONS = ("3.1.1", "5")
+
+
+def _mqtt_endpoint(server: PushServer, call: Call) -> dict[str, Any]:
+    """Where the device connects: ``{"host", "port", "tls", "versions", "ws"?}``."""
+    config = server.settings
+    host = config.mqtt_host or _host_of(call)
+    endpoint: dict[str, Any] = {"host": host, "port": config.mqtt_port,
+                                "tls": config.mqtt_tls, "versions": list(MQTT_VERSIONS)}
+    if config.mqtt_ws_url is not None:
+        scheme, _, rest = config.mqtt_ws_url.partition("://")
+        port_and_path = rest.split("]")[-1].partition(":")[2]
+        url_host = f"[{host}]" if ":" in host else host
+        endpoint["ws"] = f"{scheme}://{url_host}:{port_and_path}"
+    return endpoint
 
 
 def _refusal_reply(refused: Refused) -> Reply:

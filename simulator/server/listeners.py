@@ -9,6 +9,7 @@ ports (:func:`reuseport_listeners`, also used by ``cluster.py`` to reserve them)
 """
 from __future__ import annotations
 
+import errno
 import random
 import socket
 import ssl
@@ -19,6 +20,8 @@ import attrs
 import trio
 
 from .gctune import server_gc
+from .websocket import PATH as WS_PATH
+from .mqtt_gateway import serve_mqtt
 from .mqtt_session import Flusher
 from .store import SqliteStore
 from .logs import server_logger
@@ -47,6 +50,9 @@ class RunningServer:
     #: None when TLS is off (or HTTPS was not asked for).
     mqtts_port: int | None = None
     https_port: int | None = None
+    #: MQTT over WebSocket (``/mqtt``), None when not served; ``wss`` needs TLS.
+    ws_port: int | None = None
+    wss_port: int | None = None
 
     @property
     def http_url(self) -> str:
@@ -65,6 +71,16 @@ class RunningServer:
     def https_url(self) -> str | None:
         return None if self.https_port is None else \
             f"https://{_url_host(self.host)}:{self.https_port}"
+
+    @property
+    def ws_url(self) -> str | None:
+        return None if self.ws_port is None else \
+            f"ws://{_url_host(self.host)}:{self.ws_port}{WS_PATH}"
+
+    @property
+    def wss_url(self) -> str | None:
+        return None if self.wss_port is None else \
+            f"wss://{_url_host(self.host)}:{self.wss_port}{WS_PATH}"
 
 
 def _url_host(host: str) -> str:
@@ -152,7 +168,9 @@ def _handlers(server: PushServer, tls: ssl.SSLContext | None, ports: dict[str, i
         return guarded
 
     handlers = {"http": (ports["http"] or 0, handle(server.handle_http_stream)),
-                "mqtt": (ports["mqtt"] or 0, handle(server.handle_mqtt_stream))}
+                "mqtt": (ports["mqtt"] or 0, MQTT_DIRECT)}
+    if ports["ws"] is not None:
+        handlers["ws"] = (ports["ws"], handle(server.handle_ws_stream))
     if tls is not None:
         from .tls import tls_handler  # imports cryptography: only when TLS is on
 
@@ -160,10 +178,13 @@ def _handlers(server: PushServer, tls: ssl.SSLContext | None, ports: dict[str, i
         # A client that never finishes its handshake is given the same time it would
         # have had to send CONNECT or an HTTP request on a plain connection.
         handlers["mqtts"] = (ports["mqtts"] or 0, tls_handler(
-            handlers["mqtt"][1], tls, handshake_timeout=limits.connect_timeout))
+            handle(server.handle_mqtt_stream), tls, handshake_timeout=limits.connect_timeout))
         if ports["https"] is not None:
             handlers["https"] = (ports["https"], tls_handler(
                 handlers["http"][1], tls, handshake_timeout=limits.request_timeout))
+        if ports["wss"] is not None:
+            handlers["wss"] = (ports["wss"], tls_handler(
+                handle(server.handle_ws_stream), tls, handshake_timeout=limits.connect_timeout))
     return handlers
 
 
@@ -185,6 +206,7 @@ async def _open(handlers: dict[str, Any], host: str, reuse_port: bool,
 async def serve_tcp(server: PushServer, *, host: str = "127.0.0.1", http_port: int = 8480,
                     mqtt_port: int = 1883, tls: ssl.SSLContext | None = None,
                     mqtts_port: int = 8883, https_port: int | None = None,
+                    ws_port: int | None = None, wss_port: int | None = None,
                     reuse_port: bool = False,
                     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
                     ) -> None:
@@ -195,13 +217,18 @@ async def serve_tcp(server: PushServer, *, host: str = "127.0.0.1", http_port: i
     registration answer then advertises the MQTTS endpoint (``"tls": true``), while
     plain MQTT stays open for broker-style clients.
 
+    ``ws_port`` serves MQTT over WebSocket (``ws://HOST:PORT/mqtt``, :mod:`.websocket`),
+    and with ``tls`` ``wss_port`` over TLS; registration answers advertise it as
+    ``mqtt.ws`` (``wss://`` when served).
+
     Reports a :class:`RunningServer` with the real ports. Raises ``OSError`` when a port
     cannot be bound (nothing is left listening then).
     """
-    if https_port is not None and tls is None:
-        raise ValueError("https_port needs a TLS context")
+    if (https_port is not None or wss_port is not None) and tls is None:
+        raise ValueError("https_port and wss_port need a TLS context")
     handlers = _handlers(server, tls, {"http": http_port, "mqtt": mqtt_port,
-                                       "mqtts": mqtts_port, "https": https_port})
+                                       "mqtts": mqtts_port, "https": https_port,
+                                       "ws": ws_port, "wss": wss_port})
     listeners = await _open(handlers, host, reuse_port)
     ports = {kind: opened[0].socket.getsockname()[1] for kind, opened in listeners.items()}
     # What registration answers advertise: TLS whenever it is on (that is how the SDK
@@ -210,6 +237,10 @@ async def serve_tcp(server: PushServer, *, host: str = "127.0.0.1", http_port: i
         server.advertise(ports["mqtts"], tls=True)
     else:
         server.advertise(ports["mqtt"], tls=False)
+    running = RunningServer(server, host, ports["http"], ports["mqtt"],
+                            mqtts_port=ports.get("mqtts"), https_port=ports.get("https"),
+                            ws_port=ports.get("ws"), wss_port=ports.get("wss"))
+    server.advertise_ws(running.wss_url or running.ws_url)
     with server_gc():
         async with trio.open_nursery() as nursery:
             committer = server.committer
@@ -221,12 +252,41 @@ async def serve_tcp(server: PushServer, *, host: str = "127.0.0.1", http_port: i
             if not server.send_guard.running:
                 await nursery.start(server.send_guard.run)
             for kind, (_, handler) in handlers.items():
-                nursery.start_soon(trio.serve_listeners, handler, listeners[kind])
-            task_status.started(RunningServer(server, host, ports["http"], ports["mqtt"],
-                                              mqtts_port=ports.get("mqtts"),
-                                              https_port=ports.get("https")))
+                if handler is MQTT_DIRECT:
+                    for listener in listeners[kind]:
+                        nursery.start_soon(_serve_mqtt_listener, server, listener)
+                else:
+                    nursery.start_soon(trio.serve_listeners, handler, listeners[kind])
+            task_status.started(running)
             log.info("listening on %s: %s", host,
                      ", ".join(f"{kind.upper()} port {port}" for kind, port in ports.items()))
+
+
+async def MQTT_DIRECT(stream: trio.abc.Stream) -> None:  # noqa: N802 - a marker
+    """Marks the plain MQTT port in ``_handlers``: served by :func:`_serve_mqtt_listener`."""
+    raise AssertionError("never called")  # pragma: no cover
+
+
+#: Accept errors that mean "out of descriptors or buffers for now" (what trio's
+#: serve_listeners sleeps over too); any other error ends the listener.
+_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+async def _serve_mqtt_listener(server: PushServer, listener: trio.SocketListener) -> None:
+    """trio.serve_listeners for the plain MQTT port, with ``serve_mqtt`` as each
+    connection task's root: two frames fewer on every idle connection's stack than a
+    handler wrapped twice (trio's and ours)."""
+    async with trio.open_nursery() as nursery:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RETRY:
+                    raise
+                log.error("accept failed: %s; retrying in 0.1 s", exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(serve_mqtt, server, stream, peer_address(stream))
 
 
 async def _run_flusher(server: PushServer, *,
@@ -249,13 +309,16 @@ async def run_server(
     tls: ssl.SSLContext | None = None,
     mqtts_port: int = 8883,
     https_port: int | None = None,
+    ws_port: int | None = None,
+    wss_port: int | None = None,
     clock: WallClock | None = None,
     rng: random.Random | None = None,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the store, listen, serve until cancelled, then close connections and the store.
 
-    ``tls``, ``mqtts_port`` and ``https_port`` are as for :func:`serve_tcp`.
+    ``tls``, ``mqtts_port``, ``https_port``, ``ws_port`` and ``wss_port`` are as for
+    :func:`serve_tcp`.
 
     Raises :class:`~simulator.server.store.StoreError` for an unusable database and
     ``OSError`` for a port that cannot be bound, before reporting started.
@@ -266,7 +329,8 @@ async def run_server(
     try:
         server = PushServer(store, settings=settings, clock=clock, rng=rng)
         await serve_tcp(server, host=host, http_port=http_port, mqtt_port=mqtt_port, tls=tls,
-                        mqtts_port=mqtts_port, https_port=https_port, task_status=task_status)
+                        mqtts_port=mqtts_port, https_port=https_port, ws_port=ws_port,
+                        wss_port=wss_port, task_status=task_status)
     finally:
         store.close()
         log.info("stopped; database closed")

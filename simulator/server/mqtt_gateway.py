@@ -1,10 +1,12 @@
-"""The MQTT 3.1.1 side of the reference server (CONTRACT §3): accepting connections.
+"""The MQTT side of the reference server (CONTRACT §3): accepting connections, 3.1.1 and 5.0.
 
-:func:`serve_mqtt` serves one connection: it reads CONNECT (within ``connect_timeout``),
-applies the admission limit, checks the token, refuses with the right CONNACK, and hands
-an accepted device to its :class:`~.mqtt_session.MqttSession` — or serves a *probe*
-connection (``<registration_id>/probe``) itself. Opening the session is a write the
-CONNACK waits for; a second connection of the same device takes the first one over.
+:func:`serve_mqtt` serves one connection: it reads CONNECT (within ``connect_timeout``;
+the codec learns the version from it), applies the admission limit, checks the token,
+refuses with the right CONNACK (a 3.1.1 return code, or a 5.0 reason code with a Reason
+String), and hands an accepted device to its :class:`~.mqtt_session.MqttSession` — or
+serves a *probe* connection (``<registration_id>/probe``) itself. Opening the session is
+a write the CONNACK waits for; a second connection of the same device takes the first one
+over (a 5.0 one is told so: DISCONNECT 0x8E).
 """
 from __future__ import annotations
 
@@ -12,22 +14,23 @@ import hashlib
 import math
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from pushsdk.protocol import (
     NEED_DATA,
+    PINGRESP_BYTES,
     ConnAck,
     ConnackCode,
     Connect,
     Connection,
     PingReq,
-    PingResp,
+    ReasonCode,
     RemoteProtocolError,
     Role,
 )
 
-from . import writes
-from .codec_gaps import UNSUPPORTED_VERSION_CONNACK, other_mqtt_version
+from . import mqtt5, writes
 from .logs import server_logger
 from .mqtt_session import MqttSession, inbox_topic, receipt_topic
 
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from .records import TokenOwner
     from .server import PushServer
 
-__all__ = ["PROBE_SUFFIX", "inbox_topic", "receipt_topic", "serve_mqtt"]
+__all__ = ["PROBE_SUFFIX", "inbox_topic", "receipt_topic", "refuse_connection", "serve_mqtt"]
 
 log = server_logger("simulator.server.mqtt")
 
@@ -46,17 +49,22 @@ PROBE_SUFFIX = "/probe"
 
 
 async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
-                     peer: str | None = None) -> None:
-    """Serve one MQTT connection until it ends. Never raises for anything the peer does.
+                     peer: str | None = None, *, counted: bool = False) -> None:
+    """Serve one MQTT connection until it ends; closes ``stream``. Never raises for
+    anything the peer does.
 
-    A connection from an address holding ``max_connections_per_address`` already is
-    closed at once, before CONNECT (MQTT 3.1.1 allows no CONNACK before it)."""
+    A connection from an address over its limits (``max_connections_per_address``, the
+    per-address connection rate) is refused before anything else is done for it:
+    :func:`refuse_connection`. ``counted``: the caller counted it in
+    ``server.connections`` already (MQTT over WebSocket). One function, not two, because
+    its frame stays on every idle connection's stack; it is also the task's root on
+    sockets (``listeners.serve_mqtt_listeners``)."""
     connections = server.connections
-    if not connections.enter("mqtt", peer):
-        log.debug("closing a connection from %s: too many from that address", peer)
-        await trio.aclose_forcefully(stream)
+    if not counted and not connections.enter("mqtt", peer):
+        await refuse_connection(server, stream, peer)
         return
-    conn = Connection(Role.SERVER, max_packet_size=server.limits.max_packet_size)
+    conn = Connection(Role.SERVER, protocol_version=None,
+                      max_packet_size=server.limits.max_packet_size)
     try:
         connect = await _read_connect(server, stream, conn)
         if connect is not None:
@@ -65,14 +73,66 @@ async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
                 await session.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
+    except Exception:  # a bug: logged, this connection ends, the listener goes on
+        log.exception("MQTT connection handler failed")
     finally:
-        connections.leave("mqtt", peer)
+        if not counted:
+            connections.leave("mqtt", peer)
         await trio.aclose_forcefully(stream)
+
+
+#: A connection refused for its address's limits waits at most this long for its CONNECT,
+#: so that an MQTT 5.0 client can be told why; at most REFUSALS_READ such at a time (the
+#: others, and every 3.1.1 client, are closed without a word: 3.1.1 has no CONNACK for it).
+REFUSAL_WAIT = 0.5
+REFUSALS_READ = 64
+
+
+async def refuse_connection(server: PushServer, stream: trio.abc.Stream,
+                            peer: str | None) -> None:
+    """End a connection refused for its source address's limits (it was not counted).
+
+    An MQTT 5.0 CONNECT that is already there (or comes within ``REFUSAL_WAIT``) gets
+    CONNACK 0x9F "connection rate exceeded" or 0x97 "quota exceeded" (too many
+    connections held); nothing is authenticated or stored."""
+    log.debug("closing a connection from %s: over that address's limits", peer)
+    connections = server.connections
+    try:
+        if connections.refusing < REFUSALS_READ:
+            connections.refusing += 1
+            try:
+                with trio.move_on_after(REFUSAL_WAIT):
+                    await _tell_refused(server, stream, connections.over_rate(peer))
+            finally:
+                connections.refusing -= 1
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _tell_refused(server: PushServer, stream: trio.abc.Stream, rate: bool) -> None:
+    conn = Connection(Role.SERVER, protocol_version=5, max_packet_size=4096)
+    while True:
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError:
+            return  # not an MQTT 5.0 CONNECT (or not whole in 4 KiB): just close
+        if event is NEED_DATA:
+            conn.receive_data(await stream.receive_some(4096))
+            continue
+        if isinstance(event, Connect):
+            if rate:
+                code, text = ReasonCode.CONNECTION_RATE_EXCEEDED, "too many new connections " \
+                    "from your address; retry later"
+            else:
+                code, text = ReasonCode.QUOTA_EXCEEDED, "too many connections from your address"
+            await stream.send_all(conn.send(mqtt5.refusal(conn, 3, code, text)))
+        return
 
 
 async def _read_connect(server: PushServer, stream: trio.abc.Stream,
                         conn: Connection) -> Connect | None:
-    head = b""  # the first bytes, to answer an MQTT 5 client properly
     with trio.move_on_after(server.limits.connect_timeout):
         while True:
             try:
@@ -80,15 +140,12 @@ async def _read_connect(server: PushServer, stream: trio.abc.Stream,
             except RemoteProtocolError as exc:
                 server.counters.mqtt_protocol_errors += 1
                 log.info("closing a connection before CONNECT: %s", exc)
-                if other_mqtt_version(head):  # MQTT-3.1.2-2: CONNACK 1, then close
+                if exc.answer is not None:  # e.g. CONNACK 1 / 0x84 (MQTT-3.1.2-2), 0x85
                     with trio.move_on_after(server.limits.send_timeout):
-                        await stream.send_all(UNSUPPORTED_VERSION_CONNACK)
+                        await stream.send_all(conn.send(exc.answer))
                 return None
             if event is NEED_DATA:
-                data = await stream.receive_some(RECEIVE_SIZE)
-                if len(head) < 16:
-                    head += data[:16]
-                conn.receive_data(data)
+                conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
             elif isinstance(event, Connect):
                 return event
             else:  # ConnectionClosed
@@ -97,22 +154,34 @@ async def _read_connect(server: PushServer, stream: trio.abc.Stream,
     return None
 
 
-def _authenticate(server: PushServer, connect: Connect) -> tuple[int, TokenOwner | None]:
-    """CONNACK return code, and who the token belongs to when accepted."""
+def _authenticate(server: PushServer, connect: Connect
+                  ) -> tuple[int, str, TokenOwner | None]:
+    """CONNACK return code (3.1.1), why (the 5.0 Reason String), and who the token
+    belongs to when accepted."""
     if not connect.client_id:
-        return ConnackCode.IDENTIFIER_REJECTED, None
+        return ConnackCode.IDENTIFIER_REJECTED, "the client id must be the registration id", \
+            None
     if connect.username is None or connect.password is None:
-        return ConnackCode.BAD_USERNAME_OR_PASSWORD, None
-    owner = server.store.token_device(_token_hash(connect.password), server.clock.now())
-    if owner is None:  # unknown, expired or revoked: register again
-        return ConnackCode.BAD_USERNAME_OR_PASSWORD, None
+        return ConnackCode.BAD_USERNAME_OR_PASSWORD, "user name (app key) and password " \
+            "(device token) are required", None
+    token_hash, now = _token_hash(connect.password), server.clock.now()
+    owner = server.store.token_device(token_hash, now)
+    if owner is None:
+        if connect.protocol_level == 5 and server.store.token_of_deleted_device(token_hash, now):
+            # 5.0 can say "revoked for good" (0x87); 3.1.1 keeps its 4 ("register again").
+            return ConnackCode.NOT_AUTHORIZED, "this device was unregistered", None
+        # unknown, expired or revoked: register again
+        return ConnackCode.BAD_USERNAME_OR_PASSWORD, "unknown, expired or revoked token: " \
+            "register again", None
     rid = owner.registration_id
     if connect.client_id not in (rid, rid + PROBE_SUFFIX) or owner.app_key != connect.username:
-        return ConnackCode.NOT_AUTHORIZED, None
+        return ConnackCode.NOT_AUTHORIZED, "this token belongs to another device or app", None
     if connect.will is not None:
         # A will would publish on the device's behalf; devices may publish only receipts.
-        return ConnackCode.NOT_AUTHORIZED, None
-    return ConnackCode.ACCEPTED, owner
+        return ConnackCode.NOT_AUTHORIZED, "a will is not allowed", None
+    if connect.properties.authentication_method is not None:
+        return ConnackCode.NOT_AUTHORIZED, "enhanced authentication is not supported", None
+    return ConnackCode.ACCEPTED, "", owner
 
 
 def _token_hash(password: bytes) -> bytes:
@@ -131,44 +200,54 @@ async def _accept(server: PushServer, stream: trio.abc.Stream, conn: Connection,
                   connect: Connect) -> MqttSession | None:
     received = trio.current_time()
     if not server.admission.admit(trio.current_time()):
-        # Over the admission rate (a reconnect storm): "server unavailable", before the
-        # token lookup, so a refusal costs almost nothing. The SDK backs off and retries.
+        # Over the admission rate (a reconnect storm): "server unavailable" (5.0: "server
+        # busy"), before the token lookup, so a refusal costs almost nothing. The SDK
+        # backs off and retries.
         server.counters.mqtt_connections_refused += 1
         log.debug("refused CONNECT of client id %r: over the admission rate",
                   connect.client_id[:64])
-        await _refuse(server, stream, conn, ConnackCode.SERVER_UNAVAILABLE)
+        await _refuse(server, stream, conn, ConnackCode.SERVER_UNAVAILABLE,
+                      "too many devices connecting; retry later", ReasonCode.SERVER_BUSY)
         return None
-    code, owner = _authenticate(server, connect)
+    code, why, owner = _authenticate(server, connect)
     if owner is None:
         server.counters.mqtt_connections_refused += 1
-        log.info("refused CONNECT of client id %r: CONNACK %d", connect.client_id[:64], code)
-        await _refuse(server, stream, conn, code)
+        log.info("refused CONNECT of client id %r: %s (CONNACK %#x)", connect.client_id[:64],
+                 why, conn.connack_code(code))
+        await _refuse(server, stream, conn, code, why)
         return None
     token_hash = _token_hash(connect.password or b"")
+    keepalive, server_keep_alive = mqtt5.keepalive_terms(connect, server.limits.max_keepalive)
+    connack = ConnAck() if conn.protocol_version != 5 else ConnAck(
+        properties=mqtt5.connack_properties(server.limits.max_packet_size, server_keep_alive))
     if connect.client_id.endswith(PROBE_SUFFIX):
-        await _serve_probe(server, stream, conn, connect, owner, token_hash)
+        await _serve_probe(server, stream, conn, connack, keepalive, owner, token_hash)
         return None
     rid = connect.client_id
     _take_over(server, rid)
-    opened = await server.committer.write(writes.open_session, rid, connect.clean_session)
+    opened = await server.committer.write(writes.open_session, rid, connect.clean_session,
+                                          server.clock.now())
     _take_over(server, rid)  # another connection of the device opened while this waited
     server.counters.messages_discarded += opened.discarded
     server.counters.messages_expired += opened.expired
     server.counters.mqtt_connections_accepted += 1
-    session = MqttSession(server, stream, conn, rid, owner.app_key, connect.clean_session,
-                          connect.keepalive, opened.sub_qos, token_hash)
+    session = MqttSession(server, stream, conn, rid, owner.app_key,
+                          mqtt5.session_expiry(connect), keepalive, opened.sub_qos, token_hash)
     session.revoke(_revoke_after(server, owner))
     server.sessions.attach(session)
-    session.connack = conn.send(ConnAck(session_present=opened.session_present))
+    if opened.session_present:
+        connack = attrs.evolve(connack, session_present=True)
+    session.connack = conn.send(connack)
     server.counters.connect_latency.observe(trio.current_time() - received)
     return session
 
 
 async def _refuse(server: PushServer, stream: trio.abc.Stream, conn: Connection,
-                  code: int) -> None:
-    """Answer a CONNECT with a refusing CONNACK (then the connection is closed)."""
+                  code: int, why: str, reason: int | None = None) -> None:
+    """Answer a CONNECT with a refusing CONNACK (then the connection is closed): the
+    3.1.1 ``code``, or in 5.0 ``reason`` (default: ``code``'s 5.0 code) and ``why``."""
     with trio.move_on_after(server.limits.send_timeout):
-        await stream.send_all(conn.send(ConnAck(return_code=code)))
+        await stream.send_all(conn.send(mqtt5.refusal(conn, code, reason, why)))
 
 
 def _take_over(server: PushServer, rid: str) -> None:
@@ -195,7 +274,8 @@ class _Probe:
 
 
 async def _serve_probe(server: PushServer, stream: trio.abc.Stream, conn: Connection,
-                       connect: Connect, owner: TokenOwner, token_hash: bytes) -> None:
+                       connack: ConnAck, keepalive: int, owner: TokenOwner,
+                       token_hash: bytes) -> None:
     """A *probe* connection (client id ``<registration_id>/probe``): an extension for
     heartbeat strategies that measure the NAT's idle timeout on a second connection, so the
     main one never goes silent longer than is known to be safe (docs/protocol.md).
@@ -203,7 +283,7 @@ async def _serve_probe(server: PushServer, stream: trio.abc.Stream, conn: Connec
     It has no session, no queue and does not take the device's connection over: it answers
     PINGREQ until the device disconnects, goes silent past 1.5 × keepalive, or sends
     anything else (which closes it). A device holds at most ``max_probes_per_device``
-    (one more gets CONNACK 3, "server unavailable").
+    (one more gets CONNACK 3 "server unavailable", 5.0: 0x97 "quota exceeded").
     """
     rid = owner.registration_id
     probe = _Probe(token_hash)
@@ -211,13 +291,14 @@ async def _serve_probe(server: PushServer, stream: trio.abc.Stream, conn: Connec
         server.counters.mqtt_probes_refused += 1
         log.info("refused a probe connection of device %s: it holds %d already", rid,
                  server.sessions.probes(rid))
-        await _refuse(server, stream, conn, ConnackCode.SERVER_UNAVAILABLE)
+        await _refuse(server, stream, conn, ConnackCode.SERVER_UNAVAILABLE,
+                      "too many probe connections of this device", ReasonCode.QUOTA_EXCEEDED)
         return
     try:
         server.counters.mqtt_probes += 1
         probe.revoke(_revoke_after(server, owner))
         with probe.scope:
-            await _answer_pings(server, stream, conn, connect.keepalive)
+            await _answer_pings(server, stream, conn, connack, keepalive)
         if probe.scope.cancelled_caught:
             server.counters.mqtt_sessions_revoked += 1
     finally:
@@ -225,10 +306,10 @@ async def _serve_probe(server: PushServer, stream: trio.abc.Stream, conn: Connec
 
 
 async def _answer_pings(server: PushServer, stream: trio.abc.Stream, conn: Connection,
-                        keepalive: int) -> None:
+                        connack: ConnAck, keepalive: int) -> None:
     grace = keepalive * 1.5 if keepalive else math.inf
     with trio.move_on_after(server.limits.send_timeout):
-        await stream.send_all(conn.send(ConnAck()))
+        await stream.send_all(conn.send(connack))
     with trio.CancelScope(deadline=trio.current_time() + grace) as silence:
         while True:
             try:
@@ -241,4 +322,4 @@ async def _answer_pings(server: PushServer, stream: trio.abc.Stream, conn: Conne
             if not isinstance(event, PingReq):
                 return  # DISCONNECT, EOF, or anything a probe has no business sending
             silence.deadline = trio.current_time() + grace
-            await stream.send_all(conn.send(PingResp()))
+            await stream.send_all(PINGRESP_BYTES)

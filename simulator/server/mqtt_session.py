@@ -21,6 +21,7 @@ simulation).
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -28,22 +29,24 @@ import trio
 
 from pushsdk.protocol import (
     NEED_DATA,
+    PINGRESP_BYTES,
     SUBACK_FAILURE,
     Connection,
     ConnectionClosed,
     Disconnect,
     PingReq,
-    PingResp,
     PubAck,
     Publish,
+    ReasonCode,
     RemoteProtocolError,
+    State,
     SubAck,
     Subscribe,
     UnsubAck,
     Unsubscribe,
 )
 
-from . import writes
+from . import mqtt5, writes
 from .logs import server_logger
 from .payloads import deleted_payload
 from .validation import InvalidRequest, parse_receipt
@@ -57,6 +60,8 @@ __all__ = ["Flusher", "MqttSession", "SendGuard", "inbox_topic", "receipt_topic"
 log = server_logger("simulator.server.mqtt")
 
 RECEIVE_SIZE = 16 * 1024
+#: How long a closing 5.0 connection may take to write its DISCONNECT.
+FAREWELL_TIMEOUT = 2.0
 
 
 def inbox_topic(app_key: str, registration_id: str) -> str:
@@ -68,7 +73,12 @@ def receipt_topic(app_key: str, registration_id: str) -> str:
 
 
 class _Closed(Exception):
-    """Internal: close this device's connection; ``str()`` says why (it gets logged)."""
+    """Internal: close this device's connection; ``str()`` says why (it gets logged),
+    ``reason`` is the 5.0 DISCONNECT reason code sent first on a 5.0 connection."""
+
+    def __init__(self, why: str, reason: int = ReasonCode.PROTOCOL_ERROR) -> None:
+        super().__init__(why)
+        self.reason = reason
 
 
 class MqttSession:
@@ -76,13 +86,14 @@ class MqttSession:
     routing table (``registration_id -> session``) while connected."""
 
     __slots__ = (
-        "server", "stream", "conn", "registration_id", "app_key", "inbox", "clean",
+        "server", "stream", "conn", "registration_id", "app_key", "inbox", "expiry",
         "keepalive", "sub_qos", "inflight", "last_seq", "next_packet_id", "exhausted",
         "flushing", "detached", "nursery", "outbox", "connack", "token_hash", "revoke_at",
+        "v5", "farewell", "scope", "fd",
     )
 
     def __init__(self, server: PushServer, stream: trio.abc.Stream, conn: Connection,
-                 registration_id: str, app_key: str, clean: bool, keepalive: int,
+                 registration_id: str, app_key: str, expiry: float, keepalive: int,
                  sub_qos: int | None, token_hash: bytes = b"") -> None:
         self.server = server
         self.stream = stream
@@ -90,7 +101,8 @@ class MqttSession:
         self.registration_id = registration_id
         self.app_key = app_key
         self.inbox = inbox_topic(app_key, registration_id)
-        self.clean = clean
+        #: Seconds the session outlives the connection (0: ends with it; inf: for ever).
+        self.expiry = expiry
         self.keepalive = keepalive
         self.sub_qos = sub_qos  # granted QoS of the inbox subscription; None = not subscribed
         self.inflight: dict[int, int] = {}  # packet id -> deliveries.seq, in send order
@@ -104,6 +116,13 @@ class MqttSession:
         self.connack = b""
         self.token_hash = token_hash  # of the token this connection authenticated with
         self.revoke_at = math.inf  # trio time at which that token is revoked
+        self.v5 = conn.protocol_version == 5
+        #: A 5.0 DISCONNECT to send before closing (why the server ends the connection).
+        self.farewell: bytes | None = None
+        #: Ends the connection: cancelled by a takeover; deadline = keepalive, revocation.
+        self.scope: trio.CancelScope | None = None
+        #: The descriptor of a plain TCP socket (written and read directly), else -1.
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
 
     def __repr__(self) -> str:
         return f"<MqttSession {self.registration_id} inflight={len(self.inflight)}>"
@@ -111,41 +130,62 @@ class MqttSession:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Send CONNACK, then serve the device until its connection ends."""
+        """Send CONNACK, then serve the device until its connection ends.
+
+        One cancel scope ends the connection, whatever ends it: its deadline is the
+        earlier of the keepalive's and the token's revocation, and a takeover cancels
+        it. On sockets (a :class:`Flusher` runs) that is all a connection holds besides
+        its task; otherwise a nursery hosts its flushes too."""
+        self.scope = scope = trio.CancelScope(deadline=self.revoke_at)
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.cancel_scope.deadline = self.revoke_at
-                try:
-                    if self.detached:  # taken over already
-                        return
-                    await self._send(self.connack)
-                    self.connack = b""
-                    self.wake()
+            if self.server.flusher is not None:
+                with scope:
                     await self._read_loop()
-                finally:
-                    # Detach the moment reading stops, before the nursery winds down: a
-                    # flush task already scheduled must not write to a codec that is
-                    # closed, and a push committed while the nursery closes must not try
-                    # to start one in it (wake() and _flush() check `detached`).
-                    self._detach()
-                nursery.cancel_scope.cancel()
+            else:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    try:
+                        with scope:
+                            await self._read_loop()
+                    finally:
+                        # Detach the moment reading stops, before the nursery winds
+                        # down: a flush task already scheduled must not write to a codec
+                        # that is closed, and a push committed while the nursery closes
+                        # must not start one in it (wake() and flush() check `detached`).
+                        self._detach()
+                    nursery.cancel_scope.cancel()  # flushes still scheduled end here
         finally:
             self._detach()
+        self._closed_why()
+        await self._send_farewell()
+
+    def _closed_why(self) -> None:
+        """Count and say why the scope ended the connection (revocation, keepalive)."""
+        scope = self.scope
+        if scope is None or not scope.cancelled_caught or trio.current_time() < scope.deadline:
+            return  # ended otherwise, or cancelled by another task (a takeover, a stall)
         if trio.current_time() >= self.revoke_at:
             self.server.counters.mqtt_sessions_revoked += 1
             log.info("device %s: its token was revoked: connection closed",
                      self.registration_id)
+            self._say_farewell(ReasonCode.NOT_AUTHORIZED, "the device token was revoked")
+        else:
+            grace = self.keepalive * 1.5
+            self.server.counters.mqtt_keepalive_timeouts += 1
+            log.debug("device %s silent for %s s: closing", self.registration_id, grace)
+            self._say_farewell(ReasonCode.KEEP_ALIVE_TIMEOUT,
+                               f"silent for {grace:g} s (1.5 x keepalive)")
 
     def revoke(self, after: float) -> None:
         """End this connection ``after`` seconds from now: its token is being revoked."""
         self.revoke_at = min(self.revoke_at, trio.current_time() + after)
-        if self.nursery is not None:
-            self.nursery.cancel_scope.deadline = self.revoke_at
+        if self.scope is not None:
+            self.scope.deadline = min(self.scope.deadline, self.revoke_at)
 
     def take_over(self) -> None:
         """Close this connection because the device connected again (synchronously
         releases the session, so the new connection starts from a consistent queue)."""
+        self._say_farewell(ReasonCode.SESSION_TAKEN_OVER, "the device connected again")
         self._detach()
         self._end()
 
@@ -156,6 +196,7 @@ class MqttSession:
         connection's redeliveries)."""
         if self.detached:
             return
+        self._say_farewell(ReasonCode.SESSION_TAKEN_OVER, "the device connected again")
         self.detached = True
         self.server.sessions.detach(self)
         self.inflight.clear()
@@ -163,8 +204,8 @@ class MqttSession:
 
     def _end(self) -> None:
         """Close the connection, from whichever task notices it must."""
-        if self.nursery is not None:
-            self.nursery.cancel_scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
 
     def _detach(self) -> None:
         if self.detached:
@@ -172,46 +213,106 @@ class MqttSession:
         self.detached = True
         server = self.server
         server.sessions.detach(self)
-        server.committer.post(writes.close_sessions, (self.registration_id, self.clean),
+        expiry = self.expiry
+        expires_at = None if expiry == math.inf else server.clock.now() + expiry
+        server.committer.post(writes.close_sessions,
+                              (self.registration_id, not expiry, expires_at),
                               server.count_expired)
         self.inflight.clear()
+
+    def _say_farewell(self, reason: int, why: str) -> None:
+        """On a 5.0 connection, DISCONNECT with ``reason`` before closing (the first
+        reason given wins)."""
+        if self.v5 and self.farewell is None and self.conn.state is State.CONNECTED:
+            self._queue_farewell(self.conn.send(mqtt5.disconnect(reason, why)))
+
+    def _queue_farewell(self, data: bytes) -> None:
+        """``data`` is the last thing written: by the write under way if there is one,
+        else by :meth:`run` once reading has stopped."""
+        if self.outbox is not None:
+            self.outbox += data
+            self.farewell = b""
+        else:
+            self.farewell = data
+
+    async def _send_farewell(self) -> None:
+        data, self.farewell = self.farewell, b""
+        if not data:
+            return
+        if self.outbox is not None:
+            self.outbox += data
+            return
+        with trio.move_on_after(FAREWELL_TIMEOUT):
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
     # --- receiving ----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        conn, stream = self.conn, self.stream
+        """CONNACK, then the device's packets until the connection ends. On a plain TCP
+        socket it reads straight from it: one frame and no per-read objects while idle
+        (``stream.receive_some`` keeps five frames and an exception on the stack)."""
+        if self.detached:  # taken over already
+            return
+        await self._send(self.connack)
+        self.connack = b""
+        self.wake()
+        conn, scope, stream, fd = self.conn, self.scope, self.stream, self.fd
+        assert scope is not None
+        sock = stream.socket if fd >= 0 else None  # type: ignore[attr-defined]
         # MQTT-3.1.2-24: silence for 1.5 x keepalive ends the connection; 0 disables it.
-        # One scope for the whole connection, its deadline moved on by every packet: far
-        # cheaper than a scope per read when thousands of devices ping.
+        # The connection's one scope has its deadline moved on by every packet (never
+        # past the token's revocation): far cheaper than a scope per read.
         grace = self.keepalive * 1.5 if self.keepalive else math.inf
+        scope.deadline = min(trio.current_time() + grace, self.revoke_at)
         try:
-            with trio.CancelScope(deadline=trio.current_time() + grace) as keepalive:
-                while True:
-                    try:
-                        event = conn.next_event()
-                    except RemoteProtocolError as exc:
-                        self.server.counters.mqtt_protocol_errors += 1
-                        raise _Closed(f"protocol error: {exc}") from None
-                    if event is NEED_DATA:
+            while True:
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    self.server.counters.mqtt_protocol_errors += 1
+                    if exc.answer is not None:  # 5.0: the DISCONNECT saying why
+                        self._queue_farewell(conn.send(exc.answer))
+                    raise _Closed(f"protocol error: {exc}", -1) from None
+                if event is NEED_DATA:
+                    if sock is None:
                         conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
                         continue
-                    keepalive.deadline = trio.current_time() + grace
-                    if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
-                        return  # detached: taken over while this packet was buffered
-                    await self._handle(event)
-            if keepalive.cancelled_caught:
-                self.server.counters.mqtt_keepalive_timeouts += 1
-                log.debug("device %s silent for %s s: closing", self.registration_id, grace)
+                    data = _read_some(fd)
+                    if data is None:  # nothing yet: wait outside any except block
+                        await trio.lowlevel.wait_readable(sock)
+                        continue
+                    await trio.lowlevel.checkpoint()  # as receive_some does: fairness
+                    conn.receive_data(data)
+                    continue
+                if grace != math.inf:
+                    scope.deadline = min(trio.current_time() + grace, self.revoke_at)
+                if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
+                    if isinstance(event, Disconnect):
+                        self._on_disconnect(event)
+                    return  # detached: taken over while this packet was buffered
+                await self._handle(event)
         except _Closed as why:
             log.info("closing device %s: %s", self.registration_id, why)
+            if why.reason >= 0:
+                self._say_farewell(why.reason, str(why)[:200])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+
+    def _on_disconnect(self, event: Disconnect) -> None:
+        """A 5.0 client may change its Session Expiry Interval when it disconnects (the
+        codec refuses a non-zero one after a CONNECT with none, MQTT-3.14.2-2)."""
+        interval = event.properties.session_expiry_interval
+        if interval is not None:
+            self.expiry = math.inf if interval == mqtt5.NEVER else float(interval)
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, PubAck):
             self._acknowledged(event.packet_id)
         elif isinstance(event, PingReq):
-            await self._send(self.conn.send(PingResp()))
+            await self._send(PINGRESP_BYTES)
         elif isinstance(event, Publish):
             await self._on_publish(event)
         elif isinstance(event, Subscribe):
@@ -220,44 +321,54 @@ class MqttSession:
             await self._on_unsubscribe(event)
         else:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 flow, which this server does not speak
             self.server.counters.mqtt_protocol_errors += 1
-            raise _Closed(f"{type(event).__name__.upper()}: QoS 2 is not supported")
+            raise _Closed(f"{type(event).__name__.upper()}: QoS 2 is not supported",
+                          ReasonCode.QOS_NOT_SUPPORTED)
 
     async def _on_publish(self, event: Publish) -> None:
         if event.topic != receipt_topic(self.app_key, self.registration_id):
             self.server.counters.mqtt_acl_violations += 1
             raise _Closed(f"PUBLISH to {event.topic[:200]!r} is not allowed "
-                          "(devices may publish only to their rcpt/ topic)")
+                          "(devices may publish only to their rcpt/ topic)",
+                          ReasonCode.NOT_AUTHORIZED)
         if event.qos == 2:
             self.server.counters.mqtt_protocol_errors += 1
-            raise _Closed("PUBLISH with QoS 2 is not supported")
+            raise _Closed("PUBLISH with QoS 2 is not supported", ReasonCode.QOS_NOT_SUPPORTED)
         if self.server.receipt_limit.take(self.registration_id, trio.current_time()):
             # A flood: the receipt is dropped, and the connection closed (MQTT 3.1.1 has
-            # no negative PUBACK). The bucket is the device's, not the connection's.
+            # no negative PUBACK; 5.0 is told 0x96). The bucket is the device's, not the
+            # connection's.
             self.server.counters.receipts_refused += 1
-            raise _Closed("receipts over the device's receipt rate")
+            raise _Closed("receipts over the device's receipt rate",
+                          ReasonCode.MESSAGE_RATE_TOO_HIGH)
+        code = ReasonCode.SUCCESS
         try:
             receipt = parse_receipt(event.payload)
         except InvalidRequest as exc:
             log.info("device %s sent an invalid receipt: %s", self.registration_id, exc.message)
+            code = ReasonCode.PAYLOAD_FORMAT_INVALID
         else:  # one for an unknown message is logged by the write
             server = self.server
             server.committer.post(writes.record_receipts,
                                   (self.registration_id, receipt.msg_id, receipt.event),
                                   server.count_receipts)
-        if event.qos == 1:
-            await self._send(self.conn.send(PubAck(event.packet_id)))
+        if event.packet_id is not None:  # QoS 1
+            await self._send(self.conn.send(
+                PubAck(event.packet_id, code if self.v5 else ReasonCode.SUCCESS)))
 
     async def _on_subscribe(self, event: Subscribe) -> None:
         codes = []
         granted = None
-        for topic_filter, qos in event.subscriptions:
+        refused = ReasonCode.NOT_AUTHORIZED if self.v5 else SUBACK_FAILURE
+        for topic_filter, options in event.subscriptions:
             if topic_filter == self.inbox:
-                granted = min(qos, 1)  # QoS 2 is downgraded to 1 (MQTT-3.9.3 allows it)
+                # QoS 2 is downgraded to 1 (MQTT-3.9.3 allows it); 5.0's other option
+                # bits (No Local, Retain Handling, ...) change nothing for an inbox.
+                granted = min(options & 3, 1)
                 codes.append(granted)
             else:
                 log.info("device %s may not subscribe to %r", self.registration_id,
                          topic_filter[:200])
-                codes.append(SUBACK_FAILURE)
+                codes.append(refused)
         if granted is not None and granted != self.sub_qos:
             self.sub_qos = granted
             self.server.committer.post(writes.set_subscriptions, (self.registration_id, granted))
@@ -266,10 +377,15 @@ class MqttSession:
             self.wake()
 
     async def _on_unsubscribe(self, event: Unsubscribe) -> None:
-        if self.inbox in event.topic_filters and self.sub_qos is not None:
+        subscribed = self.sub_qos is not None
+        if self.inbox in event.topic_filters and subscribed:
             self.sub_qos = None
             self.server.committer.post(writes.set_subscriptions, (self.registration_id, None))
-        await self._send(self.conn.send(UnsubAck(event.packet_id)))
+        codes: tuple[int, ...] = ()
+        if self.v5:
+            codes = tuple(ReasonCode.SUCCESS if f == self.inbox and subscribed
+                          else ReasonCode.NO_SUBSCRIPTION_EXISTED for f in event.topic_filters)
+        await self._send(self.conn.send(UnsubAck(event.packet_id, codes)))
 
     def _acknowledged(self, packet_id: int) -> None:
         seq = self.inflight.pop(packet_id, None)
@@ -289,17 +405,24 @@ class MqttSession:
         write.
 
         If another task is writing, ``data`` is appended to what it will write next and
-        this returns at once: no lock, no waiting task. A device that does not read for
-        ``send_timeout`` is disconnected (:class:`SendGuard`).
+        this returns at once: no lock, no waiting task. On a plain TCP socket what the
+        kernel takes at once is written straight to it (no scheduler round trip, which
+        ``send_all`` costs twice per write); the rest, and everything on other streams,
+        goes through ``send_all``. A device that does not read for ``send_timeout`` is
+        disconnected (:class:`SendGuard`).
         """
         if self.outbox is not None:
             self.outbox += data
             return
         self.outbox = outbox = bytearray()
         guard = self.server.send_guard
+        fd = self.fd
         try:
             while data:
-                await guard.send(self, data)
+                if fd >= 0:  # a plain TCP socket: what the kernel takes at once, directly
+                    data = data[_write_some(fd, data):]
+                if data:
+                    await guard.send(self, data)
                 data = bytes(outbox)
                 outbox.clear()
         finally:
@@ -319,14 +442,16 @@ class MqttSession:
         the session's own.
         """
         self.exhausted = False
-        if self.flushing or self.nursery is None or self.detached or self.sub_qos is None:
+        if self.flushing or self.scope is None or self.detached or self.sub_qos is None:
             return
         self.flushing = True
         flusher = self.server.flusher
         if flusher is not None:
             flusher.add(self)
-        else:
+        elif self.nursery is not None:
             self.nursery.start_soon(self.flush)
+        else:  # the Flusher stopped (the server is shutting down): nothing more is sent
+            self.flushing = False
 
     def _next_batch(self) -> tuple[bytes, list[Pending], int] | None:
         """The queued messages that fit the inflight window, taken (marked sent) and
@@ -338,10 +463,14 @@ class MqttSession:
         qos = self.sub_qos
         window = server.limits.inflight_window
         room = window - len(self.inflight) if qos else window
+        if self.v5 and qos:  # the device's Receive Maximum (5.0 §4.9)
+            room = min(room, self.conn.send_quota or 0)
         if room <= 0:
             return None
+        # 5.0: a Message Expiry Interval is whole seconds, never 0: less than 1 s left
+        # is expired here.
         rows, due = server.store.pending_rows(self.registration_id, self.last_seq, room,
-                                              server.clock.now())
+                                              server.clock.now(), 1.0 if self.v5 else 0.0)
         committer.post_all(writes.expire_rows, due, server.count_expired)
         committer.post_all(writes.mark_sent, [row.seq for row in rows])
         if len(rows) < room:
@@ -353,6 +482,8 @@ class MqttSession:
     def _encode(self, rows: list[Pending], qos: int) -> bytes:
         """PUBLISH packets for ``rows``, registered as in flight (QoS 1)."""
         counters = self.server.counters
+        conn = self.conn
+        now = self.server.clock.now() if self.v5 else 0.0
         data = bytearray()
         for row in rows:
             self.last_seq = row.seq
@@ -364,9 +495,13 @@ class MqttSession:
             if qos:
                 packet_id = self._new_packet_id()
                 self.inflight[packet_id] = row.seq
-            data += self.conn.send(Publish(self.inbox, payload, qos=qos,
-                                           dup=row.redelivery and qos > 0,
-                                           packet_id=packet_id))
+            if self.v5:
+                data += conn.send(Publish(self.inbox, payload, qos=qos,
+                                          dup=row.redelivery and qos > 0, packet_id=packet_id,
+                                          properties=mqtt5.push_properties(row, now)))
+            else:
+                data += conn.send(Publish(self.inbox, payload, qos=qos,
+                                          dup=row.redelivery and qos > 0, packet_id=packet_id))
             counters.messages_redelivered += row.redelivery
         counters.messages_sent += len(rows)
         return bytes(data)
@@ -395,6 +530,26 @@ class MqttSession:
             packet_id = packet_id % 65535 + 1
         self.next_packet_id = packet_id % 65535 + 1
         return packet_id
+
+
+def _read_some(fd: int) -> bytes | None:
+    """What a non-blocking socket holds now (b"" at EOF or a reset), None if nothing."""
+    try:
+        return os.read(fd, RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:  # ECONNRESET, ...: as good as EOF here
+        return b""
+
+
+def _write_some(fd: int, data: bytes) -> int:
+    """Write what a non-blocking socket takes now; how many bytes (0 if none)."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:  # EPIPE, ECONNRESET, ...: the device is gone
+        raise trio.BrokenResourceError(f"socket write failed: {exc}") from None
 
 
 class Flusher:
@@ -436,6 +591,9 @@ class Flusher:
             except Exception:  # a bug: that device's flush ends, the lane goes on
                 log.exception("flushing device %s failed", session.registration_id)
                 session.stalled()
+            # A flush whose writes all went straight to the socket never yielded: let
+            # the readers and the HTTP side run between two devices of a broadcast.
+            await trio.lowlevel.checkpoint()
 
 
 class SendGuard:

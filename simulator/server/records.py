@@ -119,7 +119,8 @@ class PushOutcome:
 @attrs.frozen
 class Pending:
     """One queued message taken for sending. ``payload`` is None for a ``deleted`` notice,
-    whose JSON is built at send time from ``notice_count``."""
+    whose JSON is built at send time from ``notice_count``. ``kind`` is the payload's
+    ``kind``; ``live`` says a ttl=0 message (for the connection open now only)."""
 
     seq: int
     msg_id: str
@@ -128,6 +129,8 @@ class Pending:
     sent_at: float
     expires_at: float
     redelivery: bool
+    kind: str = "message"
+    live: bool = False
 
 
 @attrs.frozen

@@ -109,5 +109,20 @@ CREATE INDEX challenges_device ON challenges (app_key, device_id);
 CREATE INDEX challenges_expiry ON challenges (expires_at);
 """
 
+# Version 4: MQTT 5.0 Session Expiry (docs/server.md). devices.session_expires_at is the
+# wall-clock time at which a stored session ends while its device stays away (set when a
+# 5.0 connection with a finite Session Expiry Interval closes); NULL = never (3.1.1's
+# clean session 0, 5.0's 0xFFFFFFFF) or the device is connected.
+# deleted_tokens remembers the tokens of unregistered devices until they would have
+# expired, so that a 5.0 CONNECT with one is told 0x87 "not authorised" (the device was
+# revoked: registering again will not help) rather than 0x86 "bad token".
+_SCHEMA_V4 = """
+ALTER TABLE devices ADD COLUMN session_expires_at REAL;
+CREATE TABLE deleted_tokens (
+    token_hash BLOB PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
 #: Schema migrations; entry i upgrades ``user_version`` i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
-from . import http_api, listeners, mqtt_gateway, writes
+from . import http_api, listeners, mqtt_gateway, websocket, writes
 from .admission import ConnectAdmission
 from .committer import Committer, in_thread
 from .connections import ConnectionTable
@@ -159,6 +159,12 @@ class PushServer:
         """Serve one MQTT connection (a device) until it closes; ``peer`` as above."""
         await mqtt_gateway.serve_mqtt(self, stream, peer)
 
+    async def handle_ws_stream(self, stream: trio.abc.Stream,
+                               peer: str | None = None) -> None:
+        """Serve one MQTT-over-WebSocket connection (path ``/mqtt``, subprotocol
+        ``mqtt``) until it closes; ``peer`` as above."""
+        await websocket.serve_websocket(self, stream, peer)
+
     async def serve_tcp(self, **options: Any) -> None:
         """Listen on TCP and serve until cancelled: :func:`.listeners.serve_tcp` (same
         options, ``task_status`` included)."""
@@ -167,6 +173,11 @@ class PushServer:
     def advertise(self, mqtt_port: int, *, tls: bool) -> None:
         """The MQTT endpoint registration answers tell devices (the port really bound)."""
         self.settings = attrs.evolve(self.settings, mqtt_port=mqtt_port, mqtt_tls=tls)
+
+    def advertise_ws(self, url: str | None) -> None:
+        """The MQTT-over-WebSocket URL registration answers tell devices (``mqtt.ws``;
+        its host is replaced by the one the device used, like ``mqtt.host``), or None."""
+        self.settings = attrs.evolve(self.settings, mqtt_ws_url=url)
 
     # --- apps and devices ---------------------------------------------------------------
 
@@ -282,6 +293,7 @@ class PushServer:
         """Unregister: tokens stop working at once (connections close), nothing more is
         queued, the device id is free again. False if ``app_key`` has no such device."""
         deleted = await self.committer.write(writes.delete_device, app_key, registration_id,
+                                             self.clock.now(),
                                              durable=True)
         if deleted is None:
             return False

@@ -48,6 +48,12 @@ class Limits:
     max_audience: int = attrs.field(default=1000, validator=_positive)
     #: Largest MQTT packet accepted from a device (CONTRACT §3: 64 KiB).
     max_packet_size: int = attrs.field(default=64 * 1024, validator=_positive)
+    #: The longest keepalive granted to an MQTT 5.0 client: one asking for more (or for
+    #: none) is told this one in the CONNACK's Server Keep Alive and held to it. MQTT
+    #: 3.1.1 cannot tell a client, so 3.1.1 connections keep theirs. None = no maximum.
+    max_keepalive: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(
+            attrs.validators.and_(_positive, attrs.validators.le(65535))))
     #: A new MQTT connection must send CONNECT within this time.
     connect_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Writing to a device that does not read for this long closes its connection.
@@ -111,6 +117,9 @@ class ServerSettings:
     mqtt_host: str | None = None
     mqtt_port: int = 1883
     mqtt_tls: bool = False
+    #: ``ws[s]://HOST:PORT/mqtt`` when MQTT over WebSocket is served (the answer's
+    #: ``mqtt.ws``, with HOST as for ``mqtt_host``); None: not served.
+    mqtt_ws_url: str | None = None
     #: Lifetime of a device token (wall-clock seconds); 30 days.
     token_ttl: float = attrs.field(default=30 * DAY, validator=_positive)
     #: A re-registration revokes the device's older tokens this many seconds later (a
@@ -146,6 +155,8 @@ class RunSettings:
     tls_dir: str | None = None
     mqtts_port: int | None = None
     https_port: int | None = None
+    ws_port: int | None = None
+    wss_port: int | None = None
     workers: int = 1
     log_level: str = "info"
 

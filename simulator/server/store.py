@@ -57,6 +57,7 @@ from .schema import (
     DROPPED,
     EXPIRED,
     IN_FLIGHT,
+    LIVE_ONLY,
     MIGRATIONS,
     PENDING,
     SENT_BEFORE,
@@ -90,12 +91,13 @@ class Store(Protocol):
     def commit(self, work: Callable[[sqlite3.Connection], T], durable: bool = False) -> T: ...
     def app_secret_hash(self, app_key: str) -> bytes | None: ...
     def token_device(self, token_hash: bytes, now: float) -> TokenOwner | None: ...
+    def token_of_deleted_device(self, token_hash: bytes, now: float) -> bool: ...
     def device_registered(self, app_key: str, device_id: str) -> bool: ...
     def webpush_keys(self, app_key: str, registration_id: str) -> tuple[str, str] | None: ...
     def device(self, registration_id: str) -> Device | None: ...
     def resolve_audience(self, app_key: str, kind: str, values: Sequence[str]) -> list[str]: ...
-    def pending_rows(self, registration_id: str, after_seq: int, limit: int,
-                     now: float) -> tuple[list[Pending], list[int]]: ...
+    def pending_rows(self, registration_id: str, after_seq: int, limit: int, now: float,
+                     min_left: float = 0.0) -> tuple[list[Pending], list[int]]: ...
     def message_status(self, app_key: str, msg_id: str) -> MessageStatus | None: ...
     def counts(self) -> StoreCounts: ...
 
@@ -275,6 +277,12 @@ class SqliteStore:
             return None
         return TokenOwner(row[0], row[1], row[3])
 
+    def token_of_deleted_device(self, token_hash: bytes, now: float) -> bool:
+        """Whether an unexpired token belonged to a device that was unregistered."""
+        row = self._db.execute("SELECT expires_at FROM deleted_tokens WHERE token_hash = ?",
+                               (token_hash,)).fetchone()
+        return row is not None and row[0] > now
+
     def device_registered(self, app_key: str, device_id: str) -> bool:
         """Whether ``app_key`` has a registration for ``device_id``."""
         return self._db.execute(
@@ -308,28 +316,33 @@ class SqliteStore:
             rows = self._db.execute(_TARGET_QUERIES[kind], (app_key, json.dumps(list(values))))
         return [rid for (rid,) in rows]
 
-    def pending_rows(self, registration_id: str, after_seq: int, limit: int,
-                     now: float) -> tuple[list[Pending], list[int]]:
+    def pending_rows(self, registration_id: str, after_seq: int, limit: int, now: float,
+                     min_left: float = 0.0) -> tuple[list[Pending], list[int]]:
         """Up to ``limit`` queued, unexpired messages after ``after_seq``, oldest first; and
         the seqs of queued ones met on the way that are past their expiry (and not in
-        flight), for the caller to expire. One query in the usual case."""
+        flight), for the caller to expire. One query in the usual case.
+
+        ``min_left`` > 0 also counts as expired a message with less than that many seconds
+        left (an MQTT 5.0 Message Expiry Interval is whole seconds, and 0 is never sent)."""
         taken: list[Pending] = []
         due: list[int] = []
+        cutoff = now + min_left
         while True:
             asked = limit - len(taken)
             rows = self._db.execute(
                 "SELECT d.seq, d.msg_id, m.payload, m.notice_count, m.sent_at, m.expires_at, "
-                "d.sent, d.expires_at FROM deliveries d JOIN messages m ON m.msg_id = d.msg_id "
+                "d.sent, d.expires_at, m.kind FROM deliveries d "
+                "JOIN messages m ON m.msg_id = d.msg_id "
                 "WHERE d.registration_id = ? AND d.status = 0 AND d.seq > ? "
                 "ORDER BY d.seq LIMIT ?",
                 (registration_id, after_seq, asked),
             ).fetchall()
-            for seq, msg_id, payload, count, sent_at, expires_at, sent, row_expiry in rows:
-                if sent != IN_FLIGHT and row_expiry <= now:
+            for seq, msg_id, payload, count, sent_at, expires_at, sent, row_expiry, kind in rows:
+                if sent != IN_FLIGHT and (row_expiry <= now or row_expiry < cutoff):
                     due.append(seq)
                 else:
                     taken.append(Pending(seq, msg_id, payload, count, sent_at, expires_at,
-                                         sent == SENT_BEFORE))
+                                         sent == SENT_BEFORE, kind, row_expiry == LIVE_ONLY))
             if len(rows) < asked or len(taken) == limit:
                 return taken, due
             after_seq = rows[-1][0]
@@ -399,11 +412,13 @@ class SqliteStore:
                          notice_id=notice_id, notice_expires_at=notice_expires_at,
                          durable=True)
 
-    def open_session(self, registration_id: str, clean: bool) -> SessionOpened:
-        return self._now(writes.open_session, registration_id, clean)
+    def open_session(self, registration_id: str, clean: bool,
+                     now: float = 0.0) -> SessionOpened:
+        return self._now(writes.open_session, registration_id, clean, now)
 
-    def close_session(self, registration_id: str, clean: bool) -> int:
-        return self._now(writes.close_sessions, [(registration_id, clean)])
+    def close_session(self, registration_id: str, clean: bool,
+                      expires_at: float | None = None) -> int:
+        return self._now(writes.close_sessions, [(registration_id, clean, expires_at)])
 
     def take_pending(self, registration_id: str, after_seq: int, limit: int,
                      now: float) -> tuple[list[Pending], int]:

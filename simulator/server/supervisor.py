@@ -103,6 +103,10 @@ def _with_reserved_ports(settings: RunSettings) -> int:
             else settings.mqtts_port
         if settings.https_port is not None:
             wanted["https_port"] = settings.https_port
+        if settings.wss_port is not None:
+            wanted["wss_port"] = settings.wss_port
+    if settings.ws_port is not None:
+        wanted["ws_port"] = settings.ws_port
     reserved: list[socket.socket] = []
     try:
         ports = {}

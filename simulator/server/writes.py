@@ -262,10 +262,11 @@ def update_device(db: sqlite3.Connection, registration_id: str, alias: object, t
 
 
 def delete_device(db: sqlite3.Connection, app_key: str,
-                  registration_id: str) -> DeviceDeleted | None:
+                  registration_id: str, now: float = 0.0) -> DeviceDeleted | None:
     """Unregister: the device, its tokens, tags, keys and challenges go; whatever was
-    queued for it is dropped (counted in each message's status). None if ``app_key`` has
-    no such registration."""
+    queued for it is dropped (counted in each message's status); its unexpired tokens are
+    remembered as a deleted device's until they expire (``deleted_tokens``, wall clock
+    ``now``). None if ``app_key`` has no such registration."""
     row = db.execute("SELECT device_id FROM devices WHERE registration_id = ? AND app_key = ?",
                      (registration_id, app_key)).fetchone()
     if row is None:
@@ -273,6 +274,10 @@ def delete_device(db: sqlite3.Connection, app_key: str,
     (device_id,) = row
     dropped = db.execute("UPDATE deliveries SET status = 4 WHERE registration_id = ? "
                          "AND status = 0", (registration_id,)).rowcount
+    db.execute("DELETE FROM deleted_tokens WHERE expires_at <= ?", (now,))
+    db.execute("INSERT OR REPLACE INTO deleted_tokens (token_hash, expires_at) "
+               "SELECT token_hash, expires_at FROM tokens WHERE registration_id = ? "
+               "AND expires_at > ?", (registration_id, now))
     for table in ("tokens", "tags", "webpush_keys", "devices"):
         db.execute(f"DELETE FROM {table} WHERE registration_id = ?", (registration_id,))
     db.execute("DELETE FROM challenges WHERE app_key = ? AND device_id = ?",
@@ -379,12 +384,14 @@ def _drop_oldest(db: sqlite3.Connection, rid: str, message: NewMessage, excess: 
     return count
 
 
-def open_session(db: sqlite3.Connection, registration_id: str, clean: bool) -> SessionOpened:
-    """A device connected. A clean session discards the stored one (subscription and
-    queued messages, as MQTT 3.1.1 requires); otherwise the stored one is resumed or a
-    new persistent one begins."""
-    row = db.execute("SELECT session, sub_qos, online FROM devices WHERE registration_id = ?",
-                     (registration_id,)).fetchone()
+def open_session(db: sqlite3.Connection, registration_id: str, clean: bool,
+                 now: float = 0.0) -> SessionOpened:
+    """A device connected. A clean session (3.1.1 clean session 1, 5.0 Clean Start 1)
+    discards the stored one — subscription and queued messages, as MQTT requires — and so
+    does a stored session whose 5.0 Session Expiry ran out (``now``, wall clock, past its
+    ``session_expires_at``); otherwise the stored one is resumed or a new one begins."""
+    row = db.execute("SELECT session, sub_qos, online, session_expires_at FROM devices "
+                     "WHERE registration_id = ?", (registration_id,)).fetchone()
     existing = bool(row and row[0])
     # Whatever an earlier connection left in flight is a redelivery now. Normally
     # close_sessions did that already; not when that connection was on a worker process
@@ -393,20 +400,22 @@ def open_session(db: sqlite3.Connection, registration_id: str, clean: bool) -> S
     unclosed = "" if row is None or not row[2] else " OR sent = 0"
     db.execute("UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
                f"AND (sent = 1{unclosed})", (registration_id,))
-    db.execute("UPDATE devices SET online = 1 WHERE registration_id = ?", (registration_id,))
+    db.execute("UPDATE devices SET online = 1, session_expires_at = NULL "
+               "WHERE registration_id = ?", (registration_id,))
     # ttl=0 messages were for the earlier connection only (close_sessions expires them;
     # this covers a close whose bookkeeping was lost with a failed commit).
     expired = db.execute(
         "UPDATE deliveries SET status = 2 WHERE registration_id = ? AND status = 0 "
         "AND expires_at = ?", (registration_id, LIVE_ONLY),
     ).rowcount
-    if clean:
+    lapsed = existing and row[3] is not None and row[3] <= now
+    if clean or lapsed:
         discarded = db.execute(
             "UPDATE deliveries SET status = 4 WHERE registration_id = ? AND status = 0",
             (registration_id,),
         ).rowcount
-        db.execute("UPDATE devices SET session = 0, sub_qos = NULL WHERE registration_id = ?",
-                   (registration_id,))
+        db.execute(f"UPDATE devices SET session = {int(not clean)}, sub_qos = NULL "
+                   "WHERE registration_id = ?", (registration_id,))
         return SessionOpened(session_present=False, sub_qos=None, discarded=discarded,
                              expired=expired)
     if not existing:
@@ -418,22 +427,27 @@ def open_session(db: sqlite3.Connection, registration_id: str, clean: bool) -> S
 
 # --- bookkeeping: lists of items, a count back --------------------------------------------
 
-def close_sessions(db: sqlite3.Connection, items: list[tuple[str, bool]]) -> int:
-    """Connections of ``(registration_id, clean)`` ended: unacknowledged messages become
-    redeliveries, ttl=0 messages still queued expire (how many, returned), and a clean
-    session is forgotten."""
+def close_sessions(db: sqlite3.Connection,
+                   items: list[tuple[str, bool, float | None]]) -> int:
+    """Connections of ``(registration_id, end, expires_at)`` ended: unacknowledged
+    messages become redeliveries, ttl=0 messages still queued expire (how many,
+    returned); ``end``: the session ends with the connection (3.1.1 clean session, 5.0
+    Session Expiry Interval 0) and is forgotten; else it is kept until ``expires_at``
+    (wall clock; None = for ever)."""
     expired = 0
-    for rid, clean in items:
+    for rid, end, expires_at in items:
         db.execute("UPDATE deliveries SET sent = 2 WHERE registration_id = ? AND status = 0 "
                    "AND sent = 1", (rid,))
         expired += db.execute(
             "UPDATE deliveries SET status = 2 WHERE registration_id = ? AND status = 0 "
             "AND expires_at = ?", (rid, LIVE_ONLY),
         ).rowcount
-        db.execute("UPDATE devices SET online = 0 WHERE registration_id = ?", (rid,))
-        if clean:
-            db.execute("UPDATE devices SET session = 0, sub_qos = NULL "
+        if end:
+            db.execute("UPDATE devices SET online = 0, session = 0, sub_qos = NULL "
                        "WHERE registration_id = ?", (rid,))
+        else:
+            db.execute("UPDATE devices SET online = 0, session = 1, session_expires_at = ? "
+                       "WHERE registration_id = ?", (expires_at, rid))
     return expired
 
 

@@ -13,10 +13,12 @@ import atheris
 
 from pushsdk.protocol import NEED_DATA, Connection, ConnectionClosed, RemoteProtocolError, Role
 
-#: MQTT version -> a receiving connection of a role. MQTT 5.0 joins here once the codec
-#: speaks it (e.g. ``"5.0": lambda role: Connection(role, protocol=5)``).
+#: MQTT version -> a receiving connection of a role. ``auto`` is what the server runs: the
+#: version the CONNECT says (3.1, 3.1.1 or 5.0).
 PROTOCOLS: dict[str, Callable[[Role], Connection]] = {
     "3.1.1": lambda role: Connection(role, max_packet_size=65536),
+    "5.0": lambda role: Connection(role, protocol_version=5, max_packet_size=65536),
+    "auto": lambda role: Connection(role, protocol_version=None, max_packet_size=65536),
 }
 _protocol = ["3.1.1"]
 
@@ -57,7 +59,9 @@ def _drain(conn: Connection) -> bool:
                 return True
             if isinstance(event, ConnectionClosed):
                 return False
-    except RemoteProtocolError:
+    except RemoteProtocolError as exc:
+        if exc.answer is not None:  # what the server sends before closing is sendable
+            conn.send(exc.answer)
         try:  # and it stays failed
             conn.next_event()
         except RemoteProtocolError:

@@ -17,9 +17,12 @@ import importlib
 import sys
 from pathlib import Path
 
-#: harness name -> (module in this directory, packages whose code is instrumented)
-HARNESSES: dict[str, tuple[str, tuple[str, ...]]] = {
+#: harness name -> (module in this directory, packages whose code is instrumented,
+#: the harness's own options)
+HARNESSES: dict[str, tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "mqtt": ("fuzz_mqtt", ("pushsdk.protocol",)),
+    # The server's codec: 3.1.1 or 5.0, whichever the CONNECT says.
+    "mqtt5": ("fuzz_mqtt", ("pushsdk.protocol",), ("--protocol=auto",)),
     "http": ("fuzz_http", ("simulator.server", "h11")),
     "validation": ("fuzz_validation", ("simulator.server",)),
     "state": ("fuzz_state", ("pushsdk.state", "pushsdk.registration", "pushsdk.webpush")),
@@ -31,7 +34,8 @@ def main(argv: list[str]) -> None:
     import atheris
 
     name = argv[1]
-    module_name, packages = HARNESSES[name]
+    module_name, packages, *defaults = HARNESSES[name]
+    argv = [*argv[:2], *(defaults[0] if defaults else ()), *argv[2:]]
     here = str(Path(__file__).resolve().parent)
     root = str(Path(__file__).resolve().parents[2])
     sys.path[:0] = [here, root]

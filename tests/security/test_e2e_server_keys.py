@@ -129,5 +129,5 @@ def test_version_1_database_is_migrated(tmp_path):
     assert server.webpush_keys(app.app_key, rid) == (KEYS.p256dh, KEYS.auth)
     store.close()
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
     raw.close()

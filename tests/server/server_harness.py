@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pushsdk.protocol import (
     NEED_DATA,
+    NO_PROPERTIES,
+    Properties,
     ConnAck,
     Connect,
     Connection,
@@ -122,9 +124,9 @@ async def read_raw_response(stream: trio.abc.Stream) -> tuple[bytes, bool]:
 class MqttTestClient:
     """A minimal MQTT client on the codec: send events, receive events, nothing hidden."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, version: int = 4) -> None:
         self.stream = stream
-        self.conn = Connection(Role.CLIENT, max_packet_size=1 << 20)
+        self.conn = Connection(Role.CLIENT, protocol_version=version, max_packet_size=1 << 20)
         self.next_packet_id = 1
         self.early: list[Event] = []  # events that arrived while waiting for an ack
 
@@ -155,10 +157,12 @@ class MqttTestClient:
             self.conn.receive_data(data)
 
     async def connect(self, client_id: str, username: str | None, password: str | None, *,
-                      clean: bool = False, keepalive: int = 60) -> ConnAck:
+                      clean: bool = False, keepalive: int = 60,
+                      properties: Properties = NO_PROPERTIES) -> ConnAck:
         await self.send(Connect(
             client_id=client_id, username=username, keepalive=keepalive, clean_session=clean,
             password=None if password is None else password.encode(),
+            protocol_level=self.conn.protocol_version or 4, properties=properties,
         ))
         event = await self.receive()
         assert isinstance(event, ConnAck), event
@@ -291,15 +295,18 @@ class Harness:
         assert r.status == 200, r
         return r.json
 
-    def mqtt_client(self, peer: str | None = None) -> MqttTestClient:
-        return MqttTestClient(self.open_stream("handle_mqtt_stream", peer))
+    def mqtt_client(self, peer: str | None = None, version: int = 4) -> MqttTestClient:
+        return MqttTestClient(self.open_stream("handle_mqtt_stream", peer), version)
 
     async def device_client(self, app: dict[str, str], device: dict[str, Any], *,
                             clean: bool = False, keepalive: int = 60,
-                            subscribe: bool = True) -> tuple[MqttTestClient, ConnAck]:
-        client = self.mqtt_client()
+                            subscribe: bool = True, version: int = 4,
+                            properties: Properties = NO_PROPERTIES,
+                            ) -> tuple[MqttTestClient, ConnAck]:
+        client = self.mqtt_client(version=version)
         connack = await client.connect(device["registration_id"], app["app_key"],
-                                       device["token"], clean=clean, keepalive=keepalive)
+                                       device["token"], clean=clean, keepalive=keepalive,
+                                       properties=properties)
         assert connack.return_code == 0, connack
         if subscribe:
             suback = await client.subscribe(device["inbox"])

@@ -20,7 +20,8 @@ async def test_app_device_push_and_status(harness: Harness, autojump_clock) -> N
 
     device = await harness.register(app, "phone-1", alias="alice", tags=["beta"])
     assert device["inbox"] == f"push/{app['app_key']}/{device['registration_id']}"
-    assert device["mqtt"] == {"host": "push.test", "port": 1883, "tls": False}
+    assert device["mqtt"] == {"host": "push.test", "port": 1883, "tls": False,
+                              "versions": ["3.1.1", "5"]}
     assert device["token_expires_at"] == EPOCH + 30 * 86400
 
     r = await harness.push(app, {"audience": "all",

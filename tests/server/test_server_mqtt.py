@@ -461,10 +461,10 @@ async def test_malformed_or_oversized_packet_closes_only_that_connection(
     assert harness.server.statistics().mqtt_protocol_errors == 1
 
 
-async def test_mqtt5_client_gets_connack_1(harness: Harness, autojump_clock) -> None:
+async def test_other_mqtt_level_gets_connack_1(harness: Harness, autojump_clock) -> None:
     stream = harness.open_stream("handle_mqtt_stream")
-    # CONNECT, protocol "MQTT" level 5, clean start, keepalive 60, no properties, id "abc".
-    await stream.send_all(b"\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x03abc")
+    # CONNECT, protocol "MQTT" level 6 (no such version), clean start, keepalive 60, id "abc".
+    await stream.send_all(b"\x10\x10\x00\x04MQTT\x06\x02\x00\x3c\x00\x00\x03abc")
     answer = b""
     while chunk := await stream.receive_some():
         answer += chunk

@@ -41,7 +41,8 @@ def paho_flow(running: RunningServer) -> dict[str, Any]:
                   {"Authorization": f"Bearer {ADMIN}"})
     _, device = call(port, "POST", "/v1/devices", {"device_id": "paho-1", "platform": "linux"},
                      {"X-App-Key": app["app_key"]})
-    assert device["mqtt"] == {"host": "127.0.0.1", "port": running.mqtt_port, "tls": False}
+    assert device["mqtt"] == {"host": "127.0.0.1", "port": running.mqtt_port, "tls": False,
+                              "versions": ["3.1.1", "5"]}
     basic = "Basic " + base64.b64encode(
         f"{app['app_key']}:{app['master_secret']}".encode()).decode()
 

@@ -54,7 +54,7 @@ def test_file_database_is_wal_versioned_and_persistent(tmp_path: Path) -> None:
     store.close()
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
     raw.close()
     store = SqliteStore(str(path))
     assert store.token_device(b"h" * 32, NOW) == TokenOwner("rid1", "app1")

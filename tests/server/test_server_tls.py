@@ -320,7 +320,7 @@ async def test_paho_over_tls_receives_a_push_and_registration_advertises_tls(
         tls_server: RunningServer, credentials: TlsCredentials) -> None:
     result = await trio.to_thread.run_sync(paho_flow, tls_server, credentials.files.ca_cert)
     assert result["device"]["mqtt"] == {"host": "127.0.0.1", "port": tls_server.mqtts_port,
-                                        "tls": True}
+                                        "tls": True, "versions": ["3.1.1", "5"]}
     assert result["topic"] == result["device"]["inbox"]
     assert result["payload"]["msg_id"] == result["msg_id"]
     assert result["payload"]["message"] == {"data": "over tls"}
@@ -478,7 +478,7 @@ def test_command_errors_are_one_line(tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert _run_cli("--db", ":memory:", "--mqtts-port", "0") == 1
     assert capsys.readouterr().err == (
-        "pushsim server: error: --mqtts-port and --https-port need --tls-dir DIR\n")
+        "pushsim server: error: --mqtts-port, --https-port and --wss-port need --tls-dir DIR\n")
 
     ensure_credentials(tmp_path, names=LOOPBACK, now=time.time())
     (tmp_path / "ca-key.pem").unlink()
