@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="built-in scenario names or TOML files (default: all built-in "
                              "and power_bench/scenarios/*.toml)")
     parser.add_argument("--handsets", type=positive_int, default=None, metavar="N",
-                        help="handsets per fleet (default 24, --quick 10)")
+                        help="handsets per fleet (default 16, --quick 10)")
     parser.add_argument("--hours", type=_positive_float, default=None, metavar="H",
                         help="simulated hours for every scenario (default: each scenario's own)")
     parser.add_argument("--trace-handsets", type=non_negative_int, default=None, metavar="N",

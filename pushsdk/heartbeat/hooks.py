@@ -57,6 +57,7 @@ class HookedStrategy(HeartbeatStrategy):
 
     inner: HeartbeatStrategy
     piggyback_after: float = 0.1  # as adaptive: a free ping once 10 % of the interval passed
+    piggyback_after_wifi: float = 0.6  # as adaptive: on Wi-Fi the CPU's wake dominates
     screen_hints: bool = True
 
     @property
@@ -81,7 +82,7 @@ class HookedStrategy(HeartbeatStrategy):
     def interval(self, state: HookedState, ctx: HeartbeatContext) -> float:
         interval = self.inner.interval(state.inner, ctx)
         if self.screen_hints and screen_just_went_off(ctx, state.last_ping_at, interval,
-                                                      self.piggyback_after):
+                                                      self._share(ctx)):
             return 0.0
         return interval
 
@@ -110,4 +111,7 @@ class HookedStrategy(HeartbeatStrategy):
     def piggyback(self, state: HookedState, ctx: HeartbeatContext, silence: float) -> bool:
         if self.inner.piggyback(state.inner, ctx, silence):
             return True
-        return silence >= self.piggyback_after * self.inner.interval(state.inner, ctx)
+        return silence >= self._share(ctx) * self.inner.interval(state.inner, ctx)
+
+    def _share(self, ctx: HeartbeatContext) -> float:
+        return self.piggyback_after_wifi if ctx.network_type == "wifi" else self.piggyback_after

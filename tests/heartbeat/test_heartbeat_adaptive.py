@@ -182,7 +182,8 @@ def test_free_beats_on_radio_activity_and_as_a_screen_session_ends():
     state = ADAPTIVE.start(None, ctx(network_type="cellular"))
     assert not ADAPTIVE.piggyback(state, ctx(network_type="cellular"), silence=26)
     assert ADAPTIVE.piggyback(state, ctx(network_type="cellular"), silence=0.1 * 270)
-    assert ADAPTIVE.piggyback(ADAPTIVE.start(None, ctx()), ctx(), silence=12)  # Wi-Fi too
+    wifi = ADAPTIVE.start(None, ctx())  # on Wi-Fi the CPU's wake dominates: 60 % of 120 s
+    assert ADAPTIVE.piggyback(wifi, ctx(), silence=72) and not ADAPTIVE.piggyback(wifi, ctx(), 71)
     pinged = ADAPTIVE.on_success(state, screen_ctx(now=100.0, silence=270))
     off = screen_ctx(now=500.0, since=499.5)  # the screen went off half a second ago
     assert ADAPTIVE.interval(pinged, off) == 0.0  # ping now, in the session's tail
