@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from simulator.argtypes import non_negative_int, positive_int
+from simulator.cli import CommandError
 
 PROG = "python -m power_bench"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="handsets whose interval is traced over time (default 4, "
                              "--quick 3; 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # --- --cluster hook (fleet engineer; see simulator/distributed.py, docs/distributed.md) ---
+    parser.add_argument("--cluster", metavar="tcp://HOST:PORT", default=None,
+                        help="run the simulation matrix on a Dask cluster (same results)")
+    # --- end of the --cluster hook ---
     return parser
 
 
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return run(args, argv)
     except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:  # --cluster hook: an unreachable cluster (fleet engineer)
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -113,7 +121,8 @@ def run(args, argv: list[str]) -> int:
 
     t0 = time.perf_counter()
     handsets: list = []
-    rows = run_matrix(matrix, args.workers, progress=progress, handsets_out=handsets)
+    rows = run_matrix(matrix, args.workers, progress=progress, handsets_out=handsets,
+                      cluster=args.cluster)
     matrix_s = time.perf_counter() - t0
     summary = aggregate(rows, handsets)
 

@@ -121,7 +121,7 @@ SUMMARY_CSV_FIELDS = (("strategy", "scenario", "seeds", "handsets", "hours")
 
 
 def run_matrix(matrix: Matrix, workers: int = 1, *, progress: bool = True,
-               handsets_out: list | None = None) -> list[dict]:
+               handsets_out: list | None = None, cluster: str | None = None) -> list[dict]:
     """Simulate every cell; one summary row (CONTRACT §4 columns + ``seed``) per cell, in
     (scenario, strategy, seed) order. ``handsets_out`` (a list) receives every handset's
     result, for intervals (:func:`aggregate`)."""
@@ -130,7 +130,8 @@ def run_matrix(matrix: Matrix, workers: int = 1, *, progress: bool = True,
         for seed in matrix.seeds:
             jobs += plan_jobs([scenario], matrix.strategies, matrix.handsets,
                               matrix.hours_for(scenario), seed, workers)
-    results = run_jobs(jobs, workers, progress=progress, label="simulating")
+    results = run_jobs(jobs, workers, progress=progress, label="simulating",
+                       cluster=cluster)  # --cluster hook (fleet engineer)
     # run_jobs returns each job's handsets in job order: one result per handset of its shard.
     cells: dict[tuple[str, str, int], list] = {}
     position = 0

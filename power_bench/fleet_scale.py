@@ -270,9 +270,10 @@ def fleet_run(args: list[str], out: Path, timeout: float) -> dict[str, Any]:
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - started
-    if done.returncode != 0:
+    if done.returncode not in (0, 1):  # 1: a gate missed, the results are there
         return {"command": _shell(args), "error": done.stderr.strip()}
-    return {"command": _shell(args), "wall_s": wall, **_headline(out)}
+    return {"command": _shell(args), "exit": done.returncode, "wall_s": wall,
+            **_headline(out)}
 
 
 def _headline(out: Path) -> dict[str, Any]:
@@ -288,6 +289,7 @@ def _headline(out: Path) -> dict[str, Any]:
         "handshake_p99_s": connect["handshake_s"]["p99"],
         "pushes_sent": pushes["sent"], "delivery_ratio": pushes["delivery_ratio"],
         "lost": pushes["lost"], "duplicates": pushes["duplicates"],
+        "send_lag_p99_s": pushes["send_lag_s"]["p99"], "warnings": fleet["warnings"],
         "latency_p50_s": pushes["latency_s"]["p50"], "latency_p99_s": pushes["latency_s"]["p99"],
         "rss_peak_mb": sum(p["rss_peak_mb"] for p in workers),
         "memory_per_connection_bytes": [p.get("memory_per_connection_bytes") for p in workers],
@@ -300,8 +302,8 @@ def _shell(args: list[str]) -> str:
 
 
 def fleet_args(url: str, n: int, *, ramp: float, workers: int, push_rate: float,
-               hold: float, shard: str | None = None, admin_token: str | None = None
-               ) -> list[str]:
+               hold: float, shard: str | None = None, admin_token: str | None = None,
+               run_id: str | None = None) -> list[str]:
     duration = n / ramp + hold
     target = (["--server", url, "--admin-token", admin_token] if admin_token
               else ["--broker", url])
@@ -312,7 +314,94 @@ def fleet_args(url: str, n: int, *, ramp: float, workers: int, push_rate: float,
     args += ["--source-ips", f"127.0.0.2-127.0.0.{1 + addresses}"]
     if shard:
         args += ["--shard", shard]
+    if run_id:
+        args += ["--run-id", run_id]
     return args
+
+
+# --- one process, every measurement on; the Dask path against local --workers -------------------
+
+def memory_step(n: int, work: Path, out: Path) -> dict[str, Any]:
+    """``pushsim fleet`` holding ``n`` handsets in one process with every measurement on
+    (HDR histograms, per-second counts, ledgers, radio meters, connect events, /metrics)."""
+    broker = Mosquitto(work)
+    try:
+        cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", n, ramp=2000.0, workers=1,
+                         push_rate=200, hold=15)
+        cli += ["--metrics-port", "0"]
+        result = fleet_run(cli, out / f"memory-{n}", timeout=n / 2000 + 180)
+    finally:
+        broker.stop()
+    return result
+
+
+class DaskCluster:
+    """``dask scheduler`` and ``dask worker`` processes on loopback (stopped by their pids);
+    every listener on 127.0.0.1."""
+
+    def __init__(self, workdir: Path, workers: int) -> None:
+        dask = str(Path(sys.executable).with_name("dask"))
+        file = workdir / "scheduler.json"
+        loopback = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+        self.procs = [subprocess.Popen([dask, "scheduler", "--port", "0", *loopback,
+                                        "--scheduler-file", str(file)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       cwd=workdir)]
+        try:
+            deadline = time.monotonic() + 60
+            while not (file.exists() and file.stat().st_size):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("dask scheduler did not start")
+                time.sleep(0.1)
+            self.address = json.loads(file.read_text())["address"]
+            for n in range(workers):
+                self.procs.append(subprocess.Popen(
+                    [dask, "worker", "--scheduler-file", str(file), *loopback, "--no-nanny",
+                     "--nthreads", "1", "--local-directory", str(workdir / f"w{n}")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
+                    preexec_fn=_raise_nofile))
+            from distributed import Client
+            with Client(self.address, timeout=30, set_as_default=False) as client:
+                client.wait_for_workers(workers, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def dask_step(n: int, work: Path, out: Path, repeats: int = 2) -> dict[str, Any]:
+    """The same fleet with ``--workers 2`` and with ``--cluster`` (two Dask workers on this
+    machine): wall time of the whole command, alternating, ``repeats`` times each."""
+    cluster = DaskCluster(work, workers=2)
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], "dask": []}
+    try:
+        for r in range(repeats):
+            for kind in ("local", "dask"):
+                broker = Mosquitto(work)
+                try:
+                    cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", n, ramp=2000.0,
+                                     workers=2, push_rate=200, hold=10)
+                    if kind == "dask":
+                        cli = [a for a in cli] + ["--cluster", cluster.address]
+                    runs[kind].append(fleet_run(cli, out / f"dask-{kind}-{r}",
+                                                timeout=n / 2000 + 180))
+                finally:
+                    broker.stop()
+    finally:
+        cluster.stop()
+    walls = {kind: [run.get("wall_s") for run in results] for kind, results in runs.items()}
+    best = {kind: min((w for w in values if w), default=None) for kind, values in walls.items()}
+    ratio = best["dask"] / best["local"] if best["dask"] and best["local"] else None
+    return {"n": n, "wall_s": walls, "best_wall_s": best, "dask_over_local": ratio,
+            "runs": runs}
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -344,17 +433,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5000, help="start rate, per second")
     parser.add_argument("--server-n", type=int, default=5000,
                         help="handsets against the reference server (0 = skip)")
+    parser.add_argument("--memory-n", type=int, default=10000,
+                        help="handsets in one fleet process, every measurement on (0 = skip)")
+    parser.add_argument("--dask-n", type=int, default=4000,
+                        help="handsets of the --cluster vs --workers 2 comparison (0 = skip)")
+    parser.add_argument("--steps", default="idle,server,sizes,big,memory,dask",
+                        help="which steps to run (comma-separated)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.idle_n, args.big, args.server_n = "2000", 2000, 0, 1000
+        args.memory_n, args.dask_n = 2000, 1000
+    steps = set(args.steps.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"machine": machine(), "idle": {}, "server": None, "fleet": [],
-                              "big": None}
+    report: dict[str, Any] = {"machine": machine(), "load_at_start": os.getloadavg(),
+                              "idle": {}, "server": None, "fleet": [], "big": None,
+                              "memory": None, "dask": None}
     print(json.dumps(report["machine"]), flush=True)
     work = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
 
-    for kind in ("sdk", "paho"):
+    for kind in ("sdk", "paho") if "idle" in steps else ():
         broker = Mosquitto(work)
         try:
             result = _child(kind, args.idle_n, broker.port, args.rate, timeout=120)
@@ -364,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         report["idle"][kind] = result
         print(kind, json.dumps(result), flush=True)
 
-    if args.server_n:
+    if args.server_n and "server" in steps:
         server = ReferenceServer()
         try:
             cli = fleet_args(server.http, args.server_n, ramp=1000.0, workers=2, push_rate=100,
@@ -377,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         report["server"] = result
         print(json.dumps(result), flush=True)
 
-    for n in (int(s) for s in args.sizes.split(",") if s):
+    for n in (int(s) for s in args.sizes.split(",") if s and "sizes" in steps):
         broker = Mosquitto(work)
         try:
             workers = 1 if n <= 5000 else 2
@@ -390,7 +488,14 @@ def main(argv: list[str] | None = None) -> int:
         report["fleet"].append(result)
         print(json.dumps(result), flush=True)
 
-    if args.big:
+    if args.memory_n and "memory" in steps:
+        report["memory"] = memory_step(args.memory_n, work, out)
+        print(json.dumps(report["memory"]), flush=True)
+    if args.dask_n and "dask" in steps:
+        report["dask"] = dask_step(args.dask_n, work, out)
+        print(json.dumps({k: v for k, v in report["dask"].items() if k != "runs"}), flush=True)
+
+    if args.big and "big" in steps:
         shards = -(-args.big // 18000)
         brokers = [Mosquitto(work) for _ in range(shards)]
         try:
@@ -398,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for i, broker in enumerate(brokers):
                 cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", args.big, ramp=ramp,
-                                 workers=1, push_rate=300, hold=30, shard=f"{i}/{shards}")
+                                 workers=1, push_rate=300, hold=30, shard=f"{i}/{shards}",
+                                 run_id=f"big{os.getpid()}")
                 command = [sys.executable, "-m", "simulator", "fleet", *cli,
                            "--out", str(out / f"big-{i}"), "--no-progress"]
                 runs.append((cli, subprocess.Popen(command, stdout=subprocess.PIPE,
@@ -426,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                              "merge_ok": merge.returncode == 0, **_headline(out / "big")}
         print(json.dumps(report["big"]), flush=True)
 
+    report["load_at_end"] = os.getloadavg()
     (out / "fleet_scale.json").write_text(json.dumps(report, indent=1) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -73,6 +73,22 @@ class TcpStream(trio.abc.HalfCloseableStream):
         finally:
             self._sending = False
 
+    def try_send(self, data: bytes) -> int:
+        """Write what the socket takes now, without waiting; bytes written (an SDK fast
+        path: a small packet to an idle socket needs no deadline guard). Raises like
+        :meth:`send_all`."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._check_open()
+        if self._eof_sent:
+            raise trio.ClosedResourceError("cannot send data after sending EOF")
+        try:
+            return self.socket.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+
     async def wait_send_all_might_not_block(self) -> None:
         self._start_sending()
         try:

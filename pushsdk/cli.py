@@ -1,8 +1,11 @@
-"""``pushsdk register | listen``: the SDK from the command line (CONTRACT §1).
+"""``pushsdk register | listen | publish``: the SDK from the command line.
 
 Output: ``register`` prints the registration answer as one JSON object; ``listen`` prints one
-JSON line per message dispatched, flushed at once. Errors are one line on stderr and a
-non-zero exit status (2 for bad arguments, 1 for everything else, 130 on Ctrl-C).
+JSON line per message dispatched, flushed at once (broker mode: ``{"topic", "payload", "qos",
+"retain"}``); ``publish`` prints nothing and exits 0 once the message is acknowledged (QoS 1/2)
+or written (QoS 0). Errors are one line on stderr and a non-zero exit status (2 for bad
+arguments, 1 for everything else). SIGTERM and SIGINT disconnect cleanly (MQTT DISCONNECT)
+and exit 0 (SIGTERM) or 130 (SIGINT, as a shell expects after Ctrl-C).
 """
 from __future__ import annotations
 
@@ -10,21 +13,28 @@ import argparse
 import base64
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+import attrs
 import trio
 
-from .client import BrokerConfig, ClientState, PushClient, ServerConfig
+from .client import PushClient
+from .reasons import Reason
+from .config import BrokerConfig, ClientState, ServerConfig
 from .dispatcher import BrokerMessage, PushMessage
-from .heartbeat import UnknownStrategyError, known_strategies, parse_strategy
-from .registration import RegistrationError, parse_server_url, register
+from .errors import ConfigurationError, PushError
+from .heartbeat import HeartbeatStrategy, UnknownStrategyError, known_strategies, parse_strategy
+from .registration import parse_server_url, register
 from .state import FileStateStore, SdkState
-from .transport import TcpConnector, TransportError
+from .transport import TcpConnector
 
 DEFAULT_STATE = "./pushsdk-state.bin"
 PROG = "pushsdk"
+EXIT_SIGINT = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,29 +50,51 @@ class _Fail(Exception):
 
 def _build_parser() -> _Parser:
     parser = _Parser(prog=PROG, description="Device-side push SDK.")
-    commands = parser.add_subparsers(dest="command", metavar="{register,listen}")
+    commands = parser.add_subparsers(dest="command", metavar="{register,listen,publish}")
 
     reg = commands.add_parser("register", help="register this device, print the answer")
     _server_options(reg, required=True)
 
     listen = commands.add_parser(
-        "listen",
-        help="receive pushes, one JSON line each",
-        description="Server mode (--server ...) or broker mode (--broker mqtt://HOST:PORT).",
-    )
+        "listen", help="receive messages, one JSON line each",
+        description="Server mode (--server ...) or broker mode (--broker mqtt://HOST:PORT).")
     _server_options(listen, required=False)
     listen.add_argument("--strategy", metavar="NAME",
                         help="heartbeat strategy: " + ", ".join(known_strategies(
                             include_simulation=False)) + " (default fixed:270)")
-    listen.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT or mqtts://...")
-    listen.add_argument("--client-id", metavar="ID")
-    listen.add_argument("--username", metavar="U")
-    listen.add_argument("--password", metavar="P")
+    _broker_options(listen, required=False)
     listen.add_argument("--topic", metavar="T", action="append", default=[])
     listen.add_argument("--keepalive", metavar="S", type=int, default=60)
-    listen.add_argument("--exit-after", metavar="N", type=int,
-                        help="exit after N messages")
+    listen.add_argument("--exit-after", metavar="N", type=int, help="exit after N messages")
+
+    pub = commands.add_parser("publish", help="publish one message to a broker")
+    _broker_options(pub, required=True)
+    pub.add_argument("--topic", metavar="T", required=True)
+    pub.add_argument("--message", metavar="M", required=True)
+    pub.add_argument("--qos", type=int, choices=(0, 1, 2), default=0)
+    pub.add_argument("--retain", action="store_true")
+    pub.add_argument("--message-expiry", metavar="S", type=int, help="MQTT 5 only")
+    pub.add_argument("--user-property", metavar="K=V", action="append", default=[],
+                     help="MQTT 5 only")
+    _common_options(pub)
     return parser
+
+
+def _broker_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--broker", metavar="URL", required=required,
+                        help="mqtt://HOST:PORT or mqtts://...")
+    parser.add_argument("--client-id", metavar="ID", required=required)
+    parser.add_argument("--username", metavar="U")
+    parser.add_argument("--password", metavar="P")
+    parser.add_argument("--mqtt-version", choices=("3.1.1", "5"), default="3.1.1")
+    parser.add_argument("--cert", metavar="FILE", help="client certificate (PEM)")
+    parser.add_argument("--key", metavar="FILE", help="its private key (PEM)")
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ca", metavar="FILE", help="trust this CA certificate (PEM)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log progress to stderr (-vv for debug)")
 
 
 def _server_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -74,28 +106,27 @@ def _server_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--tag", action="append", dest="tags", metavar="T")
     parser.add_argument("--state", metavar="FILE", default=DEFAULT_STATE,
                         help=f"state file (default {DEFAULT_STATE}, key in FILE.key)")
-    parser.add_argument("--ca", metavar="FILE", help="trust this CA certificate (PEM)")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log progress to stderr (-vv for debug)")
+    _common_options(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.error("choose a command: register or listen")
+        parser.error("choose a command: register, listen or publish")
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format=f"{PROG}: %(message)s", stream=sys.stderr)
     try:
         if args.command == "register":
             _check_server_args(parser, args)
             return trio.run(_register, args)
-        return trio.run(_listen, _listen_plan(parser, args))
-    except _Fail as exc:
+        plan = _plan(parser, args)
+        return trio.run(_publish if args.command == "publish" else _listen, plan)
+    except (_Fail, PushError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGINT
 
 
 def _check_server_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -109,20 +140,16 @@ def _check_server_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def _connector(args: argparse.Namespace) -> TcpConnector:
-    try:
-        return TcpConnector(ca_file=args.ca)
-    except TransportError as exc:
-        raise _Fail(str(exc)) from None
+    """The TCP/TLS connector; a file that cannot be loaded is a one-line failure."""
+    return TcpConnector(ca_file=args.ca, cert_file=getattr(args, "cert", None),
+                        key_file=getattr(args, "key", None))
 
 
 async def _register(args: argparse.Namespace) -> int:
     store = FileStateStore(args.state)
-    try:
-        reg = await register(_connector(args), args.server, args.app_key, args.device_id,
-                             platform=args.platform, alias=args.alias, tags=args.tags)
-    except (RegistrationError, TransportError) as exc:
-        raise _Fail(str(exc)) from None
     state = (await store.load()) or SdkState()
+    reg = await register(_connector(args), args.server, args.app_key, args.device_id,
+                         platform=args.platform, alias=args.alias, tags=args.tags)
     try:
         await store.save(state.with_registration(reg))
     except OSError as exc:
@@ -131,8 +158,47 @@ async def _register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _listen_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
-    """Check the listen arguments and turn them into PushClient arguments."""
+@attrs.frozen
+class _Plan:
+    config: ServerConfig | BrokerConfig
+    connector: TcpConnector
+    strategy: HeartbeatStrategy | None = None
+    state_store: FileStateStore | None = None
+    exit_after: int | None = None
+    message: tuple[str, bytes, int, bool] | None = None  # publish: topic, payload, qos, retain
+
+
+def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
+    """Check the listen/publish arguments and turn them into PushClient arguments."""
+    try:
+        if args.command == "publish":
+            return _publish_plan(parser, args)
+        return _listen_plan(parser, args)
+    except ConfigurationError as exc:
+        parser.error(str(exc))
+
+
+def _broker_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   **fields: Any) -> BrokerConfig:
+    if not args.client_id:
+        parser.error("broker mode needs --client-id")
+    if (args.username is None) != (args.password is None):
+        parser.error("give --username and --password together")
+    if args.mqtt_version == "5":
+        raise _Fail("--mqtt-version 5 is not implemented by the SDK yet; use 3.1.1")
+    return BrokerConfig.from_url(args.broker, client_id=args.client_id,
+                                 username=args.username, password=args.password, **fields)
+
+
+def _publish_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
+    if args.message_expiry is not None or args.user_property:
+        parser.error("--message-expiry and --user-property need --mqtt-version 5")
+    config = _broker_config(parser, args, clean_session=True)
+    return _Plan(config, _connector(args),
+                 message=(args.topic, args.message.encode(), args.qos, args.retain))
+
+
+def _listen_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
     if args.exit_after is not None and args.exit_after < 1:
         parser.error("--exit-after must be at least 1")
     strategy = None
@@ -144,41 +210,103 @@ def _listen_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
     if args.broker and args.server:
         parser.error("give either --server or --broker, not both")
     if args.broker:
-        if not args.client_id:
-            parser.error("broker mode needs --client-id")
         if not args.topic:
             parser.error("broker mode needs at least one --topic")
-        if (args.username is None) != (args.password is None):
-            parser.error("give --username and --password together")
+        config = _broker_config(parser, args, topics=args.topic, keepalive=args.keepalive)
+        return _Plan(config, _connector(args), strategy, None, args.exit_after)
+    if not (args.server and args.app_key and args.device_id):
+        parser.error("listen needs --server, --app-key and --device-id (or --broker ...)")
+    _check_server_args(parser, args)
+    server = ServerConfig(server_url=args.server, app_key=args.app_key,
+                          device_id=args.device_id, platform=args.platform,
+                          alias=args.alias, tags=args.tags)
+    return _Plan(server, _connector(args), strategy, FileStateStore(args.state),
+                 args.exit_after)
+
+
+class _Run:
+    """What a listen/publish run waits for: the work being done, a first failure, or a
+    signal; ``exit_status`` afterwards."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.failure: str | None = None
+        self.connected_once = False
+        self.exit_status = 0
+
+    def state_changed(self, old: ClientState, new: ClientState, reason: Reason) -> None:
+        if new is ClientState.CONNECTED:
+            self.connected_once = True
+            logging.getLogger("pushsdk.cli").info("connected")
+        elif new is ClientState.WAITING:
+            if not self.connected_once:  # the first attempt failed: report it and stop
+                self.failure = self.failure or str(reason)
+                self.done.set()
+            else:
+                print(f"{PROG}: disconnected: {reason}; reconnecting", file=sys.stderr)
+
+    async def watch_signals(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            task_status.started()  # signals reach the main thread only (e.g. in tests)
+            return
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for signum in signals:
+                self.exit_status = EXIT_SIGINT if signum == signal.SIGINT else 0
+                self.done.set()
+                return
+
+    async def run(self, client: PushClient, work: Any = None) -> int:
+        """Run ``client`` until done; ``work(client)`` is awaited once connected."""
         try:
-            config: ServerConfig | BrokerConfig = BrokerConfig.from_url(
-                args.broker, client_id=args.client_id, topics=args.topic,
-                username=args.username, password=args.password, keepalive=args.keepalive)
-        except ValueError as exc:
-            parser.error(str(exc))
-        store = None  # broker mode keeps no state file
-    else:
-        if not (args.server and args.app_key and args.device_id):
-            parser.error("listen needs --server, --app-key and --device-id (or --broker ...)")
-        _check_server_args(parser, args)
-        config = ServerConfig(server_url=args.server, app_key=args.app_key,
-                              device_id=args.device_id, platform=args.platform,
-                              alias=args.alias, tags=args.tags)
-        store = FileStateStore(args.state)
-    return {"config": config, "strategy": strategy, "state_store": store,
-            "connector": _connector(args), "exit_after": args.exit_after}
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.watch_signals)
+                async with client:
+                    if work is not None:
+                        nursery.start_soon(self._work, client, work)
+                    await self.done.wait()
+                    await client.aclose()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
+        if self.failure is not None:
+            raise _Fail(self.failure)
+        return self.exit_status
+
+    async def _work(self, client: PushClient, work: Any) -> None:
+        try:
+            await client.wait_connected()
+            await work(client)
+        except PushError as exc:
+            self.failure = self.failure or str(exc)
+        self.done.set()
 
 
-async def _listen(plan: dict[str, Any]) -> int:
-    done = trio.Event()
-    failure: list[str] = []
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one user-facing error inside a nursery's group (the group itself otherwise)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    for leaf in leaves:
+        if isinstance(leaf, (PushError, _Fail, KeyboardInterrupt)):
+            return leaf
+    return group
+
+
+async def _listen(plan: _Plan) -> int:
+    run = _Run()
     count = 0
-    connected_once = False
 
     def emit(message: PushMessage | BrokerMessage) -> None:
         nonlocal count
         if isinstance(message, BrokerMessage):
-            line: dict[str, Any] = {"topic": message.topic, "payload": message.text}
+            line: dict[str, Any] = {"topic": message.topic, "payload": message.text,
+                                    "qos": message.qos, "retain": message.retain}
             try:
                 message.payload.decode("utf-8")
             except UnicodeDecodeError:
@@ -188,36 +316,26 @@ async def _listen(plan: dict[str, Any]) -> int:
         try:
             print(json.dumps(line, ensure_ascii=False), flush=True)
         except BrokenPipeError:  # e.g. `pushsdk listen | head -1`
-            done.set()
+            run.done.set()
             return
         count += 1
-        if plan["exit_after"] is not None and count >= plan["exit_after"]:
-            done.set()
+        if plan.exit_after is not None and count >= plan.exit_after:
+            run.done.set()
 
-    def state_changed(old: ClientState, new: ClientState, reason: str) -> None:
-        nonlocal connected_once
-        if new is ClientState.CONNECTED:
-            connected_once = True
-            logging.getLogger("pushsdk.cli").info("connected")
-        elif new is ClientState.WAITING:
-            if not connected_once:  # the first attempt failed: report it and stop
-                failure.append(reason)
-                done.set()
-            else:
-                print(f"{PROG}: disconnected: {reason}; reconnecting", file=sys.stderr)
+    client = PushClient(plan.config, connector=plan.connector, state_store=plan.state_store,
+                        strategy=plan.strategy, on_notification=emit, on_message=emit,
+                        on_deleted=emit, on_state_change=run.state_changed)
+    return await run.run(client)
 
-    async with PushClient(
-        plan["config"],
-        connector=plan["connector"],
-        state_store=plan["state_store"],
-        strategy=plan["strategy"],
-        on_notification=emit,
-        on_message=emit,
-        on_deleted=emit,
-        on_state_change=state_changed,
-    ) as client:
-        await done.wait()
-        await client.aclose()
-    if failure:
-        raise _Fail(failure[0])
-    return 0
+
+async def _publish(plan: _Plan) -> int:
+    assert plan.message is not None
+    topic, payload, qos, retain = plan.message
+    run = _Run()
+
+    async def send(client: PushClient) -> None:
+        await client.publish(topic, payload, qos=qos, retain=retain)
+
+    client = PushClient(plan.config, connector=plan.connector,
+                        on_state_change=run.state_changed)
+    return await run.run(client, send)

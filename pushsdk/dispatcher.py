@@ -13,22 +13,56 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
 from .state import DEDUP_WINDOW
 from .webpush import DecryptionError, WebPushKeys, decrypt_data, encrypted_payload_of
 
-__all__ = ["BrokerMessage", "Callback", "Dispatcher", "PushMessage", "call_app"]
+__all__ = ["BrokerMessage", "Dispatcher", "MessageCallback", "PushMessage",
+           "PushMessageCallback", "TokenCallback", "call_app"]
 
 log = logging.getLogger("pushsdk.dispatcher")
 
-#: An app callback: a plain function or an ``async def``; its return value is ignored.
-Callback = Callable[..., Awaitable[object] | object]
 
-KINDS = ("notification", "message", "deleted")
+class PushMessageCallback(Protocol):
+    """``on_notification`` / ``on_deleted`` (and ``on_message`` in server mode): a plain
+    function or an ``async def``; the return value is ignored."""
+
+    def __call__(self, message: PushMessage, /) -> Awaitable[object] | object: ...
+
+
+class MessageCallback(Protocol):
+    """``on_message``: a :class:`PushMessage` in server mode, a :class:`BrokerMessage` in
+    broker mode."""
+
+    def __call__(self, message: Any, /) -> Awaitable[object] | object: ...
+
+
+class TokenCallback(Protocol):
+    """``on_new_token(token)``."""
+
+    def __call__(self, token: str, /) -> Awaitable[object] | object: ...
+
+
+AnyCallback = PushMessageCallback | MessageCallback | TokenCallback
+
+
+class MessageSink(Protocol):
+    def hand(self, message: Any) -> None:
+        """Give ``message`` to the app (returns at once)."""
+
+    @property
+    def holding(self) -> bool:
+        """The app has not finished with the message handed last."""
+
+    @property
+    def finished(self) -> bool:
+        """The app finished with the message handed last (False: it was given back)."""
+
+    def close(self) -> None: ...
 
 
 @attrs.frozen
@@ -51,12 +85,14 @@ class PushMessage:
     @property
     def notification(self) -> Mapping[str, Any] | None:
         """``{"title", "body", "extras"?}`` for notification pushes."""
-        return self.data.get("notification")
+        value = self.data.get("notification")
+        return value if isinstance(value, Mapping) else None
 
     @property
     def message(self) -> Mapping[str, Any] | None:
         """``{"data": any}`` for data (pass-through) pushes."""
-        return self.data.get("message")
+        value = self.data.get("message")
+        return value if isinstance(value, Mapping) else None
 
     @property
     def count(self) -> int | None:
@@ -68,19 +104,21 @@ class PushMessage:
 
     @property
     def sent_at(self) -> float | None:
-        return self.data.get("sent_at")
+        return _number(self.data.get("sent_at"))
 
     @property
     def expires_at(self) -> float | None:
-        return self.data.get("expires_at")
+        return _number(self.data.get("expires_at"))
 
     @property
     def collapse_key(self) -> str | None:
-        return self.data.get("collapse_key")
+        value = self.data.get("collapse_key")
+        return value if isinstance(value, str) else None
 
     @property
     def priority(self) -> str:
-        return self.data.get("priority", "normal")
+        value = self.data.get("priority", "normal")
+        return value if isinstance(value, str) else "normal"
 
     def decrypted(self, keys: WebPushKeys) -> PushMessage:
         """This message with an encrypted ``message.data`` opened with ``keys`` (itself when
@@ -110,6 +148,12 @@ class PushMessage:
         return cls(msg_id=msg_id, kind=kind, data=data, topic=topic, dup=dup)
 
 
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
 @attrs.frozen
 class BrokerMessage:
     """A message from a plain MQTT broker (broker mode)."""
@@ -136,7 +180,7 @@ def broker_dedup_key(packet_id: int, topic: str, payload: bytes) -> str:
     return f"{packet_id}:{digest}"
 
 
-async def call_app(callback: Callback, *args: Any, what: str) -> bool:
+async def call_app(callback: AnyCallback, *args: Any, what: str) -> bool:
     """Run an app callback (sync or async). Returns False, after logging, if it raised."""
     try:
         result = callback(*args)
@@ -158,12 +202,14 @@ class Dispatcher:
     means the app does not care: the message is still acknowledged.
     """
 
-    on_notification: Callback | None = None
-    on_message: Callback | None = None
-    on_deleted: Callback | None = None
+    on_notification: PushMessageCallback | None = None
+    on_message: MessageCallback | None = None
+    on_deleted: PushMessageCallback | None = None
     window: int = DEDUP_WINDOW
     #: The device's end-to-end keys; when set, encrypted pushes are decrypted before dispatch.
     webpush_keys: WebPushKeys | None = attrs.field(default=None, init=False)
+    #: Open ``client.messages()`` streams; each gets every message after the callbacks.
+    streams: tuple[MessageSink, ...] = attrs.field(default=(), init=False)
     # msg_id -> None, oldest first (a dict is an insertion-ordered set with O(1) lookup).
     _recent: dict[str, None] = attrs.field(factory=dict, init=False)
     dispatched: int = attrs.field(default=0, init=False)
@@ -192,7 +238,7 @@ class Dispatcher:
         while len(self._recent) > max(self.window, 0):
             del self._recent[next(iter(self._recent))]
 
-    def _route(self, message: PushMessage | BrokerMessage) -> Callback | None:
+    def _route(self, message: PushMessage | BrokerMessage) -> AnyCallback | None:
         if isinstance(message, BrokerMessage):
             return self.on_message
         if message.kind == "notification":
@@ -202,14 +248,17 @@ class Dispatcher:
         return self.on_message
 
     async def deliver(
-        self, key: str | None, message: PushMessage | BrokerMessage, *, check: bool = True
+        self, key: str | None, message: PushMessage | BrokerMessage, *, check: bool = True,
+        finish: bool = True,
     ) -> bool:
         """Hand a message to the app unless ``key`` was delivered before; then remember it.
 
         ``key=None`` (QoS 0) skips duplicate suppression; ``check=False`` remembers ``key``
         without looking it up first (broker mode only trusts keys of DUP=1 redeliveries).
         Returns True if the message was new (the caller then persists the window before
-        acknowledging), False for a duplicate. A raising callback is logged and counted in
+        acknowledging), False for a duplicate. With ``finish=False`` the message is not
+        counted or remembered yet (open message streams still have to take it: the caller
+        calls :meth:`finish` once they are done). A raising callback is logged and counted in
         ``callback_errors``; the message still counts as delivered (redelivering it would
         most likely raise again).
 
@@ -235,7 +284,21 @@ class Dispatcher:
             kind = "broker" if isinstance(message, BrokerMessage) else message.kind
             if not await call_app(callback, message, what=f"{kind} message"):
                 self.callback_errors += 1
+        if finish:
+            self.finish(key)
+        return True
+
+    def finish(self, key: str | None) -> None:
+        """The app is done with a message: count it and remember its key."""
         self.dispatched += 1
         if key is not None:
             self.remember(key)
-        return True
+
+    def decrypt(self, message: PushMessage | BrokerMessage) -> PushMessage | BrokerMessage:
+        """``message`` as the app should see it (end-to-end encrypted data opened)."""
+        if self.webpush_keys is not None and isinstance(message, PushMessage):
+            try:
+                return message.decrypted(self.webpush_keys)
+            except DecryptionError:
+                return message
+        return message

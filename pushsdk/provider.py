@@ -174,5 +174,8 @@ def post_push(
     headers = {"Authorization": _basic(app_key, master_secret),
                "Content-Type": "application/json"}
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return _request("POST", f"{server_url.rstrip('/')}/v1/push", headers, data, timeout,
-                    context)
+    answer = _request("POST", f"{server_url.rstrip('/')}/v1/push", headers, data, timeout,
+                      context)
+    if not isinstance(answer, dict):
+        raise ProviderError(200, "bad_response", "push answer is not a JSON object")
+    return answer

@@ -1,8 +1,12 @@
 """What the SDK remembers between runs, and where it keeps it.
 
-:class:`SdkState` holds the registration, the window of recently delivered ``msg_id``\\ s
-(duplicate suppression across restarts), the heartbeat strategy's memory per network and, with
-end-to-end encryption on, the device's P-256 private key and auth secret (docs/security.md).
+:class:`SdkState` holds the registration, the installation's Ed25519 device key
+(:mod:`pushsdk.identity`), the window of recently delivered ``msg_id``\\ s (duplicate
+suppression across restarts), the heartbeat strategy's memory per network, the MQTT session
+state that must survive a restart for exactly-once delivery (QoS 1/2 messages in flight, QoS 2
+packet ids received and not yet released, the filters the broker holds for a persistent
+session) and, with end-to-end encryption on, the device's P-256 private key and auth secret
+(docs/security.md).
 
 :class:`FileStateStore` keeps it in one file, encrypted and authenticated with AES-256-GCM::
 
@@ -37,10 +41,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
-import trio
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import _backend
+from .identity import DeviceKey
 from .registration import Registration
 from .webpush import WebPushKeys
 
@@ -81,7 +86,18 @@ class SdkState:
     #: ``(network_key, memory)`` pairs, least recently updated first.
     heartbeat_memory: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     #: End-to-end keys (``ServerConfig(e2e=True)``), created with the registration.
-    webpush_keys: WebPushKeys | None = None
+    webpush_keys: WebPushKeys | None = attrs.field(default=None, repr=False)
+    #: This installation's identity key (server mode), created at the first registration.
+    device_key: DeviceKey | None = attrs.field(default=None, repr=False)
+    #: QoS 1/2 messages the app published that are not yet acknowledged:
+    #: ``{"topic", "payload" (base64), "qos", "retain", "packet_id", "stage"}``.
+    outbound: tuple[Mapping[str, Any], ...] = ()
+    #: QoS 2 packet ids received and acknowledged (PUBREC) but not yet released.
+    received_qos2: tuple[int, ...] = ()
+    #: ``(filter, qos)`` the broker holds for this client's persistent session, and for
+    #: which client id and broker (``"host:port/client_id"``).
+    subscriptions: tuple[tuple[str, int], ...] = ()
+    subscriptions_for: str | None = None
 
     def with_registration(self, registration: Registration | None) -> SdkState:
         return attrs.evolve(self, registration=registration)
@@ -112,6 +128,11 @@ class SdkState:
             "recent_msg_ids": list(self.recent_msg_ids),
             "heartbeat_memory": [[key, dict(mem)] for key, mem in self.heartbeat_memory],
             "webpush": self.webpush_keys.to_dict() if self.webpush_keys else None,
+            "device_key": self.device_key.to_text() if self.device_key else None,
+            "outbound": [dict(item) for item in self.outbound],
+            "received_qos2": list(self.received_qos2),
+            "subscriptions": [list(item) for item in self.subscriptions],
+            "subscriptions_for": self.subscriptions_for,
         }
 
     @classmethod
@@ -130,12 +151,46 @@ class SdkState:
             and isinstance(m[1], dict) for m in memory
         ):
             raise ValueError("heartbeat_memory must be a list of [network, object] pairs")
+        device_key = data.get("device_key")
         return cls(
             registration=Registration.from_dict(reg) if reg is not None else None,
             recent_msg_ids=tuple(ids),
             heartbeat_memory=tuple((key, mem) for key, mem in memory),
             webpush_keys=WebPushKeys.from_dict(webpush) if webpush is not None else None,
+            device_key=DeviceKey.from_text(device_key) if device_key is not None else None,
+            **_session_fields(data),
         )
+
+
+def _session_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The MQTT session part of a state object (absent in files of older versions)."""
+    outbound = data.get("outbound", [])
+    received = data.get("received_qos2", [])
+    subscriptions = data.get("subscriptions", [])
+    owner = data.get("subscriptions_for")
+    if not isinstance(outbound, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("topic"), str)
+        and isinstance(o.get("payload"), str) and o.get("qos") in (1, 2)
+        and isinstance(o.get("packet_id"), int) and o.get("stage") in (0, 1)
+        for o in outbound
+    ):
+        raise ValueError("outbound must be a list of message objects")
+    if not isinstance(received, list) or not all(
+            isinstance(i, int) and 0 < i < 65536 for i in received):
+        raise ValueError("received_qos2 must be a list of packet ids")
+    if not isinstance(subscriptions, list) or not all(
+        isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and s[1] in (0, 1, 2)
+        for s in subscriptions
+    ):
+        raise ValueError("subscriptions must be a list of [filter, qos] pairs")
+    if owner is not None and not isinstance(owner, str):
+        raise ValueError("subscriptions_for must be a string")
+    return {
+        "outbound": tuple(outbound),
+        "received_qos2": tuple(received),
+        "subscriptions": tuple((f, q) for f, q in subscriptions),
+        "subscriptions_for": owner,
+    }
 
 
 class StateStore(Protocol):
@@ -250,10 +305,10 @@ class FileStateStore:
         self.key_store = key_store or KeyFileKeyStore(f"{self.path}.key")
 
     async def load(self) -> SdkState | None:
-        return await trio.to_thread.run_sync(self.load_sync)
+        return await _backend.current().to_thread(self.load_sync)
 
     async def save(self, state: SdkState) -> None:
-        await trio.to_thread.run_sync(self.save_sync, state)
+        await _backend.current().to_thread(self.save_sync, state)
 
     def load_sync(self) -> SdkState | None:
         try:

@@ -1,12 +1,15 @@
 """Transports: how the SDK opens byte streams.
 
-A *connector* is any object with ``async def connect(host, port, *, tls) -> trio.abc.Stream``.
-The SDK never opens sockets itself; it asks the connector it was given. :class:`TcpConnector`
-opens real TCP (optionally TLS) connections; the simulator supplies a connector that hands out
-in-memory streams served by the in-process server.
+A *connector* is any object with ``async def connect(host, port, *, tls) -> stream`` where the
+stream has ``send_all``, ``receive_some`` and ``aclose`` (a ``trio.abc.Stream``, or under
+asyncio the SDK's :class:`AsyncioStream`). The SDK never opens sockets itself; it asks the
+connector it was given. :class:`TcpConnector` opens real TCP (optionally TLS) connections on
+whichever event loop calls it; the simulator supplies a connector that hands out in-memory
+streams served by the in-process server.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -15,23 +18,27 @@ import os
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from . import _backend
 from ._tcp import open_tcp
+from .errors import (
+    CertificateFileError,
+    ConfigurationError,
+    TlsError,
+    TLSVerificationFailed,
+    TransportError,
+)
 
-__all__ = ["Connector", "TcpConnector", "TlsError", "TransportError", "spki_sha256"]
+if TYPE_CHECKING:
+    from ._session import ByteStream
 
-
-class TransportError(OSError):
-    """A connection could not be opened: refused, unreachable, timed out, reset."""
-
-
-class TlsError(TransportError):
-    """The TLS handshake failed: the certificate did not verify, or did not match the pin."""
+__all__ = ["AsyncioStream", "Connector", "TcpConnector", "TlsError", "TLSVerificationFailed",
+           "TransportError", "spki_sha256"]
 
 
 class Connector(Protocol):
@@ -41,7 +48,42 @@ class Connector(Protocol):
     be opened.
     """
 
-    async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream: ...
+    async def connect(self, host: str, port: int, *, tls: bool) -> ByteStream: ...
+
+
+class AsyncioStream:
+    """An asyncio connection as the SDK's byte stream. Errors are trio's stream errors
+    (``BrokenResourceError``, ``ClosedResourceError``), as from every stream the SDK uses."""
+
+    __slots__ = ("_closed", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._closed = False
+
+    async def send_all(self, data: bytes) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the stream is closed")
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._closed:
+            raise trio.ClosedResourceError("the stream is closed")
+        try:
+            return await self.reader.read(max_bytes or 65536)
+        except (ConnectionError, OSError) as exc:
+            raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.writer.close()
+        await asyncio.sleep(0)
 
 
 def spki_sha256(cert_der: bytes) -> bytes:
@@ -96,8 +138,14 @@ class TcpConnector:
       :class:`TlsError`.
     - ``pin_sha256``: optional SPKI SHA-256 pin(s) (hex, base64 or raw bytes); after a
       successful, verified handshake the server's key must match one of them.
+    - ``cert_file`` / ``key_file``: a client certificate (PEM) for brokers that ask for one;
+      loaded here, so a missing or bad file fails at construction with a
+      :class:`~pushsdk.errors.ConfigurationError` naming it.
     - ``connect_timeout``: seconds for TCP connect plus TLS handshake.
     - ``source_ip``: local address to bind (fleet runs use several to avoid port exhaustion).
+
+    Certificate problems raise :class:`~pushsdk.errors.TLSVerificationFailed` (permanent:
+    retrying cannot fix them); other handshake failures raise :class:`TlsError`.
     """
 
     def __init__(
@@ -107,9 +155,11 @@ class TcpConnector:
         pin_sha256: str | bytes | Iterable[str | bytes] | None = None,
         connect_timeout: float = 10.0,
         source_ip: str | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        if connect_timeout <= 0:
-            raise ValueError("connect_timeout must be positive")
+        if not connect_timeout > 0:
+            raise ConfigurationError("connect_timeout must be positive")
         self.connect_timeout = connect_timeout
         self.source_ip = source_ip
         if pin_sha256 is None:
@@ -122,6 +172,25 @@ class TcpConnector:
         self._ssl_context = ssl_context
         if ssl_context is None and ca_file is not None:
             self._ssl_context = self._load_ca(ca_file)
+        if key_file is not None and cert_file is None:
+            raise ConfigurationError("key_file needs cert_file (the client certificate)")
+        if cert_file is not None:
+            self._load_client_cert(cert_file, key_file)
+
+    def _load_client_cert(self, cert_file: str | os.PathLike[str],
+                          key_file: str | os.PathLike[str] | None) -> None:
+        for path in (cert_file, key_file):
+            if path is not None and not os.path.isfile(path):
+                raise CertificateFileError(f"client certificate file {os.fspath(path)} "
+                                           "does not exist")
+        context = self._context()
+        try:
+            context.load_cert_chain(os.fspath(cert_file),
+                                    os.fspath(key_file) if key_file is not None else None)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise CertificateFileError(
+                f"cannot load client certificate {os.fspath(cert_file)}: {reason}") from None
 
     @staticmethod
     def _load_ca(ca_file: str | os.PathLike[str]) -> ssl.SSLContext:
@@ -129,7 +198,8 @@ class TcpConnector:
             return ssl.create_default_context(cafile=os.fspath(ca_file))
         except (OSError, ssl.SSLError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise TlsError(f"cannot load CA file {os.fspath(ca_file)}: {reason}") from exc
+            raise CertificateFileError(
+                f"cannot load CA file {os.fspath(ca_file)}: {reason}") from exc
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -137,7 +207,40 @@ class TcpConnector:
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 
-    async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+    async def connect(self, host: str, port: int, *, tls: bool) -> ByteStream:
+        if _backend.current() is _backend.ASYNCIO:
+            return await self._connect_asyncio(host, port, tls)
+        return await self._connect_trio(host, port, tls)
+
+    async def _connect_asyncio(self, host: str, port: int, tls: bool) -> AsyncioStream:
+        where = f"{host}:{port}"
+        local = (self.source_ip, 0) if self.source_ip else None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._context() if tls else None,
+                    server_hostname=host if tls else None, local_addr=local)
+        except TimeoutError:
+            raise TransportError(
+                f"connecting to {where} timed out after {self.connect_timeout:g} s") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise TLSVerificationFailed(
+                f"TLS certificate of {where} did not verify: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise TlsError(f"TLS handshake with {where} failed: {exc}") from None
+        except OSError as exc:
+            raise TransportError(f"cannot connect to {where}: {_reason(exc)}") from None
+        stream = AsyncioStream(reader, writer)
+        if tls and self._pins:
+            ssl_object = writer.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            if der is None or spki_sha256(der) not in self._pins:
+                await stream.aclose()
+                raise TLSVerificationFailed(
+                    f"TLS certificate of {where} does not match the pinned key")
+        return stream
+
+    async def _connect_trio(self, host: str, port: int, tls: bool) -> trio.abc.Stream:
         where = f"{host}:{port}"
         try:
             with trio.fail_after(self.connect_timeout):
@@ -159,7 +262,7 @@ class TcpConnector:
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
             if isinstance(cause, ssl.SSLCertVerificationError):
-                raise TlsError(
+                raise TLSVerificationFailed(
                     f"TLS certificate of {where} did not verify: {cause.verify_message}"
                 ) from exc
             raise TlsError(f"TLS handshake with {where} failed: {cause or exc}") from exc
@@ -180,9 +283,10 @@ class TcpConnector:
             return await trio.open_tcp_stream(host, port, local_address=self.source_ip)
         return await open_tcp(host, port, family, self.source_ip)
 
-    def _check_pin(self, stream: trio.SSLStream[trio.abc.Stream], where: str) -> None:
+    def _check_pin(self, stream: trio.SSLStream[Any], where: str) -> None:
         if not self._pins:
             return
         der = stream.getpeercert(binary_form=True)
         if der is None or spki_sha256(der) not in self._pins:
-            raise TlsError(f"TLS certificate of {where} does not match the pinned key")
+            raise TLSVerificationFailed(
+                f"TLS certificate of {where} does not match the pinned key")

@@ -54,11 +54,17 @@ def run_job(job: RunConfig, progress: Callable[[float], None] | None = None
 
 
 def run_jobs(jobs: Sequence[RunConfig], workers: int = 1, *, progress: bool = True,
-             label: str = "simulating") -> list[HandsetResult]:
-    """Run every job (in worker processes if ``workers`` > 1); results in job order."""
+             label: str = "simulating", cluster: str | None = None) -> list[HandsetResult]:
+    """Run every job (in worker processes if ``workers`` > 1, on the Dask cluster at
+    ``cluster`` if given); results in job order."""
     bar = tqdm(total=100 * len(jobs), desc=label, unit="%", disable=not progress,
                file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
     try:
+        # --- --cluster hook (fleet engineer; the machinery is in simulator/distributed.py) ---
+        if cluster is not None:
+            from simulator.distributed import run_jobs_on_cluster
+            return run_jobs_on_cluster(jobs, cluster, bar)
+        # --- end of the --cluster hook ---
         if workers <= 1:
             results: list[HandsetResult] = []
             for job in jobs:

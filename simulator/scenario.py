@@ -35,7 +35,7 @@ KNOWN_RADIO_MODELS: tuple[str, ...] = (
     "lte", "lte-huang2012", "lte-aro",
     "3g", "3g-huang2012", "3g-aro",
     "wifi", "wifi-huang2012", "wifi-aro",
-    "5g", "5g-sa", "5g-nsa-mmwave",
+    "5g-sa", "5g-nsa-mmwave",
 )
 NETWORK_TYPES: tuple[str, ...] = ("wifi", "cellular")
 #: The built-in scenarios, in the order ``pushsim scenarios`` lists them.

@@ -177,31 +177,42 @@ def _distribution_from(spec: _Table) -> Distribution:
     if len(kinds) != 1:
         raise spec.error(None, f"needs exactly one of {', '.join(_DISTRIBUTION_KINDS)}"
                                + (f" (got {', '.join(kinds)})" if kinds else ""))
-    kind = kinds[0]
-    if kind == "fixed":
-        return Fixed(float(spec.number("fixed")))
-    if kind == "uniform":
-        bounds = spec.raw("uniform")
-        if not isinstance(bounds, list) or len(bounds) != 2:
-            raise spec.error("uniform", "must be [low, high]")
-        low, high = (float(_check_number(spec, "uniform", b)) for b in bounds)
-        if low > high:
-            raise spec.error("uniform", f"low {low:g} is above high {high:g}")
-        return Uniform(low, high)
-    if kind == "exponential":
-        return Exponential(float(spec.number("exponential", above=0)))
-    if kind == "choice":
-        values = spec.raw("choice")
-        if not isinstance(values, list) or not values:
-            raise spec.error("choice", "must be a non-empty array of numbers")
-        values = [float(_check_number(spec, "choice", v)) for v in values]
-        weights = spec.raw("weights", [1.0] * len(values))
-        if not isinstance(weights, list) or len(weights) != len(values):
-            raise spec.error("weights", f"must be an array of {len(values)} numbers, one per choice")
-        weights = [float(_check_number(spec, "weights", w, minimum=0)) for w in weights]
-        if sum(weights) <= 0:
-            raise spec.error("weights", "must not all be 0")
-        return Choice(tuple(values), tuple(weights))
+    return _DISTRIBUTION_READERS[kinds[0]](spec)
+
+
+def _fixed_from(spec: _Table) -> Distribution:
+    return Fixed(float(spec.number("fixed")))
+
+
+def _uniform_from(spec: _Table) -> Distribution:
+    bounds = spec.raw("uniform")
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise spec.error("uniform", "must be [low, high]")
+    low, high = (float(_check_number(spec, "uniform", b)) for b in bounds)
+    if low > high:
+        raise spec.error("uniform", f"low {low:g} is above high {high:g}")
+    return Uniform(low, high)
+
+
+def _exponential_from(spec: _Table) -> Distribution:
+    return Exponential(float(spec.number("exponential", above=0)))
+
+
+def _choice_from(spec: _Table) -> Distribution:
+    values = spec.raw("choice")
+    if not isinstance(values, list) or not values:
+        raise spec.error("choice", "must be a non-empty array of numbers")
+    values = [float(_check_number(spec, "choice", v)) for v in values]
+    weights = spec.raw("weights", [1.0] * len(values))
+    if not isinstance(weights, list) or len(weights) != len(values):
+        raise spec.error("weights", f"must be an array of {len(values)} numbers, one per choice")
+    weights = [float(_check_number(spec, "weights", w, minimum=0)) for w in weights]
+    if sum(weights) <= 0:
+        raise spec.error("weights", "must not all be 0")
+    return Choice(tuple(values), tuple(weights))
+
+
+def _mixture_from(spec: _Table) -> Distribution:
     parts = []
     for part in spec.tables("mixture"):
         weight = float(part.number("weight", minimum=0))
@@ -212,6 +223,12 @@ def _distribution_from(spec: _Table) -> Distribution:
     if sum(w for w, _ in parts) <= 0:
         raise spec.error("mixture", "weights must not all be 0")
     return Mixture(tuple(parts))
+
+
+_DISTRIBUTION_READERS = {
+    "fixed": _fixed_from, "uniform": _uniform_from, "exponential": _exponential_from,
+    "choice": _choice_from, "mixture": _mixture_from,
+}
 
 
 def parse_scenario(data: dict, source: str) -> Scenario:

@@ -6,16 +6,20 @@ One state describes the whole connection, seen from either end:
                                  --CONNACK ≠ 0--> CLOSED
     EOF at a packet boundary -> CLOSED;  a RemoteProtocolError -> ERROR
 
-:data:`TRANSITIONS` maps ``(role, state, direction, packet)`` to the next state; a key that is
-not there is a protocol error (LocalProtocolError when sending, RemoteProtocolError when
-receiving). It is generated from :data:`_BY_SENDER`, which says the same thing once per packet
-rather than once per end: "the client sends X" is "the server receives X".
+:data:`TRANSITIONS` (MQTT 3.1.1) and :data:`TRANSITIONS_V5` (MQTT 5.0) map ``(role, state,
+direction, packet)`` to the next state; a key that is not there is a protocol error
+(LocalProtocolError when sending, RemoteProtocolError when receiving). They are generated
+from :data:`_BY_SENDER`, which says the same thing once per packet rather than once per end:
+"the client sends X" is "the server receives X". MQTT 5.0 adds AUTH (while connecting and
+for re-authentication) and a DISCONNECT from the server; the finer rules of AUTH (which
+reason code when) are ``_session5.py``'s.
 """
 from __future__ import annotations
 
 import enum
 
 from ._events import (
+    Auth,
     ConnAck,
     Connect,
     Disconnect,
@@ -86,18 +90,39 @@ _BY_SENDER: dict[tuple[State, Role, object], State] = {
     (CONNECTED,  CLIENT, Disconnect):       CLOSED,
 }
 
-#: (role, state, direction, packet) -> next state. Missing keys are protocol errors.
-TRANSITIONS: dict[tuple[Role, State, Direction, object], State] = {
-    (role, state, SEND if role is sender else RECV, packet): next_state
-    for (state, sender, packet), next_state in _BY_SENDER.items()
-    for role in Role
+#: What MQTT 5.0 adds: AUTH both ways while connecting (§4.12) and once connected
+#: (re-authentication, §4.12.1), and DISCONNECT from the server (§3.14).
+_BY_SENDER_V5: dict[tuple[State, Role, object], State] = {
+    **_BY_SENDER,
+    (CONNECTING, CLIENT, Auth):             CONNECTING,
+    (CONNECTING, SERVER, Auth):             CONNECTING,
+    (CONNECTED,  CLIENT, Auth):             CONNECTED,
+    (CONNECTED,  SERVER, Auth):             CONNECTED,
+    (CONNECTED,  SERVER, Disconnect):       CLOSED,
 }
 
+Table = dict[tuple[Role, State, Direction, object], State]
 
-def allowed(role: Role, state: State, direction: Direction) -> list[object]:
+
+def _both_ends(by_sender: dict[tuple[State, Role, object], State]) -> Table:
+    return {
+        (role, state, SEND if role is sender else RECV, packet): next_state
+        for (state, sender, packet), next_state in by_sender.items()
+        for role in Role
+    }
+
+
+#: (role, state, direction, packet) -> next state. Missing keys are protocol errors.
+TRANSITIONS: Table = _both_ends(_BY_SENDER)
+TRANSITIONS_V5: Table = _both_ends(_BY_SENDER_V5)
+
+
+def allowed(
+    role: Role, state: State, direction: Direction, table: Table = TRANSITIONS
+) -> list[object]:
     """The packets (event classes, or REFUSED_CONNACK) ``role`` may send/receive in ``state``."""
     return [
         packet
-        for (r, s, d, packet) in TRANSITIONS
+        for (r, s, d, packet) in table
         if (r, s, d) == (role, state, direction)
     ]

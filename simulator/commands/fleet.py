@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import secrets
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -44,6 +43,57 @@ def _number(kind: type, low: float, what: str, *, above: bool = False):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     one_line_errors(parser, PROG)
+    _target_arguments(parser)
+    fleet = parser.add_argument_group("fleet")
+    fleet.add_argument("--handsets", type=_number(int, 1, "a whole number"), metavar="N",
+                       help="handsets in the whole fleet (all shards)")
+    fleet.add_argument("--duration", type=_number(float, 0, "a number", above=True),
+                       metavar="SECONDS",
+                       help="run time; handsets ramp up and pushes are sent within it")
+    fleet.add_argument("--scenario", metavar="FILE.toml",
+                       help="stages (ramp, hold, storm, drain) and settings from a TOML file "
+                            "instead of --duration/--ramp/--push-rate/--drain")
+    fleet.add_argument("--strategy", metavar="NAME",
+                       help="heartbeat strategy (see `pushsim strategies`; default: the SDK's)")
+    fleet.add_argument("--ramp", type=_number(float, 0, "a number"), default=1000.0,
+                       metavar="PER_S",
+                       help="handset starts per second, whole fleet; 0 = all at once "
+                            "(default %(default)g)")
+    fleet.add_argument("--push-rate", type=_number(float, 0, "a number"), default=10.0,
+                       metavar="PER_S",
+                       help="pushes per second, whole fleet, round-robin over the topic "
+                            "groups; 0 = none (default %(default)g)")
+    fleet.add_argument("--drain", type=_number(float, 0, "a number"), default=10.0,
+                       metavar="SECONDS",
+                       help="after --duration, wait at most this long for pushes in flight "
+                            "(default %(default)g)")
+    fleet.add_argument("--connect-timeout", type=_number(float, 0, "a number", above=True),
+                       default=10.0, metavar="SECONDS",
+                       help="TCP + TLS + CONNACK limit per attempt, and of the pre-flight "
+                            "(default %(default)g)")
+    fleet.add_argument("--radio-model", default="lte", metavar="NAME",
+                       help="radio energy model for the battery proxy (default %(default)s)")
+    fleet.add_argument("--seed", type=int, default=None, help="seed of the reconnect jitter")
+    _workload_arguments(parser)
+    _scale_arguments(parser)
+    output = parser.add_argument_group("output and gates")
+    output.add_argument("--out", default="./pushsim-fleet", metavar="DIR",
+                        help="results directory (default %(default)s)")
+    output.add_argument("--fail-if", action="append", default=[], metavar="EXPR",
+                        help="exit 1 if EXPR holds for the summary, e.g. lost>0, "
+                             "delivery_ratio<0.999, latency_p99_s>0.5 (repeatable; default "
+                             "gates: lost>0, handsets_connected<1)")
+    output.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="live progress line on stderr (default: redrawn on a terminal, "
+                             "a plain line every 10 s otherwise)")
+    output.add_argument("--metrics-port", type=_number(int, 0, "a port number"),
+                        metavar="P", help="serve Prometheus text at /metrics on this port "
+                                          "while the run lasts (0: any free port)")
+    output.add_argument("--metrics-host", default="127.0.0.1", metavar="H",
+                        help="address of the metrics endpoint (default %(default)s)")
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("target (one of)")
     where = target.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", metavar="URL",
@@ -57,162 +107,147 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--username", metavar="U", help="broker: user name of every client")
     target.add_argument("--password", metavar="P", help="broker: password of every client")
     target.add_argument("--ca", metavar="FILE", help="trust this CA (PEM) for https/mqtts")
+    target.add_argument("--mqtt-version", default="3.1.1", choices=("3.1.1", "5"),
+                        help="MQTT version of handsets and publisher (5: once the codec has it)")
 
-    fleet = parser.add_argument_group("fleet")
-    fleet.add_argument("--handsets", type=_number(int, 1, "a whole number"), required=True,
-                       metavar="N", help="handsets in the whole fleet (all shards)")
-    fleet.add_argument("--duration", type=_number(float, 0, "a number", above=True),
-                       required=True, metavar="SECONDS",
-                       help="run time; handsets ramp up and pushes are sent within it")
-    fleet.add_argument("--strategy", metavar="NAME",
-                       help="heartbeat strategy (see `pushsim strategies`; default: the SDK's)")
-    fleet.add_argument("--ramp", type=_number(float, 0, "a number"), default=1000.0,
-                       metavar="PER_S",
-                       help="handset starts per second, whole fleet; 0 = all at once "
-                            "(default %(default)g)")
-    fleet.add_argument("--push-rate", type=_number(float, 0, "a number"), default=10.0,
-                       metavar="PER_S",
-                       help="pushes per second, whole fleet, round-robin over the handsets; "
-                            "0 = none (default %(default)g)")
-    fleet.add_argument("--drain", type=_number(float, 0, "a number"), default=10.0,
-                       metavar="SECONDS",
-                       help="after --duration, wait at most this long for pushes in flight "
-                            "(default %(default)g)")
-    fleet.add_argument("--connect-timeout", type=_number(float, 0, "a number", above=True),
-                       default=10.0, metavar="SECONDS",
-                       help="TCP + TLS + CONNACK limit per attempt (default %(default)g)")
-    fleet.add_argument("--radio-model", default="lte", metavar="NAME",
-                       help="radio energy model for the battery proxy (default %(default)s)")
-    fleet.add_argument("--seed", type=int, default=None, help="seed of the reconnect jitter")
 
+def _workload_arguments(parser: argparse.ArgumentParser) -> None:
+    workload = parser.add_argument_group("workload")
+    workload.add_argument("--qos", type=int, choices=(0, 1, 2), default=None,
+                          help="broker: QoS of the pushes and the subscriptions (default 1)")
+    workload.add_argument("--payload-size", type=_number(int, 0, "a whole number"), default=0,
+                          metavar="BYTES",
+                          help="pad each push's payload to this many bytes (default: just "
+                               "the tracer header, ~70 bytes)")
+    workload.add_argument("--fan-out", type=_number(int, 1, "a whole number"), default=1,
+                          metavar="K", help="handsets sharing each topic; every push reaches "
+                                            "all K (default 1)")
+    workload.add_argument("--publishers", type=_number(int, 1, "a whole number"), default=None,
+                          metavar="N", help="connections sending pushes in each worker "
+                                            "(default: 1 MQTT publisher, 8 HTTP connections)")
+    workload.add_argument("--session", choices=("persistent", "clean"), default=None,
+                          help="broker: handsets' sessions (default persistent: clean session 0)")
+    workload.add_argument("--cleanup", action=argparse.BooleanOptionalAction, default=None,
+                          help="remove the run's sessions/devices from the target at the end "
+                               "(default: yes)")
+    workload.add_argument("--client-id-prefix", metavar="P",
+                          help="prefix of every client id / device id (default "
+                               "pushsim-<run id>-)")
+    workload.add_argument("--run-id", metavar="ID",
+                          help="the run's id (default: random); shards of one run started by "
+                               "hand must share it")
+
+
+def _scale_arguments(parser: argparse.ArgumentParser) -> None:
     scale = parser.add_argument_group("scale")
-    scale.add_argument("--workers", type=_number(int, 1, "a whole number"), default=1,
-                       metavar="W", help="processes sharing this shard's handsets (default 1)")
+    scale.add_argument("--workers", type=_number(int, 1, "a whole number"), default=None,
+                       metavar="W", help="processes sharing this shard's handsets (default 1); "
+                                         "with --cluster: how many Dask workers to use")
     scale.add_argument("--source-ips", metavar="FIRST-LAST",
                        help="local addresses to connect from, round-robin per handset, e.g. "
                             "127.0.0.2-127.0.0.50 (beyond the ~28k ports of one address)")
     scale.add_argument("--shard", default="0/1", metavar="i/N",
-                       help="run only handsets with index %% N == i (merge with `pushsim merge`)")
-
-    output = parser.add_argument_group("output")
-    output.add_argument("--out", default="./pushsim-fleet", metavar="DIR",
-                        help="results directory (default %(default)s)")
-    output.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="live progress line on stderr (default: when it is a terminal)")
+                       help="run only topic groups with index %% N == i (merge with "
+                            "`pushsim merge`)")
+    scale.add_argument("--cluster", metavar="tcp://HOST:PORT",
+                       help="run the shards on a Dask cluster (one per worker) and merge them")
 
 
 def _fail(message: str) -> NoReturn:
     raise CommandError(message)
 
 
-def build_config(args: argparse.Namespace):
-    """Check the arguments and build the FleetConfig (target not contacted yet)."""
-    from pushsdk.heartbeat import UnknownStrategyError, known_strategies, parse_strategy
-    from pushsdk.registration import parse_server_url
-    from pushsdk.transport import TcpConnector, TlsError
-    from simulator.fleet.config import BrokerTarget, FleetConfig, ServerTarget, parse_shard
-    from simulator.fleet.limits import LimitError, parse_source_ips
-    from simulator.radio import UnknownModelError, get_model
-
-    try:
-        shard = parse_shard(args.shard)
-        source_ips = parse_source_ips(args.source_ips) if args.source_ips else ()
-    except (ValueError, LimitError) as exc:
-        _fail(str(exc))
-    if args.server:
-        if args.username or args.password:
-            _fail("--username/--password are for --broker; the server authenticates devices "
-                  "by token")
-        try:
-            parse_server_url(args.server)
-        except ValueError as exc:
-            _fail(str(exc))
-        if args.admin_token is not None and (args.app_key or args.master_secret):
-            _fail("give either --admin-token or --app-key with --master-secret, not both")
-        if args.admin_token is None and not (args.app_key and args.master_secret):
-            _fail("--server needs --admin-token T, or --app-key K with --master-secret S")
-        target = ServerTarget(url=args.server, app_key=args.app_key or "",
-                              master_secret=args.master_secret or "")
-    else:
-        if args.admin_token or args.app_key or args.master_secret:
-            _fail("--admin-token/--app-key/--master-secret are for --server")
-        try:
-            target = BrokerTarget.from_url(args.broker, args.username, args.password)
-        except ValueError as exc:
-            _fail(str(exc))
-    if args.strategy:
-        try:
-            parse_strategy(args.strategy)
-        except (UnknownStrategyError, ValueError) as exc:
-            _fail(str(exc))
-        name = args.strategy.partition(":")[0]
-        live = {usage.partition(":")[0] for usage in known_strategies(include_simulation=False)}
-        if name not in live:
-            _fail(f"strategy {name!r} exists only in simulation; over real sockets use one of "
-                  f"{', '.join(sorted(live))}")
-    try:
-        get_model(args.radio_model)
-    except UnknownModelError as exc:
-        _fail(str(exc))
-    if args.ca:
-        try:
-            TcpConnector(ca_file=args.ca)
-        except TlsError as exc:
-            _fail(str(exc))
-    config = FleetConfig(
-        target=target, handsets=args.handsets, duration=args.duration, strategy=args.strategy,
-        workers=args.workers, shard=shard, source_ips=source_ips, push_rate=args.push_rate,
-        ramp=args.ramp or math.inf, drain=args.drain, ca_file=args.ca,
-        connect_timeout=args.connect_timeout, radio_model=args.radio_model, seed=args.seed,
-        run_id=secrets.token_hex(4))
-    in_shard = len(config.shard_handsets())
-    if in_shard == 0:
-        _fail(f"shard {shard} of a {args.handsets}-handset fleet has no handsets")
-    if args.workers > in_shard:
-        _fail(f"--workers {args.workers} is more than the {in_shard} handsets to run")
-    if config.ramp_seconds() >= config.duration:
-        _fail(f"{args.handsets} handsets at --ramp {args.ramp:g}/s take "
-              f"{config.ramp_seconds():.1f} s to start, not less than --duration "
-              f"{args.duration:g}; raise --ramp or --duration")
-    return config
-
-
 def run(args: argparse.Namespace) -> int:
+    from simulator.fleet.gates import GateError
+
+    from simulator.fleet.options import build_plan, parse_gates
+
+    plan = build_plan(args)
+    try:
+        gates = parse_gates(args.fail_if)
+    except GateError as exc:
+        _fail(str(exc))
+    if args.cluster:
+        from simulator.distributed import run_fleet_on_cluster
+        return run_fleet_on_cluster(args, plan, gates)
+    return run_here(args, plan, gates)
+
+
+def run_here(args: argparse.Namespace, plan, gates) -> int:
+    """Limits, pre-flight, the run, the results directory and the gates' verdict."""
+    from simulator.fleet.limits import LimitError
+    from simulator.fleet.live import Live
+    from simulator.fleet.runner import FleetError, check_limits, run_fleet
+
+    try:
+        check_limits(plan)
+    except LimitError as exc:
+        _fail(str(exc))
+    plan = prepare_target(args, plan)
+    out = make_out(args.out)
+    try:
+        with Live(len(plan.shard_handsets()), progress=args.progress,
+                  metrics_port=args.metrics_port, metrics_host=args.metrics_host) as live:
+            announce_metrics(live)
+            results = run_fleet(plan, live)
+    except FleetError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
+              f"{exc.strerror or exc}")
+    return finish(results, out, gates)
+
+
+def prepare_target(args: argparse.Namespace, plan):
+    """The pre-flight (every leg); the plan with the server's app filled in."""
     import attrs
 
-    from simulator.fleet.config import ServerTarget
-    from simulator.fleet.limits import LimitError
-    from simulator.fleet.report import text_report
-    from simulator.fleet.runner import (
-        FleetError,
-        check_limits,
-        prepare_broker,
-        prepare_server,
-        run_fleet,
-    )
+    from simulator.fleet.plan import ServerTarget
+    from simulator.fleet.preflight import PreflightError, preflight, prepare_server
 
-    config = build_config(args)
-    out = Path(args.out)
+    try:
+        if isinstance(plan.target, ServerTarget):
+            target = prepare_server(
+                args.server, admin_token=args.admin_token, app_key=args.app_key,
+                master_secret=args.master_secret, ca_file=args.ca,
+                timeout=args.connect_timeout, app_name=f"pushsim-fleet-{plan.run_id}")
+            plan = attrs.evolve(plan, target=target)
+        preflight(plan)
+    except PreflightError as exc:
+        _fail(str(exc))
+    return plan
+
+
+def make_out(text: str) -> Path:
+    out = Path(text)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(f"cannot create the results directory {out}: {exc.strerror or exc}")
+    return out
+
+
+def announce_metrics(live) -> None:
+    if live.metrics_url:
+        print(f"pushsim fleet: metrics at {live.metrics_url}", file=sys.stderr, flush=True)
+
+
+def finish(results, out: Path, gates, prog: str = PROG) -> int:
+    """Write the results, print the summary, name every missed gate; the exit status."""
+    from simulator.fleet.gates import evaluate
+    from simulator.fleet.results_files import figures, write_results_dir
+    from simulator.fleet.summary_text import text_report
+
+    _, _, summary, _ = figures(results)
+    verdicts = evaluate(gates, summary[0])
     try:
-        check_limits(config)
-        if isinstance(config.target, ServerTarget):
-            target = prepare_server(
-                args.server, admin_token=args.admin_token, app_key=args.app_key,
-                master_secret=args.master_secret, ca_file=args.ca,
-                timeout=args.connect_timeout, app_name=f"pushsim-fleet-{config.run_id}")
-            config = attrs.evolve(config, target=target)
-        else:
-            prepare_broker(config.target, ca_file=args.ca, timeout=args.connect_timeout,
-                           client_id=f"pushsim-probe-{config.run_id}")
-        _, fleet, summary = run_fleet(config, out, progress=args.progress)
-    except (LimitError, FleetError) as exc:
-        _fail(str(exc))
+        fleet, summary = write_results_dir(results, out, gates=verdicts)
     except OSError as exc:
         _fail(f"cannot write results to {out}: {exc.strerror or exc}")
     print(text_report(fleet, summary, out))
     sys.stdout.flush()
-    return 0
+    missed = [v for v in verdicts if v["missed"]]
+    for verdict in missed:
+        print(f"{prog}: gate missed: {verdict['gate']} ({verdict['why']})",
+              file=sys.stderr)
+    return 1 if missed else 0

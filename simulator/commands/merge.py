@@ -1,8 +1,11 @@
 """``pushsim merge DIR... --out DIR``: one results directory from the shards of a fleet run.
 
-Counts are added, latency samples and connect attempts pooled, and every percentile, ratio
-and summary row recomputed, so the merge of ``--shard 0/N`` … ``--shard N-1/N`` reads like
-one run over all the handsets. See docs/fleet.md.
+The shards must be one run: the same run id and configuration, and every shard present
+(``--partial`` accepts a missing one, with a warning). Counts are added, HDR histograms,
+latency samples and connect attempts pooled, and every percentile, ratio, warning and
+summary row recomputed, so the merge of ``--shard 0/N`` … ``--shard N-1/N`` reads like one
+run over all the handsets. The gates are checked again (``--fail-if``, exit status 1 when one
+is missed). See docs/fleet.md.
 """
 from __future__ import annotations
 
@@ -18,24 +21,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", metavar="DIR",
                         help="results directories of `pushsim fleet --shard i/N` runs")
     parser.add_argument("--out", required=True, metavar="DIR", help="merged results directory")
+    parser.add_argument("--partial", action="store_true",
+                        help="merge even if a shard of the run is missing (with a warning)")
+    parser.add_argument("--fail-if", action="append", default=[], metavar="EXPR",
+                        help="gate over the merged summary, as for `pushsim fleet`")
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator.fleet.report import text_report
+    from simulator.commands.fleet import finish
+    from simulator.fleet.gates import GateError
+    from simulator.fleet.options import parse_gates
     from simulator.fleet.results import FleetResults, ResultsError
+    from simulator.fleet.results_files import read_results
 
     dirs = [Path(d) for d in args.dirs]
     if len(set(d.resolve() for d in dirs)) != len(dirs):
         raise CommandError("the same directory is given twice")
     try:
-        parts = [FleetResults.read(d) for d in dirs]
-        merged = FleetResults.combine(parts, [str(d) for d in dirs])
-    except ResultsError as exc:
+        gates = parse_gates(args.fail_if)
+        parts = [read_results(d) for d in dirs]
+        merged = FleetResults.combine(parts, [str(d) for d in dirs], partial=args.partial)
+    except (ResultsError, GateError) as exc:
         raise CommandError(str(exc)) from None
-    out = Path(args.out)
-    try:
-        fleet, summary = merged.write(out)
-    except OSError as exc:
-        raise CommandError(f"cannot write results to {out}: {exc.strerror or exc}") from None
-    print(text_report(fleet, summary, out))
-    return 0
+    return finish(merged, Path(args.out), gates, prog="pushsim merge")

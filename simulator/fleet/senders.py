@@ -2,44 +2,29 @@
 
 - :class:`HttpClient`: a small keep-alive HTTP/1.1 client (h11) on a connector's stream.
 - :func:`create_app` / :func:`check_app`: set up or verify the app the fleet pushes for.
-- :class:`HttpPusher`: ``POST /v1/push`` to one registration id; honours 429 Retry-After.
-- :func:`open_publisher`: a QoS 1 MQTT publisher written with the project's sans-IO codec;
-  several tasks may publish at once (pipelined, each waits for its own PUBACK).
+- :class:`HttpPusher`: ``POST /v1/push`` to the registration ids of a topic group; honours 429 Retry-After.
+- :func:`delete_device`: ``DELETE /v1/devices/<registration_id>`` (the clean-up at the end).
+
+The MQTT publisher is in :mod:`.publisher`.
 """
 from __future__ import annotations
 
 import base64
 import json
 import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import h11
 import trio
 
-from pushsdk.protocol import (
-    NEED_DATA,
-    ConnAck,
-    Connect,
-    Connection,
-    ConnectionClosed,
-    Disconnect,
-    PingReq,
-    PubAck,
-    Publish,
-    RemoteProtocolError,
-    Role,
-)
 from pushsdk.registration import parse_server_url
 from pushsdk.transport import Connector, TransportError
 
-from .config import BrokerTarget, ServerTarget
+from .plan import ServerTarget
+from .publisher import PushFailed
 
-__all__ = [
-    "HttpClient", "HttpError", "HttpPusher", "MqttPublisher", "PushFailed", "check_app",
-    "create_app", "open_publisher",
-]
+__all__ = ["HttpClient", "HttpError", "HttpPusher", "PushFailed", "check_app", "create_app",
+           "delete_device"]
 
 #: The reference server closes idle keep-alive connections after 30 s; reconnect before.
 IDLE_REUSE_S = 20.0
@@ -51,10 +36,6 @@ PUSH_TIMEOUT_S = 30.0
 
 class HttpError(Exception):
     """No usable HTTP answer (connection failed or broke, malformed response)."""
-
-
-class PushFailed(Exception):
-    """A push was not accepted; the message says why (one line)."""
 
 
 class HttpClient:
@@ -171,26 +152,31 @@ class HttpPusher:
         self._ttl = ttl
         self.rate_limited = 0  # 429 answers waited out
 
-    async def push(self, registration_id: str, make_data: Callable[[], dict[str, Any]]) -> None:
-        """Push ``make_data()`` (called per attempt, so its timestamp is fresh).
+    async def push(self, registration_ids: list[str], data: dict[str, Any]) -> None:
+        """Push ``data`` as a data message to the devices ``registration_ids``.
 
-        Returns once the server accepted it for the device; raises :class:`PushFailed`.
+        Returns once the server accepted it for every one of them; raises
+        :class:`PushFailed` (``transport`` set when the server could not be reached).
         """
+        body = json.dumps({
+            "audience": {"registration_id": registration_ids},
+            "message": {"data": data},
+            "options": {"ttl": self._ttl},
+        }, separators=(",", ":")).encode()
         while True:
-            body = json.dumps({
-                "audience": {"registration_id": [registration_id]},
-                "message": {"data": make_data()},
-                "options": {"ttl": self._ttl},
-            }, separators=(",", ":")).encode()
             try:
                 status, headers, answer = await self._client.request(
                     "POST", "/v1/push", headers=[self._auth, ("Content-Type", "application/json")],
                     body=body)
             except HttpError as exc:
-                raise PushFailed(f"push failed: {exc}") from None
+                failure = PushFailed(f"push failed: {exc}")
+                failure.transport = True
+                raise failure from None
             if status == 200:
-                if json.loads(answer).get("targets") != 1:
-                    raise PushFailed("push matched no device")
+                targets = json.loads(answer).get("targets")
+                if targets != len(registration_ids):
+                    raise PushFailed(f"push matched {targets} of {len(registration_ids)} "
+                                     "devices")
                 return
             if status == 429:
                 wait = _retry_after(headers.get("retry-after"))
@@ -209,130 +195,14 @@ def _retry_after(value: str | None) -> float | None:
     return wait if 0 <= wait <= MAX_RETRY_AFTER_S else None
 
 
-class MqttPublisher:
-    """QoS 1 publishing over one MQTT connection (use :func:`open_publisher`)."""
-
-    def __init__(self, stream: trio.abc.Stream, keepalive: int) -> None:
-        self._stream = stream
-        self._conn = Connection(Role.CLIENT)
-        self._keepalive = keepalive
-        self._send_lock = trio.StrictFIFOLock()
-        self._waiting: dict[int, trio.Event] = {}
-        self._next_id = 1
-        self._last_sent = trio.current_time()
-        self.broken: str | None = None
-
-    async def publish(self, topic: str, payload: bytes, timeout: float = PUSH_TIMEOUT_S) -> None:
-        """Publish at QoS 1; returns on PUBACK, raises :class:`PushFailed` otherwise."""
-        if self.broken:
-            raise PushFailed(f"publisher connection lost: {self.broken}")
-        packet_id = self._allocate()
-        done = self._waiting[packet_id] = trio.Event()
-        try:
-            await self._send(Publish(topic=topic, payload=payload, qos=1, packet_id=packet_id))
-            with trio.move_on_after(timeout):
-                await done.wait()
-        finally:
-            self._waiting.pop(packet_id, None)
-        if not done.is_set():
-            raise PushFailed(f"no PUBACK within {timeout:g} s")
-        if self.broken:
-            raise PushFailed(f"publisher connection lost: {self.broken}")
-
-    def _allocate(self) -> int:
-        while True:
-            packet_id, self._next_id = self._next_id, self._next_id % 65535 + 1
-            if packet_id not in self._waiting:
-                return packet_id
-
-    async def _send(self, event: Any) -> None:
-        async with self._send_lock:
-            try:
-                await self._stream.send_all(self._conn.send(event))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._fail(str(exc) or type(exc).__name__)
-                raise PushFailed(f"publisher connection lost: {self.broken}") from None
-            self._last_sent = trio.current_time()
-
-    def _fail(self, reason: str) -> None:
-        if self.broken is None:
-            self.broken = reason
-        for event in self._waiting.values():
-            event.set()
-
-    async def _next(self) -> Any:
-        while (event := self._conn.next_event()) is NEED_DATA:
-            self._conn.receive_data(await self._stream.receive_some(65536))
-        return event
-
-    async def _handshake(self, client_id: str, username: str | None,
-                         password: str | None) -> None:
-        await self._send(Connect(client_id=client_id, keepalive=self._keepalive,
-                                 clean_session=True, username=username,
-                                 password=password.encode() if password is not None else None))
-        event = await self._next()
-        if not isinstance(event, ConnAck):
-            raise TransportError("broker closed the connection before CONNACK")
-        if event.return_code != 0:
-            raise TransportError(f"broker refused the publisher (CONNACK {event.return_code})")
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                event = await self._next()
-                if isinstance(event, PubAck):
-                    waiter = self._waiting.get(event.packet_id)
-                    if waiter is not None:
-                        waiter.set()
-                elif isinstance(event, ConnectionClosed):
-                    self._fail("broker closed the connection")
-                    return
-        except (RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
-                OSError) as exc:
-            self._fail(str(exc) or type(exc).__name__)
-
-    async def _keepalive_loop(self) -> None:
-        while not self.broken:
-            await trio.sleep_until(self._last_sent + self._keepalive / 2)
-            if trio.current_time() - self._last_sent >= self._keepalive / 2:
-                try:
-                    await self._send(PingReq())
-                except PushFailed:
-                    return
-
-    async def _goodbye(self) -> None:
-        with trio.move_on_after(1.0):
-            try:
-                await self._send(Disconnect())
-            except PushFailed:
-                pass
-
-
-@asynccontextmanager
-async def open_publisher(connector: Connector, target: BrokerTarget, client_id: str,
-                         timeout: float = 10.0,
-                         keepalive: int = 60) -> AsyncIterator[MqttPublisher]:
-    """Connect a publisher (clean session); raises :class:`TransportError` if it cannot."""
-    with trio.fail_after(timeout):
-        stream = await connector.connect(target.host, target.port, tls=target.tls)
-    try:
-        publisher = MqttPublisher(stream, keepalive)
-        try:
-            with trio.fail_after(timeout):
-                await publisher._handshake(client_id, target.username, target.password)
-        except trio.TooSlowError:
-            raise TransportError(f"no CONNACK from {target.host}:{target.port} "
-                                 f"within {timeout:g} s") from None
-        except (RemoteProtocolError, trio.BrokenResourceError, PushFailed) as exc:
-            raise TransportError(f"broker {target.host}:{target.port}: {exc}") from None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(publisher._read_loop)
-            nursery.start_soon(publisher._keepalive_loop)
-            try:
-                yield publisher
-            finally:
-                with trio.CancelScope(shield=True):
-                    await publisher._goodbye()
-                nursery.cancel_scope.cancel()
-    finally:
-        await trio.aclose_forcefully(stream)
+async def delete_device(client: HttpClient, target: ServerTarget, registration_id: str) -> bool:
+    """Unregister a device with the master secret; ``False`` if the server has no such API
+    (404/405 for the path) — :class:`PushFailed` for any other refusal."""
+    status, _, body = await client.request(
+        "DELETE", f"/v1/devices/{registration_id}",
+        headers=[_basic(target.app_key, target.master_secret)])
+    if status in (200, 204):
+        return True
+    if status in (404, 405):
+        return False
+    raise PushFailed(f"cannot delete device {registration_id}: {_error_text(status, body)}")

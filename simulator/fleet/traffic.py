@@ -1,8 +1,8 @@
 """What a handset sends and receives, seen from the streams its connector hands out.
 
-:class:`ProbeConnector` wraps the SDK's :class:`~pushsdk.transport.TcpConnector`: it times the
-TCP (and TLS) connect and wraps each stream in a :class:`CountingStream`, which counts bytes
-and writes/reads per direction and offers each one to the handset's radio meter — one
+:class:`MeteredConnector` wraps the SDK's :class:`~pushsdk.transport.TcpConnector`: it times the
+TCP (and TLS) connect and wraps each stream in a :class:`CountingStream`, which counts
+writes/reads per direction and offers each one to the handset's radio meter — one
 ``send_all`` or ``receive_some`` is one packet burst, the granularity at which a radio sees
 the application's traffic. TCP/IP headers, TLS records and bare ACKs are not seen here.
 
@@ -12,37 +12,15 @@ broker, and pushes to it can be counted on.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
 from pushsdk.transport import TcpConnector
-from simulator.radio import RadioMeter
 
-__all__ = ["CountingStream", "ProbeConnector", "SubackScanner", "Traffic"]
+__all__ = ["CountingStream", "MeteredConnector", "SubackScanner"]
 
 _SUBACK = 9
-
-
-class Traffic:
-    """Byte and packet counts of one handset, fed to its radio meter."""
-
-    __slots__ = ("meter", "bytes_up", "bytes_down", "packets_up", "packets_down")
-
-    def __init__(self, meter: RadioMeter) -> None:
-        self.meter = meter
-        self.bytes_up = self.bytes_down = 0
-        self.packets_up = self.packets_down = 0
-
-    def up(self, nbytes: int) -> None:
-        self.bytes_up += nbytes
-        self.packets_up += 1
-        self.meter.on_packet(trio.current_time(), "up", nbytes)
-
-    def down(self, nbytes: int) -> None:
-        self.bytes_down += nbytes
-        self.packets_down += 1
-        self.meter.on_packet(trio.current_time(), "down", nbytes)
 
 
 class SubackScanner:
@@ -78,20 +56,28 @@ class SubackScanner:
         return False
 
 
+class _Meter(Protocol):
+    """Where a stream reports its traffic: the handset (see ``SocketHandset``)."""
+
+    def up(self, nbytes: int) -> None: ...
+    def down(self, nbytes: int) -> None: ...
+    def on_tcp(self, seconds: float, stream: CountingStream | None) -> None: ...
+    def watching_suback(self) -> bool: ...
+    def on_suback(self) -> None: ...
+
+
 class CountingStream(trio.abc.Stream):
     """A stream that reports its traffic (and optionally the first SUBACK) to a handset."""
 
-    __slots__ = ("_inner", "_traffic", "_scanner", "_on_suback")
+    __slots__ = ("_inner", "_meter", "_scanner")
 
-    def __init__(self, inner: trio.abc.Stream, traffic: Traffic,
-                 on_suback: Callable[[], None] | None = None) -> None:
+    def __init__(self, inner: trio.abc.Stream, meter: _Meter, watch_suback: bool) -> None:
         self._inner = inner
-        self._traffic = traffic
-        self._on_suback = on_suback
-        self._scanner = SubackScanner() if on_suback is not None else None
+        self._meter = meter
+        self._scanner = SubackScanner() if watch_suback else None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self._traffic.up(len(data))
+        self._meter.up(len(data))
         await self._inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -100,41 +86,32 @@ class CountingStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self._inner.receive_some(max_bytes)
         if data:
-            self._traffic.down(len(data))
+            self._meter.down(len(data))
             if self._scanner is not None and self._scanner.feed(data):
                 self._scanner = None
-                callback, self._on_suback = self._on_suback, None
-                callback()
+                self._meter.on_suback()
         return data
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
 
-class ProbeConnector:
-    """Connector for one handset: times connects, counts traffic, spots the first SUBACK.
+class MeteredConnector:
+    """Connector for one handset: times connects, counts traffic, spots the first SUBACK
+    of each MQTT connection opened while the handset is not yet subscribed."""
 
-    ``on_connected(seconds)`` gets the TCP (+TLS) connect time of each stream; ``on_suback``
-    (if given) is called once, on the first SUBACK of a stream opened while ``watch()`` says
-    so.
-    """
+    __slots__ = ("_inner", "_meter", "_mqtt")
 
-    __slots__ = ("_inner", "_traffic", "_on_connected", "_on_suback", "_watch")
-
-    def __init__(self, inner: TcpConnector, traffic: Traffic,
-                 on_connected: Callable[[float], None] | None = None,
-                 on_suback: Callable[[], None] | None = None,
-                 watch: Callable[[], bool] | None = None) -> None:
+    def __init__(self, inner: TcpConnector, meter: _Meter, *, mqtt: bool) -> None:
         self._inner = inner
-        self._traffic = traffic
-        self._on_connected = on_connected
-        self._on_suback = on_suback
-        self._watch = watch
+        self._meter = meter
+        self._mqtt = mqtt
 
     async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
         started = trio.current_time()
         stream = await self._inner.connect(host, port, tls=tls)
-        if self._on_connected is not None:
-            self._on_connected(trio.current_time() - started)
-        watching = self._on_suback is not None and (self._watch is None or self._watch())
-        return CountingStream(stream, self._traffic, self._on_suback if watching else None)
+        if not self._mqtt:
+            return CountingStream(stream, self._meter, False)
+        counting = CountingStream(stream, self._meter, self._meter.watching_suback())
+        self._meter.on_tcp(trio.current_time() - started, counting)
+        return counting

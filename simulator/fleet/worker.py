@@ -1,139 +1,80 @@
 """One worker: a share of the fleet's handsets in one ``trio.run``.
 
-Phases, timed from the worker's start ``t0`` (all workers start together):
+Phases, timed from the common start ``t0`` (all workers and shards start together, after
+their senders are connected):
 
-1. **run** (``duration`` s): handset ``i`` starts at ``t0 + i / ramp``; push ``k`` is due at
-   ``t0 + k / push_rate`` (those for this worker's handsets). A push due to a handset that has
-   not subscribed yet waits until it has, then goes out at once.
-2. **drain** (at most ``drain`` s): no new pushes are due; queued and in-flight ones finish;
-   it ends early once every accepted push has reached its handset.
-3. **close**: every client is closed (DISCONNECT); a last sample is taken.
+1. **stages** (:mod:`.stages`): handset ``i`` starts at its ramp time; push ``k`` is due at its
+   scheduled time (those of this worker's groups); a storm stage cuts the links of its share
+   of the handsets at its start.
+2. **drain** (at most the drain stage's length): nothing new is due; queued and in-flight
+   pushes finish; it ends as soon as every accepted push has reached its handsets.
+3. **close**: every client is closed (DISCONNECT), then the clean-up (:mod:`.cleanup`).
 
-Every second a sample (connected handsets, connects, failures, pushes, RSS, CPU) goes to the
-``progress`` callback and into the timeline.
+A stop request (Ctrl-C, SIGTERM, the coordinator) ends phase 1 early and skips the drain;
+the report is made all the same. Every second a sample (connected handsets, RSS, CPU and the
+cumulative counters) goes to ``progress`` and into the timeline.
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import psutil
 import trio
 
-from pushsdk import BrokerConfig, ServerConfig, SystemClock
+from pushsdk import BrokerConfig, ServerConfig
 from pushsdk.heartbeat import parse_strategy
 from pushsdk.transport import TcpConnector
 from simulator.radio import get_model
 
-from .config import FleetConfig, ServerTarget
-from .handset import Handset, device_id, topic
-from .senders import HttpClient, HttpPusher, PushFailed, open_publisher
-from .workload import Probe, encode_probe, pushes_due, pushes_for
+from .cleanup import clean_up
+from .observer import FleetObserver
+from .plan import FleetPlan, ServerTarget
+from .pushing import PushGenerator
+from .socket_handset import SocketHandset
+from .stages import stage_starts, storm_members
 
-__all__ = ["FleetProbe", "run_worker"]
+__all__ = ["run_worker"]
 
-#: Concurrent pushes per worker: HTTP connections (server mode) or PUBLISHes in flight.
-HTTP_SENDERS = 8
-MQTT_SENDERS = 32
 #: How long closing the clients may take before the worker gives up on stragglers.
 CLOSE_TIMEOUT_S = 15.0
+#: Handsets started per step of the ramp: a sleep per handset would cost the loop a
+#: scheduler pass per connection.
+RAMP_STEP_S = 0.001
 
 Progress = Callable[[dict[str, Any]], None]
 
 
-def _reason(text: str) -> str:
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-class FleetProbe:
-    """The worker's fleet-wide counters, fed by its handsets."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.clock = SystemClock()
-        self.t0 = 0.0
-        self.closing = False
-        self.connected = 0  # handsets connected right now
-        self.handsets_connected = 0  # handsets that connected at least once
-        self.counters: Counter[str] = Counter()
-        self.failure_reasons: Counter[str] = Counter()
-        self.disconnect_reasons: Counter[str] = Counter()
-        self.push_failures: Counter[str] = Counter()
-        #: (index, t, outcome, tcp_connect_s, handshake_s, registration_s, reason)
-        self.events: list[tuple] = []
-        self.on_ready_hook: Callable[[Handset], None] | None = None
-
-    # handset hooks
-    def on_connected(self, handset: Handset, now: float, tcp_s: float, handshake_s: float,
-                     registration_s: float, first: bool) -> None:
-        self.connected += 1
-        self.counters["connects"] += 1
-        if first:
-            self.handsets_connected += 1
-        self.events.append((handset.index, now - self.t0, "connected", tcp_s, handshake_s,
-                            registration_s, ""))
-
-    def on_disconnected(self, handset: Handset, reason: str) -> None:
-        self.connected -= 1
-        if not self.closing:
-            self.counters["disconnects"] += 1
-            self.disconnect_reasons[_reason(reason)] += 1
-
-    def on_failed(self, handset: Handset, now: float, tcp_s: float, reason: str) -> None:
-        self.counters["connect_failures"] += 1
-        self.failure_reasons[_reason(reason)] += 1
-        self.events.append((handset.index, now - self.t0, "failed", tcp_s, math.nan, math.nan,
-                            _reason(reason)))
-
-    def on_ready(self, handset: Handset) -> None:
-        if self.on_ready_hook is not None:
-            self.on_ready_hook(handset)
-
-    def on_received(self, handset: Handset, probe: Probe | None) -> None:
-        ledger = handset.ledger
-        before = ledger.delivered
-        self.counters["settled"] += ledger.on_received(probe, self.run_id, handset.index,
-                                                       self.clock.now())
-        self.counters["delivered"] += ledger.delivered - before
-
-    def on_deleted(self, handset: Handset, count: int) -> None:
-        self.counters["deleted_notices"] += 1
-        self.counters["deleted_messages"] += count
-
-    def on_accepted(self, handset: Handset, seq: int) -> None:
-        self.counters["pushes_accepted"] += 1
-        self.counters["settled"] += handset.ledger.on_accepted(seq)
-
-
-def _connectors(config: FleetConfig) -> list[TcpConnector]:
-    ips = config.source_ips or (None,)
-    return [TcpConnector(ca_file=config.ca_file, connect_timeout=config.connect_timeout,
+def _connectors(plan: FleetPlan) -> list[TcpConnector]:
+    ips = plan.source_ips or (None,)
+    return [TcpConnector(ca_file=plan.ca_file, connect_timeout=plan.connect_timeout,
                          source_ip=ip) for ip in ips]
 
 
-def _client_config(config: FleetConfig, index: int) -> ServerConfig | BrokerConfig:
-    target = config.target
+def _client_config(plan: FleetPlan, index: int, device_id: str) -> ServerConfig | BrokerConfig:
+    target = plan.target
     if isinstance(target, ServerTarget):
-        return ServerConfig(server_url=target.url, app_key=target.app_key,
-                            device_id=device_id(index))
+        return ServerConfig(server_url=target.url, app_key=target.app_key, device_id=device_id)
     return BrokerConfig(host=target.host, port=target.port, tls=target.tls,
-                        client_id=device_id(index), topics=[topic(index)],
-                        username=target.username, password=target.password, qos=1)
+                        client_id=device_id,
+                        topics=[plan.topic(plan.group_of(index))],
+                        username=target.username, password=target.password,
+                        qos=plan.workload.qos,
+                        clean_session=plan.workload.session == "clean")
 
 
 class _Worker:
-    def __init__(self, config: FleetConfig, worker: int, progress: Progress | None,
+    def __init__(self, plan: FleetPlan, worker: int, progress: Progress | None,
                  should_stop: Callable[[], bool] | None) -> None:
-        self.config = config
+        self.plan = plan
         self.worker = worker
         self.progress = progress
         self.should_stop = should_stop
-        self.probe = FleetProbe(config.run_id)
+        self.observer = FleetObserver(plan.run_id)
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self.cpu_start = self.process.cpu_times()
@@ -142,133 +83,88 @@ class _Worker:
         self.rss_connected = self.rss_peak = self.rss_start
         self.connected_peak = 0
         self.timeline: list[dict[str, Any]] = []
+        self.sampler_late_max = 0.0
         self.stop = trio.Event()
-        self.queued = 0  # pushes waiting for a sender
-        self.in_flight = 0
-        self.deferred = 0  # pushes waiting for their handset to subscribe
-        self.max_send_lag = 0.0
-        self.t0 = 0.0
-        self.t_end = 0.0
-        connectors = _connectors(config)
-        strategy = parse_strategy(config.strategy) if config.strategy else None
-        self.radio = get_model(config.radio_model)
-        self.network_type = "wifi" if self.radio.name.startswith("wifi") else "cellular"
-        # One jitter source for the worker's handsets: a Random is 2.5 KB of Mersenne
-        # Twister state, as much as a fifth of an idle connection.
-        rng = random.Random(None if config.seed is None else f"{config.seed}/{worker}")
-        self.indices = config.worker_handsets(worker)
-        self.handsets = {
-            index: Handset(index, self.probe, connector=connectors[index % len(connectors)],
-                           config=_client_config(config, index), strategy=strategy,
-                           radio=self.radio, network_type=self.network_type,
-                           connect_timeout=config.connect_timeout,
-                           rng=rng)
-            for index in self.indices
-        }
+        self.stopped_early = ""
+        self.started = 0
+        self.start_lag_max = 0.0  # how late the ramp started a handset, at most
+        self.storms: list[dict[str, Any]] = []
+        self.cleanup: dict[str, Any] = {}
+        self.t_end = self.t_run_end = 0.0
+        # One jitter source for the worker's handsets and senders: a Random is 2.5 KB of
+        # Mersenne Twister state, as much as a fifth of an idle connection.
+        self.rng = random.Random(None if plan.seed is None else f"{plan.seed}/{worker}")
+        self.handsets = self._build_handsets()
         first = next(iter(self.handsets.values()), None)
-        self.strategy_name = first.client.strategy.name if first else (config.strategy or "")
-        self.send_channel, self.receive_channel = trio.open_memory_channel[Any](math.inf)
-        self.pushing = True  # False once the drain is over: nothing more is queued
-        self.pushers: list[HttpPusher] = []
-        self.probe.on_ready_hook = self._on_ready
+        self.strategy_name = first.client.strategy.name if first else (plan.strategy or "")
+        self.generator = PushGenerator(plan, worker, self.observer, self.handsets, self.rng)
 
-    # --- pushes ---------------------------------------------------------------------------
+    def _build_handsets(self) -> dict[int, SocketHandset]:
+        plan = self.plan
+        connectors = _connectors(plan)
+        strategy = parse_strategy(plan.strategy) if plan.strategy else None
+        self.radio = get_model(plan.radio_model)
+        self.network_type = "wifi" if self.radio.name.startswith("wifi") else "cellular"
+        handsets = {}
+        for index in plan.worker_handsets(self.worker):
+            device_id = plan.device_id(index)  # one string, shared by the handset and its SDK
+            handsets[index] = SocketHandset(
+                index, self.observer, group=plan.group_of(index), groups=plan.groups,
+                device_id=device_id,
+                connector=connectors[(index // plan.shard.count) % len(connectors)],
+                config=_client_config(plan, index, device_id), strategy=strategy,
+                radio=self.radio, network_type=self.network_type,
+                connect_timeout=plan.connect_timeout, rng=self.rng)
+        return handsets
 
-    def _on_ready(self, handset: Handset) -> None:
-        if handset.deferred and self.pushing:
-            now = trio.current_time()
-            for seq in handset.deferred:
-                self.send_channel.send_nowait((handset, seq, now))
-            self.queued += len(handset.deferred)
-            self.deferred -= len(handset.deferred)
-            handset.deferred.clear()
-
-    async def _schedule_pushes(self) -> None:
-        config = self.config
-        if config.push_rate <= 0:
-            return
-        for seq in pushes_for(self.indices, config.handsets, config.push_count()):
-            due = self.t0 + seq / config.push_rate
-            await trio.sleep_until(due)
-            handset = self.handsets[seq % config.handsets]
-            if handset.ready:
-                self.send_channel.send_nowait((handset, seq, due))
-                self.queued += 1
-            else:
-                handset.deferred.append(seq)
-                self.deferred += 1
-
-    async def _send_pushes(self, send: Callable[[Handset, int], Any]) -> None:
-        async for handset, seq, queued_at in self.receive_channel:
-            self.queued -= 1
-            self.in_flight += 1
-            self.max_send_lag = max(self.max_send_lag, trio.current_time() - queued_at)
-            try:
-                await send(handset, seq)
-            except PushFailed as exc:
-                self.probe.push_failures[_reason(str(exc))] += 1
-            else:
-                self.probe.on_accepted(handset, seq)
-            finally:
-                self.in_flight -= 1
-
-    def _make_data(self, handset: Handset, seq: int) -> Callable[[], dict[str, Any]]:
-        run, clock = self.config.run_id, self.probe.clock
-        return lambda: Probe(run, seq, handset.index, clock.now()).as_data()
-
-    async def _open_senders(self, stack: AsyncExitStack, nursery: trio.Nursery) -> None:
-        config, target = self.config, self.config.target
-        connector = TcpConnector(ca_file=config.ca_file, connect_timeout=config.connect_timeout)
-        if isinstance(target, ServerTarget):
-            for _ in range(HTTP_SENDERS):
-                client = HttpClient(connector, target.url)
-                stack.push_async_callback(client.aclose)
-                pusher = HttpPusher(client, target)
-                self.pushers.append(pusher)
-
-                async def send(handset: Handset, seq: int, pusher=pusher) -> None:
-                    await pusher.push(handset.registration_id, self._make_data(handset, seq))
-                nursery.start_soon(self._send_pushes, send)
-            return
-        client_id = f"pushsim-publisher-{config.run_id}-{config.shard.index}-{self.worker}"
-        publisher = await stack.enter_async_context(open_publisher(connector, target, client_id))
-
-        async def publish(handset: Handset, seq: int) -> None:
-            probe = Probe(config.run_id, seq, handset.index, self.probe.clock.now())
-            await publisher.publish(topic(handset.index), encode_probe(probe))
-        for _ in range(MQTT_SENDERS):
-            nursery.start_soon(self._send_pushes, publish)
-
-    def _settled(self) -> bool:
-        counters = self.probe.counters
-        return (self.queued == 0 and self.in_flight == 0 and self.deferred == 0
-                and counters["settled"] >= counters["pushes_accepted"])
-
-    # --- handsets and sampling ------------------------------------------------------------
+    # --- stages ---------------------------------------------------------------------------
 
     async def _ramp(self, nursery: trio.Nursery) -> None:
-        ramp = self.config.ramp
-        for index in self.indices:
-            if not math.isinf(ramp):
-                await trio.sleep_until(self.t0 + index / ramp)
-            handset = self.handsets[index]
-            handset.started_at = trio.current_time()
+        schedule, t0 = self.plan.ramp_schedule(), self.observer.t0
+        per_second = self.observer.per_second
+        for index, handset in self.handsets.items():
+            at = t0 + schedule.start_of(index)
+            if at > trio.current_time() + RAMP_STEP_S:
+                await trio.sleep_until(at)
+            now = trio.current_time()
+            self.start_lag_max = max(self.start_lag_max, now - at)
+            handset.started_at = now
+            per_second.add("started", now - t0)
+            self.started += 1
             nursery.start_soon(handset.client.run)
 
+    async def _storms(self) -> None:
+        for stage, start in zip(self.plan.stages, stage_starts(self.plan.stages)):
+            if stage.kind != "storm":
+                continue
+            await trio.sleep_until(self.observer.t0 + start)
+            hit = [h for i, h in self.handsets.items() if storm_members(i, stage.fraction)]
+            for handset in hit:
+                if stage.how == "network-change":
+                    handset.client.notify_network_changed(f"storm-{start:g}",
+                                                          self.network_type)
+                elif handset.link is not None:
+                    await trio.aclose_forcefully(handset.link)
+            self.storms.append({"t_s": start, "stage": stage.label, "how": stage.how,
+                                "handsets": len(hit)})
+
+    # --- sampling -------------------------------------------------------------------------
+
     def _sample(self, now: float, record: bool = True) -> dict[str, Any]:
-        probe, counters = self.probe, self.probe.counters
+        observer, counters, generator = self.observer, self.observer.counters, self.generator
         rss = self.process.memory_info().rss
         self.rss_peak = max(self.rss_peak, rss)
-        if probe.connected > self.connected_peak:
-            self.connected_peak = probe.connected
+        if observer.connected > self.connected_peak:
+            self.connected_peak = observer.connected
             self.rss_connected = rss
         sample = {
-            "t": round(now - self.t0), "connected": probe.connected,
-            "handsets_connected": probe.handsets_connected,
-            "connects": counters["connects"], "connect_failures": counters["connect_failures"],
-            "disconnects": counters["disconnects"], "pushes_sent": counters["pushes_accepted"],
-            "pushes_delivered": counters["delivered"],
-            "push_failures": sum(probe.push_failures.values()),
+            "t": round(now - observer.t0), "time": observer.clock.now(),
+            "connected": observer.connected, "handsets_connected": observer.handsets_connected,
+            "started": self.started, "connects": counters["connects"],
+            "connect_failures": counters["connect_failures"],
+            "disconnects": counters["disconnects"], "pushes_sent": generator.sent,
+            "pushes_failed": generator.failed, "pushes_expected": counters["expected"],
+            "pushes_delivered": counters["delivered"], "queued": generator.queued,
             "rss_bytes": rss, "cpu_percent": self.process.cpu_percent(None),
         }
         if record:
@@ -278,86 +174,127 @@ class _Worker:
     async def _sampler(self) -> None:
         tick = 1
         while True:
-            await trio.sleep_until(self.t0 + tick)
-            tick += 1
-            sample = self._sample(trio.current_time())
+            await trio.sleep_until(self.observer.t0 + tick)
+            now = trio.current_time()
+            self.sampler_late_max = max(self.sampler_late_max, now - self.observer.t0 - tick)
+            tick = int(now - self.observer.t0) + 1
+            sample = self._sample(now)
             if self.progress is not None:
-                self.progress(sample)
-            if self.should_stop is not None and self.should_stop():
+                self.progress({**sample, "due": self._due_so_far(now),
+                               "live": self.observer.live()})
+            if self.should_stop is not None and self.should_stop() and not self.stop.is_set():
+                self.stopped_early = "stop requested"
                 self.stop.set()
 
-    async def _run_until(self, deadline: float) -> None:
-        with trio.move_on_at(deadline):
-            await self.stop.wait()
+    def _due_so_far(self, now: float) -> int:
+        series = self.observer.per_second.counts["pushes_due"]
+        return sum(series[: int(now - self.observer.t0) + 1])
 
-    async def _drain(self, deadline: float) -> None:
-        with trio.move_on_at(deadline):
-            while not self._settled():
+    # --- the run --------------------------------------------------------------------------
+
+    async def _run_stages(self, clients: trio.Nursery) -> None:
+        plan = self.plan
+        async with trio.open_nursery() as tasks:
+            tasks.start_soon(self._ramp, clients)
+            tasks.start_soon(self.generator.schedule_pushes)
+            tasks.start_soon(self._storms)
+            with trio.move_on_at(self.observer.t0 + plan.duration):
+                await self.stop.wait()
+            # On time, the ramp and the schedule end by themselves (a busy loop may lag a
+            # little: every push due within the run is still queued). A stop cuts them
+            # short; what was not sent counts as not sent.
+            tasks.cancel_scope.cancel()
+        self.t_run_end = trio.current_time()
+        drain = 0.0 if self.stop.is_set() else plan.drain
+        with trio.move_on_at(trio.current_time() + drain):
+            while not self.generator.settled() and not self.stop.is_set():
                 await trio.sleep(0.05)
+        self.generator.cut_short = self.stop.is_set()
 
     async def _close(self) -> None:
-        self.probe.closing = True
+        self.observer.closing = True
         with trio.move_on_after(CLOSE_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
                 for handset in self.handsets.values():
                     nursery.start_soon(handset.client.aclose)
 
-    async def main(self, go: Callable[[], Any] | None) -> dict[str, Any]:
-        config = self.config
+    async def _clean_up(self) -> None:
+        plan = self.plan
+        if not plan.workload.cleanup:
+            return
+        if isinstance(plan.target, ServerTarget):
+            ids = [h.registration_id for h in self.handsets.values() if h.registration_id]
+            self.cleanup = await clean_up(plan, [], ids)
+            return
+        client_ids = [p.client_id for p in self.generator.publishers if p.qos]
+        if plan.workload.session == "persistent":
+            client_ids += [h.device_id for h in self.handsets.values()]
+        self.cleanup = await clean_up(plan, client_ids, [])
+
+    async def main(self, go: Callable[[], Awaitable[float]] | None) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
             senders = await stack.enter_async_context(trio.open_nursery())
-            await self._open_senders(stack, senders)
-            if go is not None:
-                await go()
-            self.t0 = self.probe.t0 = trio.current_time()
-            self._sample(self.t0)
+            await self.generator.open_senders(stack, senders)
+            start_wall = await go() if go is not None else None
+            observer = self.observer
+            observer.t0 = trio.current_time()
+            observer.wall_t0 = observer.clock.now() if start_wall is None else start_wall
+            self._sample(observer.t0)
             async with trio.open_nursery() as monitor, trio.open_nursery() as clients:
                 monitor.start_soon(self._sampler)
-                async with trio.open_nursery() as tasks:
-                    tasks.start_soon(self._ramp, clients)
-                    tasks.start_soon(self._schedule_pushes)
-                    await self._run_until(self.t0 + config.duration)
-                    # On time, the ramp and the schedule end by themselves (a busy loop may
-                    # lag a little: every push due within the run is still queued). Ctrl-C
-                    # cuts them short; what was not sent counts as not sent.
-                    if self.stop.is_set():
-                        tasks.cancel_scope.cancel()
-                drain = 0 if self.stop.is_set() else config.drain
-                await self._drain(trio.current_time() + drain)
-                self.pushing = False
-                self.send_channel.close()
+                await self._run_stages(clients)
+                self.generator.stop()
                 senders.cancel_scope.cancel()
                 await self._close()
                 clients.cancel_scope.cancel()
                 monitor.cancel_scope.cancel()
+        await self._clean_up()
         self.t_end = trio.current_time()
         self._sample(self.t_end, record=False)  # RSS peak and CPU up to the end
         return self._report()
 
+    # --- the report -----------------------------------------------------------------------
+
+    def _rows(self) -> list[tuple]:
+        observer = self.observer
+        samples: dict[int, list[float]] = {}
+        for index, latency in zip(observer.lat_index, observer.lat_s):
+            samples.setdefault(index, []).append(latency)
+        scenario = f"fleet-{self.plan.mode}"
+        return [h.result(strategy=self.strategy_name, scenario=scenario,
+                         network_type=self.network_type, run_start=observer.t0,
+                         run_end=self.t_end, latencies=tuple(samples.get(index, ())))
+                for index, h in self.handsets.items()]
+
     def _report(self) -> dict[str, Any]:
-        config, probe = self.config, self.probe
-        scenario = f"fleet-{config.mode}"
-        rows = [h.result(strategy=self.strategy_name, scenario=scenario,
-                         network_type=self.network_type, run_start=self.t0, run_end=self.t_end)
-                for h in self.handsets.values()]
-        counters = Counter(probe.counters)
-        counters["pushes_failed"] = sum(probe.push_failures.values())
-        counters["pushes_due"] = pushes_due(self.indices, config.handsets, config.push_count())
-        counters["pushes_not_sent"] = (counters["pushes_due"] - counters["pushes_accepted"]
-                                       - counters["pushes_failed"])
-        counters["rate_limited"] = sum(p.rate_limited for p in self.pushers)
+        plan, observer = self.plan, self.observer
+        counters = Counter(observer.counters)
+        counters.update(self.generator.counters())
         cpu = self.process.cpu_times()
+        cpu_busy_s = sum(1 for s in self.timeline if s["cpu_percent"] >= 90)
         return {
-            "rows": rows,
-            "events": probe.events,
+            "rows": self._rows(),
+            "events": observer.events(),
             "timeline": self.timeline,
             "counters": dict(counters),
-            "failure_reasons": dict(probe.failure_reasons),
-            "disconnect_reasons": dict(probe.disconnect_reasons),
-            "push_failures": dict(probe.push_failures),
-            "max_send_lag_s": self.max_send_lag,
+            "failure_reasons": dict(observer.failure_reasons),
+            "disconnect_reasons": dict(observer.disconnect_reasons),
+            "push_failures": dict(observer.push_failures),
+            "histograms": observer.histograms.encoded(),
+            "per_second": observer.per_second.as_dict(),
+            "flags": {
+                "max_send_lag_s": self.generator.max_send_lag,
+                "sampler_late_max_s": self.sampler_late_max,
+                "start_lag_max_s": self.start_lag_max,
+                "cpu_busy_s": cpu_busy_s, "stopped_early": self.stopped_early,
+                "run_s": self.t_run_end - observer.t0,
+            },
+            "start_wall": observer.wall_t0,
+            "storms": self.storms,
+            "publisher_events": self.generator.publisher_events,
+            "cleanup": self.cleanup,
             "process": {
-                "name": f"shard {config.shard} worker {self.worker}", "pid": os.getpid(),
+                "name": f"shard {plan.shard} worker {self.worker}", "pid": os.getpid(),
                 "handsets": len(self.handsets), "connected_peak": self.connected_peak,
                 "rss_start_bytes": self.rss_start, "rss_connected_bytes": self.rss_connected,
                 "rss_peak_bytes": self.rss_peak,
@@ -369,15 +306,16 @@ class _Worker:
         }
 
 
-def run_worker(config: FleetConfig, worker: int = 0, *, progress: Progress | None = None,
+def run_worker(plan: FleetPlan, worker: int = 0, *, progress: Progress | None = None,
                should_stop: Callable[[], bool] | None = None,
-               go: Callable[[], Any] | None = None) -> dict[str, Any]:
-    """Run ``worker``'s handsets of ``config`` to the end; return its report (picklable).
+               go: Callable[[], Awaitable[float | None]] | None = None) -> dict[str, Any]:
+    """Run ``worker``'s handsets of ``plan`` to the end; return its report (picklable).
 
     ``progress(sample)`` is called every second; ``should_stop()`` is polled every second
-    and ends the run phase early (drain is skipped); ``go()`` (async) is awaited once the
-    pushers are connected, to start all workers together.
+    and ends the stages early (the drain is skipped); ``go()`` (async) is awaited once the
+    senders are connected, to start all workers together, and may return the common start
+    as a Unix time.
     """
     async def main() -> dict[str, Any]:
-        return await _Worker(config, worker, progress, should_stop).main(go)
+        return await _Worker(plan, worker, progress, should_stop).main(go)
     return trio.run(main)

@@ -1,15 +1,16 @@
 """The push workload: numbered, time-stamped pushes and what each handset made of them.
 
-Like emqtt-bench's payload headers, every push carries its sequence number and the wall-clock
-time it was sent, so the receiving handset measures end-to-end latency and the run counts
-losses and duplicates exactly:
+Like emqtt-bench's payload headers, every push carries a *tracer* — its sequence number, the
+group it is meant for and the wall-clock time it was **scheduled** for — so each receiving
+handset measures end-to-end latency and the run counts losses and duplicates exactly:
 
-    {"run": "3f2a9c1e", "seq": 17, "h": 17, "ts": 1767225600.123456}
+    {"run": "3f2a9c1e", "seq": 17, "to": 17, "ts": 1767225600.123456, "pad": "xxxx"}
 
-``run`` tells this run's pushes from leftovers of an earlier one (a broker or server keeps
-undelivered messages of persistent sessions across runs), ``h`` is the handset the push was
-meant for. Sender and receiver of a push run in the same process, so ``ts`` and the receive
-time come from the same clock.
+``ts`` is the scheduled time, not the moment the generator got round to sending it: an
+overloaded generator shows up as latency instead of hiding it (coordinated omission, as
+wrk2 measures). ``run`` tells this run's pushes from leftovers of an earlier one (a broker or
+server keeps undelivered messages of persistent sessions), ``to`` is the group (the
+handset itself without fan-out). ``pad`` fills the payload to ``--payload-size``.
 """
 from __future__ import annotations
 
@@ -19,30 +20,43 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Ledger", "Probe", "decode_probe", "encode_probe", "pushes_due", "pushes_for"]
+__all__ = ["Ledger", "Tracer", "decode_tracer", "encode_tracer", "pushes_due", "pushes_for"]
 
 
 @attrs.frozen
-class Probe:
+class Tracer:
     """The fleet's header in a push payload."""
 
     run: str
     seq: int
-    handset: int
-    sent_at: float  # Unix seconds
+    to: int  # the group (= handset without fan-out) the push is meant for
+    scheduled_at: float  # Unix seconds
 
-    def as_data(self) -> dict[str, Any]:
-        return {"run": self.run, "seq": self.seq, "h": self.handset, "ts": self.sent_at}
+    def as_data(self, payload_size: int = 0) -> dict[str, Any]:
+        data: dict[str, Any] = {"run": self.run, "seq": self.seq, "to": self.to,
+                                "ts": self.scheduled_at}
+        if payload_size:
+            bare = len(_dumps(data)) + len(',"pad":""')
+            if payload_size > bare:
+                data["pad"] = "x" * (payload_size - bare)
+        return data
 
 
-def encode_probe(probe: Probe) -> bytes:
-    """Compact JSON bytes (broker mode payload)."""
-    return json.dumps(probe.as_data(), separators=(",", ":")).encode()
+def _dumps(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
-def decode_probe(data: Any) -> Probe | None:
-    """A probe from a JSON payload (bytes) or an already parsed object; ``None`` if it is not
-    one of ours."""
+def encode_tracer(tracer: Tracer, payload_size: int = 0) -> bytes:
+    """Compact JSON bytes (broker mode payload), exactly ``payload_size`` bytes when that is
+    more than the header itself (a ``pad`` field, and trailing JSON whitespace for a gap too
+    small for one)."""
+    data = _dumps(tracer.as_data(payload_size))
+    return data + b" " * (payload_size - len(data)) if payload_size > len(data) else data
+
+
+def decode_tracer(data: Any) -> Tracer | None:
+    """A tracer from a JSON payload (bytes) or an already parsed object; ``None`` if it is
+    not one of ours."""
     if isinstance(data, (bytes, bytearray, str)):
         try:
             data = json.loads(data)
@@ -50,79 +64,98 @@ def decode_probe(data: Any) -> Probe | None:
             return None
     if not isinstance(data, Mapping):
         return None
-    run, seq, handset, sent_at = data.get("run"), data.get("seq"), data.get("h"), data.get("ts")
-    if not (isinstance(run, str) and _is_int(seq) and _is_int(handset)
-            and isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool)):
+    run, seq, to, ts = data.get("run"), data.get("seq"), data.get("to"), data.get("ts")
+    if not (isinstance(run, str) and _is_int(seq) and _is_int(to)
+            and isinstance(ts, (int, float)) and not isinstance(ts, bool)):
         return None
-    return Probe(run, seq, handset, float(sent_at))
+    return Tracer(run, seq, to, float(ts))
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def pushes_for(handsets: Sequence[int], fleet_size: int, total: int) -> Iterator[int]:
-    """Sequence numbers of the pushes due to ``handsets`` (sorted global indices), in order.
+def pushes_for(groups: Sequence[int], group_count: int, total: int) -> Iterator[int]:
+    """Sequence numbers of the pushes due to ``groups`` (sorted), in order.
 
-    Push ``k`` goes to handset ``k % fleet_size``; ``total`` pushes are due fleet-wide.
+    Push ``k`` goes to group ``k % group_count``; ``total`` pushes are due fleet-wide.
     """
-    if not handsets:
+    if not groups:
         return
     cycle = 0
     while True:
-        base = cycle * fleet_size
-        for handset in handsets:
-            seq = base + handset
+        base = cycle * group_count
+        for group in groups:
+            seq = base + group
             if seq >= total:
                 return
             yield seq
         cycle += 1
 
 
-def pushes_due(handsets: Sequence[int], fleet_size: int, total: int) -> int:
-    """How many of the ``total`` pushes go to ``handsets`` (``len(list(pushes_for(...)))``)."""
-    return sum(-(-(total - handset) // fleet_size) for handset in handsets if handset < total)
+def pushes_due(groups: Sequence[int], group_count: int, total: int) -> int:
+    """How many of the ``total`` pushes go to ``groups`` (``len(list(pushes_for(...)))``)."""
+    return sum(-(-(total - group) // group_count) for group in groups if group < total)
 
 
 class Ledger:
-    """One handset's pushes: accepted by the server or broker, received by the app."""
+    """One handset's pushes: those it was expected to get (sent to its group while it was
+    subscribed, whatever the target answered) and those that reached the app.
 
-    __slots__ = ("accepted", "received", "duplicates", "latencies", "stale", "misrouted")
+    Push ``seq`` of a group is its ``seq // groups``-th; both sets are bitsets over that
+    number (a few bytes per handset instead of two Python sets). ``delivered`` counts only
+    pushes both expected and received, so it can never exceed ``expected``.
+    """
 
-    def __init__(self) -> None:
-        self.accepted: set[int] = set()
-        self.received: set[int] = set()
-        self.duplicates = 0  # the app saw the same sequence number again
-        self.latencies: list[float] = []  # seconds, first receipt of each push
+    __slots__ = ("_groups", "_expected", "_received", "duplicates", "stale", "misrouted")
+
+    def __init__(self, groups: int) -> None:
+        self._groups = groups
+        self._expected = 0
+        self._received = 0
+        self.duplicates = 0  # the app saw the same push again
         self.stale = 0  # pushes of another run (left over in the broker or server)
-        self.misrouted = 0  # pushes of this run meant for another handset
+        self.misrouted = 0  # pushes of this run meant for another group
 
-    # Both return 1 when the push is now accepted *and* received (either order: the app may
-    # see a push before the server's answer to the sender arrives), so a caller can keep a
-    # running count of settled pushes without scanning the sets.
+    def on_expected(self, seq: int) -> bool:
+        """``seq`` went out to this handset; True if it had already arrived."""
+        bit = 1 << (seq // self._groups)
+        self._expected |= bit
+        return bool(self._received & bit)
 
-    def on_accepted(self, seq: int) -> int:
-        self.accepted.add(seq)
-        return 1 if seq in self.received else 0
-
-    def on_received(self, probe: Probe | None, run: str, handset: int, now: float) -> int:
-        if probe is None or probe.run != run:
+    def on_received(self, tracer: Tracer | None, run: str, group: int) -> bool:
+        """A push reached the app; True when it is this handset's and new (to be timed)."""
+        if tracer is None or tracer.run != run:
             self.stale += 1
-        elif probe.handset != handset:
+        elif tracer.to != group or tracer.seq % self._groups != group:
             self.misrouted += 1
-        elif probe.seq in self.received:
-            self.duplicates += 1
         else:
-            self.received.add(probe.seq)
-            self.latencies.append(max(0.0, now - probe.sent_at))
-            return 1 if probe.seq in self.accepted else 0
-        return 0
+            bit = 1 << (tracer.seq // self._groups)
+            if self._received & bit:
+                self.duplicates += 1
+            else:
+                self._received |= bit
+                return True
+        return False
+
+    def was_expected(self, seq: int) -> bool:
+        return bool(self._expected & (1 << (seq // self._groups)))
+
+    @property
+    def expected(self) -> int:
+        return self._expected.bit_count()
 
     @property
     def delivered(self) -> int:
-        return len(self.received)
+        return (self._expected & self._received).bit_count()
 
     @property
     def lost(self) -> int:
-        """Accepted pushes that never reached the app."""
-        return len(self.accepted - self.received)
+        """Expected pushes that never reached the app."""
+        return (self._expected & ~self._received).bit_count()
+
+    @property
+    def unexpected(self) -> int:
+        """Pushes of this run that arrived although they were not sent to this handset while
+        it was subscribed (e.g. queued for a clean session that had just gone)."""
+        return (self._received & ~self._expected).bit_count()

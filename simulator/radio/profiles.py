@@ -234,7 +234,6 @@ def _nr_sa() -> RadioModel:
     # 18.3 s after an isolated packet, inside the 20 s the SIGCOMM'21 artifact observed.
     return RadioModel(
         name="5g-sa",
-        aliases=("5g",),
         technology="5g",
         description="5G NR SA with RRC_INACTIVE (assumed powers; IDLE within 20 s as measured)",
         promotion=Promotion(power_w=1.2, duration_s=0.3),

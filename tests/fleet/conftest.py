@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import json
 import select
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fleet_harness import (
-    ADMIN_TOKEN,
-    MOSQUITTO,
-    Broker,
-    ReferenceServer,
-    free_port,
-    stop_process,
-)
+from fleet_harness import ADMIN_TOKEN, Broker, ReferenceServer, start_mosquitto, stop_process
 
 
 def _server(*options: str) -> Iterator[dict]:
@@ -47,6 +38,14 @@ def reference_server() -> Iterator[ReferenceServer]:
 
 
 @pytest.fixture
+def tls_server_info(tmp_path: Path) -> Iterator[tuple[dict, Path]]:
+    """The reference server with TLS on: its JSON line (plain ``http`` too) and the CA."""
+    tls_dir = tmp_path / "tls"
+    for info in _server("--tls-dir", str(tls_dir), "--https-port", "0", "--mqtts-port", "0"):
+        yield info, tls_dir / "ca.pem"
+
+
+@pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The reference server with TLS on (HTTPS and MQTTS): ``(https URL, CA file)``."""
     tls_dir = tmp_path / "tls"
@@ -57,27 +56,5 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     """A real Mosquitto on a free loopback port, logging connections to a file."""
-    if MOSQUITTO is None:
-        pytest.fail("mosquitto is not installed: run .ci/install-deps (Debian's mosquitto "
-                    "package) to get the broker these tests run against")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest stdout\nlog_type notice\nconnection_messages true\n")
-    log = tmp_path / "mosquitto.log"
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log_file,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(f"mosquitto did not start: {log.read_text()[-500:]}")
-                time.sleep(0.05)
-        yield Broker(f"mqtt://127.0.0.1:{port}", log)
-    finally:
-        stop_process(proc)
+    with start_mosquitto(tmp_path) as broker:
+        yield broker

@@ -3,26 +3,36 @@ results round trip."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.fleet.config import BrokerTarget, FleetConfig, Shard, parse_shard
+from simulator.fleet.gates import GATE_FIELDS, GateError, evaluate, parse_gate
 from simulator.fleet.limits import (
     LimitError,
     check_local_ports,
     check_open_files,
     parse_source_ips,
 )
-from simulator.fleet.results import FleetResults, merge_timelines
+from simulator.fleet.measure import LIVE_BOUNDS, Histograms, LiveBuckets, PerSecond
+from simulator.fleet.plan import BrokerTarget, FleetPlan, Shard, Workload, parse_shard
+from simulator.fleet.results import merge_timelines
+from simulator.fleet.stages import (
+    PushSchedule,
+    RampSchedule,
+    Stage,
+    StageError,
+    check_stages,
+    cli_stages,
+    storm_members,
+)
 from simulator.fleet.traffic import SubackScanner
 from simulator.fleet.workload import (
     Ledger,
-    Probe,
-    decode_probe,
-    encode_probe,
+    Tracer,
+    decode_tracer,
+    encode_tracer,
     pushes_due,
     pushes_for,
 )
@@ -31,19 +41,25 @@ from pushsdk.protocol import ConnAck, Connect, Connection, PingResp, Publish, Ro
 TARGET = BrokerTarget.from_url("mqtt://127.0.0.1:1883")
 
 
-def config(handsets: int, workers: int = 1, shard: str = "0/1", **kw) -> FleetConfig:
-    return FleetConfig(target=TARGET, handsets=handsets, duration=10, workers=workers,
-                       shard=parse_shard(shard), **kw)
+def config(handsets: int, workers: int = 1, shard: str = "0/1", *, fan_out: int = 1,
+           push_rate: float = 10, ramp: float = 1000) -> FleetPlan:
+    return FleetPlan(target=TARGET, handsets=handsets,
+                     stages=cli_stages(handsets, 10, ramp, push_rate, 5), workers=workers,
+                     shard=parse_shard(shard), workload=Workload(fan_out=fan_out))
 
 
-@given(handsets=st.integers(1, 300), shards=st.integers(1, 5), workers=st.integers(1, 4))
-def test_every_handset_runs_in_exactly_one_worker_of_one_shard(handsets, shards, workers):
+@given(handsets=st.integers(1, 300), shards=st.integers(1, 5), workers=st.integers(1, 4),
+       fan_out=st.integers(1, 7))
+def test_every_handset_runs_in_exactly_one_worker_of_one_shard(handsets, shards, workers,
+                                                               fan_out):
     seen = []
     for s in range(shards):
-        c = config(handsets, workers, f"{s}/{shards}")
+        c = config(handsets, workers, f"{s}/{shards}", fan_out=fan_out, ramp=0)
         for w in range(workers):
             for index in c.worker_handsets(w):
-                assert c.shard.owns(index) and c.worker_of(index) == w
+                assert c.owns(index) and c.worker_of_group(c.group_of(index)) == w
+                # every member of a handset's group is in the same worker
+                assert set(c.members(c.group_of(index))) <= set(c.worker_handsets(w))
                 seen.append(index)
     assert sorted(seen) == list(range(handsets))
 
@@ -64,7 +80,49 @@ def test_push_count_and_ramp():
     assert c.push_count() == 100  # k / 10 < 10 s
     assert config(100, push_rate=0.3).push_count() == 3  # at 0, 3.33, 6.67 s
     assert c.ramp_seconds() == pytest.approx(99 / 50)
-    assert config(100, ramp=math.inf).ramp_seconds() == 0
+    assert config(100, ramp=0).ramp_seconds() == 0
+    assert [c.ramp_schedule().start_of(i) for i in (0, 1, 50)] == pytest.approx([0, 0.02, 1])
+
+
+@given(rates=st.lists(st.tuples(st.floats(0, 50), st.floats(0, 20)), min_size=1, max_size=5))
+def test_push_schedule_is_the_integral_of_the_stage_rates(rates):
+    stages = [Stage(kind="hold", duration=d, push_rate=r) for r, d in rates]
+    schedule = PushSchedule(stages)
+    total = sum(r * d for r, d in rates)
+    assert schedule.count == (math.ceil(total - 1e-9) if total > 0 else 0)
+    dues = [schedule.due(k) for k in range(schedule.count)]
+    assert dues == sorted(dues)
+    assert all(0 <= t < sum(d for _, d in rates) + 1e-6 for t in dues)
+    # Within a stage of rate r, consecutive pushes are 1/r apart.
+    start = 0.0
+    for r, d in rates:
+        inside = [t for t in dues if start <= t < start + d]
+        assert len(inside) in range(math.floor(r * d - 1e-6), math.ceil(r * d + 1e-6) + 1)
+        start += d
+
+
+def test_cli_stages_and_a_ramp_in_two_parts():
+    assert [s.kind for s in cli_stages(100, 10, 50, 5, 3)] == ["ramp", "hold", "drain"]
+    assert [s.kind for s in cli_stages(100, 2, 50, 5, 3)] == ["ramp", "drain"]
+    with pytest.raises(StageError, match="take 2.0 s to start"):
+        cli_stages(100, 1, 50, 5, 3)
+    stages = [Stage(kind="ramp", duration=2, handsets=10), Stage(kind="hold", duration=1),
+              Stage(kind="ramp", duration=1, handsets=30)]
+    check_stages(stages, 30)
+    ramp = RampSchedule(stages)
+    assert [ramp.start_of(i) for i in (0, 5, 10, 20)] == pytest.approx([0, 1, 3, 3.5])
+    assert ramp.rate_at(0) == 5 and ramp.rate_at(29) == 20
+    with pytest.raises(StageError, match="start 30 handsets, the fleet has 31"):
+        check_stages(stages, 31)
+    with pytest.raises(StageError, match="fraction must be in"):
+        check_stages([*stages, Stage(kind="storm", duration=1, fraction=0)], 30)
+
+
+def test_storm_members_are_about_the_fraction_and_the_same_everywhere():
+    hit = [i for i in range(10000) if storm_members(i, 0.25)]
+    assert 2300 < len(hit) < 2700
+    assert hit == [i for i in range(10000) if storm_members(i, 0.25)]
+    assert all(storm_members(i, 1.0) for i in range(100))
 
 
 @pytest.mark.parametrize("text", ["", "1", "1/0", "3/2", "-1/2", "a/b", "1/2/3"])
@@ -132,28 +190,46 @@ def test_scanner_needs_the_suback_itself():
 
 
 def test_ledger_counts_losses_duplicates_and_strangers():
-    ledger = Ledger()
-    assert ledger.on_accepted(1) == 0
-    assert ledger.on_received(Probe("run", 1, 7, 100.0), "run", 7, 100.25) == 1
-    assert ledger.on_received(Probe("run", 2, 7, 100.0), "run", 7, 100.5) == 0  # not yet
-    assert ledger.on_accepted(2) == 1  # the answer came after the push itself
-    ledger.on_accepted(3)
-    ledger.on_received(Probe("run", 1, 7, 100.0), "run", 7, 101.0)  # again
-    ledger.on_received(Probe("old", 9, 7, 1.0), "run", 7, 101.0)  # a previous run's
-    ledger.on_received(Probe("run", 4, 8, 1.0), "run", 7, 101.0)  # another handset's
-    ledger.on_received(None, "run", 7, 101.0)  # not a probe at all
-    assert (ledger.delivered, ledger.lost, ledger.duplicates) == (2, 1, 1)
-    assert (ledger.stale, ledger.misrouted) == (2, 1)
-    assert ledger.latencies == [0.25, 0.5]
+    ledger = Ledger(groups=10)  # handset of group 7: pushes 7, 17, 27, ...
+    assert ledger.on_expected(7) is False
+    assert ledger.on_received(Tracer("run", 7, 7, 100.0), "run", 7) is True
+    assert ledger.on_received(Tracer("run", 17, 7, 100.0), "run", 7) is True  # not confirmed yet
+    assert ledger.delivered == 1 and ledger.unexpected == 1
+    assert ledger.on_expected(17) is True  # the answer came after the push itself
+    ledger.on_expected(27)
+    assert ledger.on_received(Tracer("run", 7, 7, 100.0), "run", 7) is False  # again
+    ledger.on_received(Tracer("old", 9, 7, 1.0), "run", 7)  # a previous run's
+    ledger.on_received(Tracer("run", 8, 8, 1.0), "run", 7)  # another group's
+    ledger.on_received(Tracer("run", 37, 8, 1.0), "run", 7)  # says 8, is 7's number
+    ledger.on_received(None, "run", 7)  # not a tracer at all
+    ledger.on_received(Tracer("run", 47, 7, 1.0), "run", 7)  # the sender never heard back
+    assert (ledger.expected, ledger.delivered, ledger.lost) == (3, 2, 1)
+    assert (ledger.duplicates, ledger.stale, ledger.misrouted, ledger.unexpected) == (1, 2, 2, 1)
 
 
-def test_probe_payloads_round_trip():
-    probe = Probe("ab12", 42, 7, 1767225600.123456)
-    assert decode_probe(encode_probe(probe)) == probe
-    assert decode_probe(probe.as_data()) == probe
-    for junk in (b"", b"\xff", b"[]", b'{"run": "x"}', {"run": "x", "seq": True, "h": 1,
+@given(expected=st.sets(st.integers(0, 200)), received=st.lists(st.integers(0, 200)))
+def test_delivered_never_exceeds_expected(expected, received):
+    ledger = Ledger(groups=3)
+    for cycle in expected:
+        ledger.on_expected(cycle * 3 + 1)
+    for cycle in received:
+        ledger.on_received(Tracer("r", cycle * 3 + 1, 1, 0.0), "r", 1)
+    assert ledger.delivered == len(expected & set(received)) <= ledger.expected
+    assert ledger.lost == len(expected - set(received))
+    assert ledger.unexpected == len(set(received) - expected)
+    assert ledger.duplicates == len(received) - len(set(received))
+
+
+@given(size=st.integers(0, 3000))
+def test_tracer_payloads_round_trip_at_any_size(size):
+    tracer = Tracer("ab12", 42, 7, 1767225600.123456)
+    payload = encode_tracer(tracer, size)
+    assert decode_tracer(payload) == tracer
+    assert len(payload) == max(size, len(encode_tracer(tracer)))
+    assert decode_tracer(tracer.as_data()) == tracer
+    for junk in (b"", b"\xff", b"[]", b'{"run": "x"}', {"run": "x", "seq": True, "to": 1,
                                                           "ts": 1.0}, 17):
-        assert decode_probe(junk) is None
+        assert decode_tracer(junk) is None
 
 
 def test_timelines_add_up_and_carry_the_last_sample_forward():
@@ -165,53 +241,60 @@ def test_timelines_add_up_and_carry_the_last_sample_forward():
     assert merge_timelines([[], []]) == []
 
 
-def test_results_survive_a_write_and_read(tmp_path: Path):
-    from simulator.metrics import HandsetResult
+def test_gates_parse_and_judge():
+    assert str(parse_gate("lost>0")) == "lost>0"
+    assert str(parse_gate(" delivery_ratio < 0.999 ")) == "delivery_ratio<0.999"
+    for text in ("latency_p99_s>=0.5", "connect_failures!=0", "handsets_connected==3",
+                 "warnings<=1"):
+        parse_gate(text)
+    for text, message in (("lost>>0", "not a number"), ("x>0", "not a field"),
+                          ("lost>inf", "finite"), ("lost", "expected FIELD")):
+        with pytest.raises(GateError, match=message):
+            parse_gate(text)
+    assert {"lost", "delivery_ratio", "latency_p99_s", "connect_failures"} <= set(GATE_FIELDS)
+    verdicts = evaluate([parse_gate("lost>0"), parse_gate("latency_p99_s>0.5"),
+                         parse_gate("delivery_ratio<0.999")],
+                        {"lost": 0, "latency_p99_s": None, "delivery_ratio": 0.99,
+                         "missing_parts": 0})
+    assert [(v["gate"], v["missed"]) for v in verdicts] == [
+        ("lost>0", False), ("latency_p99_s>0.5", True), ("delivery_ratio<0.999", True),
+        ("missing_parts>0", False)]
+    assert verdicts[1]["why"] == "latency_p99_s has no value"
+    assert verdicts[2]["why"] == "delivery_ratio = 0.99"
 
-    def row(index: int, latencies: tuple[float, ...]):
-        result = HandsetResult(
-            index=index, device_id=f"pushsim-{index}", strategy="fixed:60",
-            scenario="fleet-broker", radio_model="lte-huang2012", network_type="cellular",
-            nat_timeout_s=math.nan, duration_s=20.0, energy_j=10.5, idle_baseline_j=0.1,
-            promotions=2, radio_active_s=12.0, heartbeats=1, heartbeats_failed=0,
-            reconnects=0, bytes_up=100, bytes_down=200, pushes_sent=len(latencies),
-            pushes_delivered=len(latencies), duplicates=0, connected_s=19.0, dead_s=math.nan,
-            latencies=latencies)
-        extras = {"source_ip": "127.0.0.2", "connect_attempts": 1, "connects": 1,
-                  "connect_failures": 0, "first_connect_s": 0.01 * index,
-                  "tcp_connect_s": 0.001, "handshake_s": 0.002, "registration_s": math.nan,
-                  "lost": 0, "stale": 0, "misrouted": 0, "packets_up": 4, "packets_down": 5,
-                  "sdk_duplicates_suppressed": 0}
-        return result, extras
-    report = {
-        "rows": [row(0, (0.001, 0.002)), row(1, (0.003,))],
-        "events": [(0, 0.01, "connected", 0.001, 0.002, math.nan, ""),
-                   (1, 0.02, "connected", 0.001, 0.002, math.nan, "")],
-        "timeline": [{"t": 0, "connected": 0, "handsets_connected": 0, "connects": 0,
-                      "connect_failures": 0},
-                     {"t": 1, "connected": 2, "handsets_connected": 2, "connects": 2,
-                      "connect_failures": 0}],
-        "counters": {"connects": 2}, "failure_reasons": {}, "disconnect_reasons": {},
-        "push_failures": {}, "max_send_lag_s": 0.0,
-        "process": {"name": "w", "pid": 1, "handsets": 2, "connected_peak": 2,
-                    "rss_start_bytes": 1000, "rss_connected_bytes": 3000,
-                    "rss_peak_bytes": 3000, "cpu_user_s": 1.0, "cpu_system_s": 0.5,
-                    "wall_s": 3.0},
-    }
-    run = {"mode": "broker", "fleet_handsets": 2, "shards": ["0/1"], "run_ids": ["r"],
-           "duration_s": 20.0, "workers": 1}
-    results = FleetResults.from_workers(run, [report])
-    fleet, summary = results.write(tmp_path)
-    assert fleet["processes"][0]["memory_per_connection_bytes"] == 1000
-    assert fleet["processes"][0]["cpu_percent_avg"] == 50.0
-    assert fleet["pushes"]["latency_s"]["p50"] == pytest.approx(0.002)
-    assert summary[0]["pushes_sent"] == 3
-    again = FleetResults.read(tmp_path)
-    for (read, read_extras), (written, extras) in zip(again.rows, results.rows, strict=True):
-        assert read.csv_row() == written.csv_row()
-        assert math.isnan(read.nat_timeout_s) and math.isnan(read.dead_s)
-        assert read.latencies == written.latencies
-        assert read_extras["source_ip"] == "127.0.0.2" and read_extras["packets_down"] == 5
-    fleet_again, summary_again = again.write(tmp_path / "again")
-    assert summary_again[0]["latency_p95_s"] == pytest.approx(summary[0]["latency_p95_s"])
-    assert fleet_again["connect"] == fleet["connect"]
+
+def test_histograms_add_up_across_workers():
+    a, b, both = Histograms(), Histograms(), Histograms()
+    for i in range(1, 1001):
+        (a if i % 2 else b).record("latency", i / 1000)
+        both.record("latency", i / 1000)
+    merged = Histograms.decode([a.encoded(), b.encoded()])
+    assert merged.distribution("latency") == both.distribution("latency")
+    figures = merged.distribution("latency")
+    assert figures["count"] == 1000
+    assert figures["p50"] == pytest.approx(0.5, rel=1e-3)
+    assert figures["p99"] == pytest.approx(0.99, rel=1e-3)
+    assert math.isnan(Histograms().distribution("handshake")["p50"])
+
+
+def test_per_second_counts_merge_by_second():
+    a, b = PerSecond(), PerSecond()
+    a.add("connects", 0.5)
+    a.add("connects", 2.9, 3)
+    b.add("connects", 2.0)
+    a.latency(1.2, 0.25)
+    b.latency(1.7, 0.5)
+    merged = PerSecond.merge([a.as_dict(), b.as_dict()])
+    assert merged.counts["connects"] == [1, 0, 4]
+    assert merged.peak("connects") == 4
+    assert merged.latency_sum[1] == 0.75 and merged.latency_max[1] == 0.5
+
+
+def test_live_buckets_are_cumulative():
+    live = LiveBuckets()
+    for x in (0.0005, 0.003, 0.003, 100.0):
+        live.observe(x)
+    snap = live.snapshot()
+    assert snap["count"] == 4 and snap["sum"] == pytest.approx(100.0065)
+    assert snap["buckets"][0] == 1 and snap["buckets"][LIVE_BOUNDS.index(0.005)] == 3
+    assert snap["buckets"][-1] == 3  # 100 s is only in +Inf

@@ -71,7 +71,7 @@ def test_broker_mode_keeps_the_session_while_the_listener_is_away(
     publish(port, "alerts/fire", b"first")
     assert first.wait_exit() == 0, first.describe()
     assert [json.loads(line) for line in first.stdout] == [
-        {"topic": "alerts/fire", "payload": "first"}]
+        {"topic": "alerts/fire", "payload": "first", "qos": 1, "retain": False}]
     # MQTT 3.1.1 (p2), persistent session (c0), the keepalive asked for (k30).
     assert broker.stderr_count(f"as {CLIENT_ID} (p2, c0, k30)") == 1, broker.describe()
     broker.wait_until(lambda: broker.stderr_count(f"Client {CLIENT_ID} disconnected") == 1,
@@ -84,8 +84,10 @@ def test_broker_mode_keeps_the_session_while_the_listener_is_away(
     second = listen(procs, port, exit_after=2)
     assert second.wait_exit() == 0, second.describe()
     assert [json.loads(line) for line in second.stdout] == [
-        {"topic": f"cmd/{CLIENT_ID}", "payload": "while away: grüß"},
-        {"topic": "alerts/raw", "payload": "\ufffdbinary", "payload_base64": "/2JpbmFyeQ=="},
+        {"topic": f"cmd/{CLIENT_ID}", "payload": "while away: grüß", "qos": 1,
+         "retain": False},
+        {"topic": "alerts/raw", "payload": "\ufffdbinary", "qos": 1, "retain": False,
+         "payload_base64": "/2JpbmFyeQ=="},
     ]
     for proc in (first, second):
         proc.assert_no_traceback()

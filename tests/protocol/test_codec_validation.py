@@ -1,4 +1,5 @@
-"""Every MQTT 3.1.1 rule the codec checks, from both sides: what we receive and what we send."""
+"""Every MQTT 3.1.1 rule the codec checks, from both sides: what we receive, what cannot be
+built, and what we may not send. (The MQTT 5.0 rules are in test_codec5_*.py.)"""
 from __future__ import annotations
 
 import re
@@ -7,10 +8,17 @@ import pytest
 
 from pushsdk.protocol import (
     NEED_DATA,
+    Auth,
     ConnAck,
     Connect,
     Connection,
+    Disconnect,
+    InvalidEventError,
+    InvalidEventTypeError,
     LocalProtocolError,
+    Properties,
+    ReasonCode,
+    SubscriptionOptions,
     PubAck,
     PubComp,
     Publish,
@@ -211,59 +219,96 @@ def test_subscribe_filters_that_are_valid():
     assert conn.next_event() == Subscribe(9, tuple((f, 1) for f in filters))
 
 
-# --- sending: the same rules as LocalProtocolError, leaving the state unchanged -----------
+# --- events that cannot exist are refused when built ------------------------------------
+# (InvalidEventError: a LocalProtocolError and a ValueError; InvalidEventTypeError for a
+# field of the wrong type, also a TypeError.)
 
+BUILT = [
+    (lambda: Publish(topic="a/+"), "PUBLISH topic contains wildcard '+'"),
+    (lambda: Publish(topic="#"), "PUBLISH topic contains wildcard '#'"),
+    (lambda: Publish(topic=""), "PUBLISH topic is empty"),
+    (lambda: Publish(topic="a\x00b"), "PUBLISH topic contains U+0000"),
+    (lambda: Publish(topic="\ud800"), "PUBLISH topic is not encodable as UTF-8"),
+    (lambda: Publish(topic=b"t"), "PUBLISH topic must be str, not bytes"),
+    (lambda: Publish(topic="t" * 70000), "PUBLISH topic is 70000 bytes of UTF-8, over 65535"),
+    (lambda: Publish(topic="é" * 40000), "PUBLISH topic is 80000 bytes of UTF-8, over 65535"),
+    (lambda: Publish(topic="t", payload="text"), "PUBLISH payload must be bytes, not str"),
+    (lambda: Publish(topic="t", qos=3, packet_id=1), "PUBLISH QoS must be 0, 1 or 2, not 3"),
+    (lambda: Publish(topic="t", qos=1), "PUBLISH QoS 1 packet_id must be an int in 1..65535, not None"),
+    (lambda: Publish(topic="t", qos=2, packet_id=0), "PUBLISH QoS 2 packet_id must be an int in 1..65535, not 0"),
+    (lambda: Publish(topic="t", qos=1, packet_id=65536), "not 65536"),
+    (lambda: Publish(topic="t", packet_id=5), "PUBLISH with QoS 0 must not have a packet_id"),
+    (lambda: Publish(topic="t", dup=True), "PUBLISH with QoS 0 must not set dup"),
+    (lambda: Publish(topic="t", retain="yes"), "PUBLISH retain must be a bool"),
+    (lambda: PubAck(0), "PUBACK packet_id must be an int in 1..65535, not 0"),
+    (lambda: PubRec(-1), "PUBREC packet_id"),
+    (lambda: PubRel(None), "PUBREL packet_id"),
+    (lambda: PubComp(True), "PUBCOMP packet_id"),
+    (lambda: UnsubAck(70000), "UNSUBACK packet_id"),
+    (lambda: Subscribe(1, ()), "SUBSCRIBE needs at least one topic filter"),
+    (lambda: Subscribe(1, (("t", 3),)), "SUBSCRIBE requested QoS must be 0, 1 or 2, not 3"),
+    (lambda: Subscribe(1, (("a/#/b", 0),)), "SUBSCRIBE topic filter 'a/#/b' uses '#'"),
+    (lambda: Subscribe(1, ("t",)), "SUBSCRIBE subscriptions must be (topic filter, QoS) pairs"),
+    (lambda: Subscribe(1, [("t", 0)]), "SUBSCRIBE subscriptions must be a tuple, not list"),
+    (lambda: Subscribe(0, (("t", 0),)), "SUBSCRIBE packet_id"),
+    (lambda: SubAck(1, ()), "SUBACK needs at least one return code"),
+    (lambda: SubAck(1, (3,)), "SUBACK return code must be one of 0x00, 0x01, 0x02, 0x80"),
+    (lambda: Unsubscribe(1, ()), "UNSUBSCRIBE needs at least one topic filter"),
+    (lambda: Unsubscribe(1, "t"), "UNSUBSCRIBE topic_filters must be a tuple of str"),
+    (lambda: Unsubscribe(1, ("a+",)), "UNSUBSCRIBE topic filter 'a+' uses '+'"),
+    (lambda: Connect(client_id="a", password=b"p"), "CONNECT has a password but no username"),
+    (lambda: Connect(client_id="a", keepalive=65536), "CONNECT keepalive must be an int in 0..65535, not 65536"),
+    (lambda: Connect(client_id="a", keepalive=-1), "CONNECT keepalive"),
+    (lambda: Connect(client_id="a", protocol_level=6), "CONNECT protocol_level must be 5 (MQTT 5.0), 4 (MQTT 3.1.1) or 3 (MQTT 3.1), not 6"),
+    (lambda: Will(topic="w/+"), "Will topic contains wildcard '+'"),
+    (lambda: Will(topic="w", qos=3), "Will QoS must be 0, 1 or 2, not 3"),
+    (lambda: Will(topic="w", payload="x"), "Will payload must be bytes"),
+    (lambda: Connect(client_id="a", will="w"), "CONNECT will must be a Will, not str"),
+    (lambda: Connect(client_id="a", username="u", password="p"), "CONNECT password must be bytes, not str"),
+    (lambda: Connect(client_id="a\x00"), "CONNECT client_id contains U+0000"),
+    (lambda: Connect(client_id=7), "CONNECT client_id must be str, not int"),
+    (lambda: Connect(client_id="a", username="u", password=b"x" * 65536), "CONNECT password is 65536 bytes"),
+    (lambda: ConnAck(6), "CONNACK code must be one of 0x00, 0x01"),
+    (lambda: ConnAck(1, session_present=True), "session_present must be 0 when the return code is not 0"),
+]
+
+# What depends on the connection (version, role) is refused by send(), state unchanged.
 SENT = [
-    (client_connected, Publish(topic="a/+"), "PUBLISH topic contains wildcard '+'"),
-    (server_connected, Publish(topic="#"), "PUBLISH topic contains wildcard '#'"),
-    (server_connected, Publish(topic=""), "PUBLISH topic is empty"),
-    (server_connected, Publish(topic="a\x00b"), "PUBLISH topic contains U+0000"),
-    (server_connected, Publish(topic="\ud800"), "PUBLISH topic is not encodable as UTF-8"),
-    (server_connected, Publish(topic=b"t"), "PUBLISH topic must be str, not bytes"),
-    (server_connected, Publish(topic="t" * 70000), "PUBLISH topic is 70000 bytes of UTF-8, over 65535"),
-    (server_connected, Publish(topic="t", payload="text"), "PUBLISH payload must be bytes, not str"),
-    (server_connected, Publish(topic="t", qos=3, packet_id=1), "PUBLISH QoS must be 0, 1 or 2, not 3"),
-    (server_connected, Publish(topic="t", qos=1), "PUBLISH QoS 1 packet_id must be an int in 1..65535, not None"),
-    (server_connected, Publish(topic="t", qos=2, packet_id=0), "PUBLISH QoS 2 packet_id must be an int in 1..65535, not 0"),
-    (server_connected, Publish(topic="t", qos=1, packet_id=65536), "not 65536"),
-    (server_connected, Publish(topic="t", packet_id=5), "PUBLISH with QoS 0 must not have a packet_id"),
-    (server_connected, Publish(topic="t", dup=True), "PUBLISH with QoS 0 must not set dup"),
-    (server_connected, PubAck(0), "PUBACK packet_id must be an int in 1..65535, not 0"),
-    (client_connected, PubRec(-1), "PUBREC packet_id"),
-    (server_connected, PubRel(None), "PUBREL packet_id"),
-    (client_connected, PubComp(True), "PUBCOMP packet_id"),
-    (server_connected, UnsubAck(70000), "UNSUBACK packet_id"),
-    (client_connected, Subscribe(1, ()), "SUBSCRIBE needs at least one topic filter"),
-    (client_connected, Subscribe(1, (("t", 3),)), "SUBSCRIBE requested QoS must be 0, 1 or 2, not 3"),
-    (client_connected, Subscribe(1, (("a/#/b", 0),)), "SUBSCRIBE topic filter 'a/#/b' uses '#'"),
-    (client_connected, Subscribe(1, ("t",)), "SUBSCRIBE subscriptions must be (topic filter, QoS) pairs"),
-    (client_connected, Subscribe(0, (("t", 0),)), "SUBSCRIBE packet_id"),
-    (server_connected, SubAck(1, ()), "SUBACK needs at least one return code"),
-    (server_connected, SubAck(1, (3,)), "SUBACK return code must be 0, 1, 2 or 0x80, not 3"),
-    (client_connected, Unsubscribe(1, ()), "UNSUBSCRIBE needs at least one topic filter"),
-    (client_connected, Unsubscribe(1, "t"), "UNSUBSCRIBE topic_filters must be a tuple of str"),
-    (client_connected, Unsubscribe(1, ("a+",)), "UNSUBSCRIBE topic filter 'a+' uses '+'"),
+    (client_connected, Subscribe(1, (("t", SubscriptionOptions(1, no_local=True)),)),
+     "SUBSCRIBE options SubscriptionOptions(qos=1, no_local=True"),
+    (server_connected, ConnAck(ReasonCode.NOT_AUTHORIZED), "cannot send CONNACK in state CONNECTED"),
+    (server_connected, PubAck(1, ReasonCode.QUOTA_EXCEEDED), "PUBACK reason_code 0x97 needs MQTT 5"),
+    (client_connected, Publish(topic="t", properties=Properties(message_expiry_interval=5)),
+     "PUBLISH properties needs MQTT 5"),
+    (server_connected, UnsubAck(1, (0,)), "UNSUBACK reason_codes needs MQTT 5"),
+    (client_connected, Disconnect(ReasonCode.DISCONNECT_WITH_WILL_MESSAGE), "DISCONNECT reason_code 0x04 needs MQTT 5"),
+    (client_connected, Auth(ReasonCode.REAUTHENTICATE), "a client sends AUTH only in MQTT 5"),
+    (server_connected, Disconnect(), "a server sends DISCONNECT only in MQTT 5"),
 ]
 
 CONNECT_SENT = [
-    (Connect(client_id="a", password=b"p"), "CONNECT has a password but no username"),
     (Connect(client_id="", clean_session=False), "empty client_id must set clean_session"),
-    (Connect(client_id="a", keepalive=65536), "CONNECT keepalive must be an int in 0..65535, not 65536"),
-    (Connect(client_id="a", keepalive=-1), "CONNECT keepalive"),
-    (Connect(client_id="a", protocol_level=5), "CONNECT protocol_level must be 4 (MQTT 3.1.1) or 3 (MQTT 3.1), not 5"),
-    (Connect(client_id="a", will=Will(topic="w/+")), "CONNECT will topic contains wildcard '+'"),
-    (Connect(client_id="a", will=Will(topic="w", qos=3)), "CONNECT will QoS must be 0, 1 or 2, not 3"),
-    (Connect(client_id="a", will=Will(topic="w", payload="x")), "CONNECT will payload must be bytes"),
-    (Connect(client_id="a", username="u", password="p"), "CONNECT password must be bytes, not str"),
-    (Connect(client_id="a\x00"), "CONNECT client_id contains U+0000"),
-    (Connect(client_id=7), "CONNECT client_id must be str, not int"),
-    (Connect(client_id="a", username="u", password=b"x" * 65536), "CONNECT password is 65536 bytes"),
+    (Connect(client_id="a", protocol_level=5),
+     "CONNECT protocol_level 5 on a Connection made for MQTT 3.1.1 (protocol_version=4)"),
 ]
 
 CONNACK_SENT = [
-    (ConnAck(6), "CONNACK return_code must be 0..5, not 6"),
-    (ConnAck(1, session_present=True), "session_present must be 0 when the return code is not 0"),
+    (ConnAck(ReasonCode.NOT_AUTHORIZED), "CONNACK return_code must be 0..5, not 0x87"),
 ]
+
+
+@pytest.mark.parametrize(("build", "message"), BUILT, ids=[m[:40] for _, m in BUILT])
+def test_invalid_event_cannot_be_built(build, message):
+    with pytest.raises(InvalidEventError, match=re.escape(message)) as info:
+        build()
+    assert isinstance(info.value, LocalProtocolError) and isinstance(info.value, ValueError)
+
+
+def test_a_field_of_the_wrong_type_is_also_a_type_error():
+    with pytest.raises(TypeError, match="PUBLISH payload must be bytes, not str"):
+        Publish(topic="t", payload="text")
+    with pytest.raises(InvalidEventTypeError):
+        Connect(client_id=7)
 
 
 @pytest.mark.parametrize(("make", "event", "message"), SENT,

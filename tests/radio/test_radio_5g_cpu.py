@@ -14,7 +14,6 @@ def test_nr_sa_is_back_in_idle_within_20_s_as_measured():
         meter.on_packet(20.0, "up", 40)
         assert meter.statistics().promotions == 2
         assert get_model(name).new_meter().statistics() is not None
-    assert get_model("5g").name == "5g-sa"
 
 
 def test_a_packet_in_rrc_inactive_pays_a_resume_not_a_full_setup():

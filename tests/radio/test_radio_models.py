@@ -297,8 +297,7 @@ def test_registry_names_and_aliases():
         "lte-huang2012", "lte-aro", "3g-huang2012", "3g-aro", "wifi-huang2012", "wifi-aro",
         "5g-sa", "5g-nsa-mmwave",
     }
-    assert ALIASES == {"lte": "lte-huang2012", "3g": "3g-huang2012", "wifi": "wifi-huang2012",
-                       "5g": "5g-sa"}
+    assert ALIASES == {"lte": "lte-huang2012", "3g": "3g-huang2012", "wifi": "wifi-huang2012"}
     assert get_model("lte") is MODELS["lte-huang2012"]
     assert get_model(" LTE-ARO ") is MODELS["lte-aro"]
     assert [name for name, _ in list_models()] == list(MODELS)

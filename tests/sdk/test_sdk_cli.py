@@ -114,8 +114,9 @@ async def test_listen_broker_mode(nursery, capsys):
             await broker.current.send(Publish("b", b"\xff\x00", qos=0))
     assert result == [0]
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert lines == [{"topic": "a/1", "payload": "grüß"},
-                     {"topic": "b", "payload": "\ufffd\x00", "payload_base64": "/wA="}]
+    assert lines == [{"topic": "a/1", "payload": "grüß", "qos": 1, "retain": False},
+                     {"topic": "b", "payload": "\ufffd\x00", "qos": 0, "retain": False,
+                      "payload_base64": "/wA="}]
     connect = broker.conns[0].connect
     assert (connect.client_id, connect.username, connect.password, connect.keepalive) == (
         "cli-1", "u", b"p", 30)

@@ -4,7 +4,22 @@ import random
 import pytest
 import trio
 
-from pushsdk import Backoff, BrokerConfig, BrokerMessage, MemoryStateStore, PushClient
+from pushsdk import (
+    AuthenticationRefused,
+    BrokerConfig,
+    BrokerMessage,
+    ClientState,
+    ConfigurationError,
+    ConnectTimeout,
+    DeviceStatus,
+    MemoryStateStore,
+    PushClient,
+    ServerConfig,
+    Subscription,
+    TokenRejected,
+    TransportError,
+    Will,
+)
 from pushsdk.protocol import ConnAck, Connect, PubAck, PubComp, Publish, PubRec, PubRel, Subscribe
 from sdk_harness import MemoryNetwork, ScriptedBroker
 
@@ -83,12 +98,31 @@ async def test_qos2_flow(nursery, autojump_clock):
     assert broker.events(PubRec)[0].packet_id == 11 and broker.events(PubComp)[0].packet_id == 11
 
 
-async def test_bad_credentials_wait_the_maximum(nursery, autojump_clock):
-    net, broker = setup(nursery, connack=lambda c, i: ConnAck(4 if i == 0 else 0))
-    async with PushClient(config(), connector=net, backoff=Backoff(max_delay=120),
-                          rng=random.Random(0)) as c:
-        await c.wait_connected()
-        assert trio.current_time() == 120
+async def test_bad_credentials_stop_the_client_with_a_typed_error(nursery, autojump_clock):
+    net, broker = setup(nursery, connack=lambda c, i: ConnAck(4))
+    changes = []
+    with pytest.raises(AuthenticationRefused) as info:
+        async with PushClient(config(username="u", password="wrong"), connector=net,
+                              on_state_change=lambda o, n, r: changes.append((n, r))) as c:
+            await c.wait_connected()
+    assert str(info.value) == ("broker.test:1883 refused the user name or password (CONNACK 4): "
+                               "check username and password")
+    assert info.value.return_code == 4 and not isinstance(info.value, TokenRejected)
+    assert len(net.attempts) == 1 and trio.current_time() == 0  # no retry for ever
+    assert changes[-1][0] is ClientState.CLOSED and changes[-1][1].code == "authentication_refused"
+    assert c.statistics().last_reason == "authentication_refused"
+
+
+async def test_wait_connected_times_out_with_the_last_error(nursery, autojump_clock):
+    net, broker = setup(nursery)
+    net.refuse = True
+    async with PushClient(config(), connector=net, rng=random.Random(1)) as c:
+        with pytest.raises(ConnectTimeout) as info:
+            await c.wait_connected(timeout=30)
+        assert "not connected after 30 s: cannot connect to broker.test:1883" in str(info.value)
+        assert isinstance(info.value.last_error, TransportError)
+        stats = c.statistics()
+        assert stats.consecutive_failures >= 3 and stats.last_reason == "transport"
 
 
 def test_broker_urls_and_validation():
@@ -96,11 +130,43 @@ def test_broker_urls_and_validation():
     c = BrokerConfig.from_url("mqtts://b", client_id="c", topics=["t"])
     assert (c.host, c.port, c.tls) == ("b", 8883, True)
     for url in ("http://b", "mqtt://", "mqtt://b:0x"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigurationError):
             BrokerConfig.from_url(url, client_id="c", topics=["t"])
-    with pytest.raises(ValueError):
-        BrokerConfig(host="b", client_id="c", topics=[])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError):
         BrokerConfig(host="b", client_id="c", topics=["t"], keepalive=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError):
         BrokerConfig(host="b", client_id="", topics=["t"])
+    assert BrokerConfig(host="b", client_id="c").topics == ()  # a publisher needs none
+
+
+def test_a_string_is_not_a_list_of_topics_or_tags():
+    with pytest.raises(ConfigurationError, match=r"not a single string 'alerts/#'"):
+        BrokerConfig.from_url("mqtt://b", client_id="c", topics="alerts/#")
+    with pytest.raises(ConfigurationError, match="not a single string 'beta'"):
+        ServerConfig(server_url="http://s", app_key="k", device_id="d", tags="beta")
+    c = BrokerConfig(host="b", client_id="c", topics=["a/#", ("b/+", 2), Subscription("c", 0)],
+                     qos=1)
+    assert c.topics == (Subscription("a/#", 1), Subscription("b/+", 2), Subscription("c", 0))
+
+
+@pytest.mark.parametrize("bad", ["a/#/b", "a#", "a/b+", "", "x\x00y"])
+def test_invalid_topic_filters_are_refused_at_construction(bad):
+    with pytest.raises(ConfigurationError, match="topic filter|must not be empty"):
+        BrokerConfig(host="b", client_id="c", topics=[bad])
+
+
+def test_secrets_stay_out_of_repr_and_network_types():
+    c = BrokerConfig(host="b", client_id="c", username="u", password="hunter2")
+    assert "hunter2" not in repr(c) and "u" in repr(c)
+    for kind in ("wifi", "cellular", "ethernet", "other"):
+        PushClient(c, device=DeviceStatus(network_type=kind))
+    with pytest.raises(ConfigurationError, match="network_type must be one of"):
+        DeviceStatus(network_type="satellite")
+    with pytest.raises(ConfigurationError, match="needs a username"):
+        BrokerConfig(host="b", client_id="c", password="p")
+    with pytest.raises(ConfigurationError, match="will: topic name 'a/#'"):
+        Will("a/#")
+    with pytest.raises(ConfigurationError, match="mqtt_version"):
+        BrokerConfig(host="b", client_id="c", mqtt_version="4")
+    with pytest.raises(ConfigurationError, match="not implemented by the SDK yet"):
+        PushClient(BrokerConfig(host="b", client_id="c", mqtt_version="5"))

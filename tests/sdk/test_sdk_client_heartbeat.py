@@ -9,6 +9,8 @@ import pytest
 import trio
 
 from pushsdk import (
+    ClientClosed,
+    NotAuthorized,
     Backoff,
     BrokerConfig,
     ClientState,
@@ -134,19 +136,24 @@ async def test_backoff_grows_while_flapping_and_resets_after_a_stable_link(
     assert stats.connects == 6 and stats.reconnects == 5
 
 
-async def test_connack_3_backs_off_and_connack_5_waits_the_maximum(nursery, autojump_clock):
-    codes = [3, 5, 0]
+async def test_connack_3_backs_off_and_connack_5_ends_the_client(nursery, autojump_clock):
+    codes = [3, 3, 5, 0]
     net, broker = setup(nursery, connack=lambda c, i: ConnAck(codes[i]))
     reasons = []
     policy = Backoff(initial=1, max_delay=300)
-    async with client(net, backoff=policy, rng=random.Random(9),
-                      on_state_change=lambda o, n, r: reasons.append((n, r))) as c:
-        await c.wait_connected()
+    with pytest.raises(NotAuthorized):
+        async with client(net, backoff=policy, rng=random.Random(9),
+                          on_state_change=lambda o, n, r: reasons.append((n, r))) as c:
+            await c.wait_connected()
     times = [a[0] for a in net.attempts]
-    first = Backoff(initial=1, max_delay=300).delay(0, random.Random(9))
-    assert times == pytest.approx([0, first, first + 300])
-    assert (ClientState.WAITING, "server unavailable (CONNACK 3)") in reasons
-    assert (ClientState.WAITING, "not authorised (CONNACK 5)") in reasons
+    rng = random.Random(9)
+    first = policy.delay(0, rng)
+    second = policy.delay(1, rng)
+    assert times == pytest.approx([0, first, first + second])  # no fourth attempt
+    waiting = [r for n, r in reasons if n is ClientState.WAITING]
+    assert [r.code for r in waiting] == ["server_unavailable", "server_unavailable"]
+    assert reasons[-1][0] is ClientState.CLOSED and reasons[-1][1].code == "not_authorized"
+    assert c.error.return_code == 5
 
 
 async def test_network_change_reconnects_at_once(nursery, autojump_clock):
@@ -294,7 +301,7 @@ async def test_wait_connected_raises_once_closed(nursery, autojump_clock):
     async with c:
         await trio.sleep(5)
         await c.aclose()
-        with pytest.raises(trio.ClosedResourceError):
+        with pytest.raises(ClientClosed):
             await c.wait_connected()
     assert c.state is ClientState.CLOSED
 

@@ -1,4 +1,5 @@
 """Virtual-time tests of server mode: registration, tokens, delivery guarantees, receipts."""
+import base64
 import json
 import random
 
@@ -7,6 +8,8 @@ import pytest
 import trio
 
 from pushsdk import (
+    ConfigurationError,
+    RegistrationRefused,
     ClientState,
     FileStateStore,
     FixedStrategy,
@@ -67,8 +70,10 @@ async def test_registers_connects_and_subscribes(nursery, autojump_clock):
         assert c.token == "tok-1"
     assert tokens == ["tok-1"]
     body = registrar.requests[0][1]
+    # The installation's Ed25519 public key goes with it (the key is in the state file).
     assert body == {"device_id": "dev-1", "platform": "android", "alias": "alice",
-                    "tags": ["beta"]}
+                    "tags": ["beta"], "device_key": store.state.device_key.public}
+    assert len(base64.urlsafe_b64decode(body["device_key"] + "=")) == 32
     connect = broker.events(Connect)[0]
     assert (connect.client_id, connect.username, connect.password) == (
         "reg-dev-1", APP_KEY, b"tok-1")
@@ -142,14 +147,19 @@ async def test_registration_errors_back_off(nursery, autojump_clock):
         await registrar.wait_for(lambda: len(registrar.requests) == 3)
         registrar.error = None
         await c.wait_connected()
-    assert (ClientState.WAITING, "registration failed: HTTP 503 down: later") in reasons
-    # A 401 (bad app key) cannot fix itself soon: the maximum delay.
+    waiting = [r for n, r in reasons if n is ClientState.WAITING]
+    assert waiting[0] == "registration failed: HTTP 503 down: later"
+    assert waiting[0].code == "registration" and waiting[0].error.status == 503
+    assert c.statistics().consecutive_failures == 0
+    # A 401 (bad app key) cannot fix itself: the client stops, and says why.
     registrar = Registrar(app_key="other")
     net, registrar, broker = setup(nursery, registrar=registrar)
-    async with make_client(net):
-        await registrar.wait_for(lambda: len(registrar.requests) == 2)
-    times = [t for t, *_ in net.attempts]
-    assert times[1] - times[0] == 300
+    with pytest.raises(RegistrationRefused) as info:
+        async with make_client(net) as c:
+            await c.wait_connected()
+    assert info.value.status == 401 and "check the app key" in str(info.value)
+    assert len(registrar.requests) == 1 and c.state is ClientState.CLOSED
+    assert c.statistics().last_reason == "registration_refused"
 
 
 async def test_dispatch_to_callbacks_and_puback_after_the_callback(nursery, autojump_clock):
@@ -319,7 +329,7 @@ async def test_receipts_need_server_mode(nursery, autojump_clock):
 
     c = PushClient(BrokerConfig(host="h", client_id="c", topics=["t"]),
                    connector=MemoryNetwork(nursery))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ConfigurationError):
         await c.send_receipt("m", "opened")
 
 

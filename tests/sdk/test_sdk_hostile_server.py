@@ -15,6 +15,11 @@ import pytest
 import trio
 
 from pushsdk import (
+    IdentifierRejected,
+    NotAuthorized,
+    PushError,
+    RegistrationRefused,
+    UnsupportedProtocolVersion,
     Backoff,
     ClientState,
     FixedStrategy,
@@ -142,6 +147,7 @@ class Run:
         self.net.serve(MQTT_HOST, MQTT_PORT, self.server.handle)
         self.changes: list[tuple[float, ClientState, ClientState, str]] = []
         self.ticks = 0
+        self.permanent = False  # the test expects the client to stop on a permanent error
         self.client = PushClient(
             ServerConfig(server_url=SERVER_URL, app_key=APP_KEY, device_id="dev-1"),
             connector=self.net, clock=VirtualClock(EPOCH), rng=random.Random(SEED),
@@ -164,9 +170,14 @@ class Run:
             nursery.start_soon(self.app)
             trio.lowlevel.add_instrument(steps)
             try:
-                async with self.client:
-                    await trio.sleep(seconds)
-                    assert self.client.state is not ClientState.CLOSED
+                try:
+                    async with self.client:
+                        await trio.sleep(seconds)
+                        assert self.client.state is not ClientState.CLOSED
+                except PushError:
+                    if not self.permanent:
+                        raise
+                    await trio.sleep(seconds - trio.current_time())
             finally:
                 trio.lowlevel.remove_instrument(steps)
             nursery.cancel_scope.cancel()
@@ -259,7 +270,8 @@ async def test_server_that_never_answers_connect_times_out_then_backs_off(nurser
     steps = await run.run_for(HOUR)
     attempts = run.attempts()
     waits = run.waits()
-    assert all(r == "no CONNACK within 10 s" for _, r in waits)
+    assert all(r == "no CONNACK from mqtt.test:1883 within 10 s" for _, r in waits)
+    assert all(r.code == "connection_lost" for _, r in waits)
     # Each wait starts exactly 10 s (the connect timeout) after its attempt.
     for attempt, (t, _) in zip(attempts, waits):
         assert t - attempt == pytest.approx(10.0)
@@ -287,28 +299,32 @@ async def test_server_that_hangs_up_at_once_follows_the_backoff_schedule(nursery
     assert_no_spin(run, steps, mean_delay=CAPPED_MEAN)
 
 
-@pytest.mark.parametrize("code, reason", [
-    (1, "unacceptable protocol version (CONNACK 1)"),
-    (2, "client identifier rejected (CONNACK 2)"),
-    (5, "not authorised (CONNACK 5)"),
+@pytest.mark.parametrize("code, error, check", [
+    (1, UnsupportedProtocolVersion, "does not support MQTT 3.1.1 (CONNACK 1)"),
+    (2, IdentifierRejected, "rejected the client identifier (CONNACK 2): check client_id"),
+    (5, NotAuthorized, "not authorised (CONNACK 5): the server refuses this app key"),
 ])
-async def test_refusals_a_retry_cannot_fix_wait_the_maximum(nursery, autojump_clock, code,
-                                                              reason):
+async def test_refusals_a_retry_cannot_fix_stop_the_client(nursery, autojump_clock, code, error,
+                                                            check):
     run = Run(nursery, refuses_with(code))
+    run.permanent = True
     steps = await run.run_for(HOUR)
-    attempts = run.attempts()
-    assert all(r == reason for _, r in run.waits())
-    assert [b - a for a, b in zip(attempts, attempts[1:])] == pytest.approx(
-        [BACKOFF.max_delay] * (len(attempts) - 1))
-    assert len([a for a in attempts if a < HOUR]) == HOUR // BACKOFF.max_delay  # 0, ..., 3300
+    # One attempt: retrying cannot fix it. The client stops with a typed error that says
+    # what failed and what to check, and its last state change carries it.
+    assert len(run.attempts()) == 1 and run.waits() == []
+    assert isinstance(run.client.error, error) and run.client.error.return_code == code
+    assert check in str(run.client.error)
+    last = run.changes[-1]
+    assert last[2] is ClientState.CLOSED and last[3].error is run.client.error
     assert len(run.registrar.requests) == 1
-    assert_no_spin(run, steps, mean_delay=BACKOFF.max_delay)
+    assert_no_spin(run, steps, mean_delay=HOUR)
 
 
 async def test_server_unavailable_backs_off(nursery, autojump_clock):
     run = Run(nursery, refuses_with(3))
     steps = await run.run_for(HOUR)
-    assert all(r == "server unavailable (CONNACK 3)" for _, r in run.waits())
+    assert all(r == "mqtt.test:1883 is unavailable (CONNACK 3): the broker will be retried"
+               and r.code == "server_unavailable" for _, r in run.waits())
     assert_backoff_bounds(run)
     assert len(run.registrar.requests) == 1  # the token is fine: no registration storm
     assert_no_spin(run, steps, mean_delay=CAPPED_MEAN)
@@ -318,7 +334,8 @@ async def test_connack_4_registers_again_but_never_storms(nursery, autojump_cloc
     run = Run(nursery, refuses_with(4))
     steps = await run.run_for(HOUR)
     reasons = [r for _, r in run.waits()]
-    assert reasons and all(r == "token rejected (CONNACK 4)" for r in reasons)
+    assert reasons and all(r == "mqtt.test:1883 refused the device token (CONNACK 4); "
+                           "registering again" and r.code == "token_rejected" for r in reasons)
     registering = [r for _, _, new, r in run.changes if new is ClientState.REGISTERING]
     assert registering[0] == "no stored registration"
     assert set(registering[1:]) == {"token rejected"}
@@ -381,13 +398,14 @@ async def test_a_hostile_registration_endpoint_is_backed_off_too(nursery, autoju
             await super().handle(stream)
 
     run = Run(nursery, never_answers, registrar=Hostile())
+    run.permanent = True
     await run.run_for(HOUR)
     reasons = [r for _, r in run.waits()]
     assert "invalid HTTP response" in reasons[0]
     assert "HTTP 500" in reasons[1]
-    assert all("HTTP 403 forbidden: app disabled" in r for r in reasons[2:])
-    waits = [t for t, _ in run.waits()]
-    # Refused for good (4xx): exactly the maximum delay between tries.
-    assert [b - a for a, b in zip(waits[2:], waits[3:])] == pytest.approx(
-        [BACKOFF.max_delay] * (len(waits) - 3))
+    # Refused for good (4xx): the client stops with RegistrationRefused at the third try.
+    assert len(reasons) == 2 and len(run.registrar.requests) == 2  # (+ the one not HTTP)
+    assert isinstance(run.client.error, RegistrationRefused)
+    assert run.client.error.code == "forbidden"
+    assert "HTTP 403 forbidden: app disabled" in str(run.client.error)
     assert run.attempts() == []  # never got as far as MQTT

@@ -5,7 +5,13 @@ import pytest
 import trio
 import trio.testing
 
-from pushsdk.registration import Registration, RegistrationError, parse_server_url, register
+from pushsdk.registration import (
+    Registration,
+    RegistrationError,
+    RegistrationRefused,
+    parse_server_url,
+    register,
+)
 from pushsdk.transport import TcpConnector, TransportError
 from sdk_harness import APP_KEY, EPOCH, MemoryNetwork, Registrar
 
@@ -29,7 +35,9 @@ async def test_register_over_memory_stream(nursery, autojump_clock, chunked):
         server_url=URL, app_key=APP_KEY, device_id="dev-1", registration_id="reg-dev-1",
         token="tok-1", token_expires_at=EPOCH + 30 * 86400, inbox=f"push/{APP_KEY}/reg-dev-1",
         mqtt_host="mqtt.test", mqtt_port=1883, mqtt_tls=False,
+        alias="alice", tags=("a", "b"), profile_known=True,
     )
+    assert "tok-1" not in repr(reg)  # the token is a secret
     request, body = registrar.requests[0]
     assert body == {"device_id": "dev-1", "platform": "ios", "alias": "alice", "tags": ["a", "b"]}
     headers = dict(request.headers)
@@ -69,9 +77,12 @@ async def test_error_answer_is_parsed(nursery):
     with pytest.raises(RegistrationError) as info:
         await register(network_with(nursery, registrar.handle), URL, APP_KEY, "d")
     err = info.value
-    assert (err.status, err.code, err.message) == (401, "bad_app_key", "unknown app key")
+    assert isinstance(err, RegistrationRefused) and err.permanent
+    assert (err.status, err.code) == (401, "bad_app_key")
+    assert err.message == "unknown app key (check the app key)"
     assert not err.retryable
-    assert str(err) == "registration failed: HTTP 401 bad_app_key: unknown app key"
+    assert str(err) == ("registration failed: HTTP 401 bad_app_key: unknown app key "
+                        "(check the app key)")
 
 
 @pytest.mark.parametrize("status, body, code, retryable", [

@@ -3,6 +3,8 @@ import ssl
 from functools import partial
 
 import pytest
+
+from pushsdk import ConfigurationError
 import trio
 from cryptography.hazmat.primitives import serialization
 
@@ -70,11 +72,19 @@ async def test_tls_pinning(nursery, pki):
 
 
 def test_bad_ca_file(tmp_path):
-    with pytest.raises(TlsError, match="cannot load CA file"):
+    with pytest.raises(ConfigurationError, match="cannot load CA file .*missing.pem"):
         TcpConnector(ca_file=tmp_path / "missing.pem")
     (tmp_path / "junk.pem").write_text("junk")
-    with pytest.raises(TlsError, match="cannot load CA file"):
+    with pytest.raises(ConfigurationError, match="cannot load CA file"):
         TcpConnector(ca_file=tmp_path / "junk.pem")
+
+
+def test_missing_client_certificate_names_the_file(tmp_path):
+    with pytest.raises(ConfigurationError,
+                       match=r"client certificate file .*client\.pem does not exist"):
+        TcpConnector(cert_file=tmp_path / "client.pem")
+    with pytest.raises(ConfigurationError, match="key_file needs cert_file"):
+        TcpConnector(key_file=tmp_path / "client.key")
 
 
 async def test_plain_tcp_and_refused(nursery):

@@ -28,7 +28,7 @@ def text_report(fleet: dict[str, Any], summary: list[dict[str, Any]], out: Path)
     lines = [
         f"pushsim fleet: {run['handsets']:,} handsets ({run['mode']} mode, {run['target']}, "
         f"{shards}{run['workers']} worker(s)), {run['duration_s']:g} s, "
-        f"strategy {run['strategy']}",
+        f"strategy {run['strategy']}, run {run['run_id']}",
         f"  connected    {connect['handsets_connected']:,}/{connect['handsets']:,} handsets; "
         f"{connect['connects']:,} connects, {connect['connect_failures']:,} failed attempts, "
         f"{connect['disconnects']:,} drops; {_num(connect['connect_rate_per_s'])} connects/s "
@@ -38,12 +38,15 @@ def text_report(fleet: dict[str, Any], summary: list[dict[str, Any]], out: Path)
     ]
     if pushes["due"]:
         lines += [
-            f"  pushes       {pushes['sent']:,} sent, {pushes['delivered']:,} delivered "
+            f"  pushes       {pushes['due']:,} due, {pushes['sent']:,} sent "
+            f"({_num(pushes['sent_per_s'], 1)}/s), {pushes['failed']:,} failed, "
+            f"{pushes['not_sent'] + pushes['unanswered']:,} not sent or unanswered; "
+            f"{pushes['delivered']:,}/{pushes['expected']:,} delivered "
             f"(ratio {_num(pushes['delivery_ratio'], 4)}), {pushes['lost']:,} lost, "
-            f"{pushes['duplicates']:,} duplicates, {pushes['failed']:,} failed, "
-            f"{pushes['not_sent']:,} not sent",
+            f"{pushes['duplicates']:,} duplicates",
             f"  latency      p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])}, "
-            f"p99 {_ms(latency['p99'])}, max {_ms(latency['max'])} (sent → app callback)",
+            f"p99 {_ms(latency['p99'])}, max {_ms(latency['max'])} (scheduled → app callback); "
+            f"send lag p99 {_ms(pushes['send_lag_s']['p99'])}",
         ]
     for process in fleet["processes"]:
         if not process.get("handsets"):
@@ -56,11 +59,17 @@ def text_report(fleet: dict[str, Any], summary: list[dict[str, Any]], out: Path)
             + (f", {per_connection / 1024:.1f} KiB per connection" if per_connection else "")
             + f", CPU {_num(process.get('cpu_percent_avg'))} %")
     for row in summary:
-        lines.append(
-            f"  battery      {_num(row['battery_pct_per_day'], 2)} %/day by the "
-            f"{fleet['run']['radio_model']} model ({_num(row['energy_j_per_day'], 1)} J/day, "
-            f"{_num(row['heartbeats_per_day'], 1)} heartbeats/day; scaled from a "
-            f"{_num(row['hours'] * 3600)} s window)")
+        if row.get("hours"):
+            lines.append(
+                f"  battery      {_num(row['battery_pct_per_day'], 2)} %/day by the "
+                f"{fleet['run']['radio_model']} model ({_num(row['energy_j_per_day'], 1)} "
+                f"J/day, {_num(row['heartbeats_per_day'], 1)} heartbeats/day; scaled from a "
+                f"{_num(row['hours'] * 3600)} s window)")
+    for warning in fleet.get("warnings", []):
+        lines.append(f"  warning      {warning}")
+    for gate in fleet.get("gates", []):
+        verdict = f"MISSED ({gate['why']})" if gate["missed"] else "holds"
+        lines.append(f"  gate         {gate['gate']}: {verdict}")
     lines.append(f"  results      {out}/ (summary.csv, summary.json, handsets.csv, fleet.json, "
-                 "latencies.csv, connects.csv, connected.png, latency_cdf.png)")
+                 "latencies.csv, connects.csv, timeseries.csv, connected.png, latency_cdf.png)")
     return "\n".join(lines)

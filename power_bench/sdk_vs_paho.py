@@ -1,0 +1,263 @@
+"""The SDK beside paho-mqtt against one Mosquitto: idle memory per connection and connect
+rate (a benchmark printing figures, not a test).
+
+::
+
+    flock /tmp/pushsim-bench.lock python -m power_bench.sdk_vs_paho [--n 5000] [--rate 0]
+                                                                    [--json FILE]
+
+One Mosquitto on a free loopback port serves both sides, one after the other, each in a fresh
+process of its own: N clients connect (client id, persistent session, keepalive 600 s),
+subscribe QoS 1 to their own topic and sit idle. The RSS growth of the process divided by N is
+the memory per idle connection (after a GC); N divided by the time from the first connect to
+the last CONNACK is the connect rate (``--rate 0``: as fast as each side goes; otherwise
+paced). The SDK runs N ``PushClient``s in one ``trio.run`` (``nursery.start_soon(client.run)``,
+as a fleet does); paho runs N ``paho.mqtt.client.Client``s driven by one selector loop in one
+thread (``loop_read``/``loop_write``/``loop_misc``: a thread per client is not viable at this
+scale). The load average before and after is printed with the figures: record them only when
+it was low.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import resource
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+KEEPALIVE = 600
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss() -> int:
+    gc.collect()
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _raise_nofile() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _source_ips(n: int) -> list[str]:
+    """Loopback source addresses, 10,000 connections each (well under the port range)."""
+    return [f"127.0.0.{2 + i}" for i in range(max(1, -(-n // 10_000)))]
+
+
+# --- the two sides, each in its own process ---------------------------------------------------
+
+def sdk_side(n: int, port: int, rate: float) -> dict[str, Any]:
+    import trio
+
+    from pushsdk import BrokerConfig, ClientState, PushClient, TcpConnector
+
+    _raise_nofile()
+
+    async def main() -> dict[str, Any]:
+        connected = 0
+        all_in = trio.Event()
+
+        def on_state(old: ClientState, new: ClientState, reason: str) -> None:
+            nonlocal connected
+            if new is ClientState.CONNECTED:
+                connected += 1
+                if connected == n:
+                    all_in.set()
+
+        connectors = [TcpConnector(source_ip=ip) for ip in _source_ips(n)]
+        rng = random.Random(1)
+        before = _rss()
+        clients = [PushClient(BrokerConfig(host="127.0.0.1", port=port, client_id=f"sdk-{i}",
+                                           topics=[f"sdk/{i}"], keepalive=KEEPALIVE),
+                              connector=connectors[i % len(connectors)], rng=rng,
+                              on_message=lambda m: None, on_state_change=on_state)
+                   for i in range(n)]
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            for i, client in enumerate(clients):
+                if rate and i % max(1, int(rate / 1000)) == 0:
+                    await trio.sleep_until(start + i / rate)
+                nursery.start_soon(client.run)
+            with trio.move_on_after(120):
+                await all_in.wait()
+            seconds = trio.current_time() - start
+            got = connected
+            await trio.sleep(2.0)  # SUBACKs in, everything idle
+            after = _rss()
+            attempts = sum(c.statistics().connect_attempts for c in clients)
+            nursery.cancel_scope.cancel()
+        return {"connected": got, "seconds": seconds, "rss_before": before,
+                "rss_after": after, "connect_attempts": attempts}
+
+    return trio.run(main)
+
+
+def paho_side(n: int, port: int, rate: float) -> dict[str, Any]:
+    import paho.mqtt.client as mqtt
+
+    _raise_nofile()
+    ips = _source_ips(n)
+    selector = selectors.DefaultSelector()
+    state = {"connected": 0}
+    dirty: set[Any] = set()
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason_code: Any,
+                   properties: Any) -> None:
+        if not reason_code.is_failure:
+            state["connected"] += 1
+            client.subscribe(userdata, qos=1)
+            dirty.add(client)
+
+    def pump(wait: float) -> None:
+        for key, _ in selector.select(wait):
+            key.data.loop_read()
+        for client in list(dirty):
+            if client.want_write():
+                client.loop_write()
+            else:
+                dirty.discard(client)
+
+    before = _rss()
+    clients = []
+    start = time.monotonic()
+    for i in range(n):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
+                             clean_session=False, protocol=mqtt.MQTTv311, userdata=f"paho/{i}")
+        client.on_connect = on_connect
+        client.connect("127.0.0.1", port, keepalive=KEEPALIVE, bind_address=ips[i % len(ips)])
+        selector.register(client.socket(), selectors.EVENT_READ, client)
+        dirty.add(client)
+        clients.append(client)
+        if rate:
+            while time.monotonic() < start + (i + 1) / rate:
+                pump(max(0.0, min(0.01, start + (i + 1) / rate - time.monotonic())))
+        else:
+            pump(0)
+    deadline = start + 120
+    while state["connected"] < n and time.monotonic() < deadline:
+        pump(0.05)
+    seconds = time.monotonic() - start
+    got = state["connected"]
+    settle = time.monotonic() + 2.0
+    while time.monotonic() < settle:
+        pump(0.05)
+    for client in clients:
+        client.loop_misc()
+    after = _rss()
+    return {"connected": got, "seconds": seconds, "rss_before": before, "rss_after": after,
+            "connect_attempts": n}  # paho's connect() blocks until TCP is up: one each
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+class Broker:
+    """One Mosquitto of our own (stopped by its pid)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        "persistence false\nlog_dest none\n")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, preexec_fn=_raise_nofile)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("mosquitto did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _side(kind: str, n: int, port: int, rate: float) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "power_bench.sdk_vs_paho", f"_{kind}",
+                           str(n), str(port), str(rate)], capture_output=True, text=True,
+                          timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} side failed: {done.stderr.strip()[-500:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    got = max(1, figures["connected"])
+    figures["bytes_per_connection"] = (figures["rss_after"] - figures["rss_before"]) / got
+    figures["connect_rate_per_s"] = figures["connected"] / figures["seconds"]
+    return figures
+
+
+def run(n: int, rate: float) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="sdk-vs-paho-") as tmp:
+        broker = Broker(Path(tmp))
+        try:
+            sdk = _side("sdk", n, broker.port, rate)
+            paho = _side("paho", n, broker.port, rate)
+        finally:
+            broker.stop()
+    return {"n": n, "rate": rate, "load_before": load_before, "load_after": os.getloadavg(),
+            "sdk": sdk, "paho": paho}
+
+
+def report(result: dict[str, Any]) -> str:
+    pace = "unpaced" if not result["rate"] else f"paced at {result['rate']:g}/s"
+    lines = [f"{result['n']} idle connections each, one Mosquitto, {pace}",
+             "side   connected  attempts  KB/connection  connects/s",
+             "-----  ---------  --------  -------------  ----------"]
+    for side in ("sdk", "paho"):
+        f = result[side]
+        lines.append(f"{side:5}  {f['connected']:9d}  {f['connect_attempts']:8d}"
+                     f"  {f['bytes_per_connection'] / 1000:13.1f}"
+                     f"  {f['connect_rate_per_s']:10.0f}")
+    lines.append("load average before %.2f %.2f %.2f, after %.2f %.2f %.2f"
+                 % (*result["load_before"], *result["load_after"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("_sdk", "_paho"):
+        n, port, rate = int(argv[1]), int(argv[2]), float(argv[3])
+        side = sdk_side if argv[0] == "_sdk" else paho_side
+        print(json.dumps(side(n, port, rate)))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m power_bench.sdk_vs_paho",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=5000, help="connections per side")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="connects per second (0: as fast as each side goes)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures here")
+    args = parser.parse_args(argv)
+    result = run(args.n, args.rate)
+    print(report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

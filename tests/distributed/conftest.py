@@ -1,0 +1,26 @@
+"""Fixtures of the --cluster tests: a Dask cluster on loopback (dask_cluster.py), Mosquitto."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dask_cluster import Cluster, start_cluster, stop_cluster
+from fleet_harness import start_mosquitto  # importable once dask_cluster set the path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two workers, shared by a module's tests (each test leaves the cluster as it was)."""
+    running = start_cluster(tmp_path_factory.mktemp("dask"), workers=2)
+    try:
+        yield running
+    finally:
+        stop_cluster(running)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path):
+    with start_mosquitto(tmp_path) as broker:
+        yield broker
