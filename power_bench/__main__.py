@@ -1,6 +1,6 @@
 """``python -m power_bench``: heartbeat strategies × scenarios × seeds in the simulator.
 
-    python -m power_bench [--quick] [--out DIR] [--workers W] [--seeds N]
+    python -m power_bench [--quick] [--out DIR] [--workers W] [--seeds N] [--first-seed S]
                           [--strategies NAME ...] [--scenarios NAME_OR_TOML ...]
                           [--handsets N] [--hours H] [--trace-handsets N] [--no-progress]
 
@@ -42,21 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
         "Compare heartbeat strategies in the virtual-time simulator: strategies × scenarios "
         "× seeds, with a Markdown report and plots."))
     parser.add_argument("--quick", action="store_true",
-                        help="a small matrix (2 seeds × 10 handsets) in about a minute")
+                        help="a small matrix (2 seeds × 10 handsets) in a couple of minutes")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="results directory (default power_bench/results/, "
                              "power_bench/results-quick/ with --quick)")
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="W",
                         help="worker processes (default: one per CPU)")
     parser.add_argument("--seeds", type=positive_int, default=None, metavar="N",
-                        help="seeds 1..N (default 5, --quick 2)")
+                        help="how many seeds (default 3, --quick 2)")
+    parser.add_argument("--first-seed", type=positive_int, default=None, metavar="S",
+                        help="the first seed (default 101, --quick 1: the full run's seeds "
+                             "were not used to tune any strategy)")
     parser.add_argument("--strategies", nargs="+", metavar="NAME", default=None,
-                        help="heartbeat strategies (default: fixed:270 fcm mars courier "
-                             "kontalk oracle, and adaptive when the SDK has it)")
+                        help="heartbeat strategies (default: fixed:270 fcm mars mars+hooks "
+                             "courier kontalk oracle, and adaptive when the SDK has it)")
     parser.add_argument("--scenarios", nargs="+", metavar="SCENARIO", default=None,
-                        help="built-in scenario names or TOML files (default: all built-in)")
+                        help="built-in scenario names or TOML files (default: all built-in "
+                             "and power_bench/scenarios/*.toml)")
     parser.add_argument("--handsets", type=positive_int, default=None, metavar="N",
-                        help="handsets per fleet (default 40, --quick 10)")
+                        help="handsets per fleet (default 16, --quick 10)")
     parser.add_argument("--hours", type=_positive_float, default=None, metavar="H",
                         help="simulated hours for every scenario (default: each scenario's own)")
     parser.add_argument("--trace-handsets", type=non_negative_int, default=None, metavar="N",
@@ -101,7 +105,8 @@ def run(args, argv: list[str]) -> int:
     out = args.out or (RESULTS_QUICK if args.quick else RESULTS)
     try:
         matrix = Matrix.build(strategies, scenarios, seeds=args.seeds or profile.seeds,
-                              handsets=args.handsets or profile.handsets, hours=args.hours)
+                              handsets=args.handsets or profile.handsets, hours=args.hours,
+                              first_seed=args.first_seed or profile.first_seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:

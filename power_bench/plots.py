@@ -42,8 +42,8 @@ def plot_pareto(summary, rows, path: Path, colours: dict[str, str]) -> None:
                            color=colours[seed_row["strategy"]], alpha=0.35, linewidths=0)
         for r in points:
             ax.errorbar(r["latency_p95_s"], r["energy_j_per_day"],
-                        xerr=_clipped_sd(r, "latency_p95_s", log),
-                        yerr=_clipped_sd(r, "energy_j_per_day"),
+                        xerr=_error_bar(r, "latency_p95_s", log),
+                        yerr=_error_bar(r, "energy_j_per_day"),
                         fmt="o", color=colours[r["strategy"]], ms=6, capsize=2,
                         label=r["strategy"])
         front = _pareto_front([(r["latency_p95_s"], r["energy_j_per_day"]) for r in points])
@@ -63,14 +63,15 @@ def plot_pareto(summary, rows, path: Path, colours: dict[str, str]) -> None:
 
 
 def plot_energy(summary, rows, path: Path, colours: dict[str, str]) -> None:
-    """Bars of J per handset-day with ±1 sd, one panel per scenario, seeds as dots."""
+    """Bars of J per handset-day with their 95 % intervals, one panel per scenario, seeds
+    as dots."""
     scenarios = unique(r["scenario"] for r in summary)
     fig, axes = _grid(len(scenarios), width=4.6, height=3.4)
     for ax, scenario in zip(axes, scenarios):
         cells = [r for r in summary if r["scenario"] == scenario]
         xs = range(len(cells))
         ax.bar(xs, [r["energy_j_per_day"] for r in cells],
-               yerr=[_sd(r, "energy_j_per_day") or 0 for r in cells], capsize=3,
+               yerr=_error_bars(cells, "energy_j_per_day"), capsize=3,
                color=[colours[r["strategy"]] for r in cells], alpha=0.85)
         for x, r in zip(xs, cells):
             seeds = [s["energy_j_per_day"] for s in rows
@@ -82,7 +83,8 @@ def plot_energy(summary, rows, path: Path, colours: dict[str, str]) -> None:
         ax.set_ylabel("J per handset-day", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Radio energy per handset-day (mean ± sd across seeds)", fontsize=11)
+    fig.suptitle("Energy per handset-day (mean and 95 % interval over seeds and handsets)",
+                 fontsize=11)
     _save(fig, path)
 
 
@@ -97,7 +99,7 @@ def plot_battery(summary, path: Path, colours: dict[str, str]) -> None:
         xs = [i + (j - (len(strategies) - 1) / 2) * width for i in range(len(scenarios))]
         cells = [by_key.get((strategy, s), {}) for s in scenarios]
         ax.bar(xs, [c.get("battery_pct_per_day", math.nan) for c in cells], width=width,
-               yerr=[_sd(c, "battery_pct_per_day") or 0 if c else 0 for c in cells],
+               yerr=_error_bars(cells, "battery_pct_per_day"),
                capsize=2, color=colours[strategy], label=strategy)
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=15)
     ax.set_ylabel(f"battery % per day ({BATTERY_J:,.0f} J)")
@@ -188,13 +190,26 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _clipped_sd(row: dict, key: str, log: bool = False):
-    """±1 sd as an error bar that stops at 0 (no figure here can be negative), or short
-    of it on a log axis."""
+def _error_bar(row: dict, key: str, log: bool = False):
+    """The 95 % interval of ``key`` as an (asymmetric) error bar; without one (an older
+    summary), ±1 sd stopping at 0, or short of it on a log axis."""
+    low, high = row.get(f"{key}_ci95_low"), row.get(f"{key}_ci95_high")
+    value = row.get(key)
+    if defined(low) and defined(high) and defined(value):
+        below = max(0.0, value - low)
+        if log:
+            below = min(below, value * 0.9)
+        return [[below], [max(0.0, high - value)]]
     sd = _sd(row, key)
     if sd is None:
         return None
     return [[min(sd, row[key] * (0.9 if log else 1.0))], [sd]]
+
+
+def _error_bars(cells, key: str):
+    """Error bars of a row of bars (0 where a cell has none)."""
+    bars = [_error_bar(c, key) if c else None for c in cells]
+    return [[b[0][0] if b else 0.0 for b in bars], [b[1][0] if b else 0.0 for b in bars]]
 
 
 def _legend(fig, colours: dict[str, str], summary) -> None:

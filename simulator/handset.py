@@ -258,6 +258,13 @@ class ConnectionRecord:
                 f"{self.attachment.index} ordinal={self.ordinal} opened_at={self.opened_at}>")
 
 
+def _overlap(intervals, start: float, end: float) -> float:
+    """Seconds of ``[start, end)`` inside the sorted, disjoint ``intervals`` (research:
+    the part of a dead connection's time Doze blocked anyway, for ``dead_doze_s``)."""
+    return sum(max(0.0, min(b, end) - max(a, start)) for a, b in intervals
+               if a < end and b > start)
+
+
 class VirtualHandset:
     """One virtual handset of a :class:`~simulator.world.World`, living its ``day``.
 
@@ -278,6 +285,7 @@ class VirtualHandset:
         "bytes_down", "pending", "delivered_ids", "latencies", "delivered", "duplicates",
         "deleted_notices", "idle", "expected", "observer", "exempt", "_ordinals",
         "_connections", "_unblocked", "_alarms", "_cpu", "_screen_on", "push_log",
+        "dead_doze_s",
     )
 
     def __init__(self, world, day: HandsetDay, strategy, *, app_key: str, clock,
@@ -311,6 +319,7 @@ class VirtualHandset:
         self._connected_conn: SimConnection | None = None
         self.connected_s = 0.0
         self.dead_s = 0.0
+        self.dead_doze_s = 0.0  # research: of dead_s, time Doze blocked the network anyway
         self.bytes_up = 0
         self.bytes_down = 0
         self.pending: dict[str, tuple[float, str | None]] = {}  # plan id -> (accepted, collapse)
@@ -700,6 +709,9 @@ class VirtualHandset:
                 dead_from = min(dead_from, binding.expires_at)
             if dead_from < now:
                 self.dead_s += now - max(since, dead_from)
+                # research (metrics): how much of it Doze blocked the app's network anyway
+                if not self.exempt:
+                    self.dead_doze_s += _overlap(self.day.blocked, max(since, dead_from), now)
         self._connected_since = self._connected_conn = None
 
     # --- results ----------------------------------------------------------------------------
@@ -735,6 +747,7 @@ class VirtualHandset:
             reconnects=stats.reconnects, bytes_up=self.bytes_up, bytes_down=self.bytes_down,
             pushes_sent=self.expected, pushes_delivered=self.delivered,
             duplicates=self.duplicates, connected_s=self.connected_s, dead_s=self.dead_s,
+            dead_doze_s=self.dead_doze_s,
             latencies=tuple(self.latencies),
             pushes=tuple(self.push_log) + tuple(
                 (plan_id, accepted, None) for plan_id, (accepted, _) in self.pending.items()),

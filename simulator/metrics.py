@@ -51,6 +51,9 @@ class HandsetResult:
     group: str = ""  # the scenario's handset group
     seed: int | None = None
     bound: bool = False  # an oracle row: a computed lower bound, not a simulated run
+    #: Of ``dead_s``, the time Doze blocked the app's network anyway (a live connection
+    #: would not have delivered then either).
+    dead_doze_s: float = 0.0
 
     CSV_FIELDS = (
         "index", "device_id", "strategy", "scenario", "radio_model", "network_type",
@@ -79,6 +82,8 @@ SUMMARY_FIELDS = (
     "dead_time_fraction_ci95_low", "dead_time_fraction_ci95_high",
     "energy_j_per_day_worst_handset", "dead_time_handset_p50", "dead_time_handset_p95",
     "dead_time_handset_max",
+    # dead time outside Doze blocks (when a live connection would have delivered)
+    "dead_time_awake_fraction",
 )
 #: pushes.csv: one row per (push, target handset).
 PUSH_FIELDS = ("strategy", "scenario", "seed", "handset", "group", "plan_id", "accepted_s",
@@ -150,6 +155,8 @@ def _summary_row(strategy: str, scenario: str, rows: list[HandsetResult]) -> dic
         "latency_p95_s": percentile(latencies, 95),
         "latency_p99_s": percentile(latencies, 99),
         "dead_time_fraction": sum(r.dead_s for r in rows) / connected if connected else 0.0,
+        "dead_time_awake_fraction": (sum(r.dead_s - r.dead_doze_s for r in rows) / connected
+                                     if connected else 0.0),
         "idle_baseline_j_per_day": per_day("idle_baseline_j"),
         "duplicates": sum(r.duplicates for r in rows),
         **(_BOUND_ONLY if all(r.bound for r in rows) else {}),
@@ -158,8 +165,8 @@ def _summary_row(strategy: str, scenario: str, rows: list[HandsetResult]) -> dic
 
 #: An oracle row is a bound, not a run: it has energy and a schedule, nothing delivered.
 _BOUND_ONLY = {key: math.nan for key in (
-    "bytes_up_per_day", "bytes_down_per_day", "latency_p50_s", "latency_p95_s", "latency_p99_s", "dead_time_fraction",
-    "idle_baseline_j_per_day", "duplicates")}
+    "bytes_up_per_day", "bytes_down_per_day", "latency_p50_s", "latency_p95_s", "latency_p99_s",
+    "dead_time_fraction", "dead_time_awake_fraction", "idle_baseline_j_per_day", "duplicates")}
 
 
 def write_results(out: Path, results: Sequence[HandsetResult], summary: Iterable[dict]) -> None:

@@ -1,96 +1,56 @@
 """``oracle``: the true lower bound of a handset's heartbeat energy, computed from its day.
 
-Per handset: the least radio energy the SDK's own traffic could cost under any heartbeat
-schedule that never lets the connection's NAT binding expire (except where the day makes it
-unavoidable: Doze or an outage longer than the binding lives), given other apps' radio
-wake-ups, Doze, pushes, switches and outages (:class:`~simulator.oracle_day.OracleDay`).
+Per handset: the least energy (radio and CPU) the SDK's own traffic could cost under any
+heartbeat schedule that never lets the connection's NAT binding expire — except where the
+day makes it unavoidable (Doze or an outage longer than a binding lives) — given
+everything that handset's day holds: the NATs of its attachments, other apps' radio use,
+the screen, Doze, pushes, switches and outages. The day is the
+:class:`~simulator.day.HandsetDay` the simulated world replays, read through
+:class:`~simulator.oracle_view.OracleView`.
 
-The formulation and the proof that this is a lower bound are in docs/oracle.md. In short:
-the SDK's energy is the sum, in time order, of each SDK event's marginal cost given
-everything before it; a beat within a radio tail (``W``) of another app's wake-up costs at
-least 0, any other beat at least ``f(gap to the previous SDK event)``, where ``f`` is the
-radio model's energy of a gap (tail, and a promotion once the tail ran out). A shortest-path
-search over "where the last SDK event was" with these costs, trying for each beat only the
-positions that dominate all others (the latest free one, the latest allowed one, and the
-latest of each short cell after the previous event, charged the cheapest cost of the cell),
-finds a schedule no real one can beat.
+The formulation and the proof sketch are in docs/oracle.md. In short: every exchange the
+SDK makes either starts an *active stretch* of the radio (it costs at least E₁) or extends
+the current one (at least the tail's mean power per second), or falls where other apps
+keep the radio up (at least 0, less what it can save them: :attr:`OracleView.correction_j`).
+A shortest-path search over "when was the SDK's last packet" with these costs, trying for
+each beat only the moments that dominate all others, finds a cost no real schedule beats.
 """
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import attrs
 
-from simulator.oracle_day import CONNECT_SLACK, EXCHANGE_SLACK, OracleDay
-from simulator.radio import get_model
+from simulator.oracle_view import Forced, OracleView
 
-#: Width (s) of the cells into which the first ``W`` seconds after an SDK event are cut for
-#: near beats, and of the "absorption" after each event: a beat within it is merged into the
-#: event (it could not refresh the binding later than the label already assumes).
-CELL = 2.0
-
-
-@attrs.frozen
-class GapCost:
-    """``f``: the least energy a gap of ``d`` seconds between two packets costs on one radio.
-
-    ``W`` = tail + promotion + a transfer: a packet this far from every other is isolated.
-    """
-
-    tail: tuple[tuple[float, float], ...]  # (duration, power) phases
-    promotion_j: float
-    busy_s: float  # promotion time plus the longest transfer of one exchange
-
-    @classmethod
-    def of(cls, radio: str) -> GapCost:
-        model = get_model(radio)
-        transfer = 4096 * max(model.transfer.seconds_per_byte("up"),
-                              model.transfer.seconds_per_byte("down"))
-        return cls(tuple((p.duration_s, p.power_w) for p in model.tail),
-                   model.promotion.energy_j, model.promotion.duration_s + transfer)
-
-    @property
-    def tail_s(self) -> float:
-        return sum(d for d, _ in self.tail)
-
-    @property
-    def isolated_j(self) -> float:
-        return self.promotion_j + sum(d * p for d, p in self.tail)
-
-    @property
-    def window(self) -> float:
-        return self.tail_s + self.busy_s
-
-    def __call__(self, gap: float) -> float:
-        """Energy at least paid between two packets ``gap`` seconds apart."""
-        if gap >= self.window:
-            return self.isolated_j
-        left, joules = max(0.0, gap - self.busy_s), 0.0
-        for duration, power in self.tail:
-            used = min(left, duration)
-            joules += used * power
-            left -= used
-        return joules
+#: Seconds an exchange's own packets may take after its first, per round trip of the
+#: network: a ping is one round trip, a push one way plus its PUBACK, a connect (TCP
+#: handshake, CONNECT, SUBSCRIBE; the first also registers over HTTP) five. A real packet
+#: later than that is an SDK packet of its own, which the search represents as a beat.
+PING_TRIPS, PUSH_TRIPS, CONNECT_TRIPS = 1.0, 0.5, 5.0
+MARGIN = 0.01
 
 
 @attrs.frozen
 class Bound:
     """The oracle's answer for one handset."""
 
-    energy_j: float
+    energy_j: float  # the bound: ``search_j - correction_j``, never below 0
     beats: int
     reconnects: int  # connects beyond the first (switches, outages, unavoidable expiries)
     forced_expiries: int  # bindings the day made it impossible to keep
+    search_j: float = 0.0  # the shortest path's cost
+    correction_j: float = 0.0  # what the SDK's packets could save other apps at most
 
 
 class _Label(NamedTuple):
     """A partial schedule (a tuple: the heap compares thousands of them)."""
 
     cost: float
-    x: float  # latest moment of the last SDK event + CELL (the binding was refreshed by then)
+    x: float  # upper bound on the time of the SDK's last packet (and its last refresh)
     k: int  # forced events already handled
     beats: int = 0
     reconnects: int = 0
@@ -98,50 +58,31 @@ class _Label(NamedTuple):
 
 
 class _Search:
-    def __init__(self, day: OracleDay) -> None:
-        self.day = day
-        self.gap = {a.radio: GapCost.of(a.radio) for a in day.attachments}
-        self.wakeups = {r: day.wakeups(r) for r in self.gap}
+    def __init__(self, view: OracleView) -> None:
+        self.view = view
+        self.forced = view.forced
+        self.duration = view.duration
 
-    # -- costs ----------------------------------------------------------------------------
-    def cost_at(self, y: float, x: float) -> float:
-        """Least marginal energy of an SDK event at ``y`` after a label at ``x`` (whose last
-        packet was sent by ``x - CELL``)."""
-        radio = self.day.attachment_at(y).radio
-        f = self.gap[radio]
-        if self._in_zone(y, f.window, self.wakeups[radio]):
-            return 0.0
-        return f(y - x + CELL)
+    # -- costs ------------------------------------------------------------------------
+    def point(self, y: float, x: float, low: float | None = None) -> tuple[float, float]:
+        """(least cost, state after) of an SDK exchange whose first packet is at ``y`` (one
+        of the moments ``(low, y]``), the SDK's previous packet being at ``x`` at latest."""
+        view = self.view
+        stretch = view.stretch_at(y)
+        if stretch is None:
+            return 0.0, y
+        costs, after = stretch.costs, stretch.rtt * PING_TRIPS + MARGIN
+        if view.zones.contains(y):
+            return 0.0, y + after
+        if y - x >= costs.gap_s:
+            lo = y - 1e-9 if low is None else low
+            return costs.isolated_j + view.cpu(lo, y), y + max(costs.free_s, after)
+        return view.extension(costs, x, y), y + after
 
-    def _in_zone(self, y: float, w: float, times) -> bool:
-        if y >= self.day.duration - w:
-            return True  # the run ends within a tail: nothing certain is paid
-        i = bisect.bisect_left(times, y - w)
-        return i < len(times) and times[i] <= y + w
-
-    def latest_free(self, low: float, high: float) -> float | None:
-        """The latest allowed moment in ``(low, high]`` within ``W`` of a wake-up."""
-        radio = self.day.attachment_at(high).radio
-        w = self.gap[radio].window
-        times = self.wakeups[radio]
-        if high >= self.day.duration - w:
-            y = self.day.latest_allowed(max(low, self.day.duration - w), high)
-            if y is not None:
-                return y
-        i = bisect.bisect_right(times, high + w) - 1
-        while i >= 0 and times[i] + w > low:
-            y = self.day.latest_allowed(max(low, times[i] - w), min(high, times[i] + w))
-            if y is not None and self.day.attachment_at(y).radio == radio:
-                return y
-            i -= 1
-        return None
-
-    # -- the search -----------------------------------------------------------------------
+    # -- the search -------------------------------------------------------------------
     def run(self) -> Bound:
-        day = self.day
-        first = day.forced[0]
-        start = _Label(self.cost_at(first.t, -math.inf), first.t + CONNECT_SLACK + CELL, 1)
-        heap = [start]
+        start = _Label(0.0, -math.inf, 0)
+        heap = [self._forced(start, self.forced[0])] if self.forced else [start]
         frontier: dict[int, float] = {}
         while heap:
             label = heapq.heappop(heap)
@@ -149,99 +90,185 @@ class _Search:
                 continue  # an earlier label got as far for no more energy
             frontier[label.k] = label.x
             if self._done(label):
-                return Bound(label.cost, label.beats, label.reconnects, label.expiries)
+                correction = self.view.correction_j
+                return Bound(max(0.0, label.cost - correction), label.beats,
+                             max(0, label.reconnects - 1), label.expiries, label.cost,
+                             correction)
             for successor in self._successors(label):
                 if frontier.get(successor.k, -math.inf) < successor.x:
                     heapq.heappush(heap, successor)
         raise RuntimeError("the oracle found no schedule (a bug: expiry is always allowed)")
 
     def _done(self, label: _Label) -> bool:
-        if label.k < len(self.day.forced):
+        if label.k < len(self.forced):
             return False
-        reach = self.day.reach(label.x)
-        return reach >= self.day.duration or self.day.latest_allowed(
-            label.x, self.day.duration) is None
+        return (self.view.reach(label.x) >= self.duration
+                or self.view.allowed.latest(label.x, self.duration) is None)
 
-    def _successors(self, label: _Label):
-        day = self.day
-        nxt = day.forced[label.k] if label.k < len(day.forced) else None
-        reach = day.reach(label.x)
-        horizon = min(reach, nxt.t if nxt is not None else day.duration)
-        if nxt is not None and (nxt.kind != "push" or reach >= nxt.t):
-            yield self._forced(label, nxt)
-        yield from self._beats(label, horizon)
-        if reach < horizon or nxt is None or (nxt.kind == "push" and reach < nxt.t):
+    def _successors(self, label: _Label) -> Iterator[_Label]:
+        nxt = self.forced[label.k] if label.k < len(self.forced) else None
+        reach = self.view.reach(label.x)
+        limit = nxt.t if nxt is not None else self.duration
+        horizon = min(reach, limit)
+        if nxt is not None and (nxt.kind == "connect" or reach >= nxt.t):
+            yield self._forced(label, nxt)  # a push or a cut finds the binding alive
+        yield from self._beats(label, reach, horizon, nxt)
+        if reach < limit:
             expiry = self._expiry(label, reach, nxt)
             if expiry is not None:
                 yield expiry
 
-    def _forced(self, label: _Label, event) -> _Label:
+    def _forced(self, label: _Label, event: Forced) -> _Label:
+        view = self.view
         if event.kind == "cut":
             return label._replace(x=max(label.x, event.t), k=label.k + 1)
+        stretch = view.stretch_at(event.t)
         if event.kind == "push":
-            return label._replace(x=max(label.x, event.t + EXCHANGE_SLACK + CELL),
-                                k=label.k + 1)
-        y = self.day.first_allowed(event.t)
-        if y is None:
-            return label._replace(x=self.day.duration, k=label.k + 1)
-        return label._replace(cost=label.cost + self.cost_at(y, label.x),
-                            x=y + CONNECT_SLACK + CELL, k=label.k + 1,
-                            reconnects=label.reconnects + 1)
+            return self._push(label, event, stretch)
+        return self._connect(label, view.allowed.first(event.t), k=label.k + 1)
 
-    def _beats(self, label: _Label, horizon: float):
-        """Beats in ``(x, horizon]``: each candidate is at least as late and at most as
-        costly as every moment it stands for (docs/oracle.md §2)."""
-        x = label.x
+    def _push(self, label: _Label, event: Forced, stretch) -> _Label:
+        """A push refreshes the live binding; when it reaches the radio it is an SDK
+        exchange like any other and costs what a beat there would (0 near other apps'
+        traffic; on a lossy link 0, since its packets may come at any later moment)."""
+        if stretch is None:
+            return label._replace(k=label.k + 1)
+        done = event.t + stretch.rtt * PUSH_TRIPS + MARGIN
+        if not event.radio or stretch.lossy or self.view.zones.meets(event.t - 1e-9, done):
+            return label._replace(x=max(label.x, done), k=label.k + 1)
+        cost, after = self.point(event.t + stretch.one_way, label.x)
+        return label._replace(cost=label.cost + cost, x=max(label.x, done, after),
+                              k=label.k + 1)
+
+    def _connect(self, label: _Label, y: float | None, **changes) -> _Label:
+        """A (re)connect at ``y`` (None: no allowed moment is left)."""
+        if y is None or y >= self.duration:
+            return label._replace(x=self.duration, **changes)
+        if self.view.stretch_at(y) is None:  # the end of an attachment: its cut follows
+            return label._replace(x=max(label.x, y), **changes)
+        cost, after = self.point(y, label.x)
+        stretch = self.view.stretch_at(y)
+        x = max(after, y + stretch.rtt * CONNECT_TRIPS + MARGIN)
+        return label._replace(cost=label.cost + cost, x=x,
+                              reconnects=label.reconnects + 1, **changes)
+
+    def _beats(self, label: _Label, reach: float, horizon: float,
+               nxt: Forced | None) -> Iterator[_Label]:
+        """Beats in ``(x, horizon]``: each candidate is no earlier and no costlier than every
+        moment it stands for, or an extension to a moment that lets the binding reach
+        something new (docs/oracle.md §2)."""
+        view, x = self.view, label.x
         if horizon <= x:
             return
-        beat = label._replace(beats=label.beats + 1)
-        after = EXCHANGE_SLACK + CELL
-        free = self.latest_free(x, horizon)
-        if free is not None:
-            yield beat._replace(x=free + after)
-        latest = self.day.latest_allowed(x, horizon)
-        if latest is None:
+        stretch = view.stretch_at(x)
+        if stretch is None:
             return
-        yield beat._replace(cost=label.cost + self.cost_at(latest, x), x=latest + after)
-        w = self.gap[self.day.attachment_at(x).radio].window
-        for j in range(1, math.ceil(w / CELL) + 1):
-            low = x + (j - 1) * CELL
-            if low >= latest:
-                break
-            top = self.day.latest_allowed(low, min(x + j * CELL, horizon))
-            if top is not None:  # the cell's cheapest cost, at its latest moment
-                cheapest = min(self.cost_at(top, x), self._gap_at(top, j * CELL))
-                yield beat._replace(cost=label.cost + cheapest, x=top + after)
+        beat = label._replace(beats=label.beats + 1)
+        free = view.free.latest(x, horizon)
+        if free is not None:
+            yield beat._replace(x=free + stretch.rtt * PING_TRIPS + MARGIN)
+        costs = stretch.costs
+        far = view.allowed.latest(x + costs.gap_s, horizon)
+        if far is not None and (free is None or far > free):
+            cost, after = self.point(far, x, low=x + costs.gap_s)
+            yield beat._replace(cost=label.cost + cost, x=after)
+        for y in self._extensions(x, reach, horizon, nxt, stretch, far is None):
+            cost, after = self.point(y, x)
+            yield beat._replace(cost=label.cost + cost, x=after)
 
-    def _gap_at(self, y: float, gap: float) -> float:
-        return self.gap[self.day.attachment_at(y).radio](gap)
+    def _extensions(self, x: float, reach: float, horizon: float, nxt: Forced | None,
+                    stretch, no_far: bool) -> Iterator[float]:
+        """Moments less than ``gap_s`` after ``x`` worth a beat that extends the radio's
+        active stretch: the latest one when no isolated beat fits before the binding
+        expires, and the first that lets the binding reach the next push, the next free
+        moment, the end of the attachment or a step of the NAT's expiry."""
+        view = self.view
+        top = min(x + stretch.costs.gap_s, horizon)
+        if top <= x:
+            return
+        if no_far:
+            latest = view.allowed.latest(x, horizon)
+            if latest is not None:
+                yield latest
+        far_reach = view.reach(top)
+        targets = []
+        if nxt is not None and nxt.kind == "push" and reach < nxt.t <= far_reach:
+            targets.append(nxt.t)
+        free_next = view.free.first(reach)
+        if free_next is not None and reach < free_next <= far_reach:
+            targets.append(free_next)
+        end = min(stretch.end, self.duration)
+        if reach < end <= far_reach:
+            targets.append(end)
+        for target in targets:
+            y = self._earliest_reaching(x, top, target)
+            y = view.allowed.first(y) if y is not None else None
+            if y is not None and y <= horizon:
+                yield y
+        if far_reach - reach > (top - x) + 1e-6:  # the expiry steps (a sweep, a schedule)
+            y = self._first_step(x, top, reach)
+            y = view.allowed.first(y) if y is not None else None
+            if y is not None and y <= horizon:
+                yield y
 
-    def _expiry(self, label: _Label, reach: float, nxt) -> _Label | None:
+    def _earliest_reaching(self, low: float, high: float, target: float) -> float | None:
+        """The first moment in ``(low, high]`` whose binding reaches ``target``."""
+        reach = self.view.reach
+        if reach(high) < target:
+            return None
+        for _ in range(40):
+            mid = (low + high) / 2
+            if reach(mid) >= target:
+                high = mid
+            else:
+                low = mid
+        return high
+
+    def _first_step(self, low: float, high: float, reach_low: float) -> float:
+        """The first moment in ``(low, high]`` at which the binding's expiry jumps ahead of
+        the time that passed."""
+        reach, base = self.view.reach, reach_low - low
+        for _ in range(40):
+            mid = (low + high) / 2
+            if reach(mid) - mid > base + 1e-6:
+                high = mid
+            else:
+                low = mid
+        return high
+
+    def _expiry(self, label: _Label, reach: float, nxt: Forced | None) -> _Label | None:
         """The binding cannot be kept (no allowed moment before it expires): the next SDK
-        event is a reconnect at the first allowed moment after the expiry."""
-        if self.day.latest_allowed(label.x, reach) is not None:
+        exchange is a reconnect at the first allowed moment after the expiry."""
+        view = self.view
+        if view.allowed.latest(label.x, reach) is not None:
             return None  # a beat could still be sent in time
-        y = self.day.first_allowed(reach)
-        limit = nxt.t if nxt is not None else self.day.duration
+        y = view.allowed.first(reach)
+        limit = nxt.t if nxt is not None else self.duration
+        expired = label._replace(expiries=label.expiries + 1)
         if y is None or y >= limit:
             if nxt is None:
-                return label._replace(x=self.day.duration, expiries=label.expiries + 1)
-            # nothing to do before the next forced event: skip to it (a push on a dead
-            # connection refreshes nothing; a connect makes a new binding)
-            return label._replace(x=max(label.x, min(limit, self.day.duration)),
-                                expiries=label.expiries + 1) if nxt.kind != "push" else \
-                label._replace(k=label.k + 1, expiries=label.expiries + 1)
-        return label._replace(cost=label.cost + self.cost_at(y, label.x),
-                            x=y + CONNECT_SLACK + CELL, reconnects=label.reconnects + 1,
-                            expiries=label.expiries + 1)
+                return expired._replace(x=self.duration)
+            if nxt.kind == "push":  # it finds the binding gone: it refreshes nothing
+                return expired._replace(k=label.k + 1)
+            return expired._replace(x=max(label.x, min(limit, self.duration)))
+        return self._connect(expired, y)
 
 
-def lower_bound(day: OracleDay) -> Bound:
-    """The least energy (J) any schedule can spend on ``day`` (docs/oracle.md)."""
-    return _Search(day).run()
+def lower_bound(view: OracleView) -> Bound:
+    """The least energy (J) any schedule can spend on the day of ``view`` (docs/oracle.md)."""
+    return _Search(view).run()
 
 
-__all__ = ["Bound", "GapCost", "lower_bound"]
+def handset_bound(day, start: float = 0.0) -> Bound:
+    """The bound for a handset's day: the cheaper of an ordinary app's connection and one
+    exempt from Doze (``doze_exempt`` strategies, FCM's), so that no strategy of either
+    kind spends less. ``start``: when the handset's SDK starts."""
+    bound = lower_bound(OracleView(day, start))
+    if day.blocked:
+        exempt = lower_bound(OracleView(day, start, exempt=True))
+        if exempt.energy_j < bound.energy_j:
+            return exempt
+    return bound
 
 
 def bound_results(config) -> list:
@@ -250,15 +277,14 @@ def bound_results(config) -> list:
     its energy, its schedule's beats and reconnects, every push counted as delivered on
     arrival (its schedule keeps the binding), and no latency or bytes (docs/oracle.md §4)."""
     from simulator.metrics import HandsetResult
-    from simulator.oracle_day import day_from_spec
 
-    specs = config.scenario.handset_specs(seed=config.seed, hours=config.hours,
-                                          indices=config.indices())
     rows = []
-    for spec in specs:
-        day = day_from_spec(spec, config)
-        bound = lower_bound(day)
-        pushes = sum(1 for e in day.forced if e.kind == "push")
+    for index in config.indices():
+        day = config.handset_day(index)
+        spec = day.spec
+        start = config.ramp_s * index / max(1, config.handsets)
+        bound = handset_bound(day, start)
+        pushes = len(day.pushes)
         rows.append(HandsetResult(
             index=spec.index, device_id=spec.device_id, strategy=config.strategy,
             scenario=config.scenario.name, radio_model=spec.network.radio,
@@ -267,7 +293,9 @@ def bound_results(config) -> list:
             promotions=0, radio_active_s=math.nan, heartbeats=bound.beats,
             heartbeats_failed=0, reconnects=bound.reconnects, bytes_up=0, bytes_down=0,
             pushes_sent=pushes, pushes_delivered=pushes, duplicates=0, connected_s=0.0,
-            dead_s=0.0,
-            group=spec.group, seed=config.seed, bound=True,
+            dead_s=0.0, group=spec.group, seed=config.seed, bound=True,
         ))
     return rows
+
+
+__all__ = ["Bound", "bound_results", "handset_bound", "lower_bound"]

@@ -1,35 +1,43 @@
-"""``adaptive``: this project's heartbeat — find each network's NAT timeout fast, keep it,
-and ride on radio wake-ups that other apps pay for.
+"""``adaptive``: this project's heartbeat — find each network's NAT timeout without risking
+the main connection, keep it, notice when it changes, and ride on radio wake-ups that other
+apps pay for.
 
-Why (docs/heartbeat.md has the measurements): on LTE each isolated heartbeat costs about one
-radio tail (≈ 12.8 J), so energy is the number of wake-ups a day. Fixed intervals and Mars
-(capped at 580 s) pay for many more wake-ups than a network with a 30-min or 2-h NAT needs;
-a search that overshoots the NAT pays in dead connections and delayed pushes instead.
+Why (docs/heartbeat.md has the measurements): on cellular each isolated heartbeat costs about
+one radio tail (≈ 12.8 J on LTE), so energy is the number of wake-ups a day; a search that
+overshoots the NAT pays in dead connections and delayed pushes instead.
 
 Rules:
 
 - **Per-network knowledge, kept in the SDK state.** ``low`` is the longest silence known to
-  have survived on this network (the NAT's timeout is above it), ``high`` the shortest known
-  to have killed a connection (the timeout is at or below it). A new connection on a known
-  network starts at once at the known-good value: no warm-up beats.
-- **Search.** While nothing has failed, grow geometrically (×2 after ``confirm`` successes at
-  a value, starting from ``initial_cellular`` or ``initial_wifi``). Once a failure brackets
-  the timeout, bisect between ``low`` and ``high``; stop when the bracket is narrower than
-  ``precision`` of ``low`` and settle on ``low`` (proved safe). After a failure the next
-  connection always runs at ``low``: one overshoot never causes a second.
+  survive on this network, ``high`` the shortest known to kill a connection, ``least_failure``
+  the shortest silence that ever failed here. A new connection on a known network starts at
+  once at the known-good value: no warm-up beats.
+- **Search on a probe connection.** The main connection only ever runs at a silence already
+  proved (or, before anything is proved, at ``initial_cellular``/``initial_wifi``). A second,
+  short-lived connection tests longer silences: ×2 while nothing failed (a multiple of the
+  main interval, so its ping lands on a main beat's radio wake-up), then bisection, stopping
+  when the bracket is narrower than ``precision`` of ``low``. A server that refuses probes
+  makes the same search run on the main connection (``inband``).
+- **Failures outrank successes.** ``low`` always stays below every failure seen: behind a
+  NAT that sweeps its table, or one whose timeout differs per connection, a lucky success
+  above the timeout is not believed.
+- **A settled value that fails** means a changed NAT or bad luck. The main connection drops
+  at once to a safe guess (a quarter of the old value, at most the initial one) while a probe
+  re-tests 90 % of the old value: if that holds, the failure was luck (a NAT that sweeps its
+  table, timeouts that differ per connection) and the main connection settles there; if
+  not, the NAT changed (``changing``) and the search restarts from what the main connection
+  proves meanwhile. Either way a single failure, never a second at the same value.
+- **Changing NATs are re-checked upwards** every ``recheck_after`` seconds (one aligned
+  probe at twice the interval), other networks after ``reprobe_after`` (7 days, as Mars).
 - **Only full silences teach.** A ping answered after a shorter silence than the interval
-  (sent early, or after other traffic) proves nothing about the NAT and is not counted.
-- **Piggybacking.** When the platform reports the radio active for another app, a ping sent
-  then costs almost nothing on cellular (it lands in the radio's tail), so the strategy asks
-  for one once ``piggyback_after`` of the interval has passed. The silence restarts, and the
-  next paid wake-up moves out by that much.
-- **Stability.** Two failures in a row at a settled value mean the network changed: the
-  knowledge is dropped and the search restarts from the initial value. A settled value is
-  re-tested upwards (one probe at the bracket's top) after ``reprobe_after`` seconds of wall
-  time, because carriers change their NATs.
-- **Doze.** Nothing special is needed: the SDK defers pings while the device is idle
-  (``PushClient.set_device_idle``), and a ping that fires late still tests the silence it
-  actually had (``ctx.silence``).
+  (sent early) proves nothing. A ping that failed after a silence much longer than the
+  interval (the device slept: Doze) teaches nothing about the NAT either.
+- **Free beats.** When the platform reports the radio active for another app, a ping then
+  costs a fraction of a wake-up, so the strategy takes one once ``piggyback_after`` of the
+  interval has passed (on Wi-Fi ``piggyback_after_wifi``: there the CPU's wake costs more
+  than the radio's, so a free ping pays only when it replaces most of a beat). With ``screen_hints`` it also pings the moment the screen goes off
+  after a session (the app that was in front kept the radio up: docs/energy.md, screen-on
+  sharing), if that much silence has passed. Each free beat moves the next paid one out.
 """
 from __future__ import annotations
 
@@ -40,11 +48,19 @@ from typing import Any
 import attrs
 
 from ._base import HeartbeatContext, HeartbeatStrategy, register_strategy
+from .hooks import screen_just_went_off
 
 __all__ = ["AdaptiveState", "AdaptiveStrategy"]
 
-#: After one failure at a settled value, run this much below it until it proves itself again.
-SUSPECT = 0.8
+#: Stay this far below a silence that failed (sweeps, jitter, per-connection spread).
+BELOW_FAILURE = 0.97
+#: A settled value that failed once and then held again: the NAT is not deterministic there
+#: (a sweep's phase, timeouts that differ per connection); stay this far below the failure.
+NOISY = 0.9
+#: After a settled value fails, the main connection runs at this share of it meanwhile.
+FALLBACK = 0.25
+#: A failed ping whose silence exceeded the interval this much slept (Doze): no lesson.
+LATE = 1.5
 
 
 @attrs.frozen
@@ -54,10 +70,14 @@ class AdaptiveState:
     interval: float
     low: float  # longest silence known to survive (0: none yet)
     high: float | None = None  # shortest silence known to fail (None: none yet)
-    streak: int = 0  # full-silence successes at ``interval``
-    failures: int = 0  # failures in a row since the value settled
+    streak: int = 0  # full-silence successes at ``interval`` (in-band search)
     settled_at: float | None = None  # wall time the search ended (None: searching)
     inband: bool = False  # no probe connections here: search on the main connection
+    least_failure: float | None = None  # shortest silence that ever failed here
+    retest: float | None = None  # a settled value that failed once, to re-test by probe
+    changing: bool = False  # this network's NAT timeout has been seen to change
+    checked_at: float | None = None  # wall time of the last upward re-check
+    last_ping_at: float = -math.inf  # monotonic time of the last answered ping (not kept)
 
     @property
     def settled(self) -> bool:
@@ -67,18 +87,28 @@ class AdaptiveState:
 @register_strategy("adaptive")
 @attrs.frozen
 class AdaptiveStrategy(HeartbeatStrategy):
-    """Find the NAT timeout by doubling then bisection, per network; piggyback on radio
-    wake-ups. See the module docstring and docs/heartbeat.md."""
+    """Probe the NAT timeout on a second connection, per network; believe failures over
+    successes; re-test on failure; piggyback on radio wake-ups. See the module docstring
+    and docs/heartbeat.md."""
 
-    initial_cellular: float = 270.0  # WeChat's old fixed value: safe on most carriers [§1]
-    initial_wifi: float = 120.0  # Wi-Fi wake-ups are nearly free; home gateways go to 2 min
-    floor: float = 60.0
+    initial_cellular: float = 270.0  # WeChat's old fixed value: safe on most carriers
+    initial_wifi: float = 120.0  # home gateways go down to 2 min
+    floor: float = 15.0  # below the shortest NATs seen for UDP (30 s)
     cap: float = 3 * 3600.0  # RFC 5382's 2 h 4 min NAT minimum fits under it
-    growth: float = 2.0
-    confirm: int = 2  # successes before growing (one lucky answer is not enough)
-    precision: float = 0.06  # stop bisecting when (high - low) < precision × low
-    piggyback_after: float = 0.3  # fraction of the interval after which a free ping is taken
-    reprobe_after: float = 7 * 86400.0  # wall seconds, as Mars
+    growth: float = 2.0  # in-band growth
+    probe_growth: float = 2.0  # probes: a multiple of the main interval (lands on its beat)
+    confirm: int = 2  # in-band: successes before growing
+    #: Stop bisecting when (high - low) < precision × low, the precision being what one
+    #: more probe (two wake-ups) can still save in a day: 4 × high / 86,400, in [1 %, 10 %].
+    min_precision: float = 0.01
+    max_precision: float = 0.10
+    piggyback_after: float = 0.1  # share of the interval after which a free ping is taken
+    #: On Wi-Fi a wake-up's radio energy is small next to the CPU's (0.04 vs 0.06 J), and a
+    #: free ping still wakes the CPU: it pays only when it replaces most of a beat.
+    piggyback_after_wifi: float = 0.6
+    screen_hints: bool = True  # ping as a screen session ends (the radio's tail is paid)
+    recheck_after: float = 3600.0  # wall seconds between upward re-checks of changing NATs
+    reprobe_after: float = 7 * 86400.0  # wall seconds, as Mars, for the others
     ping_timeout: float | None = 10.0
 
     @property
@@ -95,59 +125,97 @@ class AdaptiveStrategy(HeartbeatStrategy):
         state = _from_memory(memory)
         if state is None:
             return self._fresh(ctx)
-        if state.settled and ctx.wall_time - state.settled_at >= self.reprobe_after:
+        if state.settled and not state.changing and \
+                ctx.wall_time - state.settled_at >= self.reprobe_after:
             state = attrs.evolve(state, high=None, settled_at=None)  # carriers change NATs
-        # A new connection runs at the known-good value; probing resumes from there. While
-        # bisecting, one success there (it proved itself already) is enough to go on.
         streak = self.confirm - 1 if state.high is not None and not state.settled else 0
-        interval = state.low or state.interval
-        if state.settled and state.failures:
-            interval *= SUSPECT  # the settled value failed once: stay clear of it for now
-        return attrs.evolve(state, interval=max(self.floor, interval), streak=streak)
+        return attrs.evolve(state, interval=self._main(state, ctx), streak=streak)
 
     def interval(self, state: AdaptiveState, ctx: HeartbeatContext) -> float:
+        if self.screen_hints and screen_just_went_off(ctx, state.last_ping_at, state.interval,
+                                                      self._share(ctx)):
+            return 0.0  # the screen just went off: the radio's tail is still running
         return state.interval
 
+    def piggyback(self, state: AdaptiveState, ctx: HeartbeatContext, silence: float) -> bool:
+        return silence >= self._share(ctx) * state.interval
+
+    def _share(self, ctx: HeartbeatContext) -> float:
+        return self.piggyback_after_wifi if ctx.network_type == "wifi" else self.piggyback_after
+
+    def reply_timeout(self, state: AdaptiveState, ctx: HeartbeatContext) -> float | None:
+        if ctx.silence > LATE * state.interval and state.high is not None \
+                and ctx.silence >= state.high:
+            return 3.0  # far past a silence known to fail: do not keep the radio up for it
+        return self.ping_timeout
+
+    def memory(self, state: AdaptiveState) -> Mapping[str, Any]:
+        return {"strategy": self.name, "low": state.low, "high": state.high,
+                "interval": state.interval, "settled_at": state.settled_at,
+                "inband": state.inband, "least_failure": state.least_failure,
+                "retest": state.retest, "changing": state.changing,
+                "checked_at": state.checked_at}
+
+    # --- probes -------------------------------------------------------------------------
+
     def probe(self, state: AdaptiveState, ctx: HeartbeatContext) -> float | None:
-        if state.inband or state.settled or state.low <= 0:
-            return None  # nothing proved yet: the main connection proves the first value
+        if state.inband:
+            return None
+        if state.retest is not None:
+            return state.retest
+        if state.settled:
+            every = self.recheck_after if state.changing else None
+            last = state.checked_at if state.checked_at is not None else state.settled_at
+            if every is not None and ctx.wall_time - last >= every:
+                return min(self.cap, self.growth * state.interval)  # lands on a main beat
+            return None
+        if state.low <= 0 and state.high is not None:
+            return None  # the initial value failed: the main connection proves a lower one
         return self._candidate(state)
 
     def on_probe(self, state: AdaptiveState, ctx: HeartbeatContext,
                  ok: bool | None) -> AdaptiveState:
         if ok is None:  # the server or network refuses probes: search in-band instead
-            return attrs.evolve(state, inband=True)
-        if ok:
-            state = attrs.evolve(state, low=max(state.low, min(ctx.silence, self.cap)))
-        else:
-            high = ctx.silence if state.high is None else min(state.high, ctx.silence)
-            state = attrs.evolve(state, high=high)
+            return attrs.evolve(state, inband=True, retest=None)
+        silence = min(ctx.silence, self.cap)
+        if state.retest is not None:
+            return self._retested(state, ctx, ok, silence)
+        if state.settled:  # an upward re-check
+            if not ok:
+                return attrs.evolve(state, checked_at=ctx.wall_time)
+            state = attrs.evolve(state, high=None, settled_at=None, least_failure=None,
+                                 checked_at=ctx.wall_time)
+        state = self._learn(state, silence, ok)
         if self._narrow(state) or (state.high is None and state.low >= self.cap):
             state = attrs.evolve(state, settled_at=ctx.wall_time)
-        # The main connection always runs at the longest silence proved so far.
-        return attrs.evolve(state, interval=max(self.floor, state.low))
+        return attrs.evolve(state, interval=self._main(state, ctx))
 
-    def piggyback(self, state: AdaptiveState, ctx: HeartbeatContext, silence: float) -> bool:
-        # On Wi-Fi a wake-up costs ~0.04 J: nothing worth riding on.
-        return ctx.network_type == "cellular" and silence >= self.piggyback_after * state.interval
+    def _retested(self, state: AdaptiveState, ctx: HeartbeatContext, ok: bool,
+                  silence: float) -> AdaptiveState:
+        """The re-test of a settled value that failed once."""
+        if ok:  # bad luck (a sweep's phase, a lost cell): keep it, just below the failure
+            state = attrs.evolve(state, retest=None, low=min(state.low, silence),
+                                 settled_at=ctx.wall_time)
+        else:  # the NAT changed: search again from what the main connection proves now
+            state = attrs.evolve(state, retest=None, changing=True, settled_at=None,
+                                 high=silence, low=min(state.low, state.interval),
+                                 least_failure=_least(state.least_failure, silence))
+        return attrs.evolve(state, interval=self._main(state, ctx))
 
-    def memory(self, state: AdaptiveState) -> Mapping[str, Any]:
-        return {"strategy": self.name, "low": state.low, "high": state.high,
-                "interval": state.interval, "settled_at": state.settled_at,
-                "failures": state.failures, "inband": state.inband}
-
-    # --- learning -----------------------------------------------------------------------
+    # --- the main connection's beats ----------------------------------------------------
 
     def on_success(self, state: AdaptiveState, ctx: HeartbeatContext) -> AdaptiveState:
+        state = attrs.evolve(state, last_ping_at=ctx.now)
         if ctx.silence < 0.99 * state.interval:
             return state  # an early ping: it says nothing about the NAT
-        suspect = state.settled and state.failures > 0
-        low = max(state.low, min(ctx.silence, self.cap))
-        state = attrs.evolve(state, low=low, failures=0, streak=state.streak + 1)
-        if state.settled:  # after a lone failure, a success restores the settled value
-            return attrs.evolve(state, interval=max(self.floor, low)) if suspect else state
-        if not state.inband:
-            return state  # probes do the searching; the main connection stays proved
+        silence = min(ctx.silence, self.cap)
+        if state.retest is not None or state.settled or not state.inband:
+            if silence > state.low and state.retest is None and not state.settled:
+                state = self._learn(state, silence, True)
+            elif state.retest is not None and silence > state.low:
+                state = attrs.evolve(state, low=silence)  # the fallback proves itself
+            return attrs.evolve(state, interval=self._main(state, ctx))
+        state = attrs.evolve(self._learn(state, silence, True), streak=state.streak + 1)
         if state.streak < self.confirm:
             return state
         if state.high is None:
@@ -158,48 +226,95 @@ class AdaptiveStrategy(HeartbeatStrategy):
         return self._bisect(state, ctx)
 
     def on_failure(self, state: AdaptiveState, ctx: HeartbeatContext) -> AdaptiveState:
-        tested = max(ctx.silence, state.interval)
-        if state.settled:
-            if state.failures + 1 >= 2:  # twice at a value that held: the network changed
-                return self._fresh(ctx)
-            return attrs.evolve(state, failures=state.failures + 1, streak=0,
-                                interval=max(self.floor, SUSPECT * state.low))
-        if tested <= state.low:  # the known-good value failed: that knowledge is stale
-            low = max(0.0, min(state.low, tested) * 0.5)
-            return attrs.evolve(state, low=low, high=tested, streak=0,
-                                interval=max(self.floor, low or self.floor))
-        high = tested if state.high is None else min(state.high, tested)
-        state = attrs.evolve(state, high=high, streak=0)
-        # The next connection runs at the proved value; bisection continues from there.
-        return self._bisect(state, ctx, after_failure=True)
+        if ctx.silence > LATE * state.interval:
+            return state  # the device slept through it (Doze): nothing learned of the NAT
+        tested = ctx.silence if ctx.silence > 0 else state.interval
+        if state.retest is not None:  # the fallback failed too: the NAT is short now
+            state = attrs.evolve(state, retest=None, changing=True, settled_at=None,
+                                 low=0.0, high=None)
+        elif state.settled:  # changed NAT or bad luck: fall back, re-test by probe
+            fallback = max(self.floor, min(self._initial(ctx), FALLBACK * state.low))
+            least = _least(state.least_failure, tested)
+            if not state.inband:
+                return attrs.evolve(state, retest=NOISY * state.low, least_failure=least,
+                                    interval=fallback, streak=0)
+            return attrs.evolve(state, settled_at=None, least_failure=least, high=tested,
+                                low=fallback, interval=fallback, streak=0)
+        state = attrs.evolve(self._learn(state, tested, False), streak=0)
+        if state.low <= 0:  # nothing proved: the next connection runs well below this
+            return attrs.evolve(state, interval=max(self.floor, tested / 8))
+        if state.inband:
+            return self._bisect(state, ctx, after_failure=True)
+        return attrs.evolve(state, interval=self._main(state, ctx))
+
+    # --- learning -----------------------------------------------------------------------
+
+    def _learn(self, state: AdaptiveState, silence: float, ok: bool) -> AdaptiveState:
+        """Book one result. Failures outrank successes: ``low`` stays below every failure,
+        and a success well above a failure (more than the bracket's precision) reopens the
+        bracket above it (the NAT grew, or its timeouts vary: only failures bound it)."""
+        least = state.least_failure
+        if ok:
+            if least is not None and silence >= least:
+                if silence - least <= 0.1 * silence:
+                    return state  # luck within a sweep's width: not believed
+                least = None  # the NAT grew since that failure
+                state = attrs.evolve(state, high=None, least_failure=None)
+            return attrs.evolve(state, low=max(state.low, silence))
+        least = _least(least, silence)
+        high = silence if state.high is None else min(state.high, silence)
+        low = state.low if state.low < silence else BELOW_FAILURE * silence
+        return attrs.evolve(state, low=low if state.low > 0 else 0.0, high=high,
+                            least_failure=least)
 
     def _bisect(self, state: AdaptiveState, ctx: HeartbeatContext, *,
                 after_failure: bool = False) -> AdaptiveState:
         low, high = state.low, state.high
         assert high is not None
         if low <= 0:
-            return attrs.evolve(state, interval=max(self.floor, high / 2), streak=0)
+            return attrs.evolve(state, interval=max(self.floor, high / 8), streak=0)
         if self._narrow(state):
             return attrs.evolve(state, interval=max(self.floor, low), streak=0,
                                 settled_at=ctx.wall_time)
         if after_failure:
-            # Run at the proved value first (one success confirms it), then try the middle.
             return attrs.evolve(state, interval=max(self.floor, low), streak=self.confirm - 1)
         return attrs.evolve(state, interval=(low + high) / 2, streak=0)
 
+    def _main(self, state: AdaptiveState, ctx: HeartbeatContext) -> float:
+        """The main connection's interval: the proved value; while a failed settled value is
+        being re-tested, the safe fallback; before anything is proved, the initial value."""
+        if state.retest is not None:
+            return max(self.floor, min(self._initial(ctx), FALLBACK * state.retest,
+                                       state.low or math.inf))
+        if state.low > 0:
+            return max(self.floor, min(self.cap, state.low))
+        if state.high is not None:
+            return max(self.floor, state.high / 8)
+        return self._fresh(ctx).interval
+
     def _candidate(self, state: AdaptiveState) -> float:
         if state.high is None:
-            return min(self.cap, max(state.low, state.interval) * self.growth)
+            return min(self.cap, max(state.low, state.interval) * self.probe_growth)
         return (state.low + state.high) / 2
 
     def _narrow(self, state: AdaptiveState) -> bool:
-        """The bracket around the NAT timeout is tight enough to stop searching."""
-        return (state.high is not None and state.low > 0
-                and state.high - state.low < self.precision * state.low)
+        """The bracket around the NAT timeout is tight enough to stop searching: one more
+        probe costs about two wake-ups and could save at most (high - low) / high of the
+        beats of a day, ``86,400 / low``."""
+        if state.high is None or state.low <= 0:
+            return False
+        precision = min(self.max_precision, max(self.min_precision, 4 * state.high / 86400))
+        return state.high - state.low < precision * state.low
+
+    def _initial(self, ctx: HeartbeatContext) -> float:
+        return self.initial_cellular if ctx.network_type == "cellular" else self.initial_wifi
 
     def _fresh(self, ctx: HeartbeatContext) -> AdaptiveState:
-        initial = self.initial_cellular if ctx.network_type == "cellular" else self.initial_wifi
-        return AdaptiveState(interval=max(self.floor, min(self.cap, initial)), low=0.0)
+        return AdaptiveState(interval=max(self.floor, min(self.cap, self._initial(ctx))), low=0.0)
+
+
+def _least(current: float | None, silence: float) -> float:
+    return silence if current is None else min(current, silence)
 
 
 def _from_memory(memory: Mapping[str, Any] | None) -> AdaptiveState | None:
@@ -209,16 +324,14 @@ def _from_memory(memory: Mapping[str, Any] | None) -> AdaptiveState | None:
     try:
         low = float(memory["low"])
         interval = float(memory["interval"])
-        high = memory.get("high")
-        high = None if high is None else float(high)
-        settled_at = memory.get("settled_at")
-        settled_at = None if settled_at is None else float(settled_at)
-        failures = int(memory.get("failures", 0))
+        optional = {key: None if memory.get(key) is None else float(memory[key])
+                    for key in ("high", "settled_at", "least_failure", "retest", "checked_at")}
         inband = bool(memory.get("inband", False))
+        changing = bool(memory.get("changing", False))
     except (KeyError, TypeError, ValueError):
         return None
-    values = [low, interval] + [v for v in (high, settled_at) if v is not None]
+    values = [low, interval] + [v for v in optional.values() if v is not None]
     if not all(math.isfinite(v) and v >= 0 for v in values) or interval <= 0:
         return None
-    return AdaptiveState(interval=interval, low=low, high=high, settled_at=settled_at,
-                         failures=max(0, failures), inband=inband)
+    return AdaptiveState(interval=interval, low=low, inband=inband, changing=changing,
+                         **optional)

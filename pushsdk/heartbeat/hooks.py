@@ -1,12 +1,14 @@
 """``<strategy>+hooks``: any strategy with the platform hooks ``adaptive`` uses.
 
 ``mars+hooks``, ``fixed:270+hooks``, ``courier:max=1800+hooks``, ... run the named strategy
-unchanged and add **piggybacking**: when the platform reports the radio active for another
-app (``PushClient.notify_radio_active``, Android's ``OnNetworkActiveListener``), a ping goes
-out early — on cellular only, once ``piggyback_after`` of the interval has passed — because
-it then lands in the radio's tail and costs a fraction of a wake-up. A ping sent early tests
-less silence than the interval, so its answer is *not* passed to the wrapped strategy (it
-proves nothing about the NAT); its failure is, since a shorter silence failed.
+unchanged and add the **free beats** ``adaptive`` takes: when the platform reports the radio
+active for another app (``PushClient.notify_radio_active``, Android's
+``OnNetworkActiveListener``), a ping goes out early once ``piggyback_after`` of the interval
+has passed, because it then lands in the radio's tail and costs a fraction of a wake-up; and
+with ``screen_hints`` a ping goes out the moment the screen goes off after a session (the app
+that was in front kept the radio up, docs/energy.md). A ping sent early tests less silence
+than the interval, so its answer is *not* passed to the wrapped strategy (it proves nothing
+about the NAT); its failure is, since a shorter silence failed.
 
 Probe connections are not added: a strategy whose source searches on a second connection
 has that in its own rules (``courier``); Mars and Kontalk search in-band by design. The
@@ -19,21 +21,44 @@ from typing import Any
 
 import attrs
 
+import math
+
 from ._base import HeartbeatContext, HeartbeatStrategy
 
-__all__ = ["HOOKS_SUFFIX", "HookedStrategy"]
+__all__ = ["HOOKS_SUFFIX", "HookedState", "HookedStrategy"]
 
 HOOKS_SUFFIX = "+hooks"
 #: A ping answered after less than this share of its interval was sent early.
 _FULL_SILENCE = 0.99
+#: The screen went off this recently: the radio is still in the session's tail.
+_SCREEN_TAIL_S = 2.0
+
+
+@attrs.frozen
+class HookedState:
+    """The wrapped strategy's state and when a ping was last answered (not remembered)."""
+
+    inner: Any
+    last_ping_at: float = -math.inf
+
+
+def screen_just_went_off(ctx: HeartbeatContext, last_ping_at: float, interval: float,
+                         share: float) -> bool:
+    """The screen went off after the last answered ping, moments ago, and ``share`` of the
+    interval has passed since that ping: the session's radio tail is still running."""
+    return (ctx.app_state == "inactive" and ctx.app_state_since > last_ping_at > -math.inf
+            and ctx.now - ctx.app_state_since < _SCREEN_TAIL_S
+            and ctx.now - last_ping_at >= share * interval)
 
 
 @attrs.frozen
 class HookedStrategy(HeartbeatStrategy):
-    """``inner`` plus piggybacking on other apps' radio wake-ups (see the module docstring)."""
+    """``inner`` plus free beats on other apps' radio use (see the module docstring)."""
 
     inner: HeartbeatStrategy
-    piggyback_after: float = 0.3  # as adaptive: a free ping once 30 % of the interval passed
+    piggyback_after: float = 0.1  # as adaptive: a free ping once 10 % of the interval passed
+    piggyback_after_wifi: float = 0.6  # as adaptive: on Wi-Fi the CPU's wake dominates
+    screen_hints: bool = True
 
     @property
     def name(self) -> str:
@@ -51,34 +76,42 @@ class HookedStrategy(HeartbeatStrategy):
     def doze_exempt(self) -> bool:
         return self.inner.doze_exempt
 
-    def start(self, memory: Mapping[str, Any] | None, ctx: HeartbeatContext) -> Any:
-        return self.inner.start(memory, ctx)
+    def start(self, memory: Mapping[str, Any] | None, ctx: HeartbeatContext) -> HookedState:
+        return HookedState(self.inner.start(memory, ctx))
 
-    def interval(self, state: Any, ctx: HeartbeatContext) -> float:
-        return self.inner.interval(state, ctx)
+    def interval(self, state: HookedState, ctx: HeartbeatContext) -> float:
+        interval = self.inner.interval(state.inner, ctx)
+        if self.screen_hints and screen_just_went_off(ctx, state.last_ping_at, interval,
+                                                      self._share(ctx)):
+            return 0.0
+        return interval
 
-    def on_success(self, state: Any, ctx: HeartbeatContext) -> Any:
-        if ctx.silence < _FULL_SILENCE * self.inner.interval(state, ctx):
-            return state  # a piggybacked ping: says nothing about the NAT
-        return self.inner.on_success(state, ctx)
+    def on_success(self, state: HookedState, ctx: HeartbeatContext) -> HookedState:
+        state = attrs.evolve(state, last_ping_at=ctx.now)
+        if ctx.silence < _FULL_SILENCE * self.inner.interval(state.inner, ctx):
+            return state  # an early ping: says nothing about the NAT
+        return attrs.evolve(state, inner=self.inner.on_success(state.inner, ctx))
 
-    def on_failure(self, state: Any, ctx: HeartbeatContext) -> Any:
-        return self.inner.on_failure(state, ctx)
+    def on_failure(self, state: HookedState, ctx: HeartbeatContext) -> HookedState:
+        return attrs.evolve(state, inner=self.inner.on_failure(state.inner, ctx))
 
-    def memory(self, state: Any) -> Mapping[str, Any] | None:
-        return self.inner.memory(state)
+    def memory(self, state: HookedState) -> Mapping[str, Any] | None:
+        return self.inner.memory(state.inner)
 
-    def reply_timeout(self, state: Any, ctx: HeartbeatContext) -> float | None:
-        return self.inner.reply_timeout(state, ctx)
+    def reply_timeout(self, state: HookedState, ctx: HeartbeatContext) -> float | None:
+        return self.inner.reply_timeout(state.inner, ctx)
 
-    def probe(self, state: Any, ctx: HeartbeatContext) -> float | None:
-        return self.inner.probe(state, ctx)
+    def probe(self, state: HookedState, ctx: HeartbeatContext) -> float | None:
+        return self.inner.probe(state.inner, ctx)
 
-    def on_probe(self, state: Any, ctx: HeartbeatContext, ok: bool | None) -> Any:
-        return self.inner.on_probe(state, ctx, ok)
+    def on_probe(self, state: HookedState, ctx: HeartbeatContext,
+                 ok: bool | None) -> HookedState:
+        return attrs.evolve(state, inner=self.inner.on_probe(state.inner, ctx, ok))
 
-    def piggyback(self, state: Any, ctx: HeartbeatContext, silence: float) -> bool:
-        if self.inner.piggyback(state, ctx, silence):
+    def piggyback(self, state: HookedState, ctx: HeartbeatContext, silence: float) -> bool:
+        if self.inner.piggyback(state.inner, ctx, silence):
             return True
-        return (ctx.network_type == "cellular"
-                and silence >= self.piggyback_after * self.inner.interval(state, ctx))
+        return silence >= self._share(ctx) * self.inner.interval(state.inner, ctx)
+
+    def _share(self, ctx: HeartbeatContext) -> float:
+        return self.piggyback_after_wifi if ctx.network_type == "wifi" else self.piggyback_after

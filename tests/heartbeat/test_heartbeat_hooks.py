@@ -24,19 +24,36 @@ def test_hooks_wrap_any_strategy_and_keep_its_name_and_bounds():
             parse_strategy(bad)
 
 
-def test_piggyback_on_cellular_after_30_percent_of_the_interval_only():
+def test_piggyback_after_10_percent_of_the_interval_only():
     hooked = parse_strategy("fixed:600+hooks")
-    assert not hooked.piggyback(None, ctx(), 179.0)
-    assert hooked.piggyback(None, ctx(), 180.0)
-    assert not hooked.piggyback(None, ctx("wifi"), 500.0)
+    state = hooked.start(None, ctx())
+    assert not hooked.piggyback(state, ctx(), 59.0)
+    assert hooked.piggyback(state, ctx(), 60.0)
+    assert not hooked.piggyback(state, ctx("wifi"), 359.0)  # Wi-Fi: 60 %, the CPU dominates
+    assert hooked.piggyback(state, ctx("wifi"), 360.0)
     assert not parse_strategy("fixed:600").piggyback(None, ctx(), 500.0)
+
+
+def test_a_ping_as_the_screen_goes_off_like_adaptive():
+    hooked = parse_strategy("fixed:600+hooks")
+    state = hooked.on_success(hooked.start(None, ctx()), at(100.0, silence=600))
+    assert hooked.interval(state, at(400.0, since=399.0)) == 0.0  # just off: ping now
+    assert hooked.interval(state, at(400.0, since=390.0)) == 600  # off too long ago
+    assert HookedStrategy(parse_strategy("fixed:600"), screen_hints=False).interval(
+        state, at(400.0, since=399.0)) == 600
+
+
+def at(now, since=-1e6, silence=0.0):
+    return HeartbeatContext(now=now, wall_time=WALL0 + now, network_key="k",
+                            network_type="cellular", app_state="inactive",
+                            app_state_since=since, silence=silence)
 
 
 def test_an_early_ping_teaches_the_wrapped_strategy_nothing_a_full_one_does():
     hooked = HookedStrategy(MarsStrategy())
     state = hooked.start(None, ctx())
-    assert hooked.on_success(state, ctx(silence=100.0)) == state
-    assert hooked.on_success(state, ctx(silence=210.0)).beats_ok == 1
+    assert hooked.on_success(state, ctx(silence=100.0)).inner == state.inner
+    assert hooked.on_success(state, ctx(silence=210.0)).inner.beats_ok == 1
 
 
 def test_the_wrapped_trajectory_is_the_strategy_s_own_without_radio_activity():

@@ -20,11 +20,11 @@ def test_a_tiny_matrix_writes_results_report_and_plots(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "simulating" in done.stderr  # the progress bar
-    assert "goal check (mixed): not evaluated" in done.stdout
+    assert "goal check: not evaluated" in done.stdout
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["strategy"], r["seed"]) for r in rows] == [
-        ("fixed:270", "1"), ("fixed:270", "2"), ("mars", "1"), ("mars", "2")]
+        ("fixed:270", "101"), ("fixed:270", "102"), ("mars", "101"), ("mars", "102")]
     assert {"energy_j_per_day", "latency_p95_s", "delivery_ratio"} <= set(rows[0])
     with open(out / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))

@@ -124,3 +124,19 @@ def test_results_directory_has_the_contract_files_and_columns(tmp_path):
     assert [int(h["index"]) for h in handsets] == [0, 1]
     assert handsets[0]["device_id"] == "handset-00000"
     assert float(handsets[0]["energy_j"]) == 100.0
+
+
+def test_dead_time_awake_leaves_out_what_doze_blocked_anyway():
+    from simulator.world import RunConfig, run_world
+    from simworld import one_network
+
+    doze = 'doze = { deep = true, inactive_timeout_s = 300, idle_after_inactive_s = 300 }'
+    scenario = one_network(nat=600, group=doze)
+    [app] = run_world(RunConfig(scenario, "fixed:500", 1, 6))
+    assert 0 < app.dead_doze_s <= app.dead_s  # Doze outlived the NAT: dead, but blocked
+    [summary] = summarise([app])
+    assert summary["dead_time_awake_fraction"] == pytest.approx(
+        (app.dead_s - app.dead_doze_s) / app.connected_s)
+    assert summary["dead_time_awake_fraction"] < summary["dead_time_fraction"]
+    [exempt] = run_world(RunConfig(scenario, "fcm", 1, 6))  # never blocked: nothing left out
+    assert exempt.dead_doze_s == 0
