@@ -35,7 +35,7 @@ from simulator.metrics import HandsetResult
 from simulator.nat import WIRE, NatBinding, NatTimeout, Retransmission
 from simulator.radio import get_model
 from simulator.radio.cpu import NEXUS4
-from simulator.simclock import current_simulation_clock
+from simulator.simclock import current_timers
 
 #: Where handsets find the in-process server (any names would do: nothing resolves them).
 SERVER_HOST = "push.sim"
@@ -350,7 +350,7 @@ class VirtualHandset:
         if not self.idle or seconds <= 0:
             return
         self.on_device_idle(False)
-        clock = current_simulation_clock()
+        clock = current_timers()
 
         def again() -> None:
             if not self.idle and self.day.network_blocked(clock.current_time()):

@@ -24,7 +24,7 @@ from typing import Protocol
 import trio
 
 from simulator.nat import RETRANSMISSION, Retransmission, Verdict
-from simulator.simclock import Timer, current_simulation_clock
+from simulator.simclock import Timer, current_timers
 
 
 class PathHooks(Protocol):
@@ -279,7 +279,7 @@ class SimConnection:
     def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: object = None, *,
                  loss: float = 0.0, loss_draw=None,
                  retransmission: Retransmission = RETRANSMISSION) -> None:
-        self.clock = current_simulation_clock()
+        self.clock = current_timers()
         self.hooks = hooks
         self.latency = latency
         self.rng_jitter = jitter  # callable(now) -> extra one-way delay, or None
