@@ -29,7 +29,7 @@ import trio
 from pushsdk import MemoryStateStore, PushClient
 from pushsdk.config import ClientState, ServerConfig
 from simulator.day import Attachment, HandsetDay
-from simulator.doze import Alarms
+from simulator.alarms import Alarms
 from simulator.link import SimConnection, Verdict
 from simulator.metrics import HandsetResult
 from simulator.nat import WIRE, NatBinding, NatTimeout, Retransmission
@@ -337,7 +337,7 @@ class VirtualHandset:
 
     @property
     def alarms(self) -> Alarms:
-        """This app's AlarmManager model (``simulator.doze.Alarms``) on this handset's day:
+        """This app's AlarmManager model (``simulator.alarms.Alarms``) on this handset's day:
         ``alarms.fires_at(set_at, trigger_at, kind)`` is when a timer really fires. For
         strategies that schedule through AlarmManager; the SDK's own timers do not use it."""
         if self._alarms is None:
