@@ -35,7 +35,8 @@ from typing import Literal
 
 import attrs
 
-from simulator.doze import AppState, AppStateTimeline, DozeTimeline
+from simulator.app_state import AppState, AppStateTimeline
+from simulator.doze import DozeTimeline
 from simulator.nat import NatTimeout
 from simulator.scenario import HandsetSpec, NetworkSpec, Scenario
 from simulator.workload import PushPlan

@@ -29,13 +29,13 @@ import trio
 from pushsdk import MemoryStateStore, PushClient
 from pushsdk.config import ClientState, ServerConfig
 from simulator.day import Attachment, HandsetDay
-from simulator.doze import Alarms
+from simulator.alarms import Alarms
 from simulator.link import SimConnection, Verdict
 from simulator.metrics import HandsetResult
 from simulator.nat import WIRE, NatBinding, NatTimeout, Retransmission
 from simulator.radio import get_model
 from simulator.radio.cpu import NEXUS4
-from simulator.simclock import current_simulation_clock
+from simulator.simclock import current_timers
 
 #: Where handsets find the in-process server (any names would do: nothing resolves them).
 SERVER_HOST = "push.sim"
@@ -346,7 +346,7 @@ class VirtualHandset:
 
     @property
     def alarms(self) -> Alarms:
-        """This app's AlarmManager model (``simulator.doze.Alarms``) on this handset's day:
+        """This app's AlarmManager model (``simulator.alarms.Alarms``) on this handset's day:
         ``alarms.fires_at(set_at, trigger_at, kind)`` is when a timer really fires. For
         strategies that schedule through AlarmManager; the SDK's own timers do not use it."""
         if self._alarms is None:
@@ -359,7 +359,7 @@ class VirtualHandset:
         if not self.idle or seconds <= 0:
             return
         self.on_device_idle(False)
-        clock = current_simulation_clock()
+        clock = current_timers()
 
         def again() -> None:
             if not self.idle and self.day.network_blocked(clock.current_time()):

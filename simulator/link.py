@@ -24,7 +24,7 @@ from typing import Protocol
 import trio
 
 from simulator.nat import RETRANSMISSION, Retransmission, Verdict
-from simulator.simclock import Timer, current_simulation_clock
+from simulator.simclock import Timer, current_timers
 
 
 class PathHooks(Protocol):
@@ -159,16 +159,20 @@ class _End(trio.abc.HalfCloseableStream):
                 await trio.lowlevel.checkpoint()
                 return b""
             inbox = self._inbox
-            if not inbox:
-                await self._park(math.inf)
+            if inbox:
+                due, data = inbox[0]
+                now = self._conn.clock.current_time()  # trio.current_time(), minus two calls
+            if not inbox or due > now:
+                # Park until data due now arrives, or until the head of the inbox is due (a
+                # time a later delivery may bring forward, see _deliver): one scheduler pass
+                # per delivery, no helper task, no cancel scope. Then re-check: a reset or
+                # close may have happened meanwhile.
+                self._waiter = trio.lowlevel.current_task()
+                if inbox:
+                    self._timer = self._conn.clock.call_at(due, self._wake)
+                await trio.lowlevel.wait_task_rescheduled(self._abort)
                 yielded = True
                 continue
-            due, data = inbox[0]
-            now = self._conn.clock.current_time()  # trio.current_time(), minus two calls
-            if due > now:
-                await self._park(due)
-                yielded = True
-                continue  # re-check: a reset or close may have happened meanwhile
             if not yielded:
                 await trio.lowlevel.checkpoint()
                 yielded = True
@@ -183,19 +187,10 @@ class _End(trio.abc.HalfCloseableStream):
                 data = data[:max_bytes]
             return data
 
-    async def _park(self, until: float) -> None:
-        """Wait until data arrives that is due now, or until ``until``, the time the head of
-        the inbox is due — a time a later delivery may bring forward (:meth:`_deliver`).
-        One scheduler pass per delivery, no helper task, no cancel scope."""
-        def abort(_raise_cancel):
-            self._waiter = None
-            self._cancel_timer()
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        self._waiter = trio.lowlevel.current_task()
-        if until != math.inf:
-            self._timer = self._conn.clock.call_at(until, self._wake)
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort(self, _raise_cancel) -> trio.lowlevel.Abort:
+        self._waiter = None
+        self._cancel_timer()
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def _wake(self) -> None:
         self._cancel_timer()
@@ -279,7 +274,7 @@ class SimConnection:
     def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: object = None, *,
                  loss: float = 0.0, loss_draw=None,
                  retransmission: Retransmission = RETRANSMISSION) -> None:
-        self.clock = current_simulation_clock()
+        self.clock = current_timers()
         self.hooks = hooks
         self.latency = latency
         self.rng_jitter = jitter  # callable(now) -> extra one-way delay, or None

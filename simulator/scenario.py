@@ -26,7 +26,8 @@ from typing import Literal
 
 import attrs
 
-from simulator.doze import AppStateModel, AppStateTimeline, DozeParams, DozeTimeline
+from simulator.app_state import AppStateModel, AppStateTimeline
+from simulator.doze import DozeParams, DozeTimeline
 from simulator.nat import LinkProfile, NatConfig
 from simulator.workload import Workload, alias_for
 

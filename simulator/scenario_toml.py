@@ -13,7 +13,8 @@ from typing import Any
 
 import attrs
 
-from simulator.doze import APP_MODEL_KINDS, AppStateModel, DozeParams
+from simulator.app_state import APP_MODEL_KINDS, AppStateModel
+from simulator.doze import DozeParams
 from simulator.nat import NAT_BEHAVIOURS, NAT_REFRESH
 from simulator.scenario import (
     DAY,

@@ -192,7 +192,7 @@ broadcast_per_day = 0
 
 
 async def test_an_allow_while_idle_alarm_opens_the_network_for_ten_seconds(sim_clock):
-    from simulator.doze import AlarmKind
+    from simulator.alarms import AlarmKind
     world = World(RunConfig(SCENARIO, "fixed:270", 1, 2.5, seed=1))
     seen = {}
 

@@ -1,10 +1,10 @@
-"""Screen and app state timelines (simulator.doze.AppStateTimeline)."""
+"""Screen and app state timelines (simulator.app_state.AppStateTimeline)."""
 import random
 import statistics
 
 import pytest
 
-from simulator.doze import INF, AppState, AppStateModel, AppStateTimeline
+from simulator.app_state import INF, AppState, AppStateModel, AppStateTimeline
 
 HOUR, DAY = 3600.0, 86400.0
 

@@ -3,10 +3,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simulator.app_state import AppState, AppStateTimeline
 from simulator.doze import (
     INF,
-    AppStateTimeline,
-    AppState,
     DozeParams,
     DozeSchedule,
     DozeState,
@@ -209,13 +208,13 @@ def test_windows_end_when_the_work_is_done():
 
 
 def _screen_off_all_day():
-    from simulator.doze import AppState, AppStateTimeline
+    from simulator.app_state import AppState, AppStateTimeline
     app = AppStateTimeline.constant(AppState.INACTIVE, 24 * HOUR)
     return DozeTimeline.from_app_timeline(app, DozeParams(early_exit=False))
 
 
 def test_alarms_wait_for_the_window_unless_allowed_while_idle():
-    from simulator.doze import AlarmKind, Alarms
+    from simulator.alarms import AlarmKind, Alarms
     alarms = Alarms(_screen_off_all_day())  # IDLE 1 h - 2 h, window 2 h - 2 h 05, ...
     assert alarms.fires_at(0.0, 30 * MIN, AlarmKind.EXACT) == 30 * MIN  # not dozing yet
     assert alarms.fires_at(HOUR, 90 * MIN, AlarmKind.EXACT) == 2 * HOUR
@@ -227,7 +226,7 @@ def test_alarms_wait_for_the_window_unless_allowed_while_idle():
 
 
 def test_inexact_alarms_join_other_wakeups_in_their_window():
-    from simulator.doze import AlarmKind, AlarmParams, Alarms
+    from simulator.alarms import AlarmKind, AlarmParams, Alarms
     app_on = DozeTimeline.from_screen_off_intervals(DozeParams.disabled(), [])
     alarms = Alarms(app_on, wakeups=[500.0, 1300.0])
     # asked at 0 for 1000 s: window [1000, 1750]; the 1300 s wake-up takes it along

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.doze import AppState, DozeState
+from simulator.app_state import AppState
+from simulator.doze import DozeState
 from simulator.scenario import Scenario
 
 HOUR = 3600.0
