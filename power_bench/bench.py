@@ -6,7 +6,7 @@ the seed and the handset index), so strategies are compared on identical ground.
 independent fleets; the spread across seeds is the error bar.
 
     matrix = Matrix.build(strategies, scenarios, seeds=3, handsets=20)
-    rows = run_matrix(matrix, workers=2)      # one CONTRACT §4 summary row per cell, + seed
+    rows = run_matrix(matrix, workers=2)      # one interfaces §4 summary row per cell, + seed
     summary = aggregate(rows)                 # mean and sample sd across seeds per pair
     check = goal_check(summary, rows)         # the adaptive strategy's targets, every scenario
 """
@@ -110,7 +110,7 @@ RESULT_FIELDS = ("strategy", "scenario", "seed") + SUMMARY_FIELDS[2:]
 METRICS = tuple(f for f in SUMMARY_FIELDS if f not in ("strategy", "scenario", "handsets", "hours"))
 #: Of those, the ones averaged across seeds (intervals are computed, not averaged).
 MEANS = tuple(m for m in METRICS if "ci95" not in m and "handset" not in m)
-#: summary.csv: the means under the CONTRACT names, then the sample sd of each as ``<name>_sd``,
+#: summary.csv: the means under the documented names (docs/interfaces.md §4), then the sample sd of each as ``<name>_sd``,
 #: the 95 % intervals and per-handset figures, and the paired ratio to the oracle.
 SUMMARY_CSV_FIELDS = (("strategy", "scenario", "seeds", "handsets", "hours")
                       + tuple(m for m in METRICS if "ci95" not in m and "handset" not in m)
@@ -122,7 +122,7 @@ SUMMARY_CSV_FIELDS = (("strategy", "scenario", "seeds", "handsets", "hours")
 
 def run_matrix(matrix: Matrix, workers: int = 1, *, progress: bool = True,
                handsets_out: list | None = None, cluster: str | None = None) -> list[dict]:
-    """Simulate every cell; one summary row (CONTRACT §4 columns + ``seed``) per cell, in
+    """Simulate every cell; one summary row (interfaces §4 columns + ``seed``) per cell, in
     (scenario, strategy, seed) order. ``handsets_out`` (a list) receives every handset's
     result, for intervals (:func:`aggregate`)."""
     jobs = []

@@ -27,7 +27,6 @@ from simulator.scenario import (
 from simulator.strategies import ORACLE
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
 
 PLOTS = {
     "pareto": "energy_vs_p95.png",
@@ -171,10 +170,10 @@ def render_markdown(run: BenchRun, out: Path) -> str:
     lines += [
         "## Files",
         "",
-        "- `results.csv`: one row per strategy × scenario × seed, the CONTRACT §4 summary "
+        "- `results.csv`: one row per strategy × scenario × seed, the interfaces §4 summary "
         "columns plus `seed`.",
         "- `summary.csv`: one row per strategy × scenario: `seeds`, then the mean of each "
-        "figure across seeds under its CONTRACT name and its sample sd as `<name>_sd`, the "
+        "figure across seeds under its documented name (docs/interfaces.md §4) and its sample sd as `<name>_sd`, the "
         "95 % intervals as `<name>_ci95_low`/`_high`, per-handset figures, and `vs_oracle`: "
         "the energy ÷ the bound on the same handsets, with its interval.",
         "- `trajectories.csv`: every traced heartbeat (`kind` = beat: the interval in force, "
@@ -295,9 +294,8 @@ def _models_section(run: BenchRun, link) -> list[str]:
         f"({link('docs/simulator.md', 'simulator.md')} §3 states every modelling assumption). "
         f"Scenario models and their figures: {link('docs/scenarios.md', 'scenarios.md')}; "
         f"radio energy: {link('docs/energy.md', 'energy.md')}; strategies: "
-        f"{link('docs/heartbeat.md', 'heartbeat.md')}. Reference sheets: "
-        f"{_ref(link, 'heartbeat-nat.md')} (NAT timeouts, strategies), "
-        f"{_ref(link, 'radio-energy.md')} (radio models).",
+        f"{link('docs/heartbeat.md', 'heartbeat.md')}; each figure there names its published "
+        f"source.",
         "",
         "### Radio models in use",
         "",
@@ -457,10 +455,6 @@ def _scenario_link(scenario: Scenario, link) -> str:
         return link(f"simulator/scenarios/{scenario.name}.toml", f"{scenario.name}.toml")
     return f"`{scenario.source}`"
 
-
-def _ref(link, name: str) -> str:
-    path = REFERENCE / name
-    return link(path, name) if path.exists() else f"`shared/reference/{name}`"
 
 
 def _linker(out: Path):

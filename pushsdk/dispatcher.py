@@ -68,7 +68,7 @@ class MessageSink(Protocol):
 
 @attrs.frozen
 class PushMessage:
-    """A push from the reference server (CONTRACT §3): the JSON payload, parsed."""
+    """A push from the reference server (interfaces §3): the JSON payload, parsed."""
 
     msg_id: str
     kind: str

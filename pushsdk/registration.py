@@ -68,7 +68,7 @@ class Registration:
 
     @property
     def receipt_topic(self) -> str:
-        """Topic for opened/dismissed receipts (CONTRACT §3)."""
+        """Topic for opened/dismissed receipts (interfaces §3)."""
         return f"rcpt/{self.app_key}/{self.registration_id}"
 
     def is_for(self, server_url: str, app_key: str, device_id: str) -> bool:

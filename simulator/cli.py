@@ -1,4 +1,4 @@
-"""``pushsim``: the simulator's command line (CONTRACT §1).
+"""``pushsim``: the simulator's command line (interfaces §1).
 
 Each subcommand lives beside the code it drives and is imported only when used, so
 ``pushsim energy`` does not pay for starting the server machinery and vice versa. A

@@ -161,7 +161,7 @@ class WorldObserver:
 
 class PublishReader:
     """Frames the server → handset MQTT 3.1.1 byte stream of one connection and reads each
-    PUBLISH's ``priority``: the JSON field of the push as the gateway sends it (CONTRACT §3).
+    PUBLISH's ``priority``: the JSON field of the push as the gateway sends it (interfaces §3).
 
     ``packets(data)`` takes every downlink write in order and returns the packets it
     completes as ``(bytes, priority)``: ``"high"``/``"normal"`` for a PUBLISH (a payload
@@ -672,7 +672,7 @@ class VirtualHandset:
             self.observer.push_delivered(self.index, now, plan_id, now - accepted_at)
         if collapse_key is not None:
             # Older undelivered pushes with this key were replaced on the server by this
-            # one (CONTRACT §3): the user sees the newest, so they count as delivered.
+            # one (interfaces §3): the user sees the newest, so they count as delivered.
             for other, (t, key) in list(self.pending.items()):
                 if key == collapse_key and t <= accepted_at:
                     del self.pending[other]

@@ -1,6 +1,6 @@
 """Per-handset results, their summary per strategy × scenario, and the results directory.
 
-The summary follows CONTRACT §4: one row per (strategy, scenario) with per-day figures
+The summary follows interfaces §4: one row per (strategy, scenario) with per-day figures
 averaged over handsets, delivery counted over (push, target device) pairs, latency
 percentiles over every delivered pair, and the dead-time fraction (time the SDK believed it
 was connected while the path was dead, over the time it believed it was connected).
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-#: Reference battery of CONTRACT §4: 3000 mAh at 3.85 V.
+#: Reference battery of interfaces §4: 3000 mAh at 3.85 V.
 BATTERY_J = 3000e-3 * 3600 * 3.85  # = 41,580 J
 
 

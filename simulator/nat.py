@@ -31,7 +31,7 @@ import attrs
 NatBehaviour = Literal["drop", "rst"]
 NAT_BEHAVIOURS: tuple[str, ...] = ("drop", "rst")
 
-Direction = Literal["up", "down"]  # handset -> server, server -> handset (CONTRACT §4)
+Direction = Literal["up", "down"]  # handset -> server, server -> handset (interfaces §4)
 
 
 class Verdict(enum.Enum):

@@ -29,7 +29,7 @@ from simulator.radio.cpu import NEXUS4
 
 Interval = tuple[float, float]
 
-#: Largest application write the SDK makes (a push is at most 4 KB of JSON, CONTRACT §2).
+#: Largest application write the SDK makes (a push is at most 4 KB of JSON, interfaces §2).
 MAX_WRITE = 4096
 
 

@@ -1,4 +1,4 @@
-"""What a run leaves behind: the terminal table and the results directory (CONTRACT §4)."""
+"""What a run leaves behind: the terminal table and the results directory (interfaces §4)."""
 from __future__ import annotations
 
 import math

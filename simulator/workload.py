@@ -53,7 +53,7 @@ class PushPlan:
     """One push the provider sends at ``t`` (virtual seconds since the start of the run).
 
     ``targets`` are the handset indices it is meant to reach (all matching handsets among
-    the specs scheduled). ``body()`` is the JSON for ``POST /v1/push`` (CONTRACT §2); the
+    the specs scheduled). ``body()`` is the JSON for ``POST /v1/push`` (interfaces §2); the
     ``plan_id`` travels in the notification extras / message data so a delivery can be
     matched to its plan.
     """

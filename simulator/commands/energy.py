@@ -1,5 +1,5 @@
 """``pushsim energy --model NAME --trace FILE.csv|FILE.pcap|FILE.pcapng [--device-ip IP]``:
-radio energy of a packet trace or capture (CONTRACT §1, §4)."""
+radio energy of a packet trace or capture (interfaces §1, §4)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""``pushsim fleet``: handsets running the real SDK over real sockets (CONTRACT §1).
+"""``pushsim fleet``: handsets running the real SDK over real sockets (interfaces §1).
 
 ::
 

@@ -213,7 +213,7 @@ class FleetResults:
         return max(starts) - min(starts) if len(starts) > 1 else 0.0
 
     def summary(self, connect: dict[str, Any], pushes: dict[str, Any]) -> list[dict[str, Any]]:
-        """summary.csv/json rows: CONTRACT §4's columns (latency percentiles from the HDR
+        """summary.csv/json rows: interfaces §4's columns (latency percentiles from the HDR
         histograms, like fleet.json) plus the fleet's headline figures — the fields a
         ``--fail-if`` gate may name (see :mod:`.gates`)."""
         rows = summarise([result for result, _ in self.rows]) or [{}]

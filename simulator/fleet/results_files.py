@@ -1,6 +1,6 @@
 """The results directory of a fleet run: written at the end (always), read back to merge.
 
-- ``summary.csv`` / ``summary.json`` — one row (CONTRACT §4); summary.json has every
+- ``summary.csv`` / ``summary.json`` — one row (interfaces §4); summary.json has every
   headline figure, the fields ``--fail-if`` may name.
 - ``handsets.csv`` — one row per handset: HandsetResult's columns, then the fleet's extras.
 - ``latencies.csv`` — every end-to-end latency sample (``index,latency_s``);

@@ -1,4 +1,4 @@
-"""Packet captures (pcap, pcapng) as energy traces for ``pushsim energy`` (CONTRACT §4).
+"""Packet captures (pcap, pcapng) as energy traces for ``pushsim energy`` (interfaces §4).
 
 ``read_capture(path, device_ip=None)`` returns the capture's IP packets as
 :class:`~simulator.radio.trace.TracePacket` s, as AT&T ARO reads a capture: packets sent by

@@ -238,7 +238,7 @@ class RadioMeter:
         """The counts so far as a frozen record; the meter is not changed.
 
         With ``until=None`` the tail after the last packet is run out to IDLE (the energy
-        the traffic causes, CONTRACT §4); with a time (≥ the last packet) it is cut there,
+        the traffic causes, interfaces §4); with a time (≥ the last packet) it is cut there,
         e.g. at the end of a simulated day.
         """
         self._check_until(until)

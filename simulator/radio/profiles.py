@@ -13,8 +13,7 @@ name               alias    source                                              
 
 E₁ is the energy of one isolated small transfer. Figures and their status ([C] read in the
 source, [A] arithmetic or this project's assumption, [R] quoted, primary table unchecked)
-are in each model's ``notes`` and in docs/energy.md; the project's reference sheet is
-``shared/reference/radio-energy.md``.
+are in each model's ``notes`` and in docs/energy.md, which names every source.
 
 ``get_model(name)`` accepts a canonical name or an alias (case-insensitive) and raises
 :class:`UnknownModelError` listing the known names; ``list_models()`` gives

@@ -1,4 +1,4 @@
-"""Packet trace CSV files (CONTRACT §4) and the ``pushsim energy`` command's work.
+"""Packet trace CSV files (interfaces §4) and the ``pushsim energy`` command's work.
 
 A trace is UTF-8 CSV with the header ``t,dir,bytes`` (column order free, extra columns
 ignored, blank lines and lines starting with ``#`` skipped)::
@@ -95,7 +95,7 @@ def energy_of_trace(model: RadioModel, packets: Iterable[TracePacket]) -> RadioS
 def energy_command(model_name: str, trace_path: str | PathLike[str],
                    device_ip: str | None = None) -> dict:
     """``pushsim energy --model NAME --trace FILE [--device-ip IP]``: the JSON object to
-    print (CONTRACT §4). ``FILE`` is a CSV trace or a pcap/pcapng capture (told apart by
+    print (interfaces §4). ``FILE`` is a CSV trace or a pcap/pcapng capture (told apart by
     its first bytes, not its name); ``device_ip`` applies to captures only.
 
     ``joules`` is promotion + tail + transfer energy until the radio is back in IDLE after
@@ -117,7 +117,7 @@ def energy_command(model_name: str, trace_path: str | PathLike[str],
 
 
 def statistics_json(stats: RadioStatistics) -> dict:
-    """The JSON object of CONTRACT §4 for a meter's statistics."""
+    """The JSON object of interfaces §4 for a meter's statistics."""
     return {
         "model": stats.model,
         "joules": _round(stats.joules),

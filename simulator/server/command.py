@@ -1,4 +1,4 @@
-"""``pushsim server``: run the reference push server on real sockets (CONTRACT §1).
+"""``pushsim server``: run the reference push server on real sockets (interfaces §1).
 
 :func:`run` turns the command line into :class:`~.settings.RunSettings` and calls
 :func:`serve`, which is also what each worker process of ``--workers N`` runs. It prints

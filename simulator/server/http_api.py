@@ -1,4 +1,4 @@
-"""The HTTP API of the reference server (CONTRACT §2): routes, authentication, answers.
+"""The HTTP API of the reference server (interfaces §2): routes, authentication, answers.
 
 :func:`answer` turns one complete request into a :class:`Reply` and never raises for
 anything a client sends: errors are ``{"error": {"code", "message"}}`` with a 4xx status

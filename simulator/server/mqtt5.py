@@ -1,4 +1,4 @@
-"""What MQTT 5.0 adds to the device mapping (CONTRACT §3, docs/server.md "MQTT 5.0").
+"""What MQTT 5.0 adds to the device mapping (interfaces §3, docs/server.md "MQTT 5.0").
 
 The gateway speaks 3.1.1 and 5.0 on the same port: the codec learns the version from the
 CONNECT (``Connection(Role.SERVER, protocol_version=None)``). This module holds the

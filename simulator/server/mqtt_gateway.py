@@ -1,4 +1,4 @@
-"""The MQTT side of the reference server (CONTRACT §3): accepting connections, 3.1.1 and 5.0.
+"""The MQTT side of the reference server (interfaces §3): accepting connections, 3.1.1 and 5.0.
 
 :func:`serve_mqtt` serves one connection: it reads CONNECT (within ``connect_timeout``;
 the codec learns the version from it), applies the admission limit, checks the token,

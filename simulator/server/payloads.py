@@ -1,4 +1,4 @@
-"""The JSON a device receives on its inbox (CONTRACT §3).
+"""The JSON a device receives on its inbox (interfaces §3).
 
 ``{"msg_id", "kind", "notification"?, "message"?, "sent_at", "expires_at", "collapse_key"?,
 "priority"}``; a ``deleted`` notice carries ``"deleted": {"count": N}``. Times are Unix

@@ -92,7 +92,7 @@ class DeviceDeleted:
 
 @attrs.frozen
 class NewMessage:
-    """A push about to be stored; ``payload`` is the device-facing JSON (CONTRACT §3)."""
+    """A push about to be stored; ``payload`` is the device-facing JSON (interfaces §3)."""
 
     msg_id: str
     app_key: str

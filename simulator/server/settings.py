@@ -1,7 +1,7 @@
 """Settings of the reference push server: what the operator may tune.
 
 Everything here is a frozen value; the server reads it, never changes it. Defaults are
-the ones ``pushsim server`` runs with (CONTRACT §1–§3).
+the ones ``pushsim server`` runs with (interfaces §1–§3).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class Limits:
     push_burst: float = attrs.field(default=2000.0, validator=_positive)
     #: Most entries in an audience list (registration ids, aliases or tags).
     max_audience: int = attrs.field(default=1000, validator=_positive)
-    #: Largest MQTT packet accepted from a device (CONTRACT §3: 64 KiB).
+    #: Largest MQTT packet accepted from a device (interfaces §3: 64 KiB).
     max_packet_size: int = attrs.field(default=64 * 1024, validator=_positive)
     #: The longest keepalive granted to an MQTT 5.0 client: one asking for more (or for
     #: none) is told this one in the CONNACK's Server Keep Alive and held to it. MQTT
@@ -132,7 +132,7 @@ class ServerSettings:
     #: A device may bind an alias (POST or PUT) only while fewer devices of its app hold
     #: it; the app server binds any alias with its master secret.
     alias_device_limit: int = attrs.field(default=1, validator=_positive)
-    #: TTL of a push without ``options.ttl`` (CONTRACT §2), and the largest one accepted.
+    #: TTL of a push without ``options.ttl`` (interfaces §2), and the largest one accepted.
     default_ttl: int = 86400
     max_ttl: int = 28 * 86400
     limits: Limits = Limits()

@@ -365,7 +365,7 @@ def _message(value: Any) -> dict[str, Any]:
 
 def parse_push_request(doc: Any, *, default_ttl: int, max_ttl: int, max_audience: int,
                        max_payload: int) -> PushRequest:
-    """Check a push body (CONTRACT §2). A payload (``notification`` and ``message`` as
+    """Check a push body (interfaces §2). A payload (``notification`` and ``message`` as
     compact JSON) over ``max_payload`` bytes is an InvalidRequest with status 413."""
     fields = _fields(doc, "body", ("audience",), ("notification", "message", "options"))
     audience = _audience(fields["audience"], max_audience)

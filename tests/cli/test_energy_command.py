@@ -1,4 +1,4 @@
-"""`pushsim energy` / `pushsim models` as a user runs them (CONTRACT §1, §4)."""
+"""`pushsim energy` / `pushsim models` as a user runs them (interfaces §1, §4)."""
 import json
 import subprocess
 import sys

@@ -30,7 +30,7 @@ def test_listener_prints_each_push_and_exits_after_n(procs: ProcessGroup,
     listener.assert_no_traceback()
     first, second = listener.messages()
     assert len(listener.stdout) == 2  # exactly one line per push, nothing else on stdout
-    # The push object as the server sent it (CONTRACT §3), key order included.
+    # The push object as the server sent it (interfaces §3), key order included.
     assert list(first) == ["msg_id", "kind", "notification", "sent_at", "expires_at",
                            "collapse_key", "priority"]
     assert first["msg_id"] == notification["msg_id"] and first["kind"] == "notification"

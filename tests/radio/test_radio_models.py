@@ -1,4 +1,4 @@
-"""The named models reproduce the published figures (shared/reference/radio-energy.md)."""
+"""The named models reproduce the published figures (docs/energy.md names them)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Trace CSV parsing (CONTRACT §4) and the ``pushsim energy`` JSON object."""
+"""Trace CSV parsing (interfaces §4) and the ``pushsim energy`` JSON object."""
 from __future__ import annotations
 
 import json

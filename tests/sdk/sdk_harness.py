@@ -208,7 +208,7 @@ class ScriptedBroker(Changes):
 
 
 class Registrar(Changes):
-    """``POST /v1/devices`` as in CONTRACT §2, enough for the SDK: tokens tok-1, tok-2, ..."""
+    """``POST /v1/devices`` as in interfaces §2, enough for the SDK: tokens tok-1, tok-2, ..."""
 
     def __init__(
         self,

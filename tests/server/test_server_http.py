@@ -1,4 +1,4 @@
-"""HTTP API of the reference server (CONTRACT §2) over in-memory streams."""
+"""HTTP API of the reference server (interfaces §2) over in-memory streams."""
 from __future__ import annotations
 
 import base64

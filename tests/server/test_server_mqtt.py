@@ -1,4 +1,4 @@
-"""MQTT gateway of the reference server (CONTRACT §3), over in-memory streams in virtual
+"""MQTT gateway of the reference server (interfaces §3), over in-memory streams in virtual
 time, with a test client on the project's codec."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MQTT 5.0 devices on the reference server (CONTRACT §3, docs/server.md "MQTT 5.0"), over
+"""MQTT 5.0 devices on the reference server (interfaces §3, docs/server.md "MQTT 5.0"), over
 in-memory streams in virtual time, with a 5.0 test client on the project's codec.
 
 The 3.1.1 behaviour is test_server_mqtt.py's; this file checks what 5.0 adds or says
