@@ -16,7 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("simulator.commands.run", "run a scenario in virtual time"),
     "server": ("simulator.server.command", "run the reference push server"),
     "fleet": ("simulator.commands.fleet", "run handsets over real sockets against a server or broker"),
-    "energy": ("simulator.commands.energy", "radio energy of a packet trace CSV"),
+    "energy": ("simulator.commands.energy", "radio energy of a packet trace (CSV, pcap, pcapng)"),
     "strategies": ("simulator.commands.listing", "list the heartbeat strategies"),
     "models": ("simulator.commands.listing", "list the radio energy models"),
     "scenarios": ("simulator.commands.listing", "list the built-in scenarios"),
