@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from .sdk_logging import quiet_sdk_logs
+
 #: subcommand -> (module providing add_arguments/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("simulator.commands.demo", "run the built-in comparison of heartbeat strategies"),
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command if command in SUBCOMMANDS else None).parse_args(argv)
+    quiet_sdk_logs()  # the results carry what the SDK would log, per handset
     try:
         return int(args._run(args) or 0)
     except CommandError as exc:

@@ -159,6 +159,13 @@ class WorldObserver:
         """The app state changed: ``"foreground"``, ``"background"`` or ``"inactive"``."""
 
 
+#: The MQTT version virtual handsets speak. Pinned, not "auto": the reference server offers
+#: 5.0 as well, whose properties add bytes to every packet and so change the energy figures;
+#: the published results (power_bench/results) and the Doze firewall's PUBLISH reader
+#: (:class:`PublishReader`, 3.1.1 framing) are for 3.1.1.
+SIM_MQTT_VERSION = "3.1.1"
+
+
 class PublishReader:
     """Frames the server → handset MQTT 3.1.1 byte stream of one connection and reads each
     PUBLISH's ``priority``: the JSON field of the push as the gateway sends it (interfaces §3).
@@ -332,7 +339,8 @@ class VirtualHandset:
         self.deleted_notices = 0
         self.client = PushClient(
             ServerConfig(server_url=f"http://{SERVER_HOST}:{HTTP_PORT}", app_key=app_key,
-                         device_id=spec.device_id, alias=spec.alias, tags=spec.tags),
+                         device_id=spec.device_id, alias=spec.alias, tags=spec.tags,
+                         mqtt_version=SIM_MQTT_VERSION),
             connector=self, state_store=MemoryStateStore(), clock=clock, rng=rng,
             strategy=strategy, min_keepalive=_doze_keepalive(spec),
             network_key=self.network.key, network_type=self.network.type,

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from simulator.metrics import HandsetResult
 from simulator.scenario import Scenario
+from simulator.sdk_logging import quiet_sdk_logs
 from simulator.strategies import ORACLE
 from simulator.world import RunConfig, run_world
 
@@ -113,6 +114,7 @@ def _run_in_processes(jobs, workers, bar) -> list[HandsetResult]:
 def _init_worker(queue) -> None:
     global _progress_queue
     _progress_queue = queue
+    quiet_sdk_logs()
 
 
 def _run_job(job: RunConfig) -> list[HandsetResult]:

@@ -68,7 +68,10 @@ async def _server_device(plan: FleetPlan) -> None:
     done = trio.Event()
 
     def on_state(old: ClientState, new: ClientState, reason: str) -> None:
-        if new is ClientState.WAITING and not failure:
+        # A failed attempt: retried (WAITING) or refused for good (CLOSED before the inbox's
+        # SUBACK: a permanent error such as an untrusted certificate).
+        if new in (ClientState.WAITING, ClientState.CLOSED) and not failure \
+                and not done.is_set():
             failure.append(reason)
             done.set()
 

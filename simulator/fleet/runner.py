@@ -37,6 +37,7 @@ from .limits import (
 from .live import Live
 from .plan import FleetPlan, inf_to_none
 from .results import FleetResults
+from ..sdk_logging import quiet_sdk_logs
 from .worker import run_worker
 
 __all__ = ["FleetError", "StopSignals", "check_limits", "run_fleet", "run_info"]
@@ -236,6 +237,7 @@ def _worker_process(plan: FleetPlan, worker: int, messages: Any, go: Any,
     """Entry point of a spawned worker (signals are the coordinator's business, but a
     SIGTERM sent to the whole group stops this worker early too)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_sdk_logs()
     terminated: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
     raise_open_files_limit()

@@ -140,7 +140,9 @@ class SocketHandset:
             self.observer.on_disconnected(self, reason)
         elif new is ClientState.CLOSED:
             self.ended_at = now
-        if new is ClientState.WAITING and old in _CONNECTING:
+        # A failed attempt: retried (WAITING), or refused for good (CLOSED, a permanent error
+        # such as CONNACK 5; the run's own shutdown is not counted, see on_failed).
+        if new in (ClientState.WAITING, ClientState.CLOSED) and old in _CONNECTING:
             self.failures += 1
             self.observer.on_failed(self, now, self._tcp_s, reason)
 

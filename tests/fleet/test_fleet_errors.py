@@ -24,7 +24,7 @@ FLEET = ("fleet", "--handsets", "4", "--duration", "2")
      "Connection refused"),
     (("--broker", "mqtt://127.0.0.1:{port}"),
      "cannot reach the broker at mqtt://127.0.0.1:{port}"),
-    (("--broker", "http://127.0.0.1:1883"), "broker URL must start with mqtt:// or mqtts://"),
+    (("--broker", "http://127.0.0.1:1883"), "broker URL must start with mqtt://, mqtts://, ws:// or wss://"),
     (("--server", "http://127.0.0.1:8480"), "--server needs --admin-token T, or --app-key K"),
     (("--broker", "mqtt://127.0.0.1:1", "--source-ips", "127.0.0.9-127.0.0.2"),
      "--source-ips: 127.0.0.2 comes before 127.0.0.9"),

@@ -61,7 +61,8 @@ def test_offline_device_gets_its_push_on_connect_and_ttl0_expires(procs: Process
     state = tmp_path / "state.bin"
     reg = pushsdk_register(procs, server, app, "phone-1", state)
     assert set(reg) == {"registration_id", "token", "token_expires_at", "mqtt", "inbox"}
-    assert reg["mqtt"] == {"host": "127.0.0.1", "port": server.mqtt_port, "tls": False}
+    assert reg["mqtt"] == {"host": "127.0.0.1", "port": server.mqtt_port, "tls": False,
+                           "versions": ["3.1.1", "5"]}
     assert reg["inbox"] == f"push/{app['app_key']}/{reg['registration_id']}"
     to_device = {"registration_id": [reg["registration_id"]]}
 

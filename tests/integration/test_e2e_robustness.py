@@ -88,8 +88,10 @@ def test_malformed_packets_close_only_their_own_connection(procs: ProcessGroup,
         else:  # closed without a word
             assert answer == b"", (name, answer)
 
-    # An MQTT 5 client is told why (CONNACK 1, "unacceptable protocol level"), then closed.
-    assert rejected(mqtt_connect("v5", level=5)) == b"\x20\x02\x00\x01"
+    # A client of an unknown protocol level is told why (CONNACK 1, "unacceptable protocol
+    # level"), then closed; a 5.0 CONNECT without its properties is malformed (reason 0x81).
+    assert rejected(mqtt_connect("v6", level=6)) == b"\x20\x02\x00\x01"
+    assert rejected(mqtt_connect("v5", level=5)) == b"\x20\x03\x00\x81\x00"
     # Publishing outside the device's own receipt topic is an ACL violation, also closed.
     inbox = f"push/{app['app_key']}/{phone['registration_id']}"
     assert rejected(mqtt_publish(inbox, b'{"msg_id":"forged"}'), login=True) == \
@@ -104,7 +106,7 @@ def test_malformed_packets_close_only_their_own_connection(procs: ProcessGroup,
     # The listener never noticed anything: one connection, every push printed once.
     assert listener.stderr_count("pushsdk: connected") == 1
     assert listener.stderr_count("reconnecting") == 0
-    assert len(set(listener.msg_ids())) == len(listener.msg_ids()) == len(cases) + 2
+    assert len(set(listener.msg_ids())) == len(listener.msg_ids()) == len(cases) + 3
     listener.assert_no_traceback()
     assert not [line for line in server.stderr if "Traceback" in line or " ERROR " in line], \
         server.describe()
