@@ -14,8 +14,8 @@ server's ``--connect-rate`` limit on or off):
    group) is SIGKILLed and the server restarted at once on the same file and ports
    (registrations survive, so the storm is pure MQTT CONNECTs);
 3. every CONNACK 0 after the kill is time-stamped; reported: the peak connect rate (most
-   CONNACKs in any 1 s window), the time until every handset is back, CONNACK 3 refusals,
-   the peak RSS of each server process and of each client worker, and the load average
+   CONNACKs in any 1 s window), the time until every handset is back, admission refusals
+   (CONNACK 3, or MQTT 5.0's 0x9F/0x97/0x89), the peak RSS of each server process and of each client worker, and the load average
    when the run started.
 
 Each run is bounded as a whole (``--run-timeout``: ramp-up and storm together). The CI
@@ -41,6 +41,7 @@ import trio
 
 from pushsdk import ClientState, PushClient, ServerConfig, parse_strategy
 from pushsdk.backoff import Backoff
+from pushsdk.errors import ServerUnavailable
 from pushsdk.transport import TcpConnector
 
 from .chaos import ServerProcess, create_app, free_port
@@ -127,8 +128,8 @@ async def _worker_main(first: int, count: int, http_url: str, app_key: str,
     def on_state(old: ClientState, new: ClientState, reason: str) -> None:
         if new is ClientState.CONNECTED:
             connected_at.append(time.time())
-        elif "CONNACK 3" in reason:
-            refused[0] += 1
+        elif isinstance(getattr(reason, "error", None), ServerUnavailable):
+            refused[0] += 1  # CONNACK 3 (3.1.1) or 0x9F/0x97/0x89 (5.0): the admission limit
 
     policy = NoJitterBackoff if jitter is False else Backoff
     backoff = policy(initial=1.0, multiplier=2.0, max_delay=32.0, reset_after=5.0)
@@ -253,7 +254,7 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
         "all_back_s": round(times[-1] - kill_at, 2) if back else None,
         "restart_s": round(restart_s, 2),
         "peak_connects_per_s": peak_rate(times),
-        "connack3_refusals": sum(r[2] for r in results),
+        "admission_refusals": sum(r[2] for r in results),
         "connect_attempts_total": sum(r[4] for r in results),
         "server_rss_before_mb": [round(r / 2**20, 1) for r in server_rss_before],
         "server_rss_peak_after_mb": [round(r / 2**20, 1) for r in server_peak],
