@@ -6,7 +6,7 @@ and compares every handset's figures with the ones recorded in ``golden/figures.
 exactly (floats by ``repr``). A change that is *meant* to move the figures (a model, a
 strategy, the SDK's traffic) records them anew, in the same commit, with::
 
-    PUSHSIM_RECORD_GOLDEN=1 .venv/bin/python -m pytest -q tests/sim/test_sim_reproducible.py
+    PUSHSIM_RECORD_GOLDEN=1 .venv/bin/python -m pytest -q tests/sim/test_sim_golden.py
 
 and says so in the commit message. The run is also repeated in a second process layout
 (two shards) to show the figures do not depend on how a fleet is split.
