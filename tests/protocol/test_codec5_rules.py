@@ -7,7 +7,6 @@ import re
 import pytest
 
 from pushsdk.protocol import (
-    NEED_DATA,
     NO_PROPERTIES,
     Auth,
     ConnAck,
@@ -324,7 +323,7 @@ def test_properties_value():
                            "user_properties=(('a', 'b'),))")
     assert props.as_dict() == {"message_expiry_interval": 5, "correlation_data": b"c",
                                "user_properties": (("a", "b"),)}
-    assert bool(props) and not NO_PROPERTIES and NO_PROPERTIES == Properties()
+    assert bool(props) and not NO_PROPERTIES and Properties() == NO_PROPERTIES
     with pytest.raises(AttributeError):
         props.topic_alias = 5  # type: ignore[misc]
     assert Properties(subscription_identifiers=[4]).subscription_identifier == 4
