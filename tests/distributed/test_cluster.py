@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dask_cluster import start_cluster, stop_cluster
 from fleet_harness import pushsim, read_results
+from support.ports import free_port
 
 
 def test_nothing_of_the_cluster_listens_beyond_loopback(cluster):
@@ -108,7 +109,7 @@ def _scrape(url: str) -> dict:
 def test_a_dead_worker_leaves_the_others_results(mosquitto, tmp_path):
     cluster = start_cluster(tmp_path / "dask", workers=2)
     try:
-        port = _free_port()
+        port = free_port()
         runner = threading.Thread(target=lambda: outcome.append(pushsim(
             "fleet", "--cluster", cluster.address, "--broker", mosquitto.url, "--handsets",
             "20", "--duration", "12", "--push-rate", "20", "--metrics-port", str(port),
@@ -147,9 +148,3 @@ def _wait(condition, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition not met in time")
         time.sleep(0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -1,5 +1,6 @@
 """Fixtures for the fleet tests: the reference server (``pushsim server`` on free ports) and a
-real Mosquitto, each a process started by the test and stopped by its process id."""
+real Mosquitto (``mosquitto``, from tests/conftest.py), each a process started by the test
+and stopped by its process id."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_harness import ADMIN_TOKEN, Broker, ReferenceServer, start_mosquitto, stop_process
+from fleet_harness import ADMIN_TOKEN, ReferenceServer, stop_process
 
 
 def _server(*options: str) -> Iterator[dict]:
@@ -51,10 +52,3 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     tls_dir = tmp_path / "tls"
     for info in _server("--tls-dir", str(tls_dir), "--https-port", "0", "--mqtts-port", "0"):
         yield info["https"], tls_dir / "ca.pem"
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    """A real Mosquitto on a free loopback port, logging connections to a file."""
-    with start_mosquitto(tmp_path) as broker:
-        yield broker

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from integration_harness import (  # noqa: F401
+from integration_harness import (
     PUBLISH,
     ProcessGroup,
     RawMqtt,
     SUBACK,
     mqtt_connect,
     mqtt_subscribe,
-    procs,
     read_until_closed,
 )
 

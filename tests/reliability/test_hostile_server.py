@@ -24,7 +24,8 @@ import pytest
 import trio
 import trio.testing
 
-from power_bench.chaos import ServerProcess, basic_auth, create_app, http_request, metrics
+from support.http import basic_auth, create_app, http_request, metrics
+from support.server import ServerProcess
 from pushsdk import PushClient, ServerConfig, parse_strategy
 from pushsdk.clock import VirtualClock
 from pushsdk.protocol import (
