@@ -419,7 +419,8 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     except ConnectionResetError:
         pass
     except TimeoutError:
-        raise AssertionError(f"connection still open after {timeout} s; got {bytes(data)!r}")
+        raise AssertionError(
+            f"connection still open after {timeout} s; got {bytes(data)!r}") from None
     return bytes(data)
 
 
