@@ -34,7 +34,8 @@ class PathHooks(Protocol):
         """The handset sends ``nbytes`` (``0`` for a FIN): the radio pays, the NAT decides."""
 
     def downlink(self, conn: SimConnection, now: float, nbytes: int) -> Verdict:
-        """The server sends ``nbytes`` towards the handset: the NAT decides (radio pays on arrival)."""
+        """The server sends ``nbytes`` towards the handset: the NAT decides (radio pays on
+        arrival)."""
 
     def arrived(self, conn: SimConnection, now: float, nbytes: int) -> None:
         """``nbytes`` reach the handset's radio (called when the SDK reads them)."""

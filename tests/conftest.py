@@ -7,8 +7,9 @@ session starts; if the suite leaves a new or changed entry, the session fails an
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,14 +25,22 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
-    """The reference server as a child process on free ports, with its database and log in
-    tmp_path; stopped (SIGTERM, then SIGKILL) by its process id."""
-    server = ServerProcess(tmp_path / "server.db", log=tmp_path / "server.log")
+def server_process() -> Iterator[Callable[..., ServerProcess]]:
+    """Start the reference server as a child process: ``server_process(db, **options)`` takes
+    :class:`support.server.ServerProcess`'s arguments and returns it once it is ready. Every
+    server started is stopped (SIGTERM, then SIGKILL) by its process id when the test ends."""
+    started: list[ServerProcess] = []
+
+    def start(db: Path | str, **options: Any) -> ServerProcess:
+        server = ServerProcess(db, **options)
+        started.append(server)
+        return server
+
     try:
-        yield server
+        yield start
     finally:
-        server.terminate()
+        for server in started:
+            server.terminate()
 
 
 # --- the work tree stays clean ----------------------------------------------------------------

@@ -35,7 +35,8 @@ Rules:
 - **Free beats.** When the platform reports the radio active for another app, a ping then
   costs a fraction of a wake-up, so the strategy takes one once ``piggyback_after`` of the
   interval has passed (on Wi-Fi ``piggyback_after_wifi``: there the CPU's wake costs more
-  than the radio's, so a free ping pays only when it replaces most of a beat). With ``screen_hints`` it also pings the moment the screen goes off
+  than the radio's, so a free ping pays only when it replaces most of a beat). With
+  ``screen_hints`` it also pings the moment the screen goes off
   after a session (the app that was in front kept the radio up: docs/energy.md, screen-on
   sharing), if that much silence has passed. Each free beat moves the next paid one out.
 """

@@ -27,16 +27,17 @@ class ServerProcess:
 
     stderr goes to ``log`` (appended, owner-only, so a restarted server keeps one log); the
     one JSON line on stdout tells the URLs (``info``, ``http_url``, ``http_port``,
-    ``mqtt_port``). The admin token is :data:`ADMIN`.
+    ``mqtt_port``). The admin token is ``admin_token`` (:data:`ADMIN` unless given).
     """
 
     def __init__(self, db: Path | str, *, http_port: int = 0, mqtt_port: int = 0,
                  extra: tuple[str, ...] = (), log: Path | None = None,
-                 limits: tuple[str, ...] = NO_ADDRESS_LIMITS,
+                 limits: tuple[str, ...] = NO_ADDRESS_LIMITS, admin_token: str = ADMIN,
                  start_timeout: float = 30.0) -> None:
+        self.admin_token = admin_token
         argv = [sys.executable, "-m", "simulator.server", "--db", str(db),
                 "--http-port", str(http_port), "--mqtt-port", str(mqtt_port),
-                "--admin-token", ADMIN, "--log-level", "warning", *limits, *extra]
+                "--admin-token", admin_token, "--log-level", "warning", *limits, *extra]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self._log: IO[bytes] | int = (_private_log(log) if log is not None
                                       else subprocess.DEVNULL)
