@@ -3,7 +3,6 @@ workers on loopback, see conftest.py)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import urllib.request
 
@@ -57,9 +56,7 @@ def test_power_bench_on_the_cluster_equals_the_local_run(cluster, tmp_path):
 
 
 def test_an_unreachable_cluster_is_one_line(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     done = pushsim("fleet", "--cluster", f"tcp://127.0.0.1:{port}", "--broker",
                    "mqtt://127.0.0.1:1", "--handsets", "2", "--duration", "1", timeout=60,
                    cwd=tmp_path)

@@ -10,7 +10,6 @@ whether the client closed with a Close frame.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import attrs
@@ -123,9 +122,3 @@ async def ws_bridge(broker_port: int, *, chunk: int = 5,
             yield port, log
         finally:
             nursery.cancel_scope.cancel()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
