@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -272,7 +272,7 @@ class SimConnection:
                  "held", "held_up", "clock", "loss", "loss_draw", "retransmission",
                  "server_gone")
 
-    def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: object = None, *,
+    def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: Any = None, *,
                  loss: float = 0.0, loss_draw=None,
                  retransmission: Retransmission = RETRANSMISSION) -> None:
         self.clock = current_timers()
