@@ -48,7 +48,8 @@ def read_results(out: Path) -> dict:
     with open(out / "timeseries.csv", newline="") as f:
         timeseries = list(csv.DictReader(f))
     return {"summary": summary, "handsets": handsets, "latencies": latencies,
-            "connects": connects, "timeseries": timeseries, "fleet": json.loads((out / "fleet.json").read_text()),
+            "connects": connects, "timeseries": timeseries,
+            "fleet": json.loads((out / "fleet.json").read_text()),
             "summary_json": json.loads((out / "summary.json").read_text())}
 
 

@@ -36,8 +36,8 @@ async def _start_sub(port: int, topic: str, fmt: str) -> trio.Process:
     assert Path(SUB).exists(), "mosquitto_sub is not installed: run .ci/install-deps"
     # stdbuf: its lines come as they are printed, not when a pipe buffer fills.
     return await trio.lowlevel.open_process(
-        ["stdbuf", "-oL", SUB, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-t", topic, "-q", "1",
-         "-C", "1", "-W", "20", "-d", "-F", fmt],
+        ["stdbuf", "-oL", SUB, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-t", topic,
+         "-q", "1", "-C", "1", "-W", "20", "-d", "-F", fmt],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
