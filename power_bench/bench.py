@@ -262,7 +262,8 @@ class GoalCheck:
             out.append(
                 f"  {goal.scenario:<20} {energy.value:5.2f}{mark(energy):1} {energy.detail:<19} "
                 f"{_pct(c['delivery_ratio'].value):>8}{mark(c['delivery_ratio']):1} "
-                f"{_pct(c['dead_time_awake_fraction'].value):>6}{mark(c['dead_time_awake_fraction']):1} "
+                f"{_pct(c['dead_time_awake_fraction'].value):>6}"
+                f"{mark(c['dead_time_awake_fraction']):1} "
                 f"{_num(c['latency_p95_s'].value):>9}{mark(c['latency_p95_s']):1}  "
                 f"{'PASS' if goal.passed else 'FAIL'}")
         if self.geomean is not None:

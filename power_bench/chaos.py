@@ -499,24 +499,7 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
     finally:
         await trio.to_thread.run_sync(holder["server"].terminate)
 
-    lost_ids, duplicate_ids, unexpected = [], [], 0
-    maybe_ids: set[str] = set()
-    sent_to = [set() for _ in range(config.devices)]
-    for msg_id, device in provider.accepted.values():
-        sent_to[device].add(msg_id)
-    for d in range(config.devices):
-        lost_ids += sorted(sent_to[d] - seen[d].keys())
-        duplicate_ids += [m for m, n in seen[d].items() if n > 1]
-        for msg_id in seen[d].keys() - sent_to[d]:
-            maybe_ids.add(msg_id)
-    # A delivered message that no 200 announced must be one of the ambiguous requests: one
-    # per ambiguous request at most, to the device that request targeted.
-    maybe_per_device = collections.Counter(provider.maybe.values())
-    got_per_device = collections.Counter()
-    for d in range(config.devices):
-        got_per_device[d] = len(seen[d].keys() - sent_to[d])
-    unexpected = sum(max(0, got_per_device[d] - maybe_per_device[d])
-                     for d in range(config.devices))
+    lost_ids, duplicate_ids, maybe_ids, unexpected = _tally(config.devices, provider, seen)
     stats = [client.statistics() for client in clients]
     return ChaosReport(
         devices=config.devices,
@@ -541,6 +524,32 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
         lost_ids=tuple(lost_ids[:20]),
         duplicate_ids=tuple(duplicate_ids[:20]),
     )
+
+
+def _tally(devices: int, provider: Provider, seen: list[collections.Counter[str]],
+           ) -> tuple[list[str], list[str], set[str], int]:
+    """What the apps saw against what the server promised: the lost and the duplicated
+    message ids, the delivered ids no 200 announced (``maybe_ids``), and how many of those
+    exceed one per ambiguous request to that device (``unexpected``)."""
+    lost_ids: list[str] = []
+    duplicate_ids: list[str] = []
+    maybe_ids: set[str] = set()
+    sent_to: list[set[str]] = [set() for _ in range(devices)]
+    for msg_id, device in provider.accepted.values():
+        sent_to[device].add(msg_id)
+    for d in range(devices):
+        lost_ids += sorted(sent_to[d] - seen[d].keys())
+        duplicate_ids += [m for m, n in seen[d].items() if n > 1]
+        for msg_id in seen[d].keys() - sent_to[d]:
+            maybe_ids.add(msg_id)
+    # A delivered message that no 200 announced must be one of the ambiguous requests: one
+    # per ambiguous request at most, to the device that request targeted.
+    maybe_per_device = collections.Counter(provider.maybe.values())
+    got_per_device: collections.Counter[int] = collections.Counter()
+    for d in range(devices):
+        got_per_device[d] = len(seen[d].keys() - sent_to[d])
+    unexpected = sum(max(0, got_per_device[d] - maybe_per_device[d]) for d in range(devices))
+    return lost_ids, duplicate_ids, maybe_ids, unexpected
 
 
 def main(argv: list[str] | None = None) -> int:

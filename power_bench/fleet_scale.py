@@ -89,7 +89,7 @@ class Mosquitto(_Child):
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.stop()
-                    raise RuntimeError("mosquitto did not start (run .ci/install-deps)")
+                    raise RuntimeError("mosquitto did not start (run .ci/install-deps)") from None
                 time.sleep(0.05)
 
 
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    stderr=subprocess.PIPE, text=True)))
             started = time.monotonic()
             errors = []
-            for cli, proc in runs:
+            for _cli, proc in runs:
                 _, stderr = proc.communicate(timeout=args.big / ramp + 300)
                 if proc.returncode != 0:
                     errors.append(stderr.strip())

@@ -2,10 +2,11 @@
 
 Output: ``register`` prints the registration answer as one JSON object; ``listen`` prints one
 JSON line per message dispatched, flushed at once (broker mode: ``{"topic", "payload", "qos",
-"retain"}``, plus ``"properties"`` with MQTT 5); ``publish`` prints nothing and exits 0 once the message is acknowledged (QoS 1/2)
-or written (QoS 0). Errors are one line on stderr and a non-zero exit status (2 for bad
-arguments, 1 for everything else). SIGTERM and SIGINT disconnect cleanly (MQTT DISCONNECT)
-and exit 0 (SIGTERM) or 130 (SIGINT, as a shell expects after Ctrl-C).
+"retain"}``, plus ``"properties"`` with MQTT 5); ``publish`` prints nothing and exits 0 once
+the message is acknowledged (QoS 1/2) or written (QoS 0). Errors are one line on stderr and a
+non-zero exit status (2 for bad arguments, 1 for everything else). SIGTERM and SIGINT
+disconnect cleanly (MQTT DISCONNECT) and exit 0 (SIGTERM) or 130 (SIGINT, as a shell expects
+after Ctrl-C).
 """
 from __future__ import annotations
 

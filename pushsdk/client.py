@@ -149,7 +149,8 @@ class PushClient:
     __slots__ = (
         "_backoff", "_broker", "_closing", "_config", "_connector", "_cycle_scope",
         "_dispatch_scope", "_dispatcher", "_downgraded", "_driver", "_holding", "_done",
-        "_env", "_error", "_ever_connected", "_failures", "_ephemeral", "_finished", "_force_register", "_held", "_http_connector", "_idle_event",
+        "_env", "_error", "_ever_connected", "_failures", "_ephemeral", "_finished",
+        "_force_register", "_held", "_http_connector", "_idle_event",
         "_interrupted", "_io", "_keepalive", "_last_error", "_limits", "_network_event",
         "_on_new_token", "_on_state_change", "_outbox", "_ping_timeout", "_rng",
         "_sdk_state", "_session", "_started", "_state", "_state_event", "_store",

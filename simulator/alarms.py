@@ -56,7 +56,8 @@ class AlarmParams:
 
     def __attrs_post_init__(self) -> None:
         if self.bucket not in STANDBY_DELAYS:
-            raise ValueError(f"bucket must be one of {', '.join(STANDBY_DELAYS)}, got {self.bucket!r}")
+            raise ValueError(f"bucket must be one of {', '.join(STANDBY_DELAYS)}, "
+                             f"got {self.bucket!r}")
 
 
 class Alarms:

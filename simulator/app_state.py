@@ -118,7 +118,8 @@ class AppStateTimeline:
     def from_sessions(
         cls, sessions: Sequence[tuple[float, float, AppState]], duration: float
     ) -> AppStateTimeline:
-        """Screen-on sessions ``(start, end, state)`` (sorted, not overlapping); INACTIVE between."""
+        """Screen-on sessions ``(start, end, state)`` (sorted, not overlapping); INACTIVE
+        between."""
         periods: list[AppPeriod] = []
         t = 0.0
         for start, end, state in sessions:

@@ -186,7 +186,8 @@ def build_day(
         app=spec.app,
         doze=spec.doze,
         blocked=_blocked(spec.doze, duration),
-        maintenance=tuple((w.start, min(w.end, duration)) for w in spec.doze.maintenance_windows(duration)),
+        maintenance=tuple((w.start, min(w.end, duration))
+                          for w in spec.doze.maintenance_windows(duration)),
         pushes=pushes,
         screen_radio=spec.screen_radio,
         spec=spec,

@@ -22,7 +22,7 @@ import enum
 import functools
 import math
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -60,9 +60,10 @@ def _factor(instance: object, attribute: attrs.Attribute, value: float) -> None:
         raise ValueError(f"doze.{attribute.name} must be ≥ 1, got {value!r}")
 
 
-_seconds = dict(converter=float, validator=_non_negative)
-_duration = dict(converter=float, validator=_positive)
-_growth = dict(converter=float, validator=_factor)
+# Keyword arguments of attrs.field, typed Any so that mypy's attrs plugin takes the annotation.
+_seconds: dict[str, Any] = dict(converter=float, validator=_non_negative)
+_duration: dict[str, Any] = dict(converter=float, validator=_positive)
+_growth: dict[str, Any] = dict(converter=float, validator=_factor)
 
 
 @attrs.frozen
@@ -274,9 +275,10 @@ class DozeSchedule:
             return Phase(-INF, self.screen_off_at, DozeState.ACTIVE)
         if now >= self.screen_on_at:
             return Phase(self.screen_on_at, INF, DozeState.ACTIVE)
-        deep_start = self._deep.start if self._deep is not None else INF
-        if now >= deep_start:
-            phase = self._deep.phase_at(now)
+        deep = self._deep
+        deep_start = deep.start if deep is not None else INF
+        if deep is not None and now >= deep_start:
+            phase = deep.phase_at(now)
             end = phase.end
         elif self._light is not None and now >= self._light.start:
             phase = self._light.phase_at(now)

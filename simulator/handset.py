@@ -23,6 +23,7 @@ import errno
 import json
 import math
 import random
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
@@ -36,6 +37,9 @@ from simulator.nat import WIRE, NatBinding, NatTimeout, Retransmission
 from simulator.radio import get_model
 from simulator.radio.cpu import NEXUS4
 from simulator.simclock import current_timers
+
+if TYPE_CHECKING:
+    from simulator.radio.meter import RadioMeter
 
 #: Where handsets find the in-process server (any names would do: nothing resolves them).
 SERVER_HOST = "push.sim"
@@ -58,7 +62,7 @@ class LazyRandom:
 
     def __init__(self, seed) -> None:
         self._seed = seed
-        self._rng = None
+        self._rng: random.Random | None = None
 
     def __getattr__(self, name: str):
         rng = self._rng
@@ -314,8 +318,8 @@ class VirtualHandset:
         self._cpu = NEXUS4.new_meter() if spec.cpu == "nexus4" else None
         self._screen_on = False
         self._jitter = _jitter_source(self.network, spec.seed)
-        self._meters: dict[str, object] = {}  # radio model -> meter (SDK + other apps)
-        self._background_meters: dict[str, object] = {}  # radio model -> other apps only
+        self._meters: dict[str, RadioMeter] = {}  # radio model -> meter (SDK + other apps)
+        self._background_meters: dict[str, RadioMeter] = {}  # radio model -> other apps only
         self._radio_since = 0.0
         self._radio_time: dict[str, float] = {}  # seconds spent on each radio model
         self._ordinals: dict[tuple[int, str], int] = {}  # (attachment, purpose) -> opened
@@ -341,7 +345,8 @@ class VirtualHandset:
             ServerConfig(server_url=f"http://{SERVER_HOST}:{HTTP_PORT}", app_key=app_key,
                          device_id=spec.device_id, alias=spec.alias, tags=spec.tags,
                          mqtt_version=SIM_MQTT_VERSION),
-            connector=self, state_store=MemoryStateStore(), clock=clock, rng=rng,
+            connector=self, state_store=MemoryStateStore(), clock=clock,
+            rng=rng,  # type: ignore[arg-type]  # a LazyRandom stands in for random.Random
             strategy=strategy, min_keepalive=_doze_keepalive(spec),
             network_key=self.network.key, network_type=self.network.type,
             app_state=spec.app.state_at(0.0).value, on_notification=self._on_push,
@@ -411,6 +416,7 @@ class VirtualHandset:
         attachment = self.day.attachment_at(now)
         if attachment is None or attachment.network.key != self.network.key:
             attachment = self._stray_attachment(now)
+        purpose: Literal["push", "probe", "http"]
         if port == HTTP_PORT:
             purpose = "http"
         elif self.client.state is ClientState.CONNECTED:
@@ -661,8 +667,8 @@ class VirtualHandset:
 
     def _on_push(self, message) -> None:
         plan_id = _plan_id(message)
-        entry = self.pending.pop(plan_id, None)
-        if entry is None:
+        entry = self.pending.pop(plan_id, None)  # type: ignore[arg-type]  # None: not found
+        if entry is None or plan_id is None:  # (no plan id: never pending, so entry is None)
             # Not pending: a second dispatch of a delivered push is a duplicate; anything
             # else (no plan id) is not part of the workload and is not measured.
             if plan_id in self.delivered_ids:

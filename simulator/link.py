@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -34,7 +34,8 @@ class PathHooks(Protocol):
         """The handset sends ``nbytes`` (``0`` for a FIN): the radio pays, the NAT decides."""
 
     def downlink(self, conn: SimConnection, now: float, nbytes: int) -> Verdict:
-        """The server sends ``nbytes`` towards the handset: the NAT decides (radio pays on arrival)."""
+        """The server sends ``nbytes`` towards the handset: the NAT decides (radio pays on
+        arrival)."""
 
     def arrived(self, conn: SimConnection, now: float, nbytes: int) -> None:
         """``nbytes`` reach the handset's radio (called when the SDK reads them)."""
@@ -271,7 +272,7 @@ class SimConnection:
                  "held", "held_up", "clock", "loss", "loss_draw", "retransmission",
                  "server_gone")
 
-    def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: object = None, *,
+    def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: Any = None, *,
                  loss: float = 0.0, loss_draw=None,
                  retransmission: Retransmission = RETRANSMISSION) -> None:
         self.clock = current_timers()

@@ -492,7 +492,8 @@ WIRE = WireModel()
 
 
 def totals(flights: Iterable[Flight]) -> dict[str, int]:
-    """Packets and bytes per direction: ``{"up_packets", "up_bytes", "down_packets", "down_bytes"}``."""
+    """Packets and bytes per direction:
+    ``{"up_packets", "up_bytes", "down_packets", "down_bytes"}``."""
     result = {"up_packets": 0, "up_bytes": 0, "down_packets": 0, "down_bytes": 0}
     for flight in flights:
         result[f"{flight.direction}_packets"] += flight.packets

@@ -17,7 +17,6 @@ bound; docs/oracle.md says why each choice does.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Iterable, Sequence
 
 import attrs

@@ -59,7 +59,8 @@ def run_jobs(jobs: Sequence[RunConfig], workers: int = 1, *, progress: bool = Tr
     """Run every job (in worker processes if ``workers`` > 1, on the Dask cluster at
     ``cluster`` if given); results in job order."""
     bar = tqdm(total=100 * len(jobs), desc=label, unit="%", disable=not progress,
-               file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+               file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
     try:
         # --- --cluster hook (fleet engineer; the machinery is in simulator/distributed.py) ---
         if cluster is not None:

@@ -347,7 +347,8 @@ class Scenario:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ScenarioError(f"{path}: cannot read scenario file: {exc.strerror or exc}") from None
+            raise ScenarioError(f"{path}: cannot read scenario file: "
+                                f"{exc.strerror or exc}") from None
         except UnicodeDecodeError:
             raise ScenarioError(f"{path}: not a UTF-8 text file") from None
         return cls.from_text(text, source=str(path))
@@ -410,7 +411,8 @@ class Scenario:
             indices = range(n)
         return [self.handset_spec(i, seed, hours=hours) for i in indices]
 
-    def handset_spec(self, index: int, seed: int | str = 0, *, hours: float | None = None) -> HandsetSpec:
+    def handset_spec(self, index: int, seed: int | str = 0, *,
+                     hours: float | None = None) -> HandsetSpec:
         hours = self.hours if hours is None else hours
         if not (hours > 0 and math.isfinite(hours)):
             raise ValueError(f"hours must be a finite number > 0, got {hours!r}")
@@ -501,7 +503,8 @@ def _outage_events(
 def _background(
     model: BackgroundModel, duration: float, doze: DozeTimeline, rng: random.Random
 ) -> BackgroundTraffic:
-    """Poisson wake-ups; one falling in Doze idle is deferred to the next window (as the OS does)."""
+    """Poisson wake-ups; one falling in Doze idle is deferred to the next window (as the OS
+    does)."""
     times: set[float] = set()
     if model.wakeups_per_hour > 0:
         rate = model.wakeups_per_hour / 3600.0

@@ -117,15 +117,18 @@ class _Table:
         dist = _parse_distribution(self, key, value)
         low, _ = dist.bounds
         if above is not None and not low > above:
-            raise self.error(key, f"every value must be > {above:g}; this distribution reaches {low:g}")
+            raise self.error(key, f"every value must be > {above:g}; "
+                                  f"this distribution reaches {low:g}")
         if low < minimum:
-            raise self.error(key, f"every value must be ≥ {minimum:g}; this distribution reaches {low:g}")
+            raise self.error(key, f"every value must be ≥ {minimum:g}; "
+                                  f"this distribution reaches {low:g}")
         return dist
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise self.error(unknown[0], f"unknown field (known here: {', '.join(sorted(self.used))})")
+            raise self.error(unknown[0],
+                             f"unknown field (known here: {', '.join(sorted(self.used))})")
 
 
 def _type_name(value: Any) -> str:

@@ -78,7 +78,8 @@ class PushPlan:
         if self.audience_kind == "registration_id":
             if registration_ids is None:
                 raise ValueError(f"push {self.plan_id} needs the registration id of its target")
-            lookup = registration_ids if callable(registration_ids) else registration_ids.__getitem__
+            lookup = (registration_ids if callable(registration_ids)
+                      else registration_ids.__getitem__)
             return {"registration_id": [lookup(i) for i in self.targets]}
         return {self.audience_kind: [self.audience_value]}
 

@@ -35,7 +35,8 @@ Rules:
 - **Free beats.** When the platform reports the radio active for another app, a ping then
   costs a fraction of a wake-up, so the strategy takes one once ``piggyback_after`` of the
   interval has passed (on Wi-Fi ``piggyback_after_wifi``: there the CPU's wake costs more
-  than the radio's, so a free ping pays only when it replaces most of a beat). With ``screen_hints`` it also pings the moment the screen goes off
+  than the radio's, so a free ping pays only when it replaces most of a beat). With
+  ``screen_hints`` it also pings the moment the screen goes off
   after a session (the app that was in front kept the radio up: docs/energy.md, screen-on
   sharing), if that much silence has passed. Each free beat moves the next paid one out.
 """
@@ -125,8 +126,9 @@ class AdaptiveStrategy(HeartbeatStrategy):
         state = _from_memory(memory)
         if state is None:
             return self._fresh(ctx)
+        # (``settled`` is ``settled_at is not None``, which mypy cannot see through a property.)
         if state.settled and not state.changing and \
-                ctx.wall_time - state.settled_at >= self.reprobe_after:
+                ctx.wall_time - state.settled_at >= self.reprobe_after:  # type: ignore[operator]
             state = attrs.evolve(state, high=None, settled_at=None)  # carriers change NATs
         streak = self.confirm - 1 if state.high is not None and not state.settled else 0
         return attrs.evolve(state, interval=self._main(state, ctx), streak=streak)
@@ -166,7 +168,7 @@ class AdaptiveStrategy(HeartbeatStrategy):
         if state.settled:
             every = self.recheck_after if state.changing else None
             last = state.checked_at if state.checked_at is not None else state.settled_at
-            if every is not None and ctx.wall_time - last >= every:
+            if every is not None and ctx.wall_time - last >= every:  # type: ignore[operator]
                 return min(self.cap, self.growth * state.interval)  # lands on a main beat
             return None
         if state.low <= 0 and state.high is not None:
@@ -324,7 +326,7 @@ def _from_memory(memory: Mapping[str, Any] | None) -> AdaptiveState | None:
     try:
         low = float(memory["low"])
         interval = float(memory["interval"])
-        optional = {key: None if memory.get(key) is None else float(memory[key])
+        optional: dict[str, Any] = {key: None if memory.get(key) is None else float(memory[key])
                     for key in ("high", "settled_at", "least_failure", "retest", "checked_at")}
         inband = bool(memory.get("inband", False))
         changing = bool(memory.get("changing", False))

@@ -3,7 +3,7 @@ made on a dedicated probe connection while the main connection keeps the app's k
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -199,7 +199,8 @@ class CourierStrategy(HeartbeatStrategy):
             isinstance(memory.get("optimal"), bool)
         ):
             return self._fresh()  # damaged: only a lost hint
-        lower, upper, last, current_upper, step, trial, tries, optimal_failures = values
+        lower, upper, last, current_upper, step, trial, tries, optimal_failures = cast(
+            "list[int]", values)  # checked above
         optimal = memory["optimal"]
         if step < 1 or tries < 0 or optimal_failures < 0 or not (
             (self.lower if optimal else self.lower - step) <= last <= self.upper

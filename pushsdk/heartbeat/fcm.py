@@ -75,8 +75,8 @@ class FcmStrategy(HeartbeatStrategy):
     def name(self) -> str:
         return format_params("fcm", attrs.asdict(self), _DEFAULTS)
 
-    @property  # type: ignore[override]
-    def ping_timeout(self) -> float:
+    @property
+    def ping_timeout(self) -> float:  # type: ignore[override]
         return self.ack
 
     @property

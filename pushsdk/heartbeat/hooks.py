@@ -68,12 +68,12 @@ class HookedStrategy(HeartbeatStrategy):
     def max_interval(self) -> float:
         return self.inner.max_interval
 
-    @property  # type: ignore[override]
-    def ping_timeout(self) -> float | None:
+    @property
+    def ping_timeout(self) -> float | None:  # type: ignore[override]
         return self.inner.ping_timeout
 
-    @property  # type: ignore[override]
-    def doze_exempt(self) -> bool:
+    @property
+    def doze_exempt(self) -> bool:  # type: ignore[override]
         return self.inner.doze_exempt
 
     def start(self, memory: Mapping[str, Any] | None, ctx: HeartbeatContext) -> HookedState:

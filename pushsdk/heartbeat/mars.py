@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import attrs
 
@@ -290,16 +290,16 @@ def _load(memory: Mapping[str, Any] | None, wall_time: float) -> MarsState | Non
         interval = MIN_HEART_INTERVAL
     elif interval > HEART_CAP:
         interval = HEART_CAP
-    failures, doze_events, normal_events = counts
-    stable, doze_value = flags
+    failures, doze_events, normal_events = cast("list[int]", counts)  # checked above
+    stable, doze_value = cast("list[bool]", flags)
     return MarsState(interval=interval, stable=stable, failures=failures, doze_value=doze_value,
                      modified_at=min(modified_at, wall_time), doze_events=doze_events,
                      normal_events=normal_events)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
     return _is_int(value) or isinstance(value, float) and math.isfinite(value)

@@ -120,7 +120,8 @@ async def mqtt_session(connector: Connector, target: BrokerTarget, client_id: st
     except trio.TooSlowError:
         problem = f"no CONNACK from {where} within {timeout:g} s"
     except _BROKEN as exc:
-        problem = f"broker {where} closed the connection during CONNECT ({exc or type(exc).__name__})"
+        problem = (f"broker {where} closed the connection during CONNECT "
+                   f"({exc or type(exc).__name__})")
     else:
         if not isinstance(answer, ConnAck):
             problem = f"broker {where} closed the connection before CONNACK"

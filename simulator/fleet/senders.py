@@ -2,7 +2,8 @@
 
 - :class:`HttpClient`: a small keep-alive HTTP/1.1 client (h11) on a connector's stream.
 - :func:`create_app` / :func:`check_app`: set up or verify the app the fleet pushes for.
-- :class:`HttpPusher`: ``POST /v1/push`` to the registration ids of a topic group; honours 429 Retry-After.
+- :class:`HttpPusher`: ``POST /v1/push`` to the registration ids of a topic group; honours 429
+  Retry-After.
 - :func:`delete_device`: ``DELETE /v1/devices/<registration_id>`` (the clean-up at the end).
 
 The MQTT publisher is in :mod:`.publisher`.

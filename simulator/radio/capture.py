@@ -58,7 +58,8 @@ def read_capture(path: str | PathLike[str], device_ip: str | None = None) -> lis
     except OSError as exc:
         raise TraceError(f"cannot read capture {path}: {exc.strerror or exc}") from None
     except (dpkt.dpkt.NeedData, dpkt.dpkt.UnpackError, ValueError, struct.error) as exc:
-        raise TraceError(f"{path}: not a readable pcap/pcapng capture ({exc or 'truncated'})") from None
+        raise TraceError(f"{path}: not a readable pcap/pcapng capture "
+                         f"({exc or 'truncated'})") from None
     return packets
 
 

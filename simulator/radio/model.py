@@ -24,6 +24,7 @@ primary table not checked). The catalogue of named models lives in
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -123,6 +124,14 @@ class FachRules:
     down_kbps: float = attrs.field(default=32.0, validator=_positive)
 
 
+def _phases(phases: Iterable[TailPhase]) -> tuple[TailPhase, ...]:
+    return tuple(phases)
+
+
+def _lines(lines: Iterable[str]) -> tuple[str, ...]:
+    return tuple(lines)
+
+
 @attrs.frozen
 class RadioModel:
     """A named radio energy model; see the module docstring for the state machine.
@@ -136,13 +145,13 @@ class RadioModel:
     technology: str  # "lte" | "3g" | "wifi" | "5g"
     description: str
     promotion: Promotion
-    tail: tuple[TailPhase, ...] = attrs.field(converter=tuple)
+    tail: tuple[TailPhase, ...] = attrs.field(converter=_phases)
     transfer: TransferPower
     idle_power_w: float = attrs.field(validator=_non_negative)
     source: str
-    notes: tuple[str, ...] = attrs.field(converter=tuple)
+    notes: tuple[str, ...] = attrs.field(converter=_lines)
     fach: FachRules | None = None
-    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_lines)
     #: 5G NR RRC_INACTIVE: a packet that finds the radio in tail phase ``inactive_phase``
     #: pays ``resume`` (RRC Resume, shorter than a full setup) instead of nothing.
     inactive_phase: int | None = None

@@ -274,7 +274,8 @@ def _nr_nsa_mmwave() -> RadioModel:
             "[C] LTE is more energy-efficient than mmWave NR for low-rate traffic (Signals "
             "Research Group; Narayanan 2021): E1 here exceeds LTE's",
             "[A] tail 11.576 s: the LTE anchor's (Huang 2012)",
-            "[A] assumption: promotion 1.8 W x 0.5 s (LTE setup + NR leg addition); tail 1.5 W (LTE DRX "
+            "[A] assumption: promotion 1.8 W x 0.5 s (LTE setup + NR leg addition); "
+            "tail 1.5 W (LTE DRX "
             "1.0755 W + ~0.42 W NR leg); transfer 2.0 W; link 60 / 1000 Mbps",
             _NR_NOTE,
         ),

@@ -219,7 +219,7 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
 
 
 def _utc(seconds: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 
 
 def _signing_hash(key: PrivateKey) -> hashes.SHA256 | None:

@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from .validation import DeviceRequest
 
 __all__ = [
-    "Identity", "add_push", "proof_required", "close_sessions", "create_app", "delete_device", "expire_due",
+    "Identity", "add_push", "proof_required", "close_sessions", "create_app", "delete_device",
+    "expire_due",
     "expire_rows", "issue_challenge", "mark_delivered", "mark_sent", "open_session",
     "record_receipts", "recover", "register_device", "set_subscriptions", "update_device",
 ]

@@ -37,4 +37,5 @@ def test_models_lists_every_contract_name():
     done = pushsim("models")
     assert done.returncode == 0
     names = {line.split()[0] for line in done.stdout.splitlines()}
-    assert {"lte-huang2012", "lte-aro", "3g-huang2012", "3g-aro", "wifi-huang2012", "wifi-aro"} <= names
+    assert {"lte-huang2012", "lte-aro", "3g-huang2012", "3g-aro", "wifi-huang2012",
+            "wifi-aro"} <= names

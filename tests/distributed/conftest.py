@@ -1,13 +1,12 @@
-"""Fixtures of the --cluster tests: a Dask cluster on loopback (dask_cluster.py), Mosquitto."""
+"""Fixtures of the --cluster tests: a Dask cluster on loopback (dask_cluster.py); Mosquitto is
+the suite's ``mosquitto`` fixture (tests/conftest.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dask_cluster import Cluster, start_cluster, stop_cluster
-from fleet_harness import start_mosquitto  # importable once dask_cluster set the path
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +17,3 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield running
     finally:
         stop_cluster(running)
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path):
-    with start_mosquitto(tmp_path) as broker:
-        yield broker

@@ -3,7 +3,6 @@ workers on loopback, see conftest.py)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import urllib.request
 
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dask_cluster import start_cluster, stop_cluster
 from fleet_harness import pushsim, read_results
+from support.ports import free_port
 
 
 def test_nothing_of_the_cluster_listens_beyond_loopback(cluster):
@@ -56,9 +56,7 @@ def test_power_bench_on_the_cluster_equals_the_local_run(cluster, tmp_path):
 
 
 def test_an_unreachable_cluster_is_one_line(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     done = pushsim("fleet", "--cluster", f"tcp://127.0.0.1:{port}", "--broker",
                    "mqtt://127.0.0.1:1", "--handsets", "2", "--duration", "1", timeout=60,
                    cwd=tmp_path)
@@ -108,7 +106,7 @@ def _scrape(url: str) -> dict:
 def test_a_dead_worker_leaves_the_others_results(mosquitto, tmp_path):
     cluster = start_cluster(tmp_path / "dask", workers=2)
     try:
-        port = _free_port()
+        port = free_port()
         runner = threading.Thread(target=lambda: outcome.append(pushsim(
             "fleet", "--cluster", cluster.address, "--broker", mosquitto.url, "--handsets",
             "20", "--duration", "12", "--push-rate", "20", "--metrics-port", str(port),
@@ -147,9 +145,3 @@ def _wait(condition, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition not met in time")
         time.sleep(0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -1,60 +1,42 @@
-"""Fixtures for the fleet tests: the reference server (``pushsim server`` on free ports) and a
-real Mosquitto, each a process started by the test and stopped by its process id."""
+"""Fixtures for the fleet tests: the reference server (``server_process``) and a
+real Mosquitto (``mosquitto``, from tests/conftest.py), each a process started by the test
+and stopped by its process id."""
 from __future__ import annotations
 
-import json
-import select
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from fleet_harness import ADMIN_TOKEN, Broker, ReferenceServer, start_mosquitto, stop_process
+from fleet_harness import ADMIN_TOKEN, ReferenceServer
+from support.server import ServerProcess
 
 
-def _server(*options: str) -> Iterator[dict]:
-    """``pushsim server --db :memory: --http-port 0 --mqtt-port 0 OPTIONS``: its JSON line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "server", "--db", ":memory:", "--http-port", "0",
-         "--mqtt-port", "0", "--admin-token", ADMIN_TOKEN, "--log-level", "warning", *options],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline() if ready else ""
-        if not line:
-            pytest.fail("pushsim server did not print its JSON line within 30 s")
-        yield json.loads(line)
-    finally:
-        stop_process(proc)
+def _server(server_process: Callable[..., ServerProcess], *options: str) -> dict:
+    """The reference server on free ports with an in-memory database and its default limits:
+    its JSON line (``http``, ``mqtt``, ``admin_token``, ...)."""
+    return server_process(":memory:", extra=options, limits=(), admin_token=ADMIN_TOKEN).info
 
 
 @pytest.fixture
-def reference_server() -> Iterator[ReferenceServer]:
+def reference_server(server_process: Callable[..., ServerProcess]) -> ReferenceServer:
     """The reference server as a subprocess, on free ports."""
-    for info in _server():
-        yield ReferenceServer(info["http"], info["mqtt"], info["admin_token"])
+    info = _server(server_process)
+    return ReferenceServer(info["http"], info["mqtt"], info["admin_token"])
 
 
 @pytest.fixture
-def tls_server_info(tmp_path: Path) -> Iterator[tuple[dict, Path]]:
+def tls_server_info(tmp_path: Path,
+                    server_process: Callable[..., ServerProcess]) -> tuple[dict, Path]:
     """The reference server with TLS on: its JSON line (plain ``http`` too) and the CA."""
     tls_dir = tmp_path / "tls"
-    for info in _server("--tls-dir", str(tls_dir), "--https-port", "0", "--mqtts-port", "0"):
-        yield info, tls_dir / "ca.pem"
+    info = _server(server_process, "--tls-dir", str(tls_dir), "--https-port", "0",
+                   "--mqtts-port", "0")
+    return info, tls_dir / "ca.pem"
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def tls_server(tls_server_info: tuple[dict, Path]) -> tuple[str, Path]:
     """The reference server with TLS on (HTTPS and MQTTS): ``(https URL, CA file)``."""
-    tls_dir = tmp_path / "tls"
-    for info in _server("--tls-dir", str(tls_dir), "--https-port", "0", "--mqtts-port", "0"):
-        yield info["https"], tls_dir / "ca.pem"
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    """A real Mosquitto on a free loopback port, logging connections to a file."""
-    with start_mosquitto(tmp_path) as broker:
-        yield broker
+    info, ca = tls_server_info
+    return info["https"], ca

@@ -1,18 +1,10 @@
 """Mistakes end ``pushsim fleet`` / ``pushsim merge`` with one line on stderr and exit 2."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from fleet_harness import pushsim
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # nothing listens there once the socket is closed
-
+from support.ports import free_port
 
 FLEET = ("fleet", "--handsets", "4", "--duration", "2")
 
@@ -57,7 +49,7 @@ FLEET = ("fleet", "--handsets", "4", "--duration", "2")
     ((), "one of the arguments --server --broker is required"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message, tmp_path):
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     args = tuple(a.format(port=port) for a in args)
     done = pushsim(*FLEET, *args, timeout=30, cwd=tmp_path)
     assert done.returncode == 2

@@ -16,7 +16,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleet_harness import ADMIN_TOKEN, ROOT, free_port, pushsim, read_results, start_mosquitto
+from fleet_harness import ADMIN_TOKEN, ROOT, pushsim, read_results
+from support.mosquitto import run_mosquitto
+from support.ports import free_port
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -81,7 +83,7 @@ def test_metrics_are_served_during_the_run(mosquitto, tmp_path):
 
 
 def test_the_broker_dies_and_comes_back(tmp_path):
-    with start_mosquitto(tmp_path) as broker:
+    with run_mosquitto(tmp_path) as broker:
         port = free_port()
         # (No --no-progress: stderr is not a terminal, so a plain line every 10 s.)
         fleet = start_fleet("--broker", broker.url, "--handsets", "20", "--duration", "14",
@@ -93,7 +95,7 @@ def test_the_broker_dies_and_comes_back(tmp_path):
         broker.process.wait()
         wait_until(lambda: value(scrape(port), "pushsim_fleet_handsets_connected") == 0,
                    "every handset to notice")
-    with start_mosquitto(tmp_path, port=broker.port):
+    with run_mosquitto(tmp_path, port=broker.port):
         wait_until(lambda: value(scrape(port), "pushsim_fleet_handsets_connected") == 20,
                    "the handsets to come back")
         delivered = value(scrape(port), "pushsim_fleet_pushes_delivered",
@@ -123,7 +125,7 @@ def test_the_broker_dies_and_comes_back(tmp_path):
 
 
 def test_the_broker_dies_for_good(tmp_path):
-    with start_mosquitto(tmp_path) as broker:
+    with run_mosquitto(tmp_path) as broker:
         port = free_port()
         fleet = start_fleet("--broker", broker.url, "--handsets", "10", "--duration", "6",
                             "--push-rate", "20", "--metrics-port", str(port), "--no-progress",
@@ -178,35 +180,16 @@ def test_gates_decide_the_exit_status(mosquitto, tmp_path):
 
 
 def test_no_handset_connected_misses_the_default_gate(tmp_path):
-    port = free_port()
-    conf = tmp_path / "m.conf"
     # Only client ids starting "h-p" are let in: the pre-flight's and the publisher's;
     # every handset ("h-0", ...) is turned away.
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "clientid_prefixes h-p\n")
-    from fleet_harness import MOSQUITTO, stop_process
-    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: _listening(port), "mosquitto to listen")
-        done = pushsim("fleet", "--broker", f"mqtt://127.0.0.1:{port}", "--handsets", "3",
+    with run_mosquitto(tmp_path, "clientid_prefixes h-p\n") as broker:
+        done = pushsim("fleet", "--broker", broker.url, "--handsets", "3",
                        "--duration", "2", "--push-rate", "0", "--connect-timeout", "2",
                        "--client-id-prefix", "h-", "--no-progress", "--out", str(tmp_path / "out"))
-    finally:
-        stop_process(broker)
     assert done.returncode == 1, done.stderr
     assert "gate missed: handsets_connected<1 (handsets_connected = 0)" in done.stderr
     fleet_json = json.loads((tmp_path / "out" / "fleet.json").read_text())
     assert fleet_json["connect"]["connect_failures"] > 0
-
-
-def _listening(port: int) -> bool:
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_the_preflight_tries_the_mqtt_leg_of_the_server(tls_server_info, tmp_path):
@@ -229,18 +212,9 @@ def test_the_preflight_tries_the_mqtt_leg_of_the_server(tls_server_info, tmp_pat
 
 
 def test_a_broker_refusing_the_credentials_fails_the_preflight(tmp_path):
-    port = free_port()
-    conf = tmp_path / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n")
-    from fleet_harness import MOSQUITTO, stop_process
-    broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: _listening(port), "mosquitto to listen")
-        done = pushsim("fleet", "--broker", f"mqtt://127.0.0.1:{port}", "--handsets", "3",
+    with run_mosquitto(tmp_path, "allow_anonymous false\n") as broker:
+        done = pushsim("fleet", "--broker", broker.url, "--handsets", "3",
                        "--duration", "2", "--out", str(tmp_path / "out"))
-    finally:
-        stop_process(broker)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "refused the connection (CONNACK 5: not authorised)" in done.stderr
 

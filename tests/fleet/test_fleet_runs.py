@@ -122,7 +122,7 @@ def test_fleet_against_mosquitto_from_many_source_addresses(mosquitto, tmp_path)
     # SocketHandset i connects from 127.0.0.(2 + i % 5): the broker saw all five addresses, and
     # each handset's row says which one it used.
     peers = mosquitto.peers("pushsim-")
-    handset_peers = [p for p in peers if not p == "127.0.0.1"]
+    handset_peers = [p for p in peers if p != "127.0.0.1"]
     assert sorted(set(handset_peers)) == [f"127.0.0.{n}" for n in range(2, 7)]
     assert len(handset_peers) == 20
     for handset in results["handsets"]:

@@ -200,7 +200,8 @@ def screen_ctx(now, since=-1e6, silence=0.0):
                             app_state_since=since, silence=silence)
 
 
-@pytest.mark.parametrize("memory", [None, {}, {"strategy": "mars", "low": 1}, {"strategy": "adaptive"},
+@pytest.mark.parametrize("memory", [None, {}, {"strategy": "mars", "low": 1},
+                                    {"strategy": "adaptive"},
                                     {"strategy": "adaptive", "low": "x", "interval": 5},
                                     {"strategy": "adaptive", "low": -1, "interval": 5},
                                     {"strategy": "adaptive", "low": 1, "interval": math.nan}])

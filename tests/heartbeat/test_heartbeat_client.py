@@ -78,7 +78,7 @@ async def test_mars_settles_below_a_failed_probe_across_connections(nursery, aut
     probing_450 = {**STABLE_370, "interval": 450, "stable": False, "failures": 1}
     store = MemoryStateStore(SdkState(heartbeat_memory=(("wifi_home", probing_450),)))
     net, broker = setup(nursery, answer_pings=unanswered(4))
-    async with client(net, "mars", app_state="inactive", state_store=store) as c:
+    async with client(net, "mars", app_state="inactive", state_store=store):
         await broker.wait_for(lambda: len(broker.times(PingReq, 1)) == 4)
     assert broker.times(PingReq, 0) == [210, 420, 630, 1080]
     assert broker.conns[0].closed_at == 1080 + 8  # Mars's 8 s reply timeout
@@ -117,7 +117,7 @@ async def test_courier_searches_on_a_probe_connection_while_the_main_one_keeps_3
 async def test_kontalk_halves_after_a_failed_ping_and_remembers_it(nursery, autojump_clock):
     net, broker = setup(nursery, answer_pings=unanswered(1))
     store = MemoryStateStore()
-    async with client(net, "kontalk-344", state_store=store) as c:
+    async with client(net, "kontalk-344", state_store=store):
         await broker.wait_for(lambda: len(broker.times(PingReq, 1)) == 2)
     assert broker.times(PingReq, 0) == [1800]
     assert broker.conns[0].closed_at == 1810  # the client's default reply timeout

@@ -18,7 +18,8 @@ def test_hooks_wrap_any_strategy_and_keep_its_name_and_bounds():
     assert isinstance(hooked, HookedStrategy)
     assert hooked.name == "courier:max=1800+hooks" and parse_strategy(hooked.name) == hooked
     assert hooked.max_interval == hooked.inner.max_interval == 1800
-    assert parse_strategy("fcm+hooks").ping_timeout == 60 and parse_strategy("fcm+hooks").doze_exempt
+    hooked = parse_strategy("fcm+hooks")
+    assert hooked.ping_timeout == 60 and hooked.doze_exempt
     for bad in ("+hooks", "nonsense+hooks"):
         with pytest.raises(UnknownStrategyError):
             parse_strategy(bad)

@@ -111,7 +111,8 @@ def test_the_cost_model_is_the_radio_model_s(name):
     assert costs.isolated_j == pytest.approx(model.isolated_energy())
     assert costs.gap_s >= model.tail_s and costs.window_s > costs.gap_s
     assert 0 < costs.extend_w <= max(p.power_w for p in model.tail)
-    assert costs.extend_w * (costs.gap_s - costs.transfer_s) <= costs.isolated_j  # extending never beats isolating
+    # Extending never beats isolating.
+    assert costs.extend_w * (costs.gap_s - costs.transfer_s) <= costs.isolated_j
     assert 0 <= costs.promotion_j <= costs.isolated_j
 
 

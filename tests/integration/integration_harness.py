@@ -10,7 +10,7 @@
   back, :class:`RawMqtt` is a device connection driven by hand (malformed packets, exact
   timing, takeover).
 
-Every child is registered with a :class:`ProcessGroup` (the ``procs`` fixture), which
+Every child is registered with a :class:`ProcessGroup` (the ``procs`` fixture of conftest.py), which
 SIGKILLs whatever is still running when the test ends, whatever the outcome.
 
 Deliberately nothing here imports the project: these tests see it from the outside.
@@ -26,13 +26,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 
-from power_bench.chaos import http_request
+from support.http import http_request
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -49,13 +48,6 @@ def command(script: str, module: str) -> list[str]:
 
 PUSHSIM = command("pushsim", "simulator")
 PUSHSDK = command("pushsdk", "pushsdk")
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (for restarting a server on the same port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Proc:
@@ -295,15 +287,6 @@ class ProcessGroup:
                 pass
 
 
-@pytest.fixture
-def procs() -> Iterator[ProcessGroup]:
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.kill_all()
-
-
 def pushsdk_register(group: ProcessGroup, server: ServerProc, app: dict[str, str],
                      device_id: str, state: Path) -> dict[str, Any]:
     """``pushsdk register``: its answer, after checking it exited 0 with one JSON line."""
@@ -436,7 +419,8 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     except ConnectionResetError:
         pass
     except TimeoutError:
-        raise AssertionError(f"connection still open after {timeout} s; got {bytes(data)!r}")
+        raise AssertionError(
+            f"connection still open after {timeout} s; got {bytes(data)!r}") from None
     return bytes(data)
 
 

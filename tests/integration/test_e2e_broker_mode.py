@@ -4,47 +4,15 @@ printed when it comes back."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from integration_harness import PUSHSDK, WAIT, Proc, ProcessGroup, free_port, procs  # noqa: F401
+from integration_harness import PUSHSDK, Proc, ProcessGroup
+from support.mosquitto import Broker
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(60)]
 
 CLIENT_ID = "sensor-7"
-
-
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if found is None:
-        pytest.fail("mosquitto is not installed: run .ci/install-deps (Debian package "
-                    "'mosquitto'); this test needs a real broker", pytrace=False)
-    return found
-
-
-@pytest.fixture
-def mosquitto(procs: ProcessGroup, tmp_path: Path) -> Iterator[tuple[Proc, int]]:
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest stderr\nlog_type all\n")
-    broker = procs.run([mosquitto_binary(), "-c", str(conf)], "mosquitto")
-    deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or broker.popen.poll() is not None:
-                raise AssertionError(f"mosquitto did not start\n{broker.describe()}") from None
-            time.sleep(0.05)
-    yield broker, port
 
 
 def publish(port: int, topic: str, payload: bytes) -> None:
@@ -62,9 +30,9 @@ def listen(procs: ProcessGroup, port: int, exit_after: int) -> Proc:
 
 
 def test_broker_mode_keeps_the_session_while_the_listener_is_away(
-        procs: ProcessGroup, mosquitto: tuple[Proc, int]) -> None:
-    broker, port = mosquitto
-    subacks = lambda: broker.stderr_count(f"Sending SUBACK to {CLIENT_ID}")  # noqa: E731
+        procs: ProcessGroup, mosquitto: Broker) -> None:
+    broker, port = mosquitto, mosquitto.port
+    subacks = lambda: broker.log_count(f"Sending SUBACK to {CLIENT_ID}")  # noqa: E731
 
     first = listen(procs, port, exit_after=1)
     broker.wait_until(lambda: subacks() == 1, "the listener's subscription")
@@ -73,8 +41,8 @@ def test_broker_mode_keeps_the_session_while_the_listener_is_away(
     assert [json.loads(line) for line in first.stdout] == [
         {"topic": "alerts/fire", "payload": "first", "qos": 1, "retain": False}]
     # MQTT 3.1.1 (p2), persistent session (c0), the keepalive asked for (k30).
-    assert broker.stderr_count(f"as {CLIENT_ID} (p2, c0, k30)") == 1, broker.describe()
-    broker.wait_until(lambda: broker.stderr_count(f"Client {CLIENT_ID} disconnected") == 1,
+    assert broker.log_count(f"as {CLIENT_ID} (p2, c0, k30)") == 1, broker.log_text()
+    broker.wait_until(lambda: broker.log_count(f"Client {CLIENT_ID} disconnected") == 1,
                       "the listener's DISCONNECT")
 
     # Nobody is listening now: QoS 1 messages wait in the session at the broker.
@@ -92,4 +60,4 @@ def test_broker_mode_keeps_the_session_while_the_listener_is_away(
     for proc in (first, second):
         proc.assert_no_traceback()
     # Both queued messages went out as QoS 1 and were acknowledged by the SDK.
-    assert broker.stderr_count(f"Received PUBACK from {CLIENT_ID}") == 3, broker.describe()
+    assert broker.log_count(f"Received PUBACK from {CLIENT_ID}") == 3, broker.log_text()

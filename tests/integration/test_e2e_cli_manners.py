@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from integration_harness import PUSHSDK, Proc, ProcessGroup, procs  # noqa: F401
-from test_e2e_broker_mode import mosquitto  # noqa: F401  (the fixture)
+from integration_harness import PUSHSDK, Proc, ProcessGroup
+from support.mosquitto import Broker
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(60)]
 
@@ -21,25 +21,25 @@ def listen(procs: ProcessGroup, port: int, client_id: str, *extra: str) -> Proc:
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
-def test_signals_disconnect_cleanly(procs: ProcessGroup, mosquitto: tuple[Proc, int],
+def test_signals_disconnect_cleanly(procs: ProcessGroup, mosquitto: Broker,
                                     signum: int, status: int) -> None:
-    broker, port = mosquitto
+    broker, port = mosquitto, mosquitto.port
     name = f"sig-{signum}"
     proc = listen(procs, port, name)
-    broker.wait_until(lambda: broker.stderr_count(f"Sending SUBACK to {name}"), "SUBACK")
+    broker.wait_until(lambda: broker.log_count(f"Sending SUBACK to {name}"), "SUBACK")
     proc.popen.send_signal(signum)
     assert proc.wait_exit() == status, proc.describe()
-    broker.wait_until(lambda: broker.stderr_count(f"Client {name} disconnected."),
+    broker.wait_until(lambda: broker.log_count(f"Client {name} disconnected."),
                       "a clean DISCONNECT")
-    assert broker.stderr_count(f"Client {name} closed its connection") == 0
+    assert broker.log_count(f"Client {name} closed its connection") == 0
     proc.assert_no_traceback()
     assert proc.stderr == ["pushsdk: connected"], proc.describe()
 
 
-def test_publish_then_listen(procs: ProcessGroup, mosquitto: tuple[Proc, int]) -> None:
-    broker, port = mosquitto
+def test_publish_then_listen(procs: ProcessGroup, mosquitto: Broker) -> None:
+    broker, port = mosquitto, mosquitto.port
     listener = listen(procs, port, "reader", "--exit-after", "2")
-    broker.wait_until(lambda: broker.stderr_count("Sending SUBACK to reader"), "SUBACK")
+    broker.wait_until(lambda: broker.log_count("Sending SUBACK to reader"), "SUBACK")
     for qos, text in ((1, "one"), (2, "two")):
         pub = procs.run([*PUSHSDK, "publish", "--broker", f"mqtt://127.0.0.1:{port}",
                          "--client-id", f"pub-{qos}", "--topic", f"news/{qos}",
@@ -50,16 +50,16 @@ def test_publish_then_listen(procs: ProcessGroup, mosquitto: tuple[Proc, int]) -
     assert [json.loads(line) for line in listener.stdout] == [
         {"topic": "news/1", "payload": "one", "qos": 1, "retain": False},
         {"topic": "news/2", "payload": "two", "qos": 1, "retain": False}]  # subscribed at 1
-    assert broker.stderr_count("Received PUBREL from pub-2") == 1
+    assert broker.log_count("Received PUBREL from pub-2") == 1
 
 
 def test_publish_then_listen_mqtt5_properties(procs: ProcessGroup,
-                                              mosquitto: tuple[Proc, int]) -> None:
-    broker, port = mosquitto
+                                              mosquitto: Broker) -> None:
+    broker, port = mosquitto, mosquitto.port
     listener = procs.run([*PUSHSDK, "listen", "--broker", f"mqtt://127.0.0.1:{port}",
                           "--client-id", "reader5", "--mqtt-version", "5", "--topic", "v5/#",
                           "--exit-after", "1"], "listen v5")
-    broker.wait_until(lambda: broker.stderr_count("Sending SUBACK to reader5"), "SUBACK")
+    broker.wait_until(lambda: broker.log_count("Sending SUBACK to reader5"), "SUBACK")
     pub = procs.run([*PUSHSDK, "publish", "--broker", f"mqtt://127.0.0.1:{port}",
                      "--client-id", "pub5", "--mqtt-version", "5", "--topic", "v5/x",
                      "--message", "hi", "--qos", "1", "--message-expiry", "3600",
@@ -71,7 +71,7 @@ def test_publish_then_listen_mqtt5_properties(procs: ProcessGroup,
     assert line == {"topic": "v5/x", "payload": "hi", "qos": 1, "retain": False}
     assert properties["user_properties"] == [["a", "1"], ["a", "2=two"]]
     assert 3590 <= properties["message_expiry_interval"] <= 3600
-    assert broker.stderr_count("as pub5 (p5, c1") == 1  # Mosquitto saw MQTT 5
+    assert broker.log_count("as pub5 (p5, c1") == 1  # Mosquitto saw MQTT 5
 
 
 @pytest.mark.parametrize("args, message", [
@@ -92,7 +92,7 @@ def test_mistakes_are_one_line(procs: ProcessGroup, tmp_path: Path, args: list[s
 
 
 def test_an_unreachable_broker_is_one_line(procs: ProcessGroup) -> None:
-    from integration_harness import free_port
+    from support.ports import free_port
 
     port = free_port()  # nobody listens there
     proc = procs.run([*PUSHSDK, "publish", "--broker", f"mqtt://127.0.0.1:{port}",

@@ -20,15 +20,15 @@ from typing import Any
 import attrs
 import pytest
 
-from integration_harness import (  # noqa: F401
+from integration_harness import (
     Api,
     FaultProxy,
     ProcessGroup,
-    free_port,
     parse_packets,
-    procs,
     pushsdk_register,
 )
+
+from support.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

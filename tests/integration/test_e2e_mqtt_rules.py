@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from integration_harness import (  # noqa: F401
+from integration_harness import (
     PUBLISH,
     ProcessGroup,
     RawMqtt,
     SUBACK,
     mqtt_connect,
     mqtt_subscribe,
-    procs,
     read_until_closed,
 )
 
@@ -35,14 +34,17 @@ def test_silence_for_one_and_a_half_keepalives_closes_the_connection(
     raw.wait(lambda got: got, "CONNACK")
     # Pings every 0.8 s keep it open well past 1.5 s ...
     for n in range(1, 4):
-        time.sleep(0.8)
+        time.sleep(0.8)  # the pace of the pings (what is tested), not a wait for something
+        last_ping = time.monotonic()  # before the send: the server cannot receive it earlier
         raw.send(PINGREQ)
         raw.wait(lambda got, n=n: sum(p[0] == PINGRESP for p in got) == n, "PINGRESP")
-    last_ping = time.monotonic()
-    # ... then silence: closed 1.5 s after the last packet, not at 1 s.
+    # ... then silence: closed 1.5 s after the last packet, not at 1 s. The server receives the
+    # last ping after ``last_ping`` and we see the close after it happens, so the bound below
+    # holds however slow the machine is; the close itself must come (read_until_closed fails
+    # after 5 s otherwise).
     read_until_closed(raw.sock, timeout=5)
     silent = time.monotonic() - last_ping
-    assert 1.4 <= silent <= 2.5, silent
+    assert silent >= 1.5, silent
     raw.close()
     assert server.api.metrics()["pushsim_mqtt_keepalive_timeouts_total"] == 1
 

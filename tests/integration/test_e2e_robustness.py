@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from integration_harness import (  # noqa: F401
+from integration_harness import (
     MQTT_DISCONNECT,
     PUBLISH,
     WAIT,
@@ -21,7 +21,6 @@ from integration_harness import (  # noqa: F401
     mqtt_puback,
     mqtt_publish,
     mqtt_string,
-    procs,
     read_until_closed,
     remaining_length,
 )

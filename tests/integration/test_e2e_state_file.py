@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from integration_harness import ProcessGroup, procs, pushsdk_register  # noqa: F401
+from integration_harness import ProcessGroup, pushsdk_register
 
 pytestmark = pytest.mark.timeout(60)
 

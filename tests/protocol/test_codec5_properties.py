@@ -36,7 +36,6 @@ from pushsdk.protocol import (
 )
 from pushsdk.protocol._properties import SPECS, Context, Kind
 from pushsdk.protocol._reason import (
-    AUTH_REASONS,
     CONNACK_REASONS,
     DISCONNECT_REASONS_FROM_CLIENT,
     DISCONNECT_REASONS_FROM_SERVER,

@@ -7,7 +7,6 @@ import re
 import pytest
 
 from pushsdk.protocol import (
-    NEED_DATA,
     NO_PROPERTIES,
     Auth,
     ConnAck,
@@ -194,7 +193,8 @@ def test_connack_code_translates_3_1_1_return_codes():
     v5 = pair5()
     assert v4.server.connack_code(ConnackCode.NOT_AUTHORIZED) == 5
     assert v5.server.connack_code(ConnackCode.NOT_AUTHORIZED) is R.NOT_AUTHORIZED
-    assert v5.server.connack_code(ConnackCode.BAD_USERNAME_OR_PASSWORD) is R.BAD_USER_NAME_OR_PASSWORD
+    assert v5.server.connack_code(ConnackCode.BAD_USERNAME_OR_PASSWORD) is \
+        R.BAD_USER_NAME_OR_PASSWORD
     assert v5.server.connack_code(ConnackCode.IDENTIFIER_REJECTED) is R.CLIENT_IDENTIFIER_NOT_VALID
 
 
@@ -324,7 +324,7 @@ def test_properties_value():
                            "user_properties=(('a', 'b'),))")
     assert props.as_dict() == {"message_expiry_interval": 5, "correlation_data": b"c",
                                "user_properties": (("a", "b"),)}
-    assert bool(props) and not NO_PROPERTIES and NO_PROPERTIES == Properties()
+    assert bool(props) and not NO_PROPERTIES and Properties() == NO_PROPERTIES
     with pytest.raises(AttributeError):
         props.topic_alias = 5  # type: ignore[misc]
     assert Properties(subscription_identifiers=[4]).subscription_identifier == 4
@@ -728,7 +728,8 @@ def test_subscription_options_round_trip():
     options = SubscriptionOptions(2, no_local=True, retain_as_published=True, retain_handling=1)
     received = pair.send(pair.client, Subscribe(3, (("a/#", options), ("b", 1))))[0]
     got = received.subscriptions[0][1]
-    assert (got.qos, got.no_local, got.retain_as_published, got.retain_handling) == (2, True, True, 1)
+    assert (got.qos, got.no_local, got.retain_as_published, got.retain_handling) == \
+        (2, True, True, 1)
     assert received.subscriptions[1][1] == 1 and received.subscriptions[1][1].qos == 1
     assert SubscriptionOptions(1) == 1 and repr(options).startswith("SubscriptionOptions(qos=2")
 

@@ -85,11 +85,12 @@ class CapturingClient(paho_client.Client):
         self.packets: list[bytes] = []
         self.received: list[tuple] = []
         self._sock = _NoSocket()  # type: ignore[assignment]
-        self.on_message = lambda client, userdata, message: self.received.append(("message", message))
-        self.on_connect = lambda c, u, flags, rc, props: self.received.append(("connack", flags, rc, props))
-        self.on_subscribe = lambda c, u, mid, rcs, props: self.received.append(("suback", mid, rcs, props))
-        self.on_unsubscribe = lambda c, u, mid, rcs, props: self.received.append(("unsuback", mid, rcs, props))
-        self.on_disconnect = lambda c, u, flags, rc, props: self.received.append(("disconnect", rc, props))
+        got = self.received.append
+        self.on_message = lambda client, userdata, message: got(("message", message))
+        self.on_connect = lambda c, u, flags, rc, props: got(("connack", flags, rc, props))
+        self.on_subscribe = lambda c, u, mid, rcs, props: got(("suback", mid, rcs, props))
+        self.on_unsubscribe = lambda c, u, mid, rcs, props: got(("unsuback", mid, rcs, props))
+        self.on_disconnect = lambda c, u, flags, rc, props: got(("disconnect", rc, props))
 
     def _packet_queue(self, command, packet, mid, qos, info=None):  # type: ignore[override]
         self.packets.append(bytes(packet))
@@ -264,7 +265,8 @@ def test_connect_bytes_match_paho(version):
         clean = rng.random() < 0.5
         keepalive = rng.choice([0, 1, 60, 65535, rng.randint(0, 65535)])
         username = rand_text(rng) if rng.random() < 0.6 else None
-        password = rng.randbytes(rng.randint(0, 16)) if username is not None and rng.random() < 0.6 else None
+        password = (rng.randbytes(rng.randint(0, 16))
+                    if username is not None and rng.random() < 0.6 else None)
         will = None
         if rng.random() < 0.5:
             will_props = rand_properties(rng, Context.WILL) if level == 5 else Properties()

@@ -124,7 +124,8 @@ def test_eof_after_disconnect(connected):
     assert connected.server.state is State.CLOSED
 
 
-@pytest.mark.parametrize("partial", [b"\x30", b"\x30\x85", b"\x30\x05\x00", b"\x30\x85\x01\x00\x01"])
+@pytest.mark.parametrize("partial",
+                         [b"\x30", b"\x30\x85", b"\x30\x05\x00", b"\x30\x85\x01\x00\x01"])
 def test_eof_in_the_middle_of_a_packet(connected, partial):
     connected.client.receive_data(partial)
     assert connected.client.next_event() is NEED_DATA
@@ -162,7 +163,8 @@ def test_max_packet_size_counts_the_whole_packet(make_pair, limit):
 
     assert pair.deliver(pair.server, publish_of_size(limit))[0].topic == "t"
     pair.server.receive_data(publish_of_size(limit + 1)[:4])  # the header is enough
-    with pytest.raises(RemoteProtocolError, match=f"of {limit + 1} bytes .* max_packet_size {limit}"):
+    with pytest.raises(RemoteProtocolError,
+                       match=f"of {limit + 1} bytes .* max_packet_size {limit}"):
         pair.server.next_event()
 
 

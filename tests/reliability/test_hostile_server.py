@@ -16,6 +16,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import pytest
 import trio
 import trio.testing
 
-from power_bench.chaos import ServerProcess, basic_auth, create_app, http_request, metrics
+from support.http import basic_auth, create_app, http_request, metrics
+from support.server import ServerProcess
 from pushsdk import PushClient, ServerConfig, parse_strategy
 from pushsdk.clock import VirtualClock
 from pushsdk.protocol import (
@@ -94,8 +96,8 @@ def _oversized_body(port: int) -> bytes:
 
 @pytest.mark.timeout(60)
 async def test_idle_floods_slowloris_and_oversized_bodies_over_real_sockets(
-        tmp_path: Path) -> None:
-    server = await trio.to_thread.run_sync(lambda: ServerProcess(
+        tmp_path: Path, server_process: Callable[..., ServerProcess]) -> None:
+    server = await trio.to_thread.run_sync(lambda: server_process(
         tmp_path / "push.db", log=tmp_path / "server.log",
         extra=("--connect-timeout", str(TIMEOUT), "--request-timeout", str(TIMEOUT))))
     proc = psutil.Process(server.proc.pid)

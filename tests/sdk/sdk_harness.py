@@ -9,11 +9,6 @@ import contextlib
 import datetime
 import ipaddress
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +39,7 @@ from pushsdk.protocol import (
     Subscribe,
 )
 from pushsdk.transport import TransportError
+from support.mosquitto import run_mosquitto
 
 EPOCH = 1_700_000_000.0
 APP_KEY = "app-key-1"
@@ -355,40 +351,8 @@ def make_server_cert(ca_key, ca_cert):
 
 # --- a real Mosquitto on a free loopback port ----------------------------------------------
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def mosquitto(directory: Path, extra: str = "") -> Iterator[int]:
-    """Run Mosquitto on a free loopback port (``extra``: more config lines); yields it."""
-    assert Path(MOSQUITTO).exists(), "mosquitto is not installed: run .ci/install-deps"
-    port = free_port()
-    conf = directory / f"mosquitto-{port}.conf"
-    # Run as root, Mosquitto would switch to user "mosquitto", who cannot read tmp_path.
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(f"listener {port} 127.0.0.1\npersistence false\n{user}{extra}")
-    if "allow_anonymous" not in extra:
-        conf.write_text(conf.read_text() + "allow_anonymous true\n")
-    log = directory / f"mosquitto-{port}.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=sink, stderr=sink)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"mosquitto did not start: {log.read_text()}") from None
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    """:func:`support.mosquitto.run_mosquitto` (``extra``: more config lines); yields its port."""
+    with run_mosquitto(directory, extra) as broker:
+        yield broker.port

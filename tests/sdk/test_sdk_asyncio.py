@@ -79,7 +79,7 @@ def test_asyncio_errors_surface(tmp_path):
             with pytest.raises(ConnectTimeout, match="Connection refused"):
                 await c.wait_connected(timeout=2)
 
-    from sdk_harness import free_port
+    from support.ports import free_port
     free = free_port()
     with mosquitto(tmp_path, f"allow_anonymous false\npassword_file {passwords}\n") as port:
         asyncio.run(main(port))

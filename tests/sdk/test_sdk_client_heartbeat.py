@@ -373,7 +373,8 @@ async def test_device_idle_defers_heartbeats_to_the_end_of_doze(nursery, autojum
     assert stats.heartbeats_failed == 0 and stats.connects == 1
 
 
-async def test_ping_outstanding_when_doze_starts_gets_a_full_timeout_after_it(nursery, autojump_clock):
+async def test_ping_outstanding_when_doze_starts_gets_a_full_timeout_after_it(nursery,
+                                                                              autojump_clock):
     # The broker ignores the first ping; Doze starts 1 s after it. Without the idle rule the
     # link would be declared dead 10 s after the ping; with it, 10 s after Doze ends.
     net, broker = setup(nursery, answer_pings=lambda i: i != 0)

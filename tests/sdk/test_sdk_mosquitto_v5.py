@@ -36,8 +36,8 @@ async def _start_sub(port: int, topic: str, fmt: str) -> trio.Process:
     assert Path(SUB).exists(), "mosquitto_sub is not installed: run .ci/install-deps"
     # stdbuf: its lines come as they are printed, not when a pipe buffer fills.
     return await trio.lowlevel.open_process(
-        ["stdbuf", "-oL", SUB, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-t", topic, "-q", "1",
-         "-C", "1", "-W", "20", "-d", "-F", fmt],
+        ["stdbuf", "-oL", SUB, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-t", topic,
+         "-q", "1", "-C", "1", "-W", "20", "-d", "-F", fmt],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -92,7 +92,7 @@ async def test_the_sdk_receives_mosquitto_pubs_properties(broker):
              "-D", "publish", "correlation-data", "abc123",
              "-D", "publish", "response-topic", "v5/back"])
         with trio.fail_after(10):
-            async for message in messages:
+            async for message in messages:  # noqa: B007  (the first message)
                 break
     assert (message.topic, message.text, message.qos) == ("v5/in/a", "from mosquitto_pub", 1)
     props = message.properties
@@ -115,7 +115,7 @@ async def test_sdk_to_sdk_through_mosquitto_5(broker):
             await pub.publish("room/1", b"theirs", qos=2, properties=Properties(
                 user_properties=(("n", "1"),)))
         with trio.fail_after(10):
-            async for message in messages:
+            async for message in messages:  # noqa: B007  (the first message)
                 break
     assert (message.topic, message.payload, message.qos) == ("room/1", b"theirs", 2)
     assert message.properties.user_properties == (("n", "1"),)
@@ -128,6 +128,6 @@ async def test_a_shared_subscription_through_mosquitto(broker):
         assert await client.subscribe("$share/group/jobs/+") == (1,)
         await client.publish("jobs/7", b"work", qos=1)
         with trio.fail_after(10):
-            async for message in messages:
+            async for message in messages:  # noqa: B007  (the first message)
                 break
     assert (message.topic, message.payload) == ("jobs/7", b"work")

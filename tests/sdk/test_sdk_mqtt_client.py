@@ -80,7 +80,8 @@ async def test_runtime_subscribe_and_unsubscribe(tmp_path):
                 await pub.publish("b", b"3", qos=2)
                 message = await messages.__anext__()
             assert (message.topic, message.payload, message.qos) == ("b", b"3", 2)
-            with pytest.raises(ConfigurationError, match="uses '#' other than as the whole last level"):
+            with pytest.raises(ConfigurationError,
+                               match="uses '#' other than as the whole last level"):
                 await client.subscribe("a/#/b")
             with pytest.raises(ConfigurationError, match="wildcard"):
                 await client.publish("a/+", b"x")

@@ -10,7 +10,6 @@ whether the client closed with a Close frame.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import attrs
@@ -38,30 +37,38 @@ class BridgeLog:
     text_frames: int = 0
 
 
+async def _upgrade(client: trio.SocketStream, ws: WSConnection, broker_port: int, path: str,
+                   log: BridgeLog) -> trio.SocketStream | None:
+    """The WebSocket handshake: accept ``path`` with the ``mqtt`` subprotocol (and ping the
+    client once), and open the broker connection; None if the client left or was refused."""
+    while True:
+        data = await client.receive_some(65536)
+        if not data:
+            return None
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, Request):
+                log.subprotocols.append(list(event.subprotocols))
+                log.targets.append(event.target)
+                if event.target != path or "mqtt" not in event.subprotocols:
+                    await client.send_all(ws.send(RejectConnection(status_code=404)))
+                    return None
+                await client.send_all(ws.send(AcceptConnection(subprotocol="mqtt")))
+                upstream = await trio.open_tcp_stream("127.0.0.1", broker_port)
+                await client.send_all(ws.send(Ping(b"bridge")))
+                return upstream
+
+
 async def _serve_one(client: trio.SocketStream, broker_port: int, chunk: int, path: str,
                      log: BridgeLog) -> None:
     ws = WSConnection(ConnectionType.SERVER)
-    upstream: trio.SocketStream | None = None
     async with client, trio.open_nursery() as nursery:
-        while upstream is None:
-            data = await client.receive_some(65536)
-            if not data:
-                return
-            ws.receive_data(data)
-            for event in ws.events():
-                if isinstance(event, Request):
-                    log.subprotocols.append(list(event.subprotocols))
-                    log.targets.append(event.target)
-                    if event.target != path or "mqtt" not in event.subprotocols:
-                        await client.send_all(ws.send(RejectConnection(status_code=404)))
-                        return
-                    await client.send_all(ws.send(AcceptConnection(subprotocol="mqtt")))
-                    upstream = await trio.open_tcp_stream("127.0.0.1", broker_port)
-                    await client.send_all(ws.send(Ping(b"bridge")))
+        upstream = await _upgrade(client, ws, broker_port, path, log)
+        if upstream is None:
+            return
         lock = trio.Lock()
 
         async def down() -> None:  # broker -> client, in frames of at most `chunk` bytes
-            assert upstream is not None
             while True:
                 data = await upstream.receive_some(65536)
                 if not data:
@@ -123,9 +130,3 @@ async def ws_bridge(broker_port: int, *, chunk: int = 5,
             yield port, log
         finally:
             nursery.cancel_scope.cancel()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

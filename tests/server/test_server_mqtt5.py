@@ -317,8 +317,8 @@ async def test_qos_2_is_refused_by_maximum_qos(harness: Harness, autojump_clock)
     client, _ = await connect5(harness, app, device)
     rcpt = f"rcpt/{app['app_key']}/{device['registration_id']}"
     # The codec refuses to send what the CONNACK forbade; a hostile client sends bytes.
-    await client.send_raw(b"\x34" + bytes([2 + len(rcpt) + 2 + 1 + 2]) + len(rcpt).to_bytes(2, "big")
-                          + rcpt.encode() + b"\x00\x01\x00{}")
+    await client.send_raw(b"\x34" + bytes([2 + len(rcpt) + 2 + 1 + 2])
+                          + len(rcpt).to_bytes(2, "big") + rcpt.encode() + b"\x00\x01\x00{}")
     farewell = await expect_disconnect(client)
     assert farewell.reason_code == ReasonCode.QOS_NOT_SUPPORTED
 

@@ -32,7 +32,7 @@ def row(index=0, *, strategy="fixed:270", scenario="s", duration_s=43200.0, ener
 
 
 def test_battery_is_3000_mah_at_3_85_v():
-    assert BATTERY_J == pytest.approx(41_580.0)
+    assert pytest.approx(41_580.0) == BATTERY_J
 
 
 def test_per_day_figures_normalise_each_handset_by_its_own_duration():

@@ -106,7 +106,7 @@ def test_priority_comes_from_the_parsed_field_not_the_payload_bytes(recorder, mo
     idle = [p for p in scenario.workload.schedule(specs, HOURS, seed) if in_deep_idle(p)]
     assert len(idle) >= 3
 
-    def body(self, registration_ids=None, _body=type(idle[0]).body):
+    def body(self, registration_ids=None, _body=type(idle[0]).body):  # noqa: B008  (bound once)
         data = _body(self, registration_ids)
         data["message"]["data"]["blob"] = '{"priority":"high"}'
         return data

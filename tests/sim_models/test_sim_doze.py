@@ -35,7 +35,8 @@ def test_deep_windows_follow_aosp_growth():
     """IDLE 1 h, window 5 min, IDLE 2 h, window 10 min, IDLE 4 h, 10 min, then 6 h + 10 min."""
     schedule = deep()
     idle = HOUR  # deep IDLE starts 1 h after screen-off
-    windows = [(w.start - idle, w.end - w.start) for w in schedule.maintenance_windows(idle + 30 * HOUR)]
+    windows = [(w.start - idle, w.end - w.start)
+               for w in schedule.maintenance_windows(idle + 30 * HOUR)]
     flat = [x for window in windows for x in window]
     expected_gaps = [1 * HOUR, 2 * HOUR, 4 * HOUR, 6 * HOUR, 6 * HOUR, 6 * HOUR]
     expected_lengths = [5 * MIN, 10 * MIN, 10 * MIN, 10 * MIN, 10 * MIN, 10 * MIN]
@@ -109,10 +110,12 @@ def test_light_doze_cycles_until_deep_idle_takes_over():
 def test_light_only_when_the_phone_moves():
     schedule = deep(deep=False, light=True)
     assert schedule.deep_idle_start == INF
-    assert schedule.state(10 * HOUR + 2 * MIN) in (DozeState.LIGHT_IDLE, DozeState.LIGHT_MAINTENANCE)
+    assert schedule.state(10 * HOUR + 2 * MIN) in (DozeState.LIGHT_IDLE,
+                                                   DozeState.LIGHT_MAINTENANCE)
     windows = schedule.maintenance_windows(5 * HOUR)
     assert all(w.end - w.start == MIN for w in windows)
-    assert [b.start - a.end for a, b in zip(windows[2:], windows[3:])] == pytest.approx([15 * MIN] * (len(windows) - 3))
+    assert [b.start - a.end for a, b in zip(windows[2:], windows[3:])] == \
+        pytest.approx([15 * MIN] * (len(windows) - 3))
 
 
 def test_disabled_doze_always_allows_the_network():
@@ -200,7 +203,8 @@ def test_windows_end_when_the_work_is_done():
     # IDLE 1 h, 30 s window, IDLE 2 h, 30 s window, IDLE 4 h, ...
     assert [w.start for w in windows[:3]] == pytest.approx(
         [2 * HOUR, 4 * HOUR + 30, 8 * HOUR + 60])
-    quick = DozeSchedule.from_screen_off(0.0, DozeParams(deep=False, light=True, maintenance_work=0))
+    quick = DozeSchedule.from_screen_off(0.0, DozeParams(deep=False, light=True,
+                                                         maintenance_work=0))
     assert quick.maintenance_windows(HOUR)[0].end - quick.maintenance_windows(HOUR)[0].start == 5.0
     busy = DozeSchedule.from_screen_off(0.0, DozeParams(maintenance_work=1000))
     first = busy.maintenance_windows(3 * HOUR)[0]

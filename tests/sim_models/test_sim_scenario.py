@@ -104,7 +104,8 @@ def test_minimal_file_gets_defaults(tmp_path):
 
 
 def test_doze_table_overrides_aosp_constants(tmp_path):
-    text = MINIMAL + "doze = { light = true, inactive_timeout_s = 900, idle_factor = 3, high_priority_grace_s = 30 }\n"
+    text = MINIMAL + ("doze = { light = true, inactive_timeout_s = 900, idle_factor = 3, "
+                      "high_priority_grace_s = 30 }\n")
     doze = Scenario.from_toml(write(tmp_path, text)).groups[0].doze
     assert doze.deep and doze.light
     assert (doze.inactive_timeout, doze.idle_factor, doze.high_priority_grace) == (900, 3, 30)
@@ -112,11 +113,13 @@ def test_doze_table_overrides_aosp_constants(tmp_path):
 
 
 def test_distribution_forms(tmp_path):
-    text = MINIMAL.replace("nat_timeout_s = 300", """nat_timeout_s = { choice = [300, 1800], weights = [1, 3] }""")
+    text = MINIMAL.replace("nat_timeout_s = 300",
+                           """nat_timeout_s = { choice = [300, 1800], weights = [1, 3] }""")
     assert Scenario.from_toml(write(tmp_path, text)).network("lte").nat_timeout == Choice(
         (300.0, 1800.0), (1.0, 3.0))
     text = MINIMAL.replace("nat_timeout_s = 300", "nat_timeout_s = { uniform = [600, 1800] }")
-    assert Scenario.from_toml(write(tmp_path, text)).network("lte").nat_timeout == Uniform(600.0, 1800.0)
+    assert Scenario.from_toml(write(tmp_path, text)).network("lte").nat_timeout == \
+        Uniform(600.0, 1800.0)
     text = MINIMAL + 'outages = { per_day = 2, duration_s = { exponential = 60 } }\n'
     assert Scenario.from_toml(write(tmp_path, text)).groups[0].outages.duration == Exponential(60.0)
 
@@ -206,10 +209,13 @@ def test_other_value_errors(tmp_path):
     assert "groups[0].app.foreground_share: must be ≤ 1" in bad(
         tmp_path, MINIMAL + "app = { foreground_share = 2 }\n")
     assert "workload.payload_bytes: must not exceed 3000" in bad(
-        tmp_path, MINIMAL.replace("[networks.lte]", "[workload]\npayload_bytes = 4000\n\n[networks.lte]"))
+        tmp_path, MINIMAL.replace("[networks.lte]",
+                                  "[workload]\npayload_bytes = 4000\n\n[networks.lte]"))
     assert "workload.ttl_s: must be a number or a choice" in bad(
-        tmp_path, MINIMAL.replace("[networks.lte]", "[workload]\nttl_s = { uniform = [0, 10] }\n\n[networks.lte]"))
-    no_groups = MINIMAL.split("[[groups]]")[0].replace("[networks.lte]", "groups = []\n[networks.lte]")
+        tmp_path, MINIMAL.replace("[networks.lte]",
+                                  "[workload]\nttl_s = { uniform = [0, 10] }\n\n[networks.lte]"))
+    no_groups = MINIMAL.split("[[groups]]")[0].replace("[networks.lte]",
+                                                       "groups = []\n[networks.lte]")
     assert "groups: define at least one" in bad(tmp_path, no_groups)
 
 

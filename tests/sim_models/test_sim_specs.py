@@ -33,7 +33,8 @@ def test_same_seed_same_specs_and_different_seed_different_specs(mixed):
 
 
 @settings(max_examples=15, deadline=None)
-@given(index=st.integers(min_value=0, max_value=59), seed=st.one_of(st.integers(), st.text(max_size=8)))
+@given(index=st.integers(min_value=0, max_value=59),
+       seed=st.one_of(st.integers(), st.text(max_size=8)))
 def test_a_shard_computes_the_same_handset(index, seed):
     scenario = Scenario.builtin("commuter")
     alone = scenario.handset_spec(index, seed)
@@ -76,7 +77,8 @@ def test_mixed_nat_proportions(mixed_specs):
 
 def test_group_shares_are_close_even_for_small_fleets(mixed):
     counts = collections.Counter(s.group for s in mixed.handset_specs(50, seed=1))
-    assert counts == pytest.approx({"carrierA": 10.5, "carrierB": 7, "carrierC": 17.5, "wifi": 15}, abs=1.5)
+    assert counts == pytest.approx({"carrierA": 10.5, "carrierB": 7, "carrierC": 17.5,
+                                    "wifi": 15}, abs=1.5)
 
 
 def test_outages_are_paired_and_at_the_configured_rate(mixed_specs):
@@ -104,7 +106,8 @@ def test_commuter_switches_through_the_day():
         # a handset comes home to the same gateway it left
         assert switches[3].network == spec.network
         assert spec.network_at(12 * HOUR).key == "wifi_office"
-        assert spec.network_at(8.5 * HOUR if switches[0].t <= 8.5 * HOUR else switches[0].t).radio == "lte"
+        at = 8.5 * HOUR if switches[0].t <= 8.5 * HOUR else switches[0].t
+        assert spec.network_at(at).radio == "lte"
         assert [n.name for n in spec.networks()] == ["home", "lte", "office"]
 
 

@@ -46,7 +46,8 @@ def test_negative_write_is_refused():
 
 def test_tcp_handshake_without_tls():
     assert WIRE.open() == (Flight("up", 1, 60), Flight("down", 1, 60), Flight("up", 1, 52))
-    assert totals(WIRE.open()) == {"up_packets": 2, "up_bytes": 112, "down_packets": 1, "down_bytes": 60}
+    assert totals(WIRE.open()) == {"up_packets": 2, "up_bytes": 112, "down_packets": 1,
+                                   "down_bytes": 60}
 
 
 def test_tcp_and_tls13_handshake():

@@ -38,7 +38,8 @@ def test_direct_rate_and_alias_share(specs):
 
 
 def test_tag_and_broadcast_audiences(specs):
-    workload = Workload(direct_per_handset_day=0, tag_per_day=300, broadcast_per_day=100, cohorts=10)
+    workload = Workload(direct_per_handset_day=0, tag_per_day=300, broadcast_per_day=100,
+                        cohorts=10)
     plans = workload.schedule(specs, DAY_H, seed=2)
     kinds = collections.Counter(p.audience_kind for p in plans)
     assert kinds["tag"] == pytest.approx(300, rel=0.2)
