@@ -110,8 +110,9 @@ RESULT_FIELDS = ("strategy", "scenario", "seed") + SUMMARY_FIELDS[2:]
 METRICS = tuple(f for f in SUMMARY_FIELDS if f not in ("strategy", "scenario", "handsets", "hours"))
 #: Of those, the ones averaged across seeds (intervals are computed, not averaged).
 MEANS = tuple(m for m in METRICS if "ci95" not in m and "handset" not in m)
-#: summary.csv: the means under the documented names (docs/interfaces.md §4), then the sample sd of each as ``<name>_sd``,
-#: the 95 % intervals and per-handset figures, and the paired ratio to the oracle.
+#: summary.csv: the means under the documented names (docs/interfaces.md §4), then the
+#: sample sd of each as ``<name>_sd``, the 95 % intervals and per-handset figures, and the
+#: paired ratio to the oracle.
 SUMMARY_CSV_FIELDS = (("strategy", "scenario", "seeds", "handsets", "hours")
                       + tuple(m for m in METRICS if "ci95" not in m and "handset" not in m)
                       + tuple(f"{m}_sd" for m in METRICS if "ci95" not in m

@@ -173,7 +173,8 @@ def render_markdown(run: BenchRun, out: Path) -> str:
         "- `results.csv`: one row per strategy × scenario × seed, the interfaces §4 summary "
         "columns plus `seed`.",
         "- `summary.csv`: one row per strategy × scenario: `seeds`, then the mean of each "
-        "figure across seeds under its documented name (docs/interfaces.md §4) and its sample sd as `<name>_sd`, the "
+        "figure across seeds under its documented name (docs/interfaces.md §4) and its "
+        "sample sd as `<name>_sd`, the "
         "95 % intervals as `<name>_ci95_low`/`_high`, per-handset figures, and `vs_oracle`: "
         "the energy ÷ the bound on the same handsets, with its interval.",
         "- `trajectories.csv`: every traced heartbeat (`kind` = beat: the interval in force, "

@@ -15,8 +15,8 @@ server's ``--connect-rate`` limit on or off):
    (registrations survive, so the storm is pure MQTT CONNECTs);
 3. every CONNACK 0 after the kill is time-stamped; reported: the peak connect rate (most
    CONNACKs in any 1 s window), the time until every handset is back, admission refusals
-   (CONNACK 3, or MQTT 5.0's 0x9F/0x97/0x89), the peak RSS of each server process and of each client worker, and the load average
-   when the run started.
+   (CONNACK 3, or MQTT 5.0's 0x9F/0x97/0x89), the peak RSS of each server process and of
+   each client worker, and the load average when the run started.
 
 Each run is bounded as a whole (``--run-timeout``: ramp-up and storm together). The CI
 variant is ``tests/reliability/test_storm.py``.

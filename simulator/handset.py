@@ -23,7 +23,7 @@ import errno
 import json
 import math
 import random
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import trio
 
@@ -167,7 +167,7 @@ class WorldObserver:
 #: 5.0 as well, whose properties add bytes to every packet and so change the energy figures;
 #: the published results (power_bench/results) and the Doze firewall's PUBLISH reader
 #: (:class:`PublishReader`, 3.1.1 framing) are for 3.1.1.
-SIM_MQTT_VERSION = "3.1.1"
+SIM_MQTT_VERSION: Final[Literal["3.1.1"]] = "3.1.1"
 
 
 class PublishReader:
