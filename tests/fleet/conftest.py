@@ -38,6 +38,13 @@ def reference_server() -> Iterator[ReferenceServer]:
 
 
 @pytest.fixture
+def ws_server_info() -> Iterator[dict]:
+    """The reference server serving MQTT over WebSocket too (``--ws-port``): its JSON line
+    (``http``, ``mqtt``, ``ws``)."""
+    yield from _server("--ws-port", "0")
+
+
+@pytest.fixture
 def tls_server_info(tmp_path: Path) -> Iterator[tuple[dict, Path]]:
     """The reference server with TLS on: its JSON line (plain ``http`` too) and the CA."""
     tls_dir = tmp_path / "tls"
@@ -58,3 +65,19 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     """A real Mosquitto on a free loopback port, logging connections to a file."""
     with start_mosquitto(tmp_path) as broker:
         yield broker
+
+
+@pytest.fixture
+def ws_mosquitto(mosquitto: Broker) -> Iterator[tuple[Broker, str]]:
+    """The real Mosquitto behind a WebSocket front (``ws_relay.py``, a process started and
+    stopped by its id): ``(broker, ws://127.0.0.1:PORT/mqtt)``."""
+    relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("ws_relay.py")),
+                              str(mosquitto.port)], stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([relay.stdout], [], [], 30)
+        url = relay.stdout.readline().strip() if ready else ""
+        if not url.startswith("ws://"):
+            pytest.fail("ws_relay.py did not print its URL within 30 s")
+        yield mosquitto, url
+    finally:
+        stop_process(relay)

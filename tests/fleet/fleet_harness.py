@@ -102,9 +102,10 @@ class Broker:
 
 @contextmanager
 def start_mosquitto(directory: Path, *, persistence: bool = False,
-                    port: int | None = None) -> Iterator[Broker]:
+                    port: int | None = None, extra: str = "") -> Iterator[Broker]:
     """A real Mosquitto on a free loopback port (or ``port``), logging connections to a
-    file in ``directory``; stopped by its process id."""
+    file in ``directory``, with ``extra`` lines of configuration; stopped by its process
+    id."""
     if MOSQUITTO is None:
         pytest.fail("mosquitto is not installed: run .ci/install-deps (Debian's mosquitto "
                     "package) to get the broker these tests run against")
@@ -113,7 +114,7 @@ def start_mosquitto(directory: Path, *, persistence: bool = False,
     store = f"persistence true\npersistence_location {directory}/\n" if persistence else \
         "persistence false\n"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{store}"
-                    "log_dest stdout\nlog_type notice\nconnection_messages true\n")
+                    "log_dest stdout\nlog_type notice\nconnection_messages true\n" + extra)
     log = directory / f"mosquitto-{port}.log"
     with open(log, "a") as log_file:
         proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log_file,
