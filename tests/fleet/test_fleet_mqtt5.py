@@ -148,6 +148,7 @@ def test_shared_group_delivers_each_push_to_one_member(mosquitto, tmp_path):
     # Mosquitto hands a shared subscription's messages round robin: every member got some.
     assert spread["min"] >= 1
     assert results["summary_json"][0]["pushes_sent"] == 24
+    assert "shared       $share/workers/…: 8 members, 4 per topic" in done.stdout
 
 
 def test_reason_codes_of_refused_handsets(tmp_path):
@@ -163,6 +164,7 @@ def test_reason_codes_of_refused_handsets(tmp_path):
             assert done.returncode == 1, done.stderr  # the gate handsets_connected<1
             assert "gate missed: handsets_connected<1" in done.stderr
             found[version] = read_results(out)["fleet"]["connect"]
+            assert "  refusals     not_authorized/0x" in done.stdout
     assert found["5"]["failure_codes"] == {"not_authorized/0x87": 3}
     assert found["3.1.1"]["failure_codes"] == {"not_authorized/0x05": 3}
     assert all("CONNACK 0x87" in reason for reason in found["5"]["failure_reasons"])

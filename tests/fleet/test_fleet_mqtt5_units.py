@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Ping, Request
 
-from pushsdk.protocol import ConnAck, Connect, Connection, PingResp, Publish, Role, SubAck
+from pushsdk.protocol import (
+    ConnAck,
+    Connect,
+    Connection,
+    PingResp,
+    Publish,
+    Role,
+    SubAck,
+)
 from simulator.cli import CommandError
 from simulator.commands.fleet import add_arguments
 from simulator.fleet.options import build_plan

@@ -22,6 +22,7 @@ from wsproto.events import (
     RejectConnection,
     Request,
 )
+from wsproto.utilities import ProtocolError as WebSocketError
 
 _READ = 65536
 
@@ -74,7 +75,7 @@ async def _relay(client: trio.SocketStream, upstream: int) -> None:
             nursery.start_soon(_to_client, client, ws, broker, nursery.cancel_scope)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass  # either side went away: so does the other
-    except Exception as exc:  # a WebSocket protocol error: drop this connection only
+    except WebSocketError as exc:  # drop this connection only
         print(f"ws_relay: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     finally:
         await trio.aclose_forcefully(client)
