@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -85,7 +85,7 @@ class _Pending:
 class _Link:
     """One TCP/TLS (or WebSocket) connection with its codec state."""
 
-    __slots__ = ("stream", "conn", "lock", "last_sent", "scope", "reason", "freed")
+    __slots__ = ("conn", "freed", "last_sent", "lock", "reason", "scope", "stream")
 
     def __init__(self, stream: trio.abc.Stream, version: int = 4) -> None:
         self.stream = stream
@@ -113,7 +113,10 @@ class _Link:
 
 
 async def _open(connector: Connector, target: BrokerTarget) -> trio.abc.Stream:
-    stream = await connector.connect(target.host, target.port, tls=target.tls)
+    # The connectors' streams are trio streams (pushsdk's ByteStream protocol is their
+    # subset).
+    stream = cast(trio.abc.Stream,
+                  await connector.connect(target.host, target.port, tls=target.tls))
     if target.websocket_path is None:
         return stream
     try:

@@ -70,7 +70,8 @@ class WebSocketSubackScanner:
         self._left = 0  # payload bytes of the current frame still to come
         self._data = False  # whether the current frame carries MQTT bytes
 
-    def feed(self, data: bytes) -> bool:
+    def feed(self, data: bytes | bytearray) -> bool:
+        """True once a SUBACK's fixed header has been read."""
         view = memoryview(data)
         if self._http is not None:
             start = len(self._http)
