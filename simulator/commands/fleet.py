@@ -99,7 +99,8 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--server", metavar="URL",
                        help="reference push server's HTTP API, e.g. http://127.0.0.1:8480")
     where.add_argument("--broker", metavar="URL",
-                       help="any MQTT 3.1.1 broker, e.g. mqtt://127.0.0.1:1883")
+                       help="any MQTT 3.1.1 or 5.0 broker, e.g. mqtt://127.0.0.1:1883 or "
+                            "ws://127.0.0.1:8080/mqtt")
     target.add_argument("--admin-token", metavar="T",
                         help="server: create an app for this run with the admin token")
     target.add_argument("--app-key", metavar="K", help="server: push for an existing app ...")
@@ -107,8 +108,12 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--username", metavar="U", help="broker: user name of every client")
     target.add_argument("--password", metavar="P", help="broker: password of every client")
     target.add_argument("--ca", metavar="FILE", help="trust this CA (PEM) for https/mqtts")
-    target.add_argument("--mqtt-version", default="3.1.1", choices=("3.1.1", "5"),
-                        help="MQTT version of handsets and publisher (5: once the codec has it)")
+    target.add_argument("--mqtt-version", default=None, choices=("3.1.1", "5"),
+                        help="MQTT version of handsets and publisher (default: 3.1.1 with "
+                             "--broker; with --server 5 when the server offers it)")
+    target.add_argument("--mqtt-transport", default=None, choices=("tcp", "ws"),
+                        help="server: MQTT over TCP or over the WebSocket URL the server "
+                             "advertises (default tcp; a broker takes a ws:// URL instead)")
 
 
 def _workload_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +132,17 @@ def _workload_arguments(parser: argparse.ArgumentParser) -> None:
                                             "(default: 1 MQTT publisher, 8 HTTP connections)")
     workload.add_argument("--session", choices=("persistent", "clean"), default=None,
                           help="broker: handsets' sessions (default persistent: clean session 0)")
+    workload.add_argument("--session-expiry", type=_number(int, 1, "a whole number"),
+                          default=None, metavar="SECONDS",
+                          help="broker, MQTT 5, persistent sessions: the Session Expiry "
+                               "Interval (default: never, as 3.1.1)")
+    workload.add_argument("--message-expiry", type=_number(int, 1, "a whole number"),
+                          default=None, metavar="SECONDS",
+                          help="MQTT 5: Message Expiry Interval of every push (server: the "
+                               "push TTL, default 1 day)")
+    workload.add_argument("--shared-group", metavar="NAME", default=None,
+                          help="broker, MQTT 5: a group's handsets subscribe "
+                               "$share/NAME/<topic>; each push reaches one of them")
     workload.add_argument("--cleanup", action=argparse.BooleanOptionalAction, default=None,
                           help="remove the run's sessions/devices from the target at the end "
                                "(default: yes)")

@@ -3,7 +3,8 @@
 - Broker mode, persistent sessions (clean session 0): the broker keeps each client's session
   (subscriptions, queued messages) after it disconnects, forever by default. For every
   client id of the run — handsets and publishers — connect once with clean session 1 and
-  DISCONNECT, which discards it (MQTT 3.1.1 §3.1.2.4).
+  DISCONNECT, which discards it (MQTT 3.1.1 §3.1.2.4; in 5.0 Clean Start 1 and a Session
+  Expiry Interval of 0, §3.1.2.11.2).
 - Server mode: ``DELETE /v1/devices/<registration_id>`` with the app's master secret for
   every device the run registered (a server without that API is reported, not an error).
 
@@ -68,8 +69,10 @@ async def _parallel(items: Sequence[Any], work: Any, outcome: dict[str, Any]) ->
 
 async def _forget_session(connector: TcpConnector, plan: FleetPlan, client_id: str) -> None:
     assert isinstance(plan.target, BrokerTarget)
+    # Clean start with (5.0) no Session Expiry Interval: the session ends with this
+    # connection.
     link, _ = await mqtt_session(connector, plan.target, client_id, clean=True,
-                                 timeout=plan.connect_timeout)
+                                 timeout=plan.connect_timeout, version=plan.mqtt_level)
     try:
         await link.send(Disconnect())
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -23,13 +23,22 @@ from .workload import Tracer
 if TYPE_CHECKING:
     from .socket_handset import SocketHandset
 
-__all__ = ["FleetObserver", "short_reason"]
+__all__ = ["FleetObserver", "reason_code", "short_reason"]
 
 OUTCOMES = ("connected", "failed")
 
 
 def short_reason(text: str) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def reason_code(reason: str) -> str:
+    """The stable name of why a state changed — the SDK's ``Reason.code`` — and, when an
+    MQTT answer caused it, that answer's number (the 3.1.1 CONNACK return code or the 5.0
+    reason code of a CONNACK, DISCONNECT or SUBACK): ``"not_authorized/0x87"``."""
+    code = getattr(reason, "code", "") or "unknown"
+    mqtt = getattr(getattr(reason, "error", None), "mqtt_reason_code", None)
+    return f"{code}/{mqtt:#04x}" if isinstance(mqtt, int) else code
 
 
 class FleetObserver:
@@ -46,6 +55,8 @@ class FleetObserver:
         self.counters: Counter[str] = Counter()
         self.failure_reasons: Counter[str] = Counter()
         self.disconnect_reasons: Counter[str] = Counter()
+        self.failure_codes: Counter[str] = Counter()  # by reason_code()
+        self.disconnect_codes: Counter[str] = Counter()
         self.push_failures: Counter[str] = Counter()
         # Connect attempts as columns: index, t (since t0), outcome, tcp, handshake,
         # registration (seconds, NaN when unknown), reason (index into self.reasons).
@@ -113,10 +124,12 @@ class FleetObserver:
             self.counters["disconnects"] += 1
             self.per_second.add("disconnects", self.since_start())
             self.disconnect_reasons[short_reason(reason)] += 1
+            self.disconnect_codes[reason_code(reason)] += 1
 
     def on_failed(self, handset: SocketHandset, now: float, tcp_s: float, reason: str) -> None:
         if self.closing:
             return
+        self.failure_codes[reason_code(reason)] += 1
         reason = short_reason(reason)
         self.counters["connect_failures"] += 1
         self.per_second.add("connect_failures", now - self.t0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -58,9 +59,6 @@ def build_plan(args: argparse.Namespace) -> FleetPlan:
     radio_model = scenario.get("radio_model", args.radio_model)
     _check_radio(radio_model)
     _check_ca(args.ca)
-    if args.mqtt_version == "5":
-        _fail("--mqtt-version 5 is not available yet (the codec's MQTT 5 support is coming; "
-              "see docs/fleet.md); use 3.1.1")
     plan = FleetPlan(
         target=target, handsets=handsets, stages=stages, strategy=strategy,
         workers=args.workers or 1, shard=shard, source_ips=source_ips, workload=workload,
@@ -128,11 +126,51 @@ def _workload(args: argparse.Namespace, scenario: dict[str, Any],
     workload = Workload(qos=qos, payload_size=pick("payload_size", 0),
                         fan_out=pick("fan_out", 1), publishers=pick("publishers", 0),
                         session=session, cleanup=pick("cleanup", True),
-                        client_id_prefix=prefix, topic_prefix=scenario.get("topic_prefix", ""))
+                        client_id_prefix=prefix, topic_prefix=scenario.get("topic_prefix", ""),
+                        **_mqtt5(pick, target, session))
     if isinstance(target, ServerTarget) and workload.payload_size > 3000:
         _fail("--payload-size: the server takes at most 4096 bytes of JSON per push; "
               "keep it at 3000 or less")
     return workload
+
+
+def _mqtt5(pick: Callable[[str, Any], Any], target: ServerTarget | BrokerTarget,
+           session: str) -> dict[str, Any]:
+    """The MQTT version and what only 5.0 carries (session and message expiry, shared
+    subscriptions), checked against the mode and the version."""
+    server = isinstance(target, ServerTarget)
+    version = pick("mqtt_version", "auto" if server else "3.1.1")
+    if version not in ("3.1.1", "5", *(("auto",) if server else ())):
+        _fail(f"mqtt_version must be 3.1.1 or 5, got {version!r}")
+    transport = pick("mqtt_transport", "tcp")
+    shared, message_expiry = pick("shared_group", ""), pick("message_expiry", None)
+    session_expiry = pick("session_expiry", None)
+    if server:
+        if transport not in ("tcp", "ws"):
+            _fail(f"--mqtt-transport must be tcp or ws, got {transport!r}")
+        if shared or session_expiry is not None:
+            _fail("--shared-group and --session-expiry are for --broker; the server keeps "
+                  "one inbox per device")
+    else:
+        if transport != "tcp":
+            _fail("--mqtt-transport is for --server; give the broker a ws:// or wss:// URL "
+                  "for MQTT over WebSocket")
+        needs_5 = [name for name, value in (("--shared-group", shared),
+                                            ("--message-expiry", message_expiry),
+                                            ("--session-expiry", session_expiry)) if value]
+        if needs_5 and version != "5":
+            _fail(f"{', '.join(needs_5)}: only in MQTT 5; add --mqtt-version 5")
+        if session_expiry is not None and session != "persistent":
+            _fail("--session-expiry is for --session persistent (a clean session ends with "
+                  "its connection)")
+    if shared and any(c in shared for c in "+#/\x00"):
+        _fail(f"--shared-group must not contain +, # or /: {shared!r}")
+    for name, value in (("--message-expiry", message_expiry),
+                        ("--session-expiry", session_expiry)):
+        if value is not None and not 0 < value < 2**32:
+            _fail(f"{name} must be 1..4294967295 seconds, got {value!r}")
+    return {"mqtt_version": version, "mqtt_transport": transport, "shared_group": shared,
+            "message_expiry": message_expiry, "session_expiry": session_expiry}
 
 
 def _check_strategy(strategy: str | None) -> None:

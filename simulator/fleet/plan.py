@@ -6,7 +6,8 @@ process, in ``--workers W`` processes, as ``--shard i/N`` runs or as shards on a
 cluster:
 
 - handsets form topic groups of ``fan_out`` (group ``g`` = handsets ``g·fan_out ..``); all
-  members of a group subscribe to its topic and receive each of its pushes;
+  members of a group subscribe to its topic and receive each of its pushes (with a shared
+  group, ``$share/<name>/<topic>``: each push reaches one of them);
 - shard ``s`` of ``n`` runs the groups with ``g % n == s``; inside a shard, worker ``w`` of
   ``W`` runs the groups with ``(g // n) % W == w`` (so a push and all its receivers are in
   one process, and the accounting of each push is local);
@@ -19,7 +20,7 @@ import math
 
 import attrs
 
-from pushsdk.config import parse_broker_url
+from pushsdk.config import parse_broker_endpoint
 
 from .stages import PushSchedule, RampSchedule, Stage, drain_seconds, run_seconds
 
@@ -39,7 +40,8 @@ class ServerTarget:
 
 @attrs.frozen
 class BrokerTarget:
-    """Any MQTT 3.1.1 broker: static client ids, one topic per group, an MQTT publisher."""
+    """Any MQTT 3.1.1 or 5.0 broker: static client ids, one topic per group, an MQTT
+    publisher; over TCP (``mqtt://``, ``mqtts://``) or WebSocket (``ws://``, ``wss://``)."""
 
     url: str
     host: str
@@ -47,15 +49,18 @@ class BrokerTarget:
     tls: bool
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
+    websocket_path: str | None = None  # MQTT over WebSocket at this path; None = plain TCP
 
     mode = "broker"
 
     @classmethod
     def from_url(cls, url: str, username: str | None = None,
                  password: str | None = None) -> BrokerTarget:
-        """``mqtt://HOST[:1883]`` or ``mqtts://HOST[:8883]``; ``ValueError`` otherwise."""
-        host, port, tls = parse_broker_url(url)
-        return cls(url=url, host=host, port=port, tls=tls, username=username, password=password)
+        """``mqtt://HOST[:1883]``, ``mqtts://HOST[:8883]``, ``ws://HOST[:80]/PATH`` or
+        ``wss://HOST[:443]/PATH``; ``ValueError`` otherwise."""
+        host, port, tls, path = parse_broker_endpoint(url)
+        return cls(url=url, host=host, port=port, tls=tls, username=username,
+                   password=password, websocket_path=path)
 
 
 @attrs.frozen
@@ -96,6 +101,11 @@ class Workload:
     cleanup: bool = True  # remove the run's sessions / devices from the target at the end
     client_id_prefix: str = ""  # "" = pushsim-<run id>-
     topic_prefix: str = ""  # "" = pushsim/<run id>
+    mqtt_version: str = "3.1.1"  # "3.1.1" or "5"; server mode also "auto" (the SDK's choice)
+    mqtt_transport: str = "tcp"  # server mode: "tcp" or "ws" (the advertised mqtt.ws URL)
+    session_expiry: int | None = None  # 5.0, persistent sessions: seconds; None = never
+    message_expiry: int | None = None  # seconds a push may wait (5.0 property / server TTL)
+    shared_group: str = ""  # 5.0: a group's handsets share $share/<name>/<topic>
 
 
 @attrs.frozen(kw_only=True)
@@ -130,6 +140,11 @@ class FleetPlan:
         return drain_seconds(self.stages)
 
     @property
+    def mqtt_level(self) -> int:
+        """The protocol level of the fleet's own MQTT connections (broker mode): 4 or 5."""
+        return 5 if self.workload.mqtt_version == "5" else 4
+
+    @property
     def client_id_prefix(self) -> str:
         return self.workload.client_id_prefix or f"pushsim-{self.run_id}-"
 
@@ -144,6 +159,18 @@ class FleetPlan:
     def topic(self, group: int) -> str:
         """The topic of ``group`` (broker mode)."""
         return f"{self.topic_prefix}/{group}"
+
+    def topic_filter(self, group: int) -> str:
+        """What the members of ``group`` subscribe to: its topic, or with a shared group
+        ``$share/<name>/<topic>`` (each push then reaches one member)."""
+        topic = self.topic(group)
+        shared = self.workload.shared_group
+        return f"$share/{shared}/{topic}" if shared else topic
+
+    @property
+    def shared(self) -> bool:
+        """Whether a group's members share one subscription (one delivery per push)."""
+        return bool(self.workload.shared_group)
 
     # --- layout ---------------------------------------------------------------------------
 

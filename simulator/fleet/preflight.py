@@ -11,9 +11,12 @@ It fails within ``--connect-timeout`` with one line naming the leg that did not 
 """
 from __future__ import annotations
 
+from typing import cast
+
 import trio
 
 from pushsdk import ClientState, PushClient, ServerConfig
+from pushsdk.config import MqttTransport, ServerMqttVersion
 from pushsdk.protocol import Disconnect
 from pushsdk.transport import TcpConnector, TransportError
 
@@ -77,9 +80,14 @@ async def _server_device(plan: FleetPlan) -> None:
 
     connector = TcpConnector(ca_file=plan.ca_file, connect_timeout=plan.connect_timeout)
     subscribed = _Subscribed(done)
-    client = PushClient(ServerConfig(server_url=target.url, app_key=target.app_key,
-                                     device_id=plan.device_id("preflight")),
-                        connector=MeteredConnector(connector, subscribed, mqtt=True),
+    config = ServerConfig(
+        server_url=target.url, app_key=target.app_key, device_id=plan.device_id("preflight"),
+        mqtt_version=cast(ServerMqttVersion, plan.workload.mqtt_version),
+        mqtt_transport=cast(MqttTransport, plan.workload.mqtt_transport))
+    websocket = plan.workload.mqtt_transport == "ws"
+    client = PushClient(config,
+                        connector=MeteredConnector(connector, subscribed, mqtt=True,
+                                                   websocket=websocket),
                         http_connector=connector, connect_timeout=plan.connect_timeout,
                         on_state_change=on_state)
     async with trio.open_nursery() as nursery:
@@ -98,6 +106,8 @@ async def _server_device(plan: FleetPlan) -> None:
             await http.aclose()
     where = (f"mqtt{'s' if registration.mqtt_tls else ''}://{registration.mqtt_host}:"
              f"{registration.mqtt_port}" if registration is not None else target.url)
+    if registration is not None and websocket:
+        where = registration.mqtt_ws or f"{target.url}'s MQTT WebSocket (none advertised)"
     if failure:
         leg = "registering a device" if registration is None else f"connecting to {where}"
         raise PreflightError(f"pre-flight: {leg} failed: {failure[0]}")
@@ -134,10 +144,11 @@ async def _broker(plan: FleetPlan) -> None:
     connector = TcpConnector(ca_file=plan.ca_file, connect_timeout=plan.connect_timeout)
     try:
         link, _ = await mqtt_session(connector, target, plan.device_id("preflight"),
-                                     clean=True, timeout=plan.connect_timeout)
+                                     clean=True, timeout=plan.connect_timeout,
+                                     version=plan.mqtt_level)
     except (TransportError, OSError) as exc:
         raise PreflightError(f"cannot reach the broker at {target.url}: {exc}") from None
-    topic = plan.topic(0)
+    topic = plan.topic_filter(0)  # a shared group's filter: $share/NAME/...
     try:
         granted = await check_subscribe(link, topic, plan.workload.qos, plan.connect_timeout)
         try:

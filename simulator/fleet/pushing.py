@@ -30,7 +30,7 @@ from pushsdk.transport import TcpConnector
 from .observer import FleetObserver, short_reason
 from .plan import BrokerTarget, FleetPlan, ServerTarget
 from .publisher import MqttPublisher, PushFailed
-from .senders import HttpClient, HttpPusher
+from .senders import DEFAULT_TTL_S, HttpClient, HttpPusher
 from .workload import Tracer, encode_tracer, pushes_due, pushes_for
 
 if TYPE_CHECKING:
@@ -125,6 +125,8 @@ class PushGenerator:
             self.queued -= 1
             group = seq % self.plan.groups
             receivers = [h for h in self._members(group) if h.ready]
+            if self.plan.shared:  # one member gets it: the push is expected once
+                receivers = receivers[:1]
             ok, transport = await self._send_one(send, seq, scheduled, receivers)
             if transport and backoff:  # the target is unreachable: do not hammer it
                 await trio.sleep(SENDER_BACKOFF.delay(failures, self.rng))
@@ -180,7 +182,8 @@ class PushGenerator:
             for _ in range(plan.workload.publishers or HTTP_SENDERS):
                 client = HttpClient(connector, plan.target.url, timeout=PUSH_TIMEOUT_S)
                 stack.push_async_callback(client.aclose)
-                pusher = HttpPusher(client, plan.target)
+                pusher = HttpPusher(client, plan.target,
+                                    ttl=plan.workload.message_expiry or DEFAULT_TTL_S)
                 self.pushers.append(pusher)
                 nursery.start_soon(self._sender, self._http_send(pusher), True)
             return
@@ -190,7 +193,9 @@ class PushGenerator:
                 connector, plan.target,
                 f"{plan.client_id_prefix}pub-{plan.shard.index}-{self.worker}-{n}",
                 qos=plan.workload.qos, rng=self.rng, connect_timeout=plan.connect_timeout,
-                on_event=self._publisher_event)
+                on_event=self._publisher_event, version=plan.mqtt_level,
+                session_expiry=plan.workload.session_expiry,
+                message_expiry=plan.workload.message_expiry)
             self.publishers.append(publisher)
             stack.push_async_callback(publisher.aclose)
             await nursery.start(publisher.run)

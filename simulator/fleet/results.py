@@ -55,6 +55,8 @@ class FleetResults:
     publisher_events: list[tuple] = attrs.Factory(list)
     cleanup: dict[str, Any] = attrs.Factory(dict)
     missing: list[str] = attrs.Factory(list)  # workers or shards without a report
+    failure_codes: Counter = attrs.Factory(Counter)  # by observer.reason_code()
+    disconnect_codes: Counter = attrs.Factory(Counter)
 
     # --- building -----------------------------------------------------------------------
 
@@ -125,7 +127,8 @@ class FleetResults:
             storms=[s for p in parts for s in p.get("storms", [])],
             publisher_events=sorted(e for p in parts for e in p.get("publisher_events", [])),
             cleanup={**cleanup, "reason": reasons[0] if reasons else ""} if cleanup else {},
-            missing=missing,
+            missing=missing, failure_codes=total("failure_codes"),
+            disconnect_codes=total("disconnect_codes"),
         )
 
     # --- figures ------------------------------------------------------------------------
@@ -161,6 +164,8 @@ class FleetResults:
             "registration_s": self.histograms.distribution("registration"),
             "failure_reasons": dict(self.failure_reasons.most_common()),
             "disconnect_reasons": dict(self.disconnect_reasons.most_common()),
+            "failure_codes": dict(self.failure_codes.most_common()),
+            "disconnect_codes": dict(self.disconnect_codes.most_common()),
         }
 
     def push_stats(self) -> dict[str, Any]:
@@ -206,6 +211,26 @@ class FleetResults:
             "send_lag_s": self.histograms.distribution("send_lag"),
             "latency_s": self.histograms.distribution("latency"),
             "failure_reasons": dict(self.push_failures.most_common()),
+            "shared": self.shared_spread(),
+        }
+
+    def shared_spread(self) -> dict[str, Any] | None:
+        """With ``--shared-group``: how the broker spread the pushes over the members (each
+        member's deliveries: the pushes it was the first of its group to get); None
+        without one."""
+        workload = self.run.get("fingerprint", {}).get("workload", {})
+        if not workload.get("shared_group"):
+            return None
+        counts = sorted(result.pushes_delivered for result, _ in self.rows)
+        return {
+            "group": workload["shared_group"], "members": len(counts),
+            "members_per_group": workload.get("fan_out", 1),
+            "deliveries_per_member": {
+                "min": counts[0] if counts else math.nan,
+                "max": counts[-1] if counts else math.nan,
+                "mean": sum(counts) / len(counts) if counts else math.nan,
+            },
+            "members_without_delivery": sum(1 for n in counts if n == 0),
         }
 
     def start_skew_s(self) -> float:

@@ -150,7 +150,9 @@ def read_results(directory: Path) -> FleetResults:
             per_second=PerSecond.merge([fleet["per_second"]]),
             shards=fleet["shards"], storms=fleet.get("storms", []),
             publisher_events=[tuple(e) for e in fleet.get("publisher_events", [])],
-            cleanup=fleet.get("cleanup", {}), missing=fleet.get("missing", []))
+            cleanup=fleet.get("cleanup", {}), missing=fleet.get("missing", []),
+            failure_codes=Counter(connect.get("failure_codes", {})),
+            disconnect_codes=Counter(connect.get("disconnect_codes", {})))
     except FileNotFoundError as exc:
         raise ResultsError(f"{directory} is not a fleet results directory: "
                            f"{Path(exc.filename).name} is missing") from None

@@ -31,6 +31,9 @@ __all__ = ["HttpClient", "HttpError", "HttpPusher", "PushFailed", "check_app", "
 IDLE_REUSE_S = 20.0
 #: Longest Retry-After honoured before a push counts as failed.
 MAX_RETRY_AFTER_S = 5.0
+#: The push TTL (``options.ttl``) unless ``--message-expiry`` says otherwise; the server
+#: sends what is left of it as the Message Expiry Interval to MQTT 5 devices.
+DEFAULT_TTL_S = 86400
 #: How long a push may wait for its answer (HTTP 200 or PUBACK).
 PUSH_TIMEOUT_S = 30.0
 
@@ -147,7 +150,8 @@ async def check_app(client: HttpClient, app_key: str, master_secret: str) -> Non
 class HttpPusher:
     """Sends data pushes to single devices through ``POST /v1/push``."""
 
-    def __init__(self, client: HttpClient, target: ServerTarget, ttl: int = 86400) -> None:
+    def __init__(self, client: HttpClient, target: ServerTarget,
+                 ttl: int = DEFAULT_TTL_S) -> None:
         self._client = client
         self._auth = _basic(target.app_key, target.master_secret)
         self._ttl = ttl

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from pushsdk import BrokerConfig, ClientState, PushClient, ServerConfig
+from pushsdk import BrokerConfig, ClientState, PushClient, Reason, ServerConfig
 from pushsdk.heartbeat import HeartbeatStrategy
 from pushsdk.transport import TcpConnector
 from simulator.metrics import HandsetResult
 from simulator.radio import RadioModel
 
 from .traffic import CountingStream, MeteredConnector
-from .workload import Ledger, decode_tracer
+from .workload import Ledger, MemberLedger, decode_tracer
 
 if TYPE_CHECKING:
     from .observer import FleetObserver
@@ -56,14 +56,16 @@ class SocketHandset:
     def __init__(self, index: int, observer: FleetObserver, *, group: int, groups: int,
                  device_id: str, connector: TcpConnector, config: ServerConfig | BrokerConfig,
                  strategy: HeartbeatStrategy | None, radio: RadioModel, network_type: str,
-                 connect_timeout: float, rng: random.Random) -> None:
+                 connect_timeout: float, rng: random.Random,
+                 ledger: Ledger | MemberLedger | None = None, websocket: bool = False) -> None:
         self.index = index
         self.group = group
         self.device_id = device_id
         self.observer = observer
         self.source_ip = connector.source_ip or ""
         self.meter = radio.new_meter()
-        self.ledger = Ledger(groups)
+        # A member of a shared subscription holds a view of its group's ledger.
+        self.ledger = ledger if ledger is not None else Ledger(groups)
         self.ready = False  # subscribed now: pushes to its group can be counted on for it
         self.subscribed = False  # subscribed at least once
         self.link: CountingStream | None = None  # the current MQTT stream
@@ -81,7 +83,8 @@ class SocketHandset:
         # no second connector and no callbacks for them (a fleet holds many handsets).
         server = isinstance(config, ServerConfig)
         self.client = PushClient(
-            config, connector=MeteredConnector(connector, self, mqtt=True),
+            config, connector=MeteredConnector(connector, self, mqtt=True,
+                                               websocket=websocket),
             http_connector=MeteredConnector(connector, self, mqtt=False) if server else None,
             strategy=strategy, rng=rng, connect_timeout=connect_timeout,
             network_type=network_type, on_message=self._on_message,
@@ -122,7 +125,7 @@ class SocketHandset:
 
     # --- SDK hooks ------------------------------------------------------------------------
 
-    def _on_state_change(self, old: ClientState, new: ClientState, reason: str) -> None:
+    def _on_state_change(self, old: ClientState, new: ClientState, reason: Reason) -> None:
         now = trio.current_time()
         if new is ClientState.REGISTERING:
             self._mark = now

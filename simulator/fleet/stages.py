@@ -172,6 +172,7 @@ FLEET_KEYS = {
     "handsets": int, "strategy": str, "qos": int, "payload_size": int, "fan_out": int,
     "publishers": int, "session": str, "cleanup": bool, "client_id_prefix": str,
     "topic_prefix": str, "radio_model": str, "connect_timeout": float,
+    "mqtt_version": str, "shared_group": str, "message_expiry": int, "session_expiry": int,
 }
 STAGE_KEYS = {"kind": str, "name": str, "duration": float, "push_rate": float,
               "handsets": int, "fraction": float, "how": str}

@@ -48,6 +48,18 @@ def text_report(fleet: dict[str, Any], summary: list[dict[str, Any]], out: Path)
             f"p99 {_ms(latency['p99'])}, max {_ms(latency['max'])} (scheduled → app callback); "
             f"send lag p99 {_ms(pushes['send_lag_s']['p99'])}",
         ]
+    shared = pushes.get("shared")
+    if shared:
+        spread = shared["deliveries_per_member"]
+        lines.append(
+            f"  shared       $share/{shared['group']}/…: {shared['members']:,} members, "
+            f"{shared['members_per_group']} per topic; deliveries per member min "
+            f"{_num(spread['min'])}, mean {_num(spread['mean'], 1)}, max {_num(spread['max'])}"
+            f"; {shared['members_without_delivery']:,} got none")
+    codes = connect.get("failure_codes") or {}
+    if codes:
+        lines.append("  refusals     " + ", ".join(f"{code} ×{count:,}"
+                                                   for code, count in codes.items()))
     for process in fleet["processes"]:
         if not process.get("handsets"):
             continue

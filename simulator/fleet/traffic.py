@@ -7,8 +7,8 @@ writes/reads per direction and offers each one to the handset's radio meter — 
 the application's traffic. TCP/IP headers, TLS records and bare ACKs are not seen here.
 
 On the MQTT connection the stream also watches for the first SUBACK (a 2-byte fixed-header
-scan, dropped once seen): only then is the handset's subscription known to exist at the
-broker, and pushes to it can be counted on.
+scan, dropped once seen; over WebSocket, inside the frames): only then is the handset's
+subscription known to exist at the broker, and pushes to it can be counted on.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import trio
 
 from pushsdk.transport import TcpConnector
 
-__all__ = ["CountingStream", "MeteredConnector", "SubackScanner"]
+__all__ = ["CountingStream", "MeteredConnector", "SubackScanner", "WebSocketSubackScanner"]
 
 _SUBACK = 9
 
@@ -56,6 +56,57 @@ class SubackScanner:
         return False
 
 
+class WebSocketSubackScanner:
+    """:class:`SubackScanner` for MQTT over WebSocket: skips the server's HTTP 101 answer
+    and the frame headers (RFC 6455 §5.2), and scans the payload of data frames (binary,
+    text and continuation; control frames are passed over)."""
+
+    __slots__ = ("_data", "_header", "_http", "_inner", "_left")
+
+    def __init__(self) -> None:
+        self._inner = SubackScanner()
+        self._http: bytearray | None = bytearray()  # the HTTP answer so far; None after
+        self._header = bytearray()  # the current frame's header so far
+        self._left = 0  # payload bytes of the current frame still to come
+        self._data = False  # whether the current frame carries MQTT bytes
+
+    def feed(self, data: bytes | bytearray) -> bool:
+        """True once a SUBACK's fixed header has been read."""
+        view = memoryview(data)
+        if self._http is not None:
+            start = len(self._http)
+            self._http += view
+            end = self._http.find(b"\r\n\r\n", max(0, start - 3))
+            if end < 0:
+                return False
+            view = memoryview(bytes(self._http[end + 4:]))
+            self._http = None
+        while view:
+            if self._left:
+                step = min(self._left, len(view))
+                if self._data and self._inner.feed(bytes(view[:step])):
+                    return True
+                self._left -= step
+                view = view[step:]
+                continue
+            self._header.append(view[0])
+            view = view[1:]
+            self._frame_header()
+        return False
+
+    def _frame_header(self) -> None:
+        header = self._header
+        if len(header) < 2:
+            return
+        short, masked = header[1] & 0x7F, header[1] & 0x80
+        extra = {126: 2, 127: 8}.get(short, 0)
+        if len(header) < 2 + extra + (4 if masked else 0):
+            return
+        self._left = short if not extra else int.from_bytes(header[2:2 + extra], "big")
+        self._data = header[0] & 0x0F in (0x0, 0x1, 0x2)
+        header.clear()
+
+
 class _Meter(Protocol):
     """Where a stream reports its traffic: the handset (see ``SocketHandset``)."""
 
@@ -71,10 +122,13 @@ class CountingStream(trio.abc.Stream):
 
     __slots__ = ("_inner", "_meter", "_scanner")
 
-    def __init__(self, inner: trio.abc.Stream, meter: _Meter, watch_suback: bool) -> None:
+    def __init__(self, inner: trio.abc.Stream, meter: _Meter, watch_suback: bool,
+                 websocket: bool = False) -> None:
         self._inner = inner
         self._meter = meter
-        self._scanner = SubackScanner() if watch_suback else None
+        self._scanner: SubackScanner | WebSocketSubackScanner | None = None
+        if watch_suback:
+            self._scanner = WebSocketSubackScanner() if websocket else SubackScanner()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._meter.up(len(data))
@@ -100,18 +154,21 @@ class MeteredConnector:
     """Connector for one handset: times connects, counts traffic, spots the first SUBACK
     of each MQTT connection opened while the handset is not yet subscribed."""
 
-    __slots__ = ("_inner", "_meter", "_mqtt")
+    __slots__ = ("_inner", "_meter", "_mqtt", "_websocket")
 
-    def __init__(self, inner: TcpConnector, meter: _Meter, *, mqtt: bool) -> None:
+    def __init__(self, inner: TcpConnector, meter: _Meter, *, mqtt: bool,
+                 websocket: bool = False) -> None:
         self._inner = inner
         self._meter = meter
         self._mqtt = mqtt
+        self._websocket = websocket  # the MQTT bytes come in WebSocket frames
 
     async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
         started = trio.current_time()
         stream = await self._inner.connect(host, port, tls=tls)
         if not self._mqtt:
             return CountingStream(stream, self._meter, False)
-        counting = CountingStream(stream, self._meter, self._meter.watching_suback())
+        counting = CountingStream(stream, self._meter, self._meter.watching_suback(),
+                                  self._websocket)
         self._meter.on_tcp(trio.current_time() - started, counting)
         return counting

@@ -21,12 +21,13 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import trio
 
 from pushsdk import BrokerConfig, ServerConfig
+from pushsdk.config import MqttTransport, MqttVersion, ServerMqttVersion
 from pushsdk.heartbeat import parse_strategy
 from pushsdk.transport import TcpConnector
 from simulator.radio import get_model
@@ -37,6 +38,7 @@ from .plan import FleetPlan, ServerTarget
 from .pushing import PushGenerator
 from .socket_handset import SocketHandset
 from .stages import stage_starts, storm_members
+from .workload import MemberLedger, SharedLedger
 
 __all__ = ["run_worker"]
 
@@ -56,15 +58,43 @@ def _connectors(plan: FleetPlan) -> list[TcpConnector]:
 
 
 def _client_config(plan: FleetPlan, index: int, device_id: str) -> ServerConfig | BrokerConfig:
-    target = plan.target
+    target, workload = plan.target, plan.workload
     if isinstance(target, ServerTarget):
-        return ServerConfig(server_url=target.url, app_key=target.app_key, device_id=device_id)
+        return ServerConfig(server_url=target.url, app_key=target.app_key, device_id=device_id,
+                            mqtt_version=cast(ServerMqttVersion, workload.mqtt_version),
+                            mqtt_transport=cast(MqttTransport, workload.mqtt_transport))
     return BrokerConfig(host=target.host, port=target.port, tls=target.tls,
                         client_id=device_id,
-                        topics=[plan.topic(plan.group_of(index))],
+                        topics=[plan.topic_filter(plan.group_of(index))],
                         username=target.username, password=target.password,
-                        qos=plan.workload.qos,
-                        clean_session=plan.workload.session == "clean")
+                        qos=workload.qos,
+                        clean_session=workload.session == "clean",
+                        mqtt_version=cast(MqttVersion, workload.mqtt_version),
+                        websocket_path=target.websocket_path,
+                        session_expiry=workload.session_expiry)
+
+
+def _websocket(plan: FleetPlan) -> bool:
+    """Whether the handsets' MQTT connections run over WebSocket."""
+    if isinstance(plan.target, ServerTarget):
+        return plan.workload.mqtt_transport == "ws"
+    return plan.target.websocket_path is not None
+
+
+def _ledgers(plan: FleetPlan, indices: list[int]) -> dict[int, MemberLedger]:
+    """With a shared group: each member's view of its group's one ledger (the group's
+    first member is its lead); without: nothing (every handset keeps its own)."""
+    if not plan.shared:
+        return {}
+    views: dict[int, MemberLedger] = {}
+    shared: dict[int, SharedLedger] = {}
+    for index in indices:
+        group = plan.group_of(index)
+        ledger = shared.get(group)
+        if ledger is None:
+            ledger = shared[group] = SharedLedger(plan.groups)
+        views[index] = MemberLedger(ledger, lead=index == plan.members(group)[0])
+    return views
 
 
 class _Worker:
@@ -106,7 +136,9 @@ class _Worker:
         self.radio = get_model(plan.radio_model)
         self.network_type = "wifi" if self.radio.name.startswith("wifi") else "cellular"
         handsets = {}
-        for index in plan.worker_handsets(self.worker):
+        indices = plan.worker_handsets(self.worker)
+        ledgers, websocket = _ledgers(plan, indices), _websocket(plan)
+        for index in indices:
             device_id = plan.device_id(index)  # one string, shared by the handset and its SDK
             handsets[index] = SocketHandset(
                 index, self.observer, group=plan.group_of(index), groups=plan.groups,
@@ -114,7 +146,8 @@ class _Worker:
                 connector=connectors[(index // plan.shard.count) % len(connectors)],
                 config=_client_config(plan, index, device_id), strategy=strategy,
                 radio=self.radio, network_type=self.network_type,
-                connect_timeout=plan.connect_timeout, rng=self.rng)
+                connect_timeout=plan.connect_timeout, rng=self.rng,
+                ledger=ledgers.get(index), websocket=websocket)
         return handsets
 
     # --- stages ---------------------------------------------------------------------------
@@ -279,6 +312,8 @@ class _Worker:
             "counters": dict(counters),
             "failure_reasons": dict(observer.failure_reasons),
             "disconnect_reasons": dict(observer.disconnect_reasons),
+            "failure_codes": dict(observer.failure_codes),
+            "disconnect_codes": dict(observer.disconnect_codes),
             "push_failures": dict(observer.push_failures),
             "histograms": observer.histograms.encoded(),
             "per_second": observer.per_second.as_dict(),

@@ -20,7 +20,8 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Ledger", "Tracer", "decode_tracer", "encode_tracer", "pushes_due", "pushes_for"]
+__all__ = ["Ledger", "MemberLedger", "SharedLedger", "Tracer", "decode_tracer", "encode_tracer",
+           "pushes_due", "pushes_for"]
 
 
 @attrs.frozen
@@ -107,7 +108,7 @@ class Ledger:
     pushes both expected and received, so it can never exceed ``expected``.
     """
 
-    __slots__ = ("_groups", "_expected", "_received", "duplicates", "stale", "misrouted")
+    __slots__ = ("_expected", "_groups", "_received", "duplicates", "misrouted", "stale")
 
     def __init__(self, groups: int) -> None:
         self._groups = groups
@@ -159,3 +160,97 @@ class Ledger:
         """Pushes of this run that arrived although they were not sent to this handset while
         it was subscribed (e.g. queued for a clean session that had just gone)."""
         return (self._received & ~self._expected).bit_count()
+
+
+class SharedLedger:
+    """The pushes of one shared-subscription group (``$share/<name>/<topic>``): the broker
+    hands each push to *one* member, so a push is expected once per group (not once per
+    member), and a second arrival of it — at any member — is a duplicate.
+
+    Bitsets as in :class:`Ledger`: ``expected_bits`` (sent while a member was subscribed)
+    and ``_received`` (arrived at some member)."""
+
+    __slots__ = ("_received", "expected_bits", "groups")
+
+    def __init__(self, groups: int) -> None:
+        self.groups = groups
+        self.expected_bits = 0
+        self._received = 0
+
+    def bit(self, seq: int) -> int:
+        return 1 << (seq // self.groups)
+
+    def on_expected(self, seq: int) -> bool:
+        """``seq`` went out to the group; True if a member already has it."""
+        bit = self.bit(seq)
+        self.expected_bits |= bit
+        return bool(self._received & bit)
+
+    def on_received(self, bit: int) -> bool:
+        """A member got the push of ``bit``; True if it is the group's first copy."""
+        if self._received & bit:
+            return False
+        self._received |= bit
+        return True
+
+    @property
+    def lost(self) -> int:
+        """Expected pushes no member got."""
+        return (self.expected_bits & ~self._received).bit_count()
+
+
+class MemberLedger:
+    """One member's view of its group's :class:`SharedLedger`, with :class:`Ledger`'s
+    interface so that a handset and the observer need not know which one they hold.
+
+    A member's ``delivered`` are the expected pushes it was the first to get (its share;
+    summed over the members, the group's deliveries), its ``duplicates`` the copies it got
+    of pushes the group already had. The group's lost pushes are counted at one member, the
+    ``lead`` (the group's first), so that the sums over the rows are the group's figures:
+    ``expected = delivered + lost`` per member and per group."""
+
+    __slots__ = ("_received", "duplicates", "lead", "misrouted", "shared", "stale")
+
+    def __init__(self, shared: SharedLedger, *, lead: bool) -> None:
+        self.shared = shared
+        self.lead = lead
+        self._received = 0  # pushes this member got first
+        self.duplicates = 0
+        self.stale = 0
+        self.misrouted = 0
+
+    def on_expected(self, seq: int) -> bool:
+        return self.shared.on_expected(seq)
+
+    def on_received(self, tracer: Tracer | None, run: str, group: int) -> bool:
+        """As :meth:`Ledger.on_received`; True when it is the group's first copy."""
+        groups = self.shared.groups
+        if tracer is None or tracer.run != run:
+            self.stale += 1
+        elif tracer.to != group or tracer.seq % groups != group:
+            self.misrouted += 1
+        elif self.shared.on_received(bit := self.shared.bit(tracer.seq)):
+            self._received |= bit
+            return True
+        else:
+            self.duplicates += 1
+        return False
+
+    def was_expected(self, seq: int) -> bool:
+        return bool(self.shared.expected_bits & self.shared.bit(seq))
+
+    @property
+    def delivered(self) -> int:
+        return (self.shared.expected_bits & self._received).bit_count()
+
+    @property
+    def lost(self) -> int:
+        return self.shared.lost if self.lead else 0
+
+    @property
+    def expected(self) -> int:
+        return self.delivered + self.lost
+
+    @property
+    def unexpected(self) -> int:
+        return (self._received & ~self.shared.expected_bits).bit_count()

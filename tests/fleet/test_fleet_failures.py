@@ -82,12 +82,14 @@ def test_metrics_are_served_during_the_run(mosquitto, tmp_path):
     assert scrape(port) == {}
 
 
-def test_the_broker_dies_and_comes_back(tmp_path):
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_the_broker_dies_and_comes_back(tmp_path, version):
     with run_mosquitto(tmp_path) as broker:
         port = free_port()
         # (No --no-progress: stderr is not a terminal, so a plain line every 10 s.)
         fleet = start_fleet("--broker", broker.url, "--handsets", "20", "--duration", "14",
                             "--push-rate", "40", "--metrics-port", str(port),
+                            "--mqtt-version", version,
                             "--out", str(tmp_path / "out"))
         wait_until(lambda: value(scrape(port), "pushsim_fleet_handsets_connected") == 20,
                    "20 handsets connected")
