@@ -390,7 +390,8 @@ class MqttPublisher:
                 if isinstance(event, PubAck | PubComp | PubRec):
                     await self._acknowledged(link, event)
                 elif isinstance(event, Disconnect):
-                    return f"broker sent DISCONNECT {_reason_text(event.reason_code, event.properties)}"
+                    why = _reason_text(event.reason_code, event.properties)
+                    return f"broker sent DISCONNECT {why}"
                 elif isinstance(event, ConnectionClosed):
                     return "broker closed the connection"
         except _BROKEN as exc:
