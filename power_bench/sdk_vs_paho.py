@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,10 @@ def _source_ips(n: int) -> list[str]:
 
 # --- the two sides, each in its own process ---------------------------------------------------
 
-def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1") -> dict[str, Any]:
-    """N SDK clients in one ``trio.run``: counts, seconds to the last CONNACK, RSS."""
+def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
+             at_idle: Callable[[], None] | None = None) -> dict[str, Any]:
+    """N SDK clients in one ``trio.run``: counts, seconds to the last CONNACK, RSS.
+    ``at_idle()`` is called once every client is connected and idle (for a profiler)."""
     import trio
 
     from pushsdk import BrokerConfig, ClientState, PushClient, TcpConnector
@@ -104,6 +107,8 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1") -> dict[str
             got = connected
             await trio.sleep(2.0)  # SUBACKs in, everything idle
             after = _rss()
+            if at_idle is not None:
+                at_idle()
             attempts = sum(c.statistics().connect_attempts for c in clients)
             nursery.cancel_scope.cancel()
         return {"connected": got, "seconds": seconds, "rss_before": before,
