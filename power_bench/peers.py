@@ -60,10 +60,11 @@ class Sizes:
     memory_handsets: int
 
 
-# amqtt matches every PUBLISH against every session's subscriptions (and every CONNECT costs
-# it more as sessions grow): its side bounds --devices and --pushes.
-FULL = Sizes(5000, 5000, 1000, BROADCAST_GOAL_DEVICES, 500, 12.0, 1000)
-QUICK = Sizes(1000, 1000, 500, 0, 200, 4.0, 300)
+# amqtt matches every PUBLISH against every subscription filter it holds (amqtt/broker.py,
+# the loop over ``_subscriptions`` per message), so its side bounds --devices and --pushes:
+# 5,000 devices and 1,000 pushes were not done in 4 CPU-minutes.
+FULL = Sizes(5000, 2000, 500, BROADCAST_GOAL_DEVICES, 500, 12.0, 1000)
+QUICK = Sizes(1000, 500, 200, 0, 200, 4.0, 300)
 TINY = Sizes(50, 50, 50, 0, 10, 0.5, 10)
 
 
@@ -188,16 +189,19 @@ def server_rows(sides: dict[str, Any], n: int) -> list[Row]:
 def big_broadcast(n: int, workdir: Path, log: Callable[[str], None]) -> tuple[Row, Any]:
     """A broadcast to ``n`` devices on ``pushsim server --workers 3``; its row."""
     log(f"reference server (--workers {BROADCAST_WORKERS}), broadcast to {n} devices")
-    with (workdir / "broadcast.log").open("w") as server_log:
+    workdir = workdir / "broadcast"  # a database of its own
+    workdir.mkdir()
+    with (workdir / "server.log").open("w") as server_log:
         side = server_scale.run_server_side(n, BROADCAST_WORKERS, 0.0, 0.0, RAMP, workdir,
                                             server_log, pushes=100)
-    if side["broadcast"]["delivered"] < n:
-        raise RuntimeError(f"broadcast: {side['broadcast']['delivered']} of {n} acknowledged")
     seconds = broadcast_seconds(side)
+    acked = side["broadcast"]["delivered"]
+    # Not all acknowledged within the phase's 120 s: a miss, with how many were.
+    what = "all acknowledged" if acked >= n else f"{acked:,} acknowledged when time was up"
     note = "" if n >= BROADCAST_GOAL_DEVICES else f" (measured at {n:,})"
-    return Row(f"broadcast to {n:,} on --workers {BROADCAST_WORKERS}, all acknowledged",
-               seconds, "s", goal=f"≤ 3 s at 50,000{note}",
-               met=seconds <= 3.0 if n >= BROADCAST_GOAL_DEVICES else None), side
+    met = None if n < BROADCAST_GOAL_DEVICES else acked >= n and seconds <= 3.0
+    return Row(f"broadcast to {n:,} on --workers {BROADCAST_WORKERS}, {what}", seconds, "s",
+               goal=f"≤ 3 s at 50,000{note}", met=met if acked >= n else False), side
 
 
 # --- 3. simulator -----------------------------------------------------------------------------
