@@ -302,7 +302,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m power_bench.peers",
                                      description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about two minutes")
+    parser.add_argument("--quick", action="store_true", help="about a minute or two")
     parser.add_argument("--tiny", action="store_true", help="seconds: checks the command")
     for field in attrs.fields(Sizes):
         kind = float if field.type in (float, "float") else int
