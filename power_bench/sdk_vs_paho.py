@@ -4,14 +4,15 @@ rate (a benchmark printing figures, not a test).
 ::
 
     flock /tmp/pushsim-bench.lock python -m power_bench.sdk_vs_paho [--n 5000] [--rate 0]
-                                                                    [--json FILE]
+                                                   [--mqtt-version 3.1.1|5] [--json FILE]
 
 One Mosquitto on a free loopback port serves both sides, one after the other, each in a fresh
 process of its own: N clients connect (client id, persistent session, keepalive 600 s),
 subscribe QoS 1 to their own topic and sit idle. The RSS growth of the process divided by N is
 the memory per idle connection (after a GC); N divided by the time from the first connect to
 the last CONNACK is the connect rate (``--rate 0``: as fast as each side goes; otherwise
-paced). The SDK runs N ``PushClient``s in one ``trio.run`` (``nursery.start_soon(client.run)``,
+paced). On MQTT 5 both sides ask for a session that never expires (Session Expiry Interval
+0xFFFFFFFF), the 5.0 counterpart of the persistent 3.1.1 session. The SDK runs N ``PushClient``s in one ``trio.run`` (``nursery.start_soon(client.run)``,
 as a fleet does); paho runs N ``paho.mqtt.client.Client``s driven by one selector loop in one
 thread (``loop_read``/``loop_write``/``loop_misc``: a thread per client is not viable at this
 scale). The load average before and after is printed with the figures: record them only when
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,10 @@ def _source_ips(n: int) -> list[str]:
 
 # --- the two sides, each in its own process ---------------------------------------------------
 
-def sdk_side(n: int, port: int, rate: float) -> dict[str, Any]:
+def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
+             at_idle: Callable[[], None] | None = None) -> dict[str, Any]:
+    """N SDK clients in one ``trio.run``: counts, seconds to the last CONNACK, RSS.
+    ``at_idle()`` is called once every client is connected and idle (for a profiler)."""
     import trio
 
     from pushsdk import BrokerConfig, ClientState, PushClient, TcpConnector
@@ -85,7 +90,8 @@ def sdk_side(n: int, port: int, rate: float) -> dict[str, Any]:
         rng = random.Random(1)
         before = _rss()
         clients = [PushClient(BrokerConfig(host="127.0.0.1", port=port, client_id=f"sdk-{i}",
-                                           topics=[f"sdk/{i}"], keepalive=KEEPALIVE),
+                                           topics=[f"sdk/{i}"], keepalive=KEEPALIVE,
+                                           mqtt_version=version),
                               connector=connectors[i % len(connectors)], rng=rng,
                               on_message=lambda m: None, on_state_change=on_state)
                    for i in range(n)]
@@ -101,6 +107,8 @@ def sdk_side(n: int, port: int, rate: float) -> dict[str, Any]:
             got = connected
             await trio.sleep(2.0)  # SUBACKs in, everything idle
             after = _rss()
+            if at_idle is not None:
+                at_idle()
             attempts = sum(c.statistics().connect_attempts for c in clients)
             nursery.cancel_scope.cancel()
         return {"connected": got, "seconds": seconds, "rss_before": before,
@@ -109,8 +117,11 @@ def sdk_side(n: int, port: int, rate: float) -> dict[str, Any]:
     return trio.run(main)
 
 
-def paho_side(n: int, port: int, rate: float) -> dict[str, Any]:
+def paho_side(n: int, port: int, rate: float, version: str = "3.1.1") -> dict[str, Any]:
+    """N paho clients on one selector loop: counts, seconds to the last CONNACK, RSS."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
     _raise_nofile()
     ips = _source_ips(n)
@@ -134,14 +145,27 @@ def paho_side(n: int, port: int, rate: float) -> dict[str, Any]:
             else:
                 dirty.discard(client)
 
+    v5 = version == "5"
+    expiry = None
+    if v5:
+        expiry = Properties(PacketTypes.CONNECT)
+        expiry.SessionExpiryInterval = 0xFFFFFFFF
     before = _rss()
     clients = []
     start = time.monotonic()
     for i in range(n):
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
-                             clean_session=False, protocol=mqtt.MQTTv311, userdata=f"paho/{i}")
+                             clean_session=None if v5 else False,
+                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                             userdata=f"paho/{i}")
         client.on_connect = on_connect
-        client.connect("127.0.0.1", port, keepalive=KEEPALIVE, bind_address=ips[i % len(ips)])
+        if v5:
+            client.connect("127.0.0.1", port, keepalive=KEEPALIVE,
+                           bind_address=ips[i % len(ips)], clean_start=False,
+                           properties=expiry)
+        else:
+            client.connect("127.0.0.1", port, keepalive=KEEPALIVE,
+                           bind_address=ips[i % len(ips)])
         selector.register(client.socket(), selectors.EVENT_READ, client)
         dirty.add(client)
         clients.append(client)
@@ -197,10 +221,12 @@ class Broker:
             self.proc.wait()
 
 
-def _side(kind: str, n: int, port: int, rate: float) -> dict[str, Any]:
+def measure_side(kind: str, n: int, port: int, rate: float,
+                 version: str = "3.1.1") -> dict[str, Any]:
+    """One side (``"sdk"`` or ``"paho"``) in a fresh process; its figures."""
     done = subprocess.run([sys.executable, "-m", "power_bench.sdk_vs_paho", f"_{kind}",
-                           str(n), str(port), str(rate)], capture_output=True, text=True,
-                          timeout=300)
+                           str(n), str(port), str(rate), version], capture_output=True,
+                          text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} side failed: {done.stderr.strip()[-500:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -210,22 +236,24 @@ def _side(kind: str, n: int, port: int, rate: float) -> dict[str, Any]:
     return figures
 
 
-def run(n: int, rate: float) -> dict[str, Any]:
+def run(n: int, rate: float, version: str = "3.1.1") -> dict[str, Any]:
+    """Both sides against one fresh Mosquitto, one after the other."""
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="sdk-vs-paho-") as tmp:
         broker = Broker(Path(tmp))
         try:
-            sdk = _side("sdk", n, broker.port, rate)
-            paho = _side("paho", n, broker.port, rate)
+            sdk = measure_side("sdk", n, broker.port, rate, version)
+            paho = measure_side("paho", n, broker.port, rate, version)
         finally:
             broker.stop()
-    return {"n": n, "rate": rate, "load_before": load_before, "load_after": os.getloadavg(),
-            "sdk": sdk, "paho": paho}
+    return {"n": n, "rate": rate, "mqtt_version": version, "load_before": load_before,
+            "load_after": os.getloadavg(), "sdk": sdk, "paho": paho}
 
 
 def report(result: dict[str, Any]) -> str:
     pace = "unpaced" if not result["rate"] else f"paced at {result['rate']:g}/s"
-    lines = [f"{result['n']} idle connections each, one Mosquitto, {pace}",
+    lines = [f"{result['n']} idle connections each, one Mosquitto, MQTT "
+             f"{result['mqtt_version']}, {pace}",
              "side   connected  attempts  KB/connection  connects/s",
              "-----  ---------  --------  -------------  ----------"]
     for side in ("sdk", "paho"):
@@ -241,18 +269,19 @@ def report(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("_sdk", "_paho"):
-        n, port, rate = int(argv[1]), int(argv[2]), float(argv[3])
+        n, port, rate, version = int(argv[1]), int(argv[2]), float(argv[3]), argv[4]
         side = sdk_side if argv[0] == "_sdk" else paho_side
-        print(json.dumps(side(n, port, rate)))
+        print(json.dumps(side(n, port, rate, version)))
         return 0
     parser = argparse.ArgumentParser(prog="python -m power_bench.sdk_vs_paho",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="connections per side")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="connects per second (0: as fast as each side goes)")
+    parser.add_argument("--mqtt-version", choices=("3.1.1", "5"), default="3.1.1")
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = parser.parse_args(argv)
-    result = run(args.n, args.rate)
+    result = run(args.n, args.rate, args.mqtt_version)
     print(report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

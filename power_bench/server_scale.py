@@ -34,11 +34,13 @@ import hashlib
 import json
 import math
 import random
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +69,21 @@ def clients_main(spec: dict[str, Any]) -> None:
     # receipts (so inflating latencies) and taking CPU from the server on the same cores.
     gc.set_threshold(*SERVER_THRESHOLDS)
 
-    from pushsdk.protocol import (NEED_DATA, ConnAck, Connect, Connection, PubAck, Publish,
-                                  Role, SubAck, Subscribe)
+    from pushsdk.protocol import (
+        NEED_DATA,
+        ConnAck,
+        Connect,
+        Connection,
+        PubAck,
+        Publish,
+        Role,
+        SubAck,
+        Subscribe,
+    )
 
     latencies: list[float] = []
     broadcast_at: list[float] = []
+    last_single = [0.0]  # when the latest single-target push arrived (wall clock)
     # connected: got its SUBACK; failed: gave up after ATTEMPTS; the other counts are
     # failed attempts by reason (each followed by a retry, as a device would).
     counts = {"connected": 0, "failed": 0, "received": 0, "attempts_failed": 0,
@@ -139,6 +151,7 @@ def clients_main(spec: dict[str, Any]) -> None:
                     broadcast_at.append(now)
                 else:
                     latencies.append(now - probe["ts"])
+                    last_single[0] = now
             else:
                 return
 
@@ -157,10 +170,12 @@ def clients_main(spec: dict[str, Any]) -> None:
             print(json.dumps({**counts, "seconds": took}), flush=True)
             while (command := (await trio.to_thread.run_sync(sys.stdin.readline)).strip()):
                 if command == "count":
-                    print(json.dumps({**counts, "broadcast": len(broadcast_at)}), flush=True)
+                    print(json.dumps({**counts, "broadcast": len(broadcast_at),
+                                      "last_single": last_single[0]}), flush=True)
                 elif command == "report":
                     print(json.dumps({**counts, "latencies": latencies,
-                                      "broadcast_at": broadcast_at}), flush=True)
+                                      "broadcast_at": broadcast_at,
+                                      "last_single": last_single[0]}), flush=True)
                 else:
                     break
             nursery.cancel_scope.cancel()
@@ -235,6 +250,27 @@ def wait_received(procs: list[ClientProcess], expected: int, deadline: float) ->
         if sum(p.ask(30, "count")["broadcast"] for p in procs) >= expected:
             return
         time.sleep(0.05)
+
+
+def wait_singles(procs: list[ClientProcess], expected: int, deadline: float) -> float:
+    """Until the clients hold ``expected`` single-target pushes (or ``deadline``); how many
+    they hold and when the last came."""
+    while True:
+        answers = [p.ask(30, "count") for p in procs]
+        got = sum(a["received"] - a["broadcast"] for a in answers)
+        if got >= expected or time.time() >= deadline:
+            return got, max(a["last_single"] for a in answers)
+        time.sleep(0.05)
+
+
+def throughput(sent: int, got: tuple[int, float], t0: float, cpu_s: float) -> dict[str, Any]:
+    """Pushes received per wall second (``t0`` to the last receipt) and per CPU second of
+    the broker; ``got`` is :func:`wait_singles`' answer."""
+    count, last = got
+    wall = max(1e-9, last - t0)
+    return {"sent": sent, "pushes": count, "seconds": round(wall, 3),
+            "pushes_per_s": round(count / wall), "cpu_s": round(cpu_s, 2),
+            "pushes_per_cpu_s": round(count / max(1e-9, cpu_s))}
 
 
 def collect(procs: list[ClientProcess]) -> dict[str, Any]:
@@ -349,7 +385,10 @@ def pct(values: list[float], p: float) -> float | None:
 
 
 def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: float,
-                    workdir: Path, log: Any) -> dict[str, Any]:
+                    workdir: Path, log: Any, pushes: int = 0) -> dict[str, Any]:
+    """``pushsim server`` with ``n`` idle devices: memory, connects, a broadcast, then
+    single-target pushes at ``rate``/s for ``seconds`` or (``pushes`` > 0) that many as fast
+    as 16 kept-alive HTTP connections send them (throughput: until the last is received)."""
     import trio
 
     db = str(workdir / "scale.db")
@@ -383,7 +422,8 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
             "rss_before_mb": round(base_rss / 2**20, 1), "rss_connected_mb": round(held / 2**20, 1),
             "bytes_per_connection": round((held - base_rss) / max(1, connect["connected"])),
             "rss_per_process_mb": [round(p.memory_info().rss / 2**20, 1) for p in members],
-            "cpu_connect_s": round(cpu1 - cpu0, 2)}
+            "cpu_connect_s": round(cpu1 - cpu0, 2),
+            "connects_per_cpu_s": round(connect["connected"] / max(1e-9, cpu1 - cpu0))}
         # Broadcast.
         t0 = time.time()
         answer = trio.run(http_pushes, info["http"], app_key, secret,
@@ -408,8 +448,14 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
         # Single-target pushes.
         rng = random.Random(3)
         bodies = [{"audience": {"registration_id": [devices[rng.randrange(n)][0]]},
-                   "message": {"data": {"k": "s"}}} for _ in range(int(rate * seconds))]
+                   "message": {"data": {"k": "s"}}}
+                  for _ in range(pushes or int(rate * seconds))]
         t0 = time.time()
+        if pushes:
+            sent = trio.run(http_pushes, info["http"], app_key, secret, bodies, 1e9)
+            got = wait_singles(procs, sent["ok"], t0 + 60)
+            result["throughput"] = throughput(sent["ok"], got, t0, cpu(members) - cpu2)
+            return result
         sent = trio.run(http_pushes, info["http"], app_key, secret, bodies, rate)
         took = time.time() - t0
         time.sleep(2.0)
@@ -433,11 +479,65 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
         server.wait(timeout=60)
 
 
+# amqtt's own command (``amqtt -c FILE``), with the open-files limit raised first.
+AMQTT_MAIN = ("import resource, sys\n"
+              "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+              "from amqtt.scripts.broker_script import main\n"
+              "sys.argv[0] = 'amqtt'\n"
+              "main()\n")
+
+
+class Amqtt:
+    """amqtt's broker (the Python MQTT broker) on a free loopback port, anonymous, without
+    its logging and $SYS plugins (stopped by its pid)."""
+
+    def __init__(self, workdir: Path) -> None:
+        from power_bench.chaos import free_port
+
+        self.port = free_port()
+        conf = workdir / f"amqtt-{self.port}.yaml"
+        conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{self.port}\n"
+                        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+                        "    allow_anonymous: true\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", AMQTT_MAIN, "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("amqtt did not start (pip install -e '.[bench]')") \
+                        from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def run_mosquitto_side(n: int, rate: float, seconds: float, ramp: float,
-                       workdir: Path) -> dict[str, Any]:
+                       workdir: Path, pushes: int = 0) -> dict[str, Any]:
+    """Mosquitto (one per PER_BROKER connections) under the same clients and pushes."""
+    brokers = [Mosquitto(workdir) for _ in range(-(-n // PER_BROKER))]
+    return run_broker_side(brokers, n, rate, seconds, ramp, pushes)
+
+
+def run_broker_side(brokers: list[Any], n: int, rate: float, seconds: float, ramp: float,
+                    pushes: int = 0) -> dict[str, Any]:
+    """Plain MQTT brokers (``.port``, ``.proc``, ``.stop()``; stopped at the end) under the
+    clients of :func:`run_server_side`: broadcast = a QoS 1 PUBLISH to ``all``; single
+    pushes = QoS 1 PUBLISHes to the clients' own topics, at ``rate`` or (``pushes`` > 0)
+    that many as fast as one publisher per broker sends them."""
     import trio
 
-    brokers = [Mosquitto(workdir) for _ in range(-(-n // PER_BROKER))]
     procs: list[ClientProcess] = []
     try:
         members = [psutil.Process(b.proc.pid) for b in brokers]
@@ -453,10 +553,22 @@ def run_mosquitto_side(n: int, rate: float, seconds: float, ramp: float,
             "brokers": len(brokers), "connect": connect,
             "rss_before_mb": round(base_rss / 2**20, 1), "rss_connected_mb": round(held / 2**20, 1),
             "bytes_per_connection": round((held - base_rss) / max(1, connect["connected"])),
-            "cpu_connect_s": round(cpu1 - cpu0, 2)}
+            "cpu_connect_s": round(cpu1 - cpu0, 2),
+            "connects_per_cpu_s": round(connect["connected"] / max(1e-9, cpu1 - cpu0))}
 
-        async def publish(items: list[tuple[int, str]], pace: float) -> None:
-            from pushsdk.protocol import ConnAck, Connect, Connection, PubAck, Publish, Role
+        async def publish(items: list[tuple[int, str]], pace: float,
+                          linger: Callable[[], Any]) -> Any:
+            """Publish ``items`` at ``pace``; once every PUBACK is in, ``linger()`` (in a
+            thread) with the publishers still connected: amqtt drops the deliveries still
+            under way of a publisher whose connection ends. Returns what ``linger`` did."""
+            from pushsdk.protocol import (
+                ConnAck,
+                Connect,
+                Connection,
+                PubAck,
+                Publish,
+                Role,
+            )
 
             async def per_broker(b: Mosquitto, mine: list[str]) -> None:
                 stream = await trio.open_tcp_stream("127.0.0.1", b.port)
@@ -495,18 +607,28 @@ def run_mosquitto_side(n: int, rate: float, seconds: float, ramp: float,
                     done = True
                     if pending == 0:
                         inner.cancel_scope.cancel()
+                acked.append(b)
+                await release.wait()
                 await stream.aclose()
 
+            acked: list[Mosquitto] = []
+            release = trio.Event()
             async with trio.open_nursery() as nursery:
-                for j, b in enumerate(brokers):
-                    mine = [t for i, t in items if i % len(brokers) == j]
+                shares = [[t for i, t in items if i % len(brokers) == j]
+                          for j in range(len(brokers))]
+                for b, mine in zip(brokers, shares):
                     if mine:
-                        nursery.start_soon(per_broker, b, mine, )
+                        nursery.start_soon(per_broker, b, mine)
+                while len(acked) < sum(1 for mine in shares if mine):
+                    await trio.sleep(0.01)
+                value = await trio.to_thread.run_sync(linger)
+                release.set()
+            return value
 
         # Broadcast: one PUBLISH to "all" per broker (each broker holds its share).
         t0 = time.time()
-        trio.run(publish, [(j, "all") for j in range(len(brokers))], 1.0)
-        wait_received(procs, connect["connected"], t0 + 120)
+        trio.run(publish, [(j, "all") for j in range(len(brokers))], 1.0,
+                 lambda: wait_received(procs, connect["connected"], t0 + 120))
         got = collect(procs)
         cpu2 = cpu(members)
         result["broadcast"] = {"received_by_clients": len(got["broadcast_at"]),
@@ -514,9 +636,15 @@ def run_mosquitto_side(n: int, rate: float, seconds: float, ramp: float,
                                if got["broadcast_at"] else None,
                                "cpu_s": round(cpu2 - cpu1, 2)}
         rng = random.Random(3)
-        items = [(i, f"d/{i}") for i in (rng.randrange(n) for _ in range(int(rate * seconds)))]
+        items = [(i, f"d/{i}") for i in (rng.randrange(n)
+                                          for _ in range(pushes or int(rate * seconds)))]
         t0 = time.time()
-        trio.run(publish, items, rate / len(brokers))
+        if pushes:
+            got = trio.run(publish, items, 1e9,
+                           lambda: wait_singles(procs, len(items), t0 + 60))
+            result["throughput"] = throughput(len(items), got, t0, cpu(members) - cpu2)
+            return result
+        trio.run(publish, items, rate / len(brokers), lambda: None)
         took = time.time() - t0
         time.sleep(2.0)
         cpu3 = cpu(members)
