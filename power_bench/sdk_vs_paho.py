@@ -12,8 +12,8 @@ subscribe QoS 1 to their own topic and sit idle. The RSS growth of the process d
 the memory per idle connection (after a GC); N divided by the time from the first connect to
 the last CONNACK is the connect rate (``--rate 0``: as fast as each side goes; otherwise
 paced). On MQTT 5 both sides ask for a session that never expires (Session Expiry Interval
-0xFFFFFFFF), the 5.0 counterpart of the persistent 3.1.1 session. The SDK runs N ``PushClient``s in one ``trio.run`` (``nursery.start_soon(client.run)``,
-as a fleet does); paho runs N ``paho.mqtt.client.Client``s driven by one selector loop in one
+0xFFFFFFFF), the 5.0 counterpart of the persistent 3.1.1 session. The SDK runs N
+``PushClient``s in one ``trio.run`` (``nursery.start_soon(client.run)``, as a fleet does); paho runs N ``paho.mqtt.client.Client``s driven by one selector loop in one
 thread (``loop_read``/``loop_write``/``loop_misc``: a thread per client is not viable at this
 scale). The load average before and after is printed with the figures: record them only when
 it was low.
