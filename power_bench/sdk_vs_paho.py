@@ -9,14 +9,14 @@ rate (a benchmark printing figures, not a test).
 One Mosquitto on a free loopback port serves both sides, one after the other, each in a fresh
 process of its own: N clients connect (client id, persistent session, keepalive 600 s),
 subscribe QoS 1 to their own topic and sit idle. The RSS growth of the process divided by N is
-the memory per idle connection (after a GC); N divided by the time from the first connect to
-the last CONNACK is the connect rate (``--rate 0``: as fast as each side goes; otherwise
-paced). On MQTT 5 both sides ask for a session that never expires (Session Expiry Interval
-0xFFFFFFFF), the 5.0 counterpart of the persistent 3.1.1 session. The SDK runs N
-``PushClient``s in one ``trio.run`` (``nursery.start_soon(client.run)``, as a fleet does); paho runs N ``paho.mqtt.client.Client``s driven by one selector loop in one
-thread (``loop_read``/``loop_write``/``loop_misc``: a thread per client is not viable at this
-scale). The load average before and after is printed with the figures: record them only when
-it was low.
+the memory per idle connection (after a GC); N divided by the time from the first connect to the
+last CONNACK is the connect rate (``--rate 0``: as fast as each side goes; otherwise paced). On
+MQTT 5 both sides ask for a session that never expires (Session Expiry Interval 0xFFFFFFFF), the
+5.0 counterpart of the persistent 3.1.1 session. The SDK runs N ``PushClient``s in one
+``trio.run`` (``nursery.start_soon(client.run)``, as a fleet does); paho runs N
+``paho.mqtt.client.Client``s driven by one selector loop in one thread
+(``loop_read``/``loop_write``/``loop_misc``: a thread per client is not viable at this scale).
+The load average before and after is printed with the figures: record them only when it was low.
 """
 from __future__ import annotations
 
