@@ -154,7 +154,8 @@ class WorldObserver:
     def state_changed(self, index: int, t: float, old: str, new: str, reason: str,
                       dead_since: float | None) -> None:
         """The SDK's state changed (``ClientState`` names). Leaving CONNECTED,
-        ``dead_since`` is when the connection it was connected over had died (or None)."""
+        ``dead_since`` is when the connection it was connected over had died — path cut, NAT
+        expired or the server gave up (or None)."""
 
     def device_idle(self, index: int, t: float, idle: bool) -> None:
         """Doze started (``True``) or stopped blocking the app's network."""
@@ -701,7 +702,7 @@ class VirtualHandset:
         now = trio.current_time()
         if self.observer is not None:
             conn = self._connected_conn
-            dead = conn.dead_since if conn is not None and old is ClientState.CONNECTED else None
+            dead = conn.dead_from if conn is not None and old is ClientState.CONNECTED else None
             self.observer.state_changed(self.index, now, old.name, new.name, reason, dead)
         if new is ClientState.CONNECTED:
             self._connected_since = now
@@ -716,8 +717,9 @@ class VirtualHandset:
         self.connected_s += now - since
         if conn is not None:
             # Dead from the first of: the path was cut (switch, outage, a probe hit the
-            # expired NAT) or the NAT mapping expired, whether or not anything noticed.
-            dead_from = conn.dead_since if conn.dead_since is not None else math.inf
+            # expired NAT), the NAT mapping expired, or the server's TCP gave up on data
+            # Doze held at the door — whether or not anything noticed.
+            dead_from = conn.dead_from if conn.dead_from is not None else math.inf
             binding = conn.tag.binding
             if binding.expired(now):
                 dead_from = min(dead_from, binding.expires_at)

@@ -270,7 +270,7 @@ class SimConnection:
 
     __slots__ = ("client", "server", "hooks", "latency", "rng_jitter", "dead_since", "tag",
                  "held", "held_up", "clock", "loss", "loss_draw", "retransmission",
-                 "server_gone")
+                 "server_gone_at")
 
     def __init__(self, hooks: PathHooks, latency: float, jitter=None, tag: Any = None, *,
                  loss: float = 0.0, loss_draw=None,
@@ -286,9 +286,23 @@ class SimConnection:
         self.loss = loss
         self.loss_draw = loss_draw
         self.retransmission = retransmission
-        self.server_gone = False  # the server's TCP aborted: its host answers with RST
+        #: When the server's TCP aborted (gave up retransmitting): from then its host
+        #: answers with RST, and the connection is dead to pushes though the handset
+        #: does not know it yet. None: it has not.
+        self.server_gone_at: float | None = None
         self.client = _End(self, True)
         self.server = _End(self, False)
+
+    @property
+    def server_gone(self) -> bool:
+        return self.server_gone_at is not None
+
+    @property
+    def dead_from(self) -> float | None:
+        """Since when pushes can no longer reach the handset over this connection: the path
+        died, or the server gave up (None: neither yet)."""
+        times = [t for t in (self.dead_since, self.server_gone_at) if t is not None]
+        return min(times) if times else None
 
     @property
     def alive(self) -> bool:
@@ -361,7 +375,7 @@ class SimConnection:
             if self.held is held:
                 self.held = None
             self.server._reset()
-            self.server_gone = True
+            self.server_gone_at = self.clock.current_time()
 
     def _transmit(self, sender: _End, data: bytes, first: float | None = None) -> None:
         now = self.clock.current_time()
@@ -420,7 +434,7 @@ class SimConnection:
     def _give_up_lost(self, up: bool) -> None:
         (self.client if up else self.server)._reset()
         if not up:
-            self.server_gone = True
+            self.server_gone_at = self.clock.current_time()
 
     def _retry_into_the_void(self, now: float, nbytes: int) -> None:
         """An uplink segment into a dead path is never acknowledged: TCP sends it again and
