@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from simulator.day import HandsetDay
+from simulator.day import HandsetDay, PushArrival
 from simulator.nat import NatTimeout, Retransmission
 from simulator.radio import get_model
 from simulator.radio.cpu import NEXUS4
@@ -224,6 +224,16 @@ class _Stretch:
     lossy: bool  # segments may be lost (and arrive later than one way)
 
 
+@attrs.frozen
+class _Held:
+    """Server data Doze holds at the handset's door: later pushes join it until ``until``
+    (its delivery, or the server's give-up)."""
+
+    stretch: _Stretch
+    until: float
+    events: list[Forced]
+
+
 class OracleView:
     """A handset's day as the bound reads it (see the module docstring).
 
@@ -246,7 +256,7 @@ class OracleView:
         self.screen = Spans(union(day.screen_on))
         self.cpu_j = (NEXUS4.voltage * NEXUS4.awake_a * NEXUS4.awake_s
                       if day.spec is not None and day.spec.cpu == "nexus4" else 0.0)
-        self.forced = self._forced(start, blocked)
+        self.forced = self._forced(start)
         self.correction_j = self._correction()
 
     # -- construction ------------------------------------------------------------------
@@ -272,7 +282,7 @@ class OracleView:
             spans.append((self.duration - w, self.duration))
         return union((max(0.0, a), min(self.duration, b)) for a, b in spans)
 
-    def _forced(self, start: float, blocked: list[Interval]) -> tuple[Forced, ...]:
+    def _forced(self, start: float) -> tuple[Forced, ...]:
         first = self.allowed.first(start)
         events = [] if first is None else [Forced(first, "connect")]
         for stretch in self.stretches[1:]:
@@ -281,33 +291,69 @@ class OracleView:
         for stretch in self.stretches:
             if start < stretch.end < self.duration:
                 events.append(Forced(stretch.end, "cut"))
-        doze = Spans(union(self.day.blocked))
-        for push in self.day.pushes:
-            if push.t > start:
-                events += self._push_events(push, doze)
+        events += self._push_events([p for p in self.day.pushes if p.t > start])
         events.sort(key=lambda e: (e.t, _ORDER[e.kind]))
         return tuple(events)
 
-    def _push_events(self, push, doze: Spans) -> list[Forced]:
-        """A push's packets that may refresh the binding: the server's at arrival (the NAT
-        sees it even while Doze holds it at the handset's door), and its delivery, held
-        until the door opens (the server's next retransmission) or, on an exempt channel,
-        deferred by the platform to the end of Doze when it is normal priority."""
-        stretch = self.stretch_at(push.t)
-        if stretch is None:
-            return []  # offline: the server holds it for the next connection
-        block_end = doze.end_of(push.t) if doze.contains(push.t) else None
-        if block_end is None or (self.exempt and push.priority == "high"):
-            return [Forced(push.t, "push", radio=True)]
-        events = [] if stretch.outbound else [Forced(push.t, "push")]
-        if self.exempt:
-            delivered = block_end
-        else:
-            network = self.day.attachment_at(push.t).network
-            policy = Retransmission(network.rto_min, max_retries=network.max_retransmissions)
-            delivered = policy.next_attempt(push.t, block_end)
+    def _push_events(self, pushes: Sequence[PushArrival]) -> list[Forced]:
+        """The pushes' packets that may refresh the binding or reach the radio, as the
+        simulated path carries them (``simulator.link``): the server's packet at arrival
+        (the NAT sees it even while Doze holds it at the handset's door), and its
+        delivery. Non-exempt: TCP holds everything behind the first held segment, and the
+        held data goes through at the server's first retransmission that finds the door
+        open; after its last one the server gives up and nothing is delivered. Exempt:
+        the platform defers a normal-priority push to the end of Doze, or to the next
+        high-priority one, which brings it along."""
+        doze = Spans(union(self.day.blocked))
+        events: list[Forced] = []
+        group: _Held | None = None
+        for i, push in enumerate(pushes):
+            stretch = self.stretch_at(push.t)
+            if stretch is None:
+                continue  # offline: the server holds it for the next connection
+            if group is not None and (push.t >= group.until or group.stretch is not stretch):
+                group = None
+            blocked = doze.contains(push.t)
+            if self.exempt:
+                events += self._exempt_push(push, stretch, doze, pushes[i + 1:])
+            elif group is None and not blocked:
+                events.append(Forced(push.t, "push", radio=True))
+            else:
+                if not stretch.outbound:
+                    events.append(Forced(push.t, "push"))
+                if group is None:  # it starts a held group; later ones join it
+                    group = self._held(push.t, stretch, doze)
+                    events += group.events
+        return events
+
+    def _held(self, first: float, stretch: _Stretch, doze: Spans) -> _Held:
+        """The server's data held at the door from ``first``: its retransmissions that find
+        the door shut again (they refresh the NAT, never reach the radio) and its delivery."""
+        network = self.day.attachment_at(first).network
+        policy = Retransmission(network.rto_min, max_retries=network.max_retransmissions)
+        tries = []
+        delivered = policy.next_attempt(first, doze.end_of(first))
+        while (delivered is not None and delivered < stretch.end
+               and self.day.network_blocked(delivered)):
+            tries.append(delivered)
+            delivered = policy.next_attempt(first, doze.end_of(delivered))
+        events = [] if stretch.outbound else [Forced(t, "push") for t in tries]
         if delivered is not None and delivered < stretch.end:
             events.append(Forced(delivered, "push", radio=True))
+            until = delivered
+        else:
+            until = policy.give_up_at(first)
+        return _Held(stretch, until, events)
+
+    def _exempt_push(self, push: PushArrival, stretch: _Stretch, doze: Spans,
+                     later: Sequence[PushArrival]) -> list[Forced]:
+        block_end = doze.end_of(push.t) if doze.contains(push.t) else None
+        if block_end is None or push.priority == "high":
+            return [Forced(push.t, "push", radio=True)]
+        events = [] if stretch.outbound else [Forced(push.t, "push")]
+        carried = any(p.priority == "high" and p.t < block_end for p in later)
+        if not carried and block_end < stretch.end:  # else it rides on the high one
+            events.append(Forced(block_end, "push", radio=True))
         return events
 
     def _correction(self) -> float:
