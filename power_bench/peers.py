@@ -235,7 +235,11 @@ def sim_rows(sizes: Sizes, log: Callable[[str], None]) -> tuple[list[Row], dict[
 def _number(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if value == 0 or abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"  # a few milliseconds must not print as 0.00
 
 
 def table(rows: list[Row]) -> str:
