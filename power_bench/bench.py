@@ -127,10 +127,10 @@ def run_matrix(matrix: Matrix, workers: int = 1, *, progress: bool = True,
     (scenario, strategy, seed) order. ``handsets_out`` (a list) receives every handset's
     result, for intervals (:func:`aggregate`)."""
     jobs = []
-    for scenario in matrix.scenarios:
+    for each in matrix.scenarios:
         for seed in matrix.seeds:
-            jobs += plan_jobs([scenario], matrix.strategies, matrix.handsets,
-                              matrix.hours_for(scenario), seed, workers)
+            jobs += plan_jobs([each], matrix.strategies, matrix.handsets,
+                              matrix.hours_for(each), seed, workers)
     results = run_jobs(jobs, workers, progress=progress, label="simulating",
                        cluster=cluster)  # --cluster hook (fleet engineer)
     # run_jobs returns each job's handsets in job order: one result per handset of its shard.
@@ -305,13 +305,16 @@ def goal_check(summary: Sequence[dict], rows: Sequence[dict] = ()) -> GoalCheck:
 
 
 def _scenario_criteria(a: dict, o: dict, m: dict) -> tuple[Criterion, ...]:
-    ratio = a.get("vs_oracle")
+    ratio: float = a.get("vs_oracle", math.nan)  # absent: computed below, as for NaN
     if _undefined(ratio):
         ratio = _ratio(a["energy_j_per_day"], o["energy_j_per_day"])
     low, high = a.get("vs_oracle_ci95_low"), a.get("vs_oracle_ci95_high")
     ci = "" if _undefined(low) else f"[{low:.2f}–{high:.2f}]"
     delivery = a["delivery_ratio"]
     dead = a.get("dead_time_awake_fraction", a.get("dead_time_fraction"))
+    if dead is None:
+        raise ValueError(f"summary row of {a.get('strategy')} on {a.get('scenario')} "
+                         "has no dead-time figure")
     p95, p95_mars = a["latency_p95_s"], m["latency_p95_s"]
     return (
         Criterion("energy ÷ oracle", ratio, f"≤ {ENERGY_LIMIT:g}", ratio <= ENERGY_LIMIT, ci,

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import psutil
@@ -42,7 +42,7 @@ import trio
 
 from pushsdk import PushClient, ServerConfig, parse_strategy
 from pushsdk.backoff import Backoff
-from pushsdk.transport import TcpConnector
+from pushsdk.transport import ByteStream, TcpConnector
 
 __all__ = ["ChaosConfig", "ChaosReport", "FaultRelay", "ServerProcess", "run_chaos",
            "free_port", "main"]
@@ -77,10 +77,12 @@ class ServerProcess:
                 "--admin-token", ADMIN, "--log-level", "warning", *limits, *extra]
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": str(root)}
-        self._log = _private_log(log) if log is not None else subprocess.DEVNULL
+        self._log: IO[bytes] | int = (_private_log(log) if log is not None
+                                      else subprocess.DEVNULL)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
                                      stdin=subprocess.DEVNULL, cwd=root, env=env)
         try:
+            assert self.proc.stdout is not None  # stdout=PIPE
             with selectors.DefaultSelector() as sel:
                 sel.register(self.proc.stdout, selectors.EVENT_READ)
                 if not sel.select(start_timeout):
@@ -110,7 +112,7 @@ class ServerProcess:
         self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        if self._log is not subprocess.DEVNULL:
+        if not isinstance(self._log, int):  # not subprocess.DEVNULL
             self._log.close()
 
     def terminate(self) -> None:
@@ -123,7 +125,7 @@ class ServerProcess:
         self.kill()
 
 
-def _private_log(path: Path) -> Any:
+def _private_log(path: Path) -> IO[bytes]:
     """The server's log, appended to, readable by its owner only (0600, any umask)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.fchmod(fd, 0o600)
@@ -275,7 +277,7 @@ class _RelayConnector:
         self.port = port
         self.tcp = TcpConnector(connect_timeout=3.0)
 
-    async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+    async def connect(self, host: str, port: int, *, tls: bool) -> ByteStream:
         return await self.tcp.connect("127.0.0.1", self.port, tls=False)
 
 
@@ -409,15 +411,23 @@ class ChaosReport:
                 f"wall {self.wall_s:.1f} s")
 
 
+def _registration_id(client: PushClient) -> str:
+    """The registration id of a connected server-mode client."""
+    registration = client.registration
+    if registration is None:
+        raise RuntimeError("a connected client has no registration")
+    return registration.registration_id
+
+
 async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
     """Run one chaos experiment (see the module docstring) and count what the apps saw."""
     wall_start = time.monotonic()
     rng = random.Random(config.seed)
     db = workdir / "chaos.db"
-    ports = {"http_port": free_port(), "mqtt_port": free_port()}
+    http_port, mqtt_port = free_port(), free_port()
     log = workdir / "server.log"
     server = await trio.to_thread.run_sync(
-        lambda: ServerProcess(db, **ports, log=log))
+        lambda: ServerProcess(db, http_port=http_port, mqtt_port=mqtt_port, log=log))
     holder = {"server": server}
     rss_peak = server.rss()
     clients: list[PushClient] = []
@@ -446,7 +456,7 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
             with trio.fail_after(60):
                 for client in clients:
                     await client.wait_connected()
-            targets = [client.registration.registration_id for client in clients]
+            targets = [_registration_id(client) for client in clients]
 
             provider = Provider(lambda: holder["server"].http_port, app, targets,
                                 config.pushes, config.push_rate)
@@ -471,14 +481,15 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
                 kills += 1
                 await trio.sleep(rng.uniform(0.0, config.max_downtime))
                 holder["server"] = await trio.to_thread.run_sync(
-                    lambda: ServerProcess(db, **ports, log=log))
+                    lambda: ServerProcess(db, http_port=http_port, mqtt_port=mqtt_port,
+                                          log=log))
             await trio.to_thread.run_sync(provider.join)
             if provider.errors:
                 raise RuntimeError(f"provider failed: {provider.errors[:3]}")
 
             # Drain: every promise kept, and nothing left queued or in flight anywhere.
             drain_start = trio.current_time()
-            expected = [set() for _ in range(config.devices)]
+            expected: list[set[str]] = [set() for _ in range(config.devices)]
             for msg_id, device in provider.accepted.values():
                 expected[device].add(msg_id)
             with trio.move_on_after(config.drain_timeout):

@@ -104,9 +104,11 @@ class ReferenceServer(_Child):
              "--log-level", "error"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, preexec_fn=_raise_nofile)
         try:
-            if not selectors_select([self.proc.stdout], 30):
+            stdout = self.proc.stdout
+            assert stdout is not None  # stdout=PIPE
+            if not selectors_select([stdout], 30):
                 raise RuntimeError("pushsim server did not start")
-            self.http = json.loads(self.proc.stdout.readline())["http"]
+            self.http = json.loads(stdout.readline())["http"]
         except BaseException:
             self.stop()
             raise
@@ -152,7 +154,7 @@ def sdk_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
     """N PushClients in one trio.run: connect, subscribe, idle. Prints nothing itself."""
     import trio
 
-    from pushsdk import BrokerConfig, ClientState, PushClient, TcpConnector
+    from pushsdk import BrokerConfig, ClientState, PushClient, Subscription, TcpConnector
 
     _raise_nofile()
 
@@ -173,7 +175,8 @@ def sdk_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
         rng = random.Random(1)  # shared, as pushsim fleet does (a Random is 2.5 KB)
         rss_before = _rss()
         clients = [PushClient(BrokerConfig(host="127.0.0.1", port=port, client_id=f"sdk-{i}",
-                                           topics=[f"sdk/{i}"], keepalive=600),
+                                           topics=(Subscription(f"sdk/{i}", 1),),
+                                           keepalive=600),
                               connector=connectors[i % len(connectors)], rng=rng,
                               on_message=lambda m: None, on_state_change=on_state)
                    for i in range(n)]
@@ -207,6 +210,7 @@ def sdk_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
 def paho_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
     """N paho clients driven by one selector loop: connect, subscribe QoS 1, idle."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     _raise_nofile()
     ips = _source_ips(n)
@@ -233,11 +237,13 @@ def paho_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
     clients = []
     start = time.monotonic()
     for i in range(n):
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
                              clean_session=False, protocol=mqtt.MQTTv311, userdata=f"paho/{i}")
         client.on_connect = on_connect
         client.connect("127.0.0.1", port, keepalive=600, bind_address=ips[i % len(ips)])
-        selector.register(client.socket(), selectors.EVENT_READ, client)
+        sock = client.socket()
+        assert sock is not None, "paho has the socket once connect() returned"
+        selector.register(sock, selectors.EVENT_READ, client)
         dirty.add(client)
         clients.append(client)
         if rate:

@@ -8,15 +8,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard
 
 import matplotlib
 
 matplotlib.use("Agg")  # no screen; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from power_bench.trajectory import Trajectory  # noqa: E402
 from simulator.metrics import BATTERY_J  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.typing import ColorType
 
 __all__ = [
     "colours_for", "defined", "plot_battery", "plot_energy", "plot_intervals", "plot_pareto",
@@ -26,7 +32,7 @@ __all__ = [
 _INTERVAL_TICKS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 
 
-def plot_pareto(summary, rows, path: Path, colours: dict[str, str]) -> None:
+def plot_pareto(summary, rows, path: Path, colours: dict[str, ColorType]) -> None:
     """Energy per day against p95 latency, one panel per scenario, with the Pareto front."""
     scenarios = unique(r["scenario"] for r in summary)
     fig, axes = _grid(len(scenarios), width=4.6, height=3.6)
@@ -62,7 +68,7 @@ def plot_pareto(summary, rows, path: Path, colours: dict[str, str]) -> None:
     _save(fig, path)
 
 
-def plot_energy(summary, rows, path: Path, colours: dict[str, str]) -> None:
+def plot_energy(summary, rows, path: Path, colours: dict[str, ColorType]) -> None:
     """Bars of J per handset-day with their 95 % intervals, one panel per scenario, seeds
     as dots."""
     scenarios = unique(r["scenario"] for r in summary)
@@ -88,7 +94,7 @@ def plot_energy(summary, rows, path: Path, colours: dict[str, str]) -> None:
     _save(fig, path)
 
 
-def plot_battery(summary, path: Path, colours: dict[str, str]) -> None:
+def plot_battery(summary, path: Path, colours: dict[str, ColorType]) -> None:
     """Grouped bars: battery % per day, scenarios on the x axis, one bar per strategy."""
     scenarios = unique(r["scenario"] for r in summary)
     strategies = unique(r["strategy"] for r in summary)
@@ -113,7 +119,7 @@ def plot_intervals(trajectories: Sequence[Trajectory], path: Path) -> None:
     """One panel per strategy: interval in force at each beat over time, one line per handset."""
     strategies = unique(t.strategy for t in trajectories)
     handsets = unique(t.index for t in trajectories)
-    colours = dict(zip(handsets, plt.get_cmap("tab10").colors))
+    colours = dict(zip(handsets, _palette("tab10")))
     fig, axes = plt.subplots(len(strategies), 1, figsize=(10, 2.6 * len(strategies)),
                              sharex=True, squeeze=False)
     for ax, strategy in zip(axes[:, 0], strategies):
@@ -152,14 +158,22 @@ def plot_intervals(trajectories: Sequence[Trajectory], path: Path) -> None:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def colours_for(strategies) -> dict[str, str]:
-    palette = plt.get_cmap("tab10").colors
+def colours_for(strategies) -> dict[str, ColorType]:
+    palette = _palette("tab10")
     return {s: palette[i % len(palette)] for i, s in enumerate(strategies)}
+
+
+def _palette(name: str) -> Sequence[ColorType]:
+    """The colours of the listed colormap ``name`` (``tab10``: a tuple of RGB tuples)."""
+    cmap = plt.get_cmap(name)
+    if not isinstance(cmap, ListedColormap) or not isinstance(cmap.colors, (list, tuple)):
+        raise TypeError(f"{name!r} is not a colormap of listed colours")
+    return cmap.colors
 
 
 def _pareto_front(points):
     """Points no other point beats on both coordinates (lower is better), by x."""
-    front = []
+    front: list[tuple[float, float]] = []
     for x, y in sorted(points):
         if not front or y < front[-1][1]:
             front.append((x, y))
@@ -212,9 +226,9 @@ def _error_bars(cells, key: str):
     return [[b[0][0] if b else 0.0 for b in bars], [b[1][0] if b else 0.0 for b in bars]]
 
 
-def _legend(fig, colours: dict[str, str], summary) -> None:
+def _legend(fig, colours: dict[str, ColorType], summary) -> None:
     present = unique(r["strategy"] for r in summary)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[s]) for s in present]
+    handles = [Line2D([], [], marker="o", ls="", color=colours[s]) for s in present]
     fig.legend(handles, present, loc="lower center", ncol=min(7, len(present)), fontsize=8,
                frameon=False)
 
@@ -224,7 +238,8 @@ def _sd(row: dict, key: str):
     return sd if defined(sd) else None
 
 
-def defined(value) -> bool:
+def defined(value: float | None) -> TypeGuard[float]:
+    """A number: neither None nor NaN."""
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 

@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 KEEPALIVE = 600
@@ -71,7 +71,11 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
     ``at_idle()`` is called once every client is connected and idle (for a profiler)."""
     import trio
 
-    from pushsdk import BrokerConfig, ClientState, PushClient, TcpConnector
+    from pushsdk import BrokerConfig, ClientState, PushClient, Subscription, TcpConnector
+    from pushsdk.config import MqttVersion
+
+    # The child's argv carries a str; BrokerConfig's validator refuses any but its literals.
+    mqtt_version = cast(MqttVersion, version)
 
     _raise_nofile()
 
@@ -90,8 +94,8 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
         rng = random.Random(1)
         before = _rss()
         clients = [PushClient(BrokerConfig(host="127.0.0.1", port=port, client_id=f"sdk-{i}",
-                                           topics=[f"sdk/{i}"], keepalive=KEEPALIVE,
-                                           mqtt_version=version),
+                                           topics=(Subscription(f"sdk/{i}", 1),),
+                                           keepalive=KEEPALIVE, mqtt_version=mqtt_version),
                               connector=connectors[i % len(connectors)], rng=rng,
                               on_message=lambda m: None, on_state_change=on_state)
                    for i in range(n)]
@@ -120,6 +124,7 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
 def paho_side(n: int, port: int, rate: float, version: str = "3.1.1") -> dict[str, Any]:
     """N paho clients on one selector loop: counts, seconds to the last CONNACK, RSS."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -154,7 +159,7 @@ def paho_side(n: int, port: int, rate: float, version: str = "3.1.1") -> dict[st
     clients = []
     start = time.monotonic()
     for i in range(n):
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
                              clean_session=None if v5 else False,
                              protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
                              userdata=f"paho/{i}")
@@ -166,7 +171,9 @@ def paho_side(n: int, port: int, rate: float, version: str = "3.1.1") -> dict[st
         else:
             client.connect("127.0.0.1", port, keepalive=KEEPALIVE,
                            bind_address=ips[i % len(ips)])
-        selector.register(client.socket(), selectors.EVENT_READ, client)
+        sock = client.socket()
+        assert sock is not None, "paho has the socket once connect() returned"
+        selector.register(sock, selectors.EVENT_READ, client)
         dirty.add(client)
         clients.append(client)
         if rate:

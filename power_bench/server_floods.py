@@ -177,6 +177,8 @@ async def _measure(server: ServerProcess, app: dict[str, str], victim: dict[str,
             if isinstance(event, Publish):
                 sent = json.loads(event.payload)["message"]["data"]
                 latencies.append(time.monotonic() - sent)
+                if event.packet_id is None:
+                    raise RuntimeError("a QoS 0 PUBLISH on a QoS 1 subscription")
                 await stream.send_all(codec.send(PubAck(event.packet_id)))
 
     headers = {**basic_auth(app), "Content-Type": "application/json"}

@@ -181,7 +181,7 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
     _raise_nofile()
     load_at_start = os.getloadavg()
     db = workdir / f"storm-{handsets}-{jitter}-{connect_rate}.db"
-    ports = {"http_port": free_port(), "mqtt_port": free_port()}
+    http_port, mqtt_port = free_port(), free_port()
     extra: tuple[str, ...] = ("--push-rate", "10000")
     if server_workers > 1:
         extra += ("--workers", str(server_workers))
@@ -190,7 +190,7 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
     log = workdir / "server.log"
     started = time.monotonic()
     run_deadline = started + run_timeout
-    server = StormServer(db, **ports, extra=extra, log=log)
+    server = StormServer(db, http_port=http_port, mqtt_port=mqtt_port, extra=extra, log=log)
     ctx = multiprocessing.get_context("spawn")
     procs, pipes = [], []
     try:
@@ -214,7 +214,7 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
         server_rss_before = server.rss_each()
         kill_at = time.time()
         server.kill()
-        server = StormServer(db, **ports, extra=extra, log=log)
+        server = StormServer(db, http_port=http_port, mqtt_port=mqtt_port, extra=extra, log=log)
         restart_s = time.time() - kill_at
         left = max(1.0, run_deadline - time.monotonic())
         for pipe in pipes:  # a duration: workers count it on their own trio clock

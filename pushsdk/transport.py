@@ -18,13 +18,14 @@ import os
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import _backend
+from ._session import ByteStream
 from ._tcp import open_tcp
 from .errors import (
     CertificateFileError,
@@ -34,11 +35,8 @@ from .errors import (
     TransportError,
 )
 
-if TYPE_CHECKING:
-    from ._session import ByteStream
-
-__all__ = ["AsyncioStream", "Connector", "TcpConnector", "TlsError", "TLSVerificationFailed",
-           "TransportError", "spki_sha256"]
+__all__ = ["AsyncioStream", "ByteStream", "Connector", "TcpConnector", "TlsError",
+           "TLSVerificationFailed", "TransportError", "spki_sha256"]
 
 
 class Connector(Protocol):

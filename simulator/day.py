@@ -212,7 +212,7 @@ def _attachments(
             if online:
                 close(t)
                 since = t
-            network = event.network
+            network = event.switched_to
         elif event.kind == "outage_start" and online:
             close(t)
             online, outage_from = False, t

@@ -17,6 +17,7 @@ NATs. Death of a path comes in two flavours, as on a real network:
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Any, Protocol
@@ -83,7 +84,7 @@ class _End(trio.abc.HalfCloseableStream):
         self._conn = conn
         self._is_client = is_client
         self._inbox: list[tuple[float, bytes]] = []
-        self._waiter = None  # the task parked in receive_some, if any
+        self._waiter: trio.lowlevel.Task | None = None  # the task parked in receive_some
         self._timer: Timer | None = None  # wakes the waiter when the head of the inbox is due
         self._closed = False  # this end was closed locally
         self._broken = False  # a reset reached this end
@@ -324,7 +325,7 @@ class SimConnection:
             at = now if immediate else self.retransmission.next_attempt(held.first, now)
             if at is None:
                 continue  # the give-up timer fires now
-            self.clock.call_at(at, lambda up=up, held=held: self._flush(up, held))
+            self.clock.call_at(at, functools.partial(self._flush, up, held))
 
     def inject(self, data: bytes) -> None:
         """Deliver server data the handset kept back (``filter_downlink``), one latency from now."""
@@ -410,9 +411,10 @@ class SimConnection:
                     return
         sent = now
         if self.loss and data:
-            sent = self._lossy(up, now, len(data))
-            if sent is None:
+            got_through = self._lossy(up, now, len(data))
+            if got_through is None:
                 return
+            sent = got_through
         delay = self.latency + (self.rng_jitter(now) if self.rng_jitter is not None else 0.0)
         receiver._deliver(sent + delay, data)
 

@@ -29,7 +29,7 @@ from typing import Literal
 import attrs
 
 NatBehaviour = Literal["drop", "rst"]
-NAT_BEHAVIOURS: tuple[str, ...] = ("drop", "rst")
+NAT_BEHAVIOURS: tuple[NatBehaviour, ...] = ("drop", "rst")
 
 Direction = Literal["up", "down"]  # handset -> server, server -> handset (interfaces §4)
 
@@ -47,7 +47,7 @@ class Verdict(enum.Enum):
 
 
 NatRefresh = Literal["both", "outbound"]
-NAT_REFRESH: tuple[str, ...] = ("both", "outbound")
+NAT_REFRESH: tuple[NatRefresh, ...] = ("both", "outbound")
 
 
 def _positive_timeout(instance: object, attribute: attrs.Attribute, value: float) -> None:

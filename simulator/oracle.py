@@ -144,10 +144,10 @@ class _Search:
         """A (re)connect at ``y`` (None: no allowed moment is left)."""
         if y is None or y >= self.duration:
             return label._replace(x=self.duration, **changes)
-        if self.view.stretch_at(y) is None:  # the end of an attachment: its cut follows
+        stretch = self.view.stretch_at(y)
+        if stretch is None:  # the end of an attachment: its cut follows
             return label._replace(x=max(label.x, y), **changes)
         cost, after = self.point(y, label.x)
-        stretch = self.view.stretch_at(y)
         x = max(after, y + stretch.rtt * CONNECT_TRIPS + MARGIN)
         return label._replace(cost=label.cost + cost, x=x,
                               reconnects=label.reconnects + 1, **changes)

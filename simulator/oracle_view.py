@@ -193,6 +193,13 @@ class Spans:
         return None
 
 
+def _end_of_block(doze: Spans, t: float) -> float:
+    """The end of the Doze block holding ``t``, which the caller knows is in one."""
+    end = doze.end_of(t)
+    assert end is not None, f"{t} is in no Doze block"
+    return end
+
+
 # --- the view ---------------------------------------------------------------------------
 
 
@@ -329,14 +336,16 @@ class OracleView:
     def _held(self, first: float, stretch: _Stretch, doze: Spans) -> _Held:
         """The server's data held at the door from ``first``: its retransmissions that find
         the door shut again (they refresh the NAT, never reach the radio) and its delivery."""
-        network = self.day.attachment_at(first).network
+        attachment = self.day.attachment_at(first)
+        assert attachment is not None  # a push held in a stretch: online
+        network = attachment.network
         policy = Retransmission(network.rto_min, max_retries=network.max_retransmissions)
         tries = []
-        delivered = policy.next_attempt(first, doze.end_of(first))
+        delivered = policy.next_attempt(first, _end_of_block(doze, first))
         while (delivered is not None and delivered < stretch.end
                and self.day.network_blocked(delivered)):
             tries.append(delivered)
-            delivered = policy.next_attempt(first, doze.end_of(delivered))
+            delivered = policy.next_attempt(first, _end_of_block(doze, delivered))
         events = [] if stretch.outbound else [Forced(t, "push") for t in tries]
         if delivered is not None and delivered < stretch.end:
             events.append(Forced(delivered, "push", radio=True))

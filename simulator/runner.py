@@ -119,11 +119,13 @@ def _init_worker(queue) -> None:
 
 
 def _run_job(job: RunConfig) -> list[HandsetResult]:
+    queue = _progress_queue
+    assert queue is not None, "_init_worker runs first in each worker process"
     last = [0]
 
     def report(fraction: float) -> None:
         step = int(fraction * 100)
-        _progress_queue.put(step - last[0])
+        queue.put(step - last[0])
         last[0] = step
 
     return run_job(job, report)

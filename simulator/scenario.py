@@ -38,7 +38,8 @@ KNOWN_RADIO_MODELS: tuple[str, ...] = (
     "wifi", "wifi-huang2012", "wifi-aro",
     "5g-sa", "5g-nsa-mmwave",
 )
-NETWORK_TYPES: tuple[str, ...] = ("wifi", "cellular")
+NetworkType = Literal["wifi", "cellular"]
+NETWORK_TYPES: tuple[NetworkType, ...] = ("wifi", "cellular")
 #: The built-in scenarios, in the order ``pushsim scenarios`` lists them.
 BUILTIN_SCENARIOS: tuple[str, ...] = (
     "carrier-nat-5min", "carrier-nat-30min", "home-wifi", "mixed", "commuter", "doze-overnight",
@@ -137,7 +138,7 @@ class NetworkSpec:
 
     name: str  # profile name in the scenario ("home", "lte", ...)
     key: str  # what the SDK learns per-network values under ("wifi_home", "mobile_carrierA")
-    type: Literal["wifi", "cellular"]
+    type: NetworkType
     radio: str
     nat_timeout: float  # seconds: this handset's timeout on this network (before spread)
     nat_behaviour: Literal["drop", "rst"]
@@ -169,7 +170,7 @@ class NetworkProfile:
     """A network of the scenario; each handset draws its own NAT timeout from it."""
 
     name: str
-    type: Literal["wifi", "cellular"]
+    type: NetworkType
     key: str
     radio: str
     nat_timeout: Distribution
@@ -251,6 +252,19 @@ class NetworkEvent:
     kind: Literal["switch", "outage_start", "outage_end"]
     network: NetworkSpec | None = None
 
+    def __attrs_post_init__(self) -> None:
+        if self.kind == "switch" and self.network is None:
+            raise ValueError("a switch event needs the network it switches to")
+        if self.kind != "switch" and self.network is not None:
+            raise ValueError(f"an {self.kind} event has no network")
+
+    @property
+    def switched_to(self) -> NetworkSpec:
+        """The network a ``switch`` moves to (``ValueError`` for an outage event)."""
+        if self.network is None:
+            raise ValueError(f"a {self.kind} event switches to no network")
+        return self.network
+
 
 @attrs.frozen
 class BackgroundTraffic:
@@ -294,7 +308,7 @@ class HandsetSpec:
             if event.t > t:
                 break
             if event.kind == "switch":
-                network = event.network
+                network = event.switched_to
         return network
 
     def in_outage(self, t: float) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -39,6 +39,7 @@ from simulator.scenario import (
 from simulator.workload import MAX_PAYLOAD_BYTES, Workload
 
 _REQUIRED = object()
+_Choice = TypeVar("_Choice", bound=str)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
 
@@ -79,6 +80,11 @@ class _Table:
         if choices and value not in choices:
             raise self.error(key, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
+
+    def choice(self, key: str, choices: Sequence[_Choice], default: Any = _REQUIRED) -> _Choice:
+        """``string`` limited to ``choices``, typed as one of them."""
+        value = self.string(key, default, choices)
+        return next(choice for choice in choices if choice == value)
 
     def number(
         self, key: str, default: Any = _REQUIRED, *, minimum: float | None = None,
@@ -276,7 +282,7 @@ def _parse_scenario(top: _Table) -> Scenario:
 def _parse_network(t: _Table, name: str) -> NetworkProfile:
     if not _NAME.match(name):
         raise t.error(None, "network names must be letters, digits, '-', '_' or '.'")
-    net_type = t.string("type", choices=NETWORK_TYPES)
+    net_type = t.choice("type", NETWORK_TYPES)
     radio = t.string("radio", choices=KNOWN_RADIO_MODELS)
     if (net_type == "wifi") != radio.startswith("wifi"):
         raise t.error("radio", f"radio model {radio!r} does not fit a {net_type} network")
@@ -288,13 +294,13 @@ def _parse_network(t: _Table, name: str) -> NetworkProfile:
         key=t.string("key", default_key),
         radio=radio,
         nat_timeout=t.distribution("nat_timeout_s", above=0),
-        nat_behaviour=t.string("nat_behaviour", "drop", choices=NAT_BEHAVIOURS),
+        nat_behaviour=t.choice("nat_behaviour", NAT_BEHAVIOURS, "drop"),
         latency=t.number("latency_ms", latency_ms, minimum=0) / 1000.0,
         jitter=t.number("jitter_ms", jitter_ms, minimum=0) / 1000.0,
         nat_spread=float(t.number("nat_spread", 0, minimum=0, maximum=0.95)),
         nat_schedule=_parse_nat_schedule(t),
         nat_sweep=float(t.number("nat_sweep_s", 0, minimum=0)),
-        nat_refresh=t.string("nat_refresh", "both", choices=NAT_REFRESH),
+        nat_refresh=t.choice("nat_refresh", NAT_REFRESH, "both"),
         loss=float(t.number("loss", 0, minimum=0, maximum=0.5)),
         rto_min=float(t.number("rto_min_s", 1.0, above=0)),
         max_retransmissions=int(t.number("max_retransmissions", 15, minimum=1, maximum=100,

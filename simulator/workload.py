@@ -33,11 +33,16 @@ COLLAPSE_KEYS = ("ck-0", "ck-1", "ck-2")
 
 
 class Addressable(Protocol):
-    """What the scheduler needs from a handset spec."""
+    """What the scheduler needs from a handset spec (read-only, so frozen specs qualify)."""
 
-    index: int
-    alias: str
-    tags: tuple[str, ...]
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def alias(self) -> str: ...
+
+    @property
+    def tags(self) -> tuple[str, ...]: ...
 
 
 def alias_for(index: int) -> str:

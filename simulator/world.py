@@ -88,7 +88,7 @@ class World:
         simclock.current_timers()  # the simulation clock's driver runs (or timers do)
         config = self.config
         clock = VirtualClock(EPOCH)
-        self.server = PushServer(
+        self.server = server = PushServer(
             SqliteStore(":memory:"),
             settings=ServerSettings(
                 admin_token="simulation", mqtt_host=SERVER_HOST, mqtt_port=MQTT_PORT,
@@ -96,7 +96,7 @@ class World:
             ),
             clock=clock, rng=random.Random(f"{config.seed}:server"),
         )
-        app = self.server.create_app("simulation")
+        app = server.create_app("simulation")
         specs = config.scenario.handset_specs(seed=config.seed, hours=config.hours,
                                               indices=config.indices())
         plans = config.scenario.workload.schedule(specs, config.hours, config.seed)
@@ -113,11 +113,11 @@ class World:
                 self, day, strategy, app_key=app.app_key, clock=clock, observer=self.observer)
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            nursery.start_soon(self._start_handsets, specs)
+            nursery.start_soon(self._start_handsets, nursery, specs)
             nursery.start_soon(self._timeline, specs)
-            nursery.start_soon(self._provider, plans, app.app_key)
+            nursery.start_soon(self._provider, server, plans, app.app_key)
             if self.progress is not None:
-                nursery.start_soon(self._report_progress)
+                nursery.start_soon(self._report_progress, self.progress)
             await trio.sleep_until(config.duration)
             results = [
                 handset.result(strategy=config.strategy, scenario=config.scenario.name,
@@ -125,21 +125,22 @@ class World:
                 for handset in self.handsets.values()
             ]
             nursery.cancel_scope.cancel()
-        self.server.store.close()
+        server.store.close()
         return results
 
     # --- the three drivers --------------------------------------------------------------------
 
-    async def _start_handsets(self, specs: list[HandsetSpec]) -> None:
+    async def _start_handsets(self, nursery: trio.Nursery, specs: list[HandsetSpec]) -> None:
         # By global index, so that a shard starts each handset when a single process would.
         n = max(1, self.config.handsets)
         for spec in specs:
             await trio.sleep_until(self.config.ramp_s * spec.index / n)
-            self.nursery.start_soon(self.handsets[spec.index].client.run)
+            nursery.start_soon(self.handsets[spec.index].client.run)
 
     async def _timeline(self, specs: list[HandsetSpec]) -> None:
         end = self.config.duration
-        heap: list[tuple[float, int, Iterator]] = []
+        # (time, tie-breaker, event, the rest of its handset's events, handset index)
+        heap: list[tuple[float, int, tuple, Iterator[tuple], int]] = []
         for spec in specs:
             events = _events(self.days[spec.index], end)
             first = next(events, None)
@@ -158,7 +159,7 @@ class World:
             else:
                 heapq.heapreplace(heap, (following[0], next(_ORDER), following, events, index))
 
-    async def _provider(self, plans, app_key: str) -> None:
+    async def _provider(self, server: PushServer, plans, app_key: str) -> None:
         config = self.config
         first, last = config.warmup_s, config.duration * config.push_window
         handsets = self.handsets
@@ -167,9 +168,9 @@ class World:
                 continue
             await trio.sleep_until(plan.t)
             registered = {
-                i: handsets[i].client.registration.registration_id
+                i: registration.registration_id
                 for i in plan.targets
-                if handsets[i].client.registration is not None
+                if (registration := handsets[i].client.registration) is not None
             }
             if not registered:
                 continue
@@ -179,16 +180,16 @@ class World:
                 body = plan.body()
             # The handsets of this shard expect it; the server's own target count is not
             # used, it may include devices the workload did not aim at in this shard.
-            self.server.push_body(app_key, body)
+            server.push_body(app_key, body)
             now = trio.current_time()
             for i in registered:
                 handsets[i].expect(plan.plan_id, now, plan.collapse_key)
 
-    async def _report_progress(self) -> None:
+    async def _report_progress(self, progress: Callable[[float], None]) -> None:
         duration = self.config.duration
         for step in range(1, 101):
             await trio.sleep_until(duration * step / 100)
-            self.progress(step / 100)
+            progress(step / 100)
 
 
 # --- each handset's scripted timeline ---------------------------------------------------------

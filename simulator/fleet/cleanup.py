@@ -83,8 +83,9 @@ async def _forget_session(connector: TcpConnector, plan: FleetPlan, client_id: s
 
 async def _delete_devices(connector: TcpConnector, plan: FleetPlan,
                           registration_ids: Sequence[str], outcome: dict[str, Any]) -> None:
-    assert isinstance(plan.target, ServerTarget)
-    clients = [HttpClient(connector, plan.target.url) for _ in range(4)]
+    target = plan.target
+    assert isinstance(target, ServerTarget)
+    clients = [HttpClient(connector, target.url) for _ in range(4)]
     lanes: list[list[str]] = [list(registration_ids[n::len(clients)]) for n in range(len(clients))]
     unsupported = False
 
@@ -94,7 +95,7 @@ async def _delete_devices(connector: TcpConnector, plan: FleetPlan,
             if unsupported:
                 return
             try:
-                if await delete_device(client, plan.target, registration_id):
+                if await delete_device(client, target, registration_id):
                     outcome["cleaned"] += 1
                 else:
                     unsupported = True

@@ -51,7 +51,7 @@ class Live:
             self._bar = tqdm(total=self._total, desc="connected", unit="hs", file=sys.stderr,
                              dynamic_ncols=True, leave=True, mininterval=0.5)
         if self._metrics_port is not None:
-            self._start_metrics()
+            self._start_metrics(self._metrics_port)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -102,12 +102,12 @@ class Live:
 
     # --- Prometheus -------------------------------------------------------------------------
 
-    def _start_metrics(self) -> None:
+    def _start_metrics(self, port: int) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self))
-        self._server, _ = start_http_server(self._metrics_port, addr=self._metrics_host,
+        self._server, _ = start_http_server(port, addr=self._metrics_host,
                                             registry=registry)
         port = self._server.server_port
         self.metrics_url = f"http://{self._metrics_host}:{port}/metrics"

@@ -32,6 +32,12 @@ class PreflightError(Exception):
     """A leg of the pre-flight failed; the message is one line for the user."""
 
 
+def _preflight_id(plan: FleetPlan) -> str:
+    """The pre-flight's device (client) id: the run's prefix and ``preflight``, never the id
+    of a handset (theirs end in a number, :meth:`FleetPlan.device_id`)."""
+    return f"{plan.client_id_prefix}preflight"
+
+
 def prepare_server(url: str, *, admin_token: str | None, app_key: str | None,
                    master_secret: str | None, ca_file: str | None, timeout: float,
                    app_name: str) -> ServerTarget:
@@ -81,7 +87,7 @@ async def _server_device(plan: FleetPlan) -> None:
     connector = TcpConnector(ca_file=plan.ca_file, connect_timeout=plan.connect_timeout)
     subscribed = _Subscribed(done)
     config = ServerConfig(
-        server_url=target.url, app_key=target.app_key, device_id=plan.device_id("preflight"),
+        server_url=target.url, app_key=target.app_key, device_id=_preflight_id(plan),
         mqtt_version=cast(ServerMqttVersion, plan.workload.mqtt_version),
         mqtt_transport=cast(MqttTransport, plan.workload.mqtt_transport))
     websocket = plan.workload.mqtt_transport == "ws"
@@ -143,7 +149,7 @@ async def _broker(plan: FleetPlan) -> None:
     assert isinstance(target, BrokerTarget)
     connector = TcpConnector(ca_file=plan.ca_file, connect_timeout=plan.connect_timeout)
     try:
-        link, _ = await mqtt_session(connector, target, plan.device_id("preflight"),
+        link, _ = await mqtt_session(connector, target, _preflight_id(plan),
                                      clean=True, timeout=plan.connect_timeout,
                                      version=plan.mqtt_level)
     except (TransportError, OSError) as exc:

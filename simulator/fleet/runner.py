@@ -84,6 +84,9 @@ def run_info(plan: FleetPlan, strategy: str | None) -> dict[str, Any]:
 
 def run_fleet(plan: FleetPlan, live: Live) -> FleetResults:
     """Run ``plan`` (target already checked); the gathered results of every worker."""
+    reports: list[dict]
+    extra: list[dict]
+    missing: list[str]
     with StopSignals() as stop:
         if plan.workers == 1:
             reports, extra, missing = [_run_here(plan, live, stop)], [], []

@@ -13,7 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import h11
 import trio
@@ -55,7 +56,7 @@ class HttpClient:
         self._conn: h11.Connection | None = None
         self._last_used = -math.inf
 
-    async def request(self, method: str, path: str, *, headers: list[tuple[str, str]] = (),
+    async def request(self, method: str, path: str, *, headers: Sequence[tuple[str, str]] = (),
                       body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
         """``(status, headers (lower-case names), body)``; raises :class:`HttpError`."""
         try:
@@ -70,12 +71,15 @@ class HttpClient:
             await self.aclose()
             raise HttpError(str(exc) or type(exc).__name__) from None
 
-    async def _request(self, method: str, path: str, headers: list[tuple[str, str]],
+    async def _request(self, method: str, path: str, headers: Sequence[tuple[str, str]],
                        body: bytes) -> tuple[int, dict[str, str], bytes]:
         if self._stream is not None and trio.current_time() - self._last_used > IDLE_REUSE_S:
             await self.aclose()
         if self._stream is None:
-            self._stream = await self._connector.connect(self.host, self.port, tls=self.tls)
+            # The fleet runs on trio: its connectors' streams are trio streams (pushsdk's
+            # ByteStream protocol is their subset).
+            self._stream = cast(trio.abc.Stream, await self._connector.connect(
+                self.host, self.port, tls=self.tls))
             self._conn = h11.Connection(h11.CLIENT)
         conn = self._conn
         assert conn is not None
@@ -89,7 +93,8 @@ class HttpClient:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await self._stream.receive_some(65536))
+                data = await self._stream.receive_some(65536)
+                conn.receive_data(data)  # type: ignore[arg-type]  # h11 takes bytearray too
             elif isinstance(event, h11.Response):
                 status = event.status_code
                 answer_headers = {k.decode().lower(): v.decode() for k, v in event.headers}

@@ -12,7 +12,7 @@ subscription known to exist at the broker, and pushes to it can be counted on.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, cast
 
 import trio
 
@@ -32,7 +32,7 @@ class SubackScanner:
         self._header: list[int] = []  # first byte and remaining-length bytes so far
         self._skip = 0  # bytes of the current packet's body still to pass over
 
-    def feed(self, data: bytes) -> bool:
+    def feed(self, data: bytes | bytearray) -> bool:
         """True once a SUBACK's fixed header has been read."""
         i, end = 0, len(data)
         header = self._header
@@ -165,7 +165,9 @@ class MeteredConnector:
 
     async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
         started = trio.current_time()
-        stream = await self._inner.connect(host, port, tls=tls)
+        # The fleet runs on trio, so the connector's streams are trio streams (pushsdk's
+        # ByteStream protocol is their subset; CountingStream needs all of trio's Stream).
+        stream = cast(trio.abc.Stream, await self._inner.connect(host, port, tls=tls))
         if not self._mqtt:
             return CountingStream(stream, self._meter, False)
         counting = CountingStream(stream, self._meter, self._meter.watching_suback(),

@@ -26,7 +26,7 @@ from typing import Any, cast
 import psutil
 import trio
 
-from pushsdk import BrokerConfig, ServerConfig
+from pushsdk import BrokerConfig, ServerConfig, Subscription
 from pushsdk.config import MqttTransport, MqttVersion, ServerMqttVersion
 from pushsdk.heartbeat import parse_strategy
 from pushsdk.transport import TcpConnector
@@ -65,7 +65,8 @@ def _client_config(plan: FleetPlan, index: int, device_id: str) -> ServerConfig 
                             mqtt_transport=cast(MqttTransport, workload.mqtt_transport))
     return BrokerConfig(host=target.host, port=target.port, tls=target.tls,
                         client_id=device_id,
-                        topics=[plan.topic_filter(plan.group_of(index))],
+                        topics=(Subscription(plan.topic_filter(plan.group_of(index)),
+                                             workload.qos),),
                         username=target.username, password=target.password,
                         qos=workload.qos,
                         clean_session=workload.session == "clean",
@@ -264,7 +265,7 @@ class _Worker:
             client_ids += [h.device_id for h in self.handsets.values()]
         self.cleanup = await clean_up(plan, client_ids, [])
 
-    async def main(self, go: Callable[[], Awaitable[float]] | None) -> dict[str, Any]:
+    async def main(self, go: Callable[[], Awaitable[float | None]] | None) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
             senders = await stack.enter_async_context(trio.open_nursery())
             await self.generator.open_senders(stack, senders)

@@ -25,6 +25,8 @@ import dpkt
 
 from simulator.radio.trace import TraceError, TracePacket
 
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 PCAP_MAGICS = {b"\xa1\xb2\xc3\xd4", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1"}
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
@@ -63,7 +65,7 @@ def read_capture(path: str | PathLike[str], device_ip: str | None = None) -> lis
     return packets
 
 
-def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _parse_ip(text: str) -> _Address:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -102,7 +104,7 @@ def _reader(file, name: str):
     raise TraceError(f"{name}: not a pcap or pcapng capture (unknown magic number)")
 
 
-def _ip_packets(file, name: str) -> Iterator[tuple[float, object, int]]:
+def _ip_packets(file, name: str) -> Iterator[tuple[float, _Address, int]]:
     reader = _reader(file, name)
     linktype = reader.datalink()
     decode = _decoder(linktype, name)

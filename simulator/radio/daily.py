@@ -38,7 +38,9 @@ def heartbeat_cost(
     single = model.new_meter()
     _send(single, 0.0, beat)
     isolated = single.statistics()
-    if isolated.radio_idle_at <= interval_s:  # the next beat finds the radio IDLE
+    idle_at = isolated.radio_idle_at
+    assert idle_at is not None  # the beat was sent
+    if idle_at <= interval_s:  # the next beat finds the radio IDLE
         return isolated.joules
 
     # Tails overlap: run a train of beats and measure, just before beat `warmup` and just
@@ -47,7 +49,7 @@ def heartbeat_cost(
     meter = model.new_meter()
     # Once a full tail's worth of beats has passed, the state the radio is in when a beat
     # arrives repeats (a 3G train may alternate DCH and FACH beats: hence the averaging).
-    warmup = min(math.ceil(isolated.radio_idle_at / interval_s), _MAX_WARMUP) + _WARMUP_BEATS
+    warmup = min(math.ceil(idle_at / interval_s), _MAX_WARMUP) + _WARMUP_BEATS
     last = warmup + _MEASURED_BEATS
     start_j = 0.0
     for k in range(last):

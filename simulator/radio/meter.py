@@ -141,8 +141,10 @@ class RadioMeter:
                 self._promote(model.promotion, t)
                 self._send_connected(t + model.promotion.duration_s, up, nbytes)
             elif phase == model.inactive_phase:  # NR RRC_INACTIVE: resume, then send
-                self._promote(model.resume, t)
-                self._send_connected(t + model.resume.duration_s, up, nbytes)
+                resume = model.resume
+                assert resume is not None  # a model with an INACTIVE phase has a resume
+                self._promote(resume, t)
+                self._send_connected(t + resume.duration_s, up, nbytes)
             elif fach is not None and phase == fach.phase:
                 self._burst_up = self._burst_down = 0
                 self._on_fach_packet(t, up, nbytes)
@@ -189,6 +191,7 @@ class RadioMeter:
     def _on_fach_packet(self, start: float, up: bool, nbytes: int) -> None:
         """A packet meets FACH (idle FACH phase or FACH transfers booked until ``start``)."""
         fach = self.model.fach
+        assert fach is not None  # only a model with FACH has a FACH phase to meet
         if up:
             self._burst_up += nbytes
             over = self._burst_up > fach.up_threshold_bytes

@@ -6,6 +6,8 @@ the ones ``pushsim server`` runs with (interfaces §1–§3).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -22,6 +24,15 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
 def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
     if isinstance(value, bool) or not value >= 0:
         raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
+
+
+def _optional_positive() -> Callable[[Any, attrs.Attribute[Any], Any], Any]:
+    """``attrs.validators.optional(_positive)``, typed for any ``X | None`` field.
+
+    attrs' stub takes a field's type from its default (``int`` for ``default=2``), and
+    ``optional()``'s validator of ``X | None`` does not fit that (``Attribute`` is invariant).
+    """
+    return attrs.validators.optional(_positive)
 
 
 @attrs.frozen
@@ -66,41 +77,41 @@ class Limits:
     #: per second, bursts of ``connect_burst`` (default: one second's worth). Over it a
     #: device gets CONNACK 3 "server unavailable" and backs off. None = no limit.
     connect_rate: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_positive))
+        default=None, validator=_optional_positive())
     connect_burst: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_positive))
+        default=None, validator=_optional_positive())
     #: Probe connections (client id ``<registration_id>/probe``) one device may hold at
     #: once; one more gets CONNACK 3. None = no limit.
     max_probes_per_device: int | None = attrs.field(
-        default=2, validator=attrs.validators.optional(_positive))
+        default=2, validator=_optional_positive())
     #: Concurrent connections (HTTP and MQTT together, per server process) from one source
     #: address; over it HTTP gets 429 and MQTT a close. None = no limit. Generous: many
     #: devices share an address behind carrier-grade NAT.
     max_connections_per_address: int | None = attrs.field(
-        default=10_000, validator=attrs.validators.optional(_positive))
+        default=10_000, validator=_optional_positive())
     #: ``POST /v1/devices`` per source address: a token bucket (per second, burst); 429
     #: with Retry-After over it. None = no limit.
     registration_rate_per_address: float | None = attrs.field(
-        default=20.0, validator=attrs.validators.optional(_positive))
+        default=20.0, validator=_optional_positive())
     registration_burst_per_address: float = attrs.field(default=200.0, validator=_positive)
     #: New connections (HTTP and MQTT) per second from one source address, a token
     #: bucket checked before anything is read: over it HTTP gets 429, MQTT a close.
     connection_rate_per_address: float | None = attrs.field(
-        default=200.0, validator=attrs.validators.optional(_positive))
+        default=200.0, validator=_optional_positive())
     connection_burst_per_address: float = attrs.field(default=2000.0, validator=_positive)
     #: HTTP requests per second from one source address (all its connections): 429 with
     #: Retry-After over it, answered before routing. None = no limit.
     request_rate_per_address: float | None = attrs.field(
-        default=200.0, validator=attrs.validators.optional(_positive))
+        default=200.0, validator=_optional_positive())
     request_burst_per_address: float = attrs.field(default=2000.0, validator=_positive)
     #: ``POST /v1/devices`` per app key (all addresses together); None = no limit.
     registration_rate_per_app: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_positive))
+        default=None, validator=_optional_positive())
     registration_burst_per_app: float = attrs.field(default=10_000.0, validator=_positive)
     #: Receipts (PUBLISH to rcpt/) per device: a token bucket kept across its connections;
     #: over it the receipt is dropped and the connection closed. None = no limit.
     receipt_rate: float | None = attrs.field(
-        default=10.0, validator=attrs.validators.optional(_positive))
+        default=10.0, validator=_optional_positive())
     receipt_burst: float = attrs.field(default=100.0, validator=_positive)
 
 

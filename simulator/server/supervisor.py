@@ -237,17 +237,18 @@ async def _stop_all(pool: list[_Worker]) -> list[int]:
     for worker in pool:
         if worker.process is not None and worker.process.returncode is None:
             worker.process.send_signal(signal.SIGTERM)
-    codes = []
+    codes: list[int] = []
     with trio.CancelScope(shield=True):
         for worker in pool:
             if worker.process is None:
                 continue
             with trio.move_on_after(STOP_TIMEOUT):
                 await worker.process.wait()
-            if worker.process.returncode is None:
+            code = worker.process.returncode
+            if code is None:
                 worker.process.kill()
-                await worker.process.wait()
-            codes.append(worker.process.returncode)
+                code = await worker.process.wait()
+            codes.append(code)
     return codes
 
 

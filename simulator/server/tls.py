@@ -367,6 +367,7 @@ def ensure_credentials(directory: str | os.PathLike[str], *, names: Iterable[str
 def _ensure(files: TlsFiles, names: tuple[str, ...], now: float) -> TlsCredentials:
     ca_pem, ca_key_pem = _read(files.ca_cert), _read(files.ca_key)
     created_ca = ca_pem is None and ca_key_pem is None
+    ca_key: PrivateKey
     if created_ca:
         ca_cert, ca_key = _issue_ca(now)
         # The key first: a crash in between leaves a key without a certificate (refused

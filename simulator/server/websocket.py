@@ -122,7 +122,9 @@ class WebSocketStream(trio.abc.Stream):
             if not chunk:
                 self._eof = True
                 break
-            self.ws.receive_data(chunk)
+            # wsproto appends what it gets to a bytearray, so a bytearray is fine (its
+            # annotation says bytes; a bytes() copy would cost on this hot path).
+            self.ws.receive_data(chunk)  # type: ignore[arg-type]
         return b""
 
     def _on_event(self, event: Event, data: bytearray) -> None:
@@ -184,7 +186,7 @@ async def _handshake(stream: trio.abc.Stream, ws: WSConnection) -> WebSocketStre
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return None
-            ws.receive_data(data)
+            ws.receive_data(data)  # type: ignore[arg-type]  # takes bytearray too, as above
         except RemoteProtocolError as exc:  # not a WebSocket handshake at all
             log.debug("refusing a WebSocket handshake: %s", exc)
             hint = exc.event_hint

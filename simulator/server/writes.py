@@ -295,7 +295,8 @@ def read_device(db: sqlite3.Connection, registration_id: str) -> Device | None:
         return None
     tags = tuple(tag for (tag,) in db.execute(
         "SELECT tag FROM tags WHERE registration_id = ? ORDER BY tag", (registration_id,)))
-    return Device(*row, tags=tags)
+    registration_id, app_key, device_id, platform, alias = row
+    return Device(registration_id, app_key, device_id, platform, alias, tags)
 
 
 def add_push(db: sqlite3.Connection, message: NewMessage, queued: Sequence[str],
