@@ -21,20 +21,16 @@ the app), ``duplicates`` (a msg_id seen twice by one device's callback) and ``un
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
+import functools
 import http.client
 import json
-import os
 import random
-import selectors
-import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 import psutil
@@ -43,135 +39,14 @@ import trio
 from pushsdk import PushClient, ServerConfig, parse_strategy
 from pushsdk.backoff import Backoff
 from pushsdk.transport import ByteStream, TcpConnector
+from simulator.server.child import (
+    LOOPBACK_LIMITS, ServerChild, basic_auth, create_app, free_port, metrics,
+)
 
-__all__ = ["ChaosConfig", "ChaosReport", "FaultRelay", "ServerProcess", "run_chaos",
-           "free_port", "main"]
+__all__ = ["ChaosConfig", "ChaosReport", "FaultRelay", "run_chaos", "main"]
 
+#: Restarts keep one admin token (the server would draw a new one each time).
 ADMIN = "chaos-admin"
-#: The per-source-address limits are for the internet; a benchmark's whole fleet comes from
-#: a few loopback addresses, so they are off unless a benchmark measures them.
-BENCHMARK_LIMITS = ("--registration-rate", "off", "--connection-rate", "off",
-                    "--request-rate", "off", "--max-connections-per-address", "off")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """``python -m simulator.server`` as a child; started at once, ready when constructed.
-
-    stderr goes to ``log`` (appended, so a restarted server keeps one log); the one JSON
-    line on stdout tells the URLs. ``limits``: options for the per-address limits (off by
-    default, :data:`BENCHMARK_LIMITS`; ``()`` keeps the server's defaults).
-    """
-
-    def __init__(self, db: Path | str, *, http_port: int = 0, mqtt_port: int = 0,
-                 extra: tuple[str, ...] = (), log: Path | None = None,
-                 limits: tuple[str, ...] = BENCHMARK_LIMITS,
-                 start_timeout: float = 30.0) -> None:
-        argv = [sys.executable, "-m", "simulator.server", "--db", str(db),
-                "--http-port", str(http_port), "--mqtt-port", str(mqtt_port),
-                "--admin-token", ADMIN, "--log-level", "warning", *limits, *extra]
-        root = Path(__file__).resolve().parents[1]
-        env = {**os.environ, "PYTHONPATH": str(root)}
-        self._log: IO[bytes] | int = (_private_log(log) if log is not None
-                                      else subprocess.DEVNULL)
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
-                                     stdin=subprocess.DEVNULL, cwd=root, env=env)
-        try:
-            assert self.proc.stdout is not None  # stdout=PIPE
-            with selectors.DefaultSelector() as sel:
-                sel.register(self.proc.stdout, selectors.EVENT_READ)
-                if not sel.select(start_timeout):
-                    raise RuntimeError(f"the server did not start in {start_timeout} s")
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the server exited with status {self.proc.wait()}"
-                                   f"{f' (see {log})' if log else ''}")
-            self.info: dict[str, Any] = json.loads(line)
-        except BaseException:
-            self.kill()
-            raise
-        self.http_url: str = self.info["http"]
-        self.http_port = int(self.http_url.rsplit(":", 1)[1])
-        self.mqtt_port = int(self.info["mqtt"].rsplit(":", 1)[1])
-
-    def rss(self) -> int:
-        try:
-            return psutil.Process(self.proc.pid).memory_info().rss
-        except psutil.Error:
-            return 0
-
-    def kill(self) -> None:
-        """SIGKILL and reap: no cleanup of any kind in the server."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if not isinstance(self._log, int):  # not subprocess.DEVNULL
-            self._log.close()
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
-
-
-def _private_log(path: Path) -> IO[bytes]:
-    """The server's log, appended to, readable by its owner only (0600, any umask)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.fchmod(fd, 0o600)
-    return os.fdopen(fd, "ab")
-
-
-def http_request(port: int, method: str, path: str, body: Any = None,
-                 headers: dict[str, str] | None = None, timeout: float = 10.0,
-                 ) -> tuple[int, Any]:
-    """One request on a fresh connection: ``(status, decoded JSON or text)``."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        data = None if body is None else json.dumps(body).encode()
-        conn.request(method, path, body=data, headers=headers or {})
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    if "json" in (response.getheader("Content-Type") or ""):
-        return response.status, json.loads(raw)
-    return response.status, raw.decode("utf-8", "replace")
-
-
-def basic_auth(app: dict[str, str]) -> dict[str, str]:
-    raw = f"{app['app_key']}:{app['master_secret']}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-
-def create_app(port: int, name: str = "chaos") -> dict[str, str]:
-    status, body = http_request(port, "POST", "/v1/apps", {"name": name},
-                                {"Authorization": f"Bearer {ADMIN}"})
-    if status != 201:
-        raise RuntimeError(f"cannot create an app: {status} {body}")
-    return body
-
-
-def metrics(port: int) -> dict[str, float]:
-    status, text = http_request(port, "GET", "/metrics")
-    if status != 200:
-        raise RuntimeError(f"/metrics: {status}")
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 # --- the fault-injecting relay -------------------------------------------------------------
@@ -419,6 +294,44 @@ def _registration_id(client: PushClient) -> str:
     return registration.registration_id
 
 
+def _clients(config: ChaosConfig, server_url: str, app_key: str, connector: _RelayConnector,
+             rng: random.Random, seen: list[collections.Counter[str]]) -> list[PushClient]:
+    """The ``config.devices`` apps, connecting through the relay; device ``i`` counts each
+    message id it is handed in ``seen[i]``. Each draws its own seed from ``rng``, in order."""
+    clients = []
+    for i in range(config.devices):
+        def on_message(msg: Any, i: int = i) -> None:
+            seen[i][msg.msg_id] += 1
+        clients.append(PushClient(
+            ServerConfig(server_url=server_url, app_key=app_key, device_id=f"chaos-{i}"),
+            connector=connector, http_connector=TcpConnector(connect_timeout=3.0),
+            rng=random.Random(rng.random()),
+            strategy=parse_strategy(config.strategy), ping_timeout=config.ping_timeout,
+            backoff=Backoff(initial=0.25, max_delay=2.0, reset_after=10.0),
+            connect_timeout=3.0, http_timeout=3.0, on_message=on_message,
+        ))
+    return clients
+
+
+async def _drain(config: ChaosConfig, provider: Provider,
+                 seen: list[collections.Counter[str]], server: ServerChild) -> float:
+    """Wait (up to ``config.drain_timeout``) until every promise is kept and nothing is left
+    queued or in flight at the server; the seconds it took."""
+    drain_start = trio.current_time()
+    expected: list[set[str]] = [set() for _ in range(config.devices)]
+    for msg_id, device in provider.accepted.values():
+        expected[device].add(msg_id)
+    with trio.move_on_after(config.drain_timeout):
+        while True:
+            missing = sum(len(expected[d] - seen[d].keys()) for d in range(config.devices))
+            if not missing:
+                m = await trio.to_thread.run_sync(metrics, server.http_port)
+                if m["pushsim_queue_depth"] == 0 and m["pushsim_inflight"] == 0:
+                    break
+            await trio.sleep(0.2)
+    return trio.current_time() - drain_start
+
+
 async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
     """Run one chaos experiment (see the module docstring) and count what the apps saw."""
     wall_start = time.monotonic()
@@ -426,8 +339,10 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
     db = workdir / "chaos.db"
     http_port, mqtt_port = free_port(), free_port()
     log = workdir / "server.log"
-    server = await trio.to_thread.run_sync(
-        lambda: ServerProcess(db, http_port=http_port, mqtt_port=mqtt_port, log=log))
+    # The same ports, token and log at every restart: devices come back to the same server.
+    start_server = functools.partial(ServerChild, db, http_port=http_port, mqtt_port=mqtt_port,
+                                     admin_token=ADMIN, limits=LOOPBACK_LIMITS, log=log)
+    server = await trio.to_thread.run_sync(start_server)
     holder = {"server": server}
     rss_peak = server.rss()
     clients: list[PushClient] = []
@@ -436,23 +351,13 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
     relay = FaultRelay(server.mqtt_port, random.Random(rng.random()))
     kills = 0
     try:
-        app = await trio.to_thread.run_sync(create_app, server.http_port)
+        app = await trio.to_thread.run_sync(create_app, server.http_port, "chaos", ADMIN)
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve)
-            connector = _RelayConnector(relay.port)
-            for i in range(config.devices):
-                def on_message(msg: Any, i: int = i) -> None:
-                    seen[i][msg.msg_id] += 1
-                clients.append(PushClient(
-                    ServerConfig(server_url=server.http_url, app_key=app["app_key"],
-                                 device_id=f"chaos-{i}"),
-                    connector=connector, http_connector=TcpConnector(connect_timeout=3.0),
-                    rng=random.Random(rng.random()),
-                    strategy=parse_strategy(config.strategy), ping_timeout=config.ping_timeout,
-                    backoff=Backoff(initial=0.25, max_delay=2.0, reset_after=10.0),
-                    connect_timeout=3.0, http_timeout=3.0, on_message=on_message,
-                ))
-                nursery.start_soon(clients[-1].run)
+            clients += _clients(config, server.http_url, app["app_key"],
+                                _RelayConnector(relay.port), rng, seen)
+            for client in clients:
+                nursery.start_soon(client.run)
             with trio.fail_after(60):
                 for client in clients:
                     await client.wait_connected()
@@ -480,28 +385,12 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
                 await trio.to_thread.run_sync(holder["server"].kill)
                 kills += 1
                 await trio.sleep(rng.uniform(0.0, config.max_downtime))
-                holder["server"] = await trio.to_thread.run_sync(
-                    lambda: ServerProcess(db, http_port=http_port, mqtt_port=mqtt_port,
-                                          log=log))
+                holder["server"] = await trio.to_thread.run_sync(start_server)
             await trio.to_thread.run_sync(provider.join)
             if provider.errors:
                 raise RuntimeError(f"provider failed: {provider.errors[:3]}")
 
-            # Drain: every promise kept, and nothing left queued or in flight anywhere.
-            drain_start = trio.current_time()
-            expected: list[set[str]] = [set() for _ in range(config.devices)]
-            for msg_id, device in provider.accepted.values():
-                expected[device].add(msg_id)
-            with trio.move_on_after(config.drain_timeout):
-                while True:
-                    missing = sum(len(expected[d] - seen[d].keys())
-                                  for d in range(config.devices))
-                    if not missing:
-                        m = await trio.to_thread.run_sync(metrics, holder["server"].http_port)
-                        if m["pushsim_queue_depth"] == 0 and m["pushsim_inflight"] == 0:
-                            break
-                    await trio.sleep(0.2)
-            drain_s = trio.current_time() - drain_start
+            drain_s = await _drain(config, provider, seen, holder["server"])
             rss_peak = max(rss_peak, holder["server"].rss())
             await trio.sleep(0.5)  # anything still on the wire arrives (and would count)
             for client in clients:

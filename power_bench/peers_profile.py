@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from power_bench import sdk_vs_paho, server_scale
-from power_bench.chaos import BENCHMARK_LIMITS
+from simulator.server.child import LOOPBACK_LIMITS
 from power_bench.fleet_scale import _raise_nofile, selectors_select
 
 TOP = 10
@@ -133,7 +133,7 @@ def profile_server(n: int, kind: str, workdir: Path) -> str:
     server = subprocess.Popen(
         [sys.executable, "-m", "power_bench.peers_profile", "_server", kind, str(out), "--db",
          db, "--http-port", "0", "--mqtt-port", "0", "--log-level", "warning",
-         *BENCHMARK_LIMITS], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+         *LOOPBACK_LIMITS], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PEERS_N": str(n)})
     procs: list[server_scale.ClientProcess] = []
     try:

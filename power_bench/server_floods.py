@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from power_bench.chaos import ServerProcess, basic_auth, create_app, http_request, metrics
+from simulator.server.child import ServerChild, basic_auth, http_request, metrics
 
 FLOODS = ("registrations", "receipts", "probes", "connections", "requests", "bad_connects")
 ATTACKER_ADDRESS = "127.0.0.2"
@@ -138,7 +138,7 @@ def _attacker(kind: str, spec: dict[str, Any], stop: Any, counts: Any) -> None:
 
 # --- the victim ----------------------------------------------------------------------------
 
-def measure(server: ServerProcess, app: dict[str, str], victim: dict[str, Any],
+def measure(server: ServerChild, app: dict[str, str], victim: dict[str, Any],
             seconds: float, rate: float, flood: Any = None) -> dict[str, Any]:
     """Push to the victim at ``rate`` for ``seconds``; its latencies (ms). The victim and
     the app server connect first, then ``flood()`` (if given) starts the flood: they are
@@ -148,7 +148,7 @@ def measure(server: ServerProcess, app: dict[str, str], victim: dict[str, Any],
     return trio.run(_measure, server, app, victim, seconds, rate, flood)
 
 
-async def _measure(server: ServerProcess, app: dict[str, str], victim: dict[str, Any],
+async def _measure(server: ServerChild, app: dict[str, str], victim: dict[str, Any],
                    seconds: float, rate: float, flood: Any) -> dict[str, Any]:
     import trio
 
@@ -240,7 +240,7 @@ class _Pusher:
         return 0
 
 
-def _register(server: ServerProcess, app: dict[str, str], device_id: str) -> dict[str, Any]:
+def _register(server: ServerChild, app: dict[str, str], device_id: str) -> dict[str, Any]:
     status, answer = http_request(server.http_port, "POST", "/v1/devices",
                                   {"device_id": device_id, "platform": "android"},
                                   {"X-App-Key": app["app_key"]})
@@ -252,10 +252,10 @@ def run(seconds: float, rate: float, floods: tuple[str, ...]) -> dict[str, Any]:
     report: dict[str, Any] = {"load_average_start": os.getloadavg(), "phases": {}}
     with tempfile.TemporaryDirectory(prefix="server-floods-") as tmp:
         log = Path(tmp) / "server.log"
-        server = ServerProcess(Path(tmp) / "floods.db", log=log, limits=(),
-                               extra=("--log-level", "info"))  # the default limits
+        server = ServerChild(Path(tmp) / "floods.db", log=log, limits=(),
+                             extra=("--log-level", "info"))  # the default limits
         try:
-            app = create_app(server.http_port)
+            app = server.create_app("floods")
             victim = _register(server, app, "victim")
             flooder = _register(server, app, "flooder")
             spec = {"http_port": server.http_port, "mqtt_port": server.mqtt_port,
@@ -275,7 +275,7 @@ def run(seconds: float, rate: float, floods: tuple[str, ...]) -> dict[str, Any]:
     return report
 
 
-def _phase(kind: str, spec: dict[str, Any], server: ServerProcess, app: dict[str, str],
+def _phase(kind: str, spec: dict[str, Any], server: ServerChild, app: dict[str, str],
            victim: dict[str, Any], seconds: float, rate: float, log: Path,
            idle: dict[str, Any]) -> dict[str, Any]:
     before, log_before = metrics(server.http_port), log.stat().st_size

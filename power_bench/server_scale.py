@@ -42,11 +42,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
-from power_bench.chaos import BENCHMARK_LIMITS
+if TYPE_CHECKING:
+    import trio
+
+    from pushsdk.protocol import Connection
+
+from simulator.server.child import LOOPBACK_LIMITS
 from power_bench.fleet_scale import Mosquitto, _raise_nofile, machine, selectors_select
 
 PER_PROCESS = 17_000  # client connections per client process (under the 20,000 files)
@@ -70,43 +75,76 @@ def clients_main(spec: dict[str, Any]) -> None:
     # thresholds full collections (~0.4 s each) would come every second or two, delaying
     # receipts (so inflating latencies) and taking CPU from the server on the same cores.
     gc.set_threshold(*SERVER_THRESHOLDS)
+    trio.run(_Clients(spec).main)
 
-    from pushsdk.protocol import (
-        NEED_DATA,
-        ConnAck,
-        Connect,
-        Connection,
-        PubAck,
-        Publish,
-        Role,
-        SubAck,
-        Subscribe,
-    )
 
-    latencies: list[float] = []
-    broadcast_at: list[float] = []
-    last_single = [0.0]  # when the latest single-target push arrived (wall clock)
-    # connected: got its SUBACK; failed: gave up after ATTEMPTS; the other counts are
-    # failed attempts by reason (each followed by a retry, as a device would).
-    counts = {"connected": 0, "failed": 0, "received": 0, "attempts_failed": 0,
-              "connect_error": 0, "no_suback": 0, "closed_early": 0}
-    rng = random.Random()
+class _Clients:
+    """The MQTT clients of one client process and what they have seen (``spec``: the
+    clients' addresses and ids, the connect rate and timeout)."""
 
-    async def one(i: int, host: str, port: int, source: str, cid: str, user: str | None,
-                  password: str | None, topics: list[str]) -> None:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.latencies: list[float] = []
+        self.broadcast_at: list[float] = []
+        self.last_single = 0.0  # when the latest single-target push arrived (wall clock)
+        # connected: got its SUBACK; failed: gave up after ATTEMPTS; the other counts are
+        # failed attempts by reason (each followed by a retry, as a device would).
+        self.counts = {"connected": 0, "failed": 0, "received": 0, "attempts_failed": 0,
+                       "connect_error": 0, "no_suback": 0, "closed_early": 0}
+        self.rng = random.Random()
+
+    async def main(self) -> None:
+        """Connect every client at the spec's rate, print the counts, then answer the
+        parent's commands on stdin (``count``, ``report``; anything else ends)."""
+        import trio
+
+        spec, counts = self.spec, self.counts
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            for n, c in enumerate(spec["clients"]):
+                due = start + n / spec["rate"]
+                if due > trio.current_time():
+                    await trio.sleep_until(due)
+                nursery.start_soon(self.one, *c)
+            with trio.move_on_after(spec["timeout"]):
+                while counts["connected"] + counts["failed"] < len(spec["clients"]):
+                    await trio.sleep(0.05)
+            took = trio.current_time() - start
+            print(json.dumps({**counts, "seconds": took}), flush=True)
+            while (command := (await trio.to_thread.run_sync(sys.stdin.readline)).strip()):
+                if command == "count":
+                    print(json.dumps({**counts, "broadcast": len(self.broadcast_at),
+                                      "last_single": self.last_single}), flush=True)
+                elif command == "report":
+                    print(json.dumps({**counts, "latencies": self.latencies,
+                                      "broadcast_at": self.broadcast_at,
+                                      "last_single": self.last_single}), flush=True)
+                else:
+                    break
+            nursery.cancel_scope.cancel()
+
+    async def one(self, i: int, host: str, port: int, source: str, cid: str,
+                  user: str | None, password: str | None, topics: list[str]) -> None:
+        """One client: up to ATTEMPTS sessions, with a growing jittered pause between."""
+        import trio
+
         for attempt in range(ATTEMPTS):
             if attempt:
-                await trio.sleep(rng.uniform(0.5, 1.5) * 2**attempt)
-            reason = await session(host, port, source, cid, user, password, topics)
+                await trio.sleep(self.rng.uniform(0.5, 1.5) * 2**attempt)
+            reason = await self.session(host, port, source, cid, user, password, topics)
             if reason is None:
                 return  # it was connected (until the connection ended)
-            counts["attempts_failed"] += 1
-            counts[reason] += 1
-        counts["failed"] += 1
+            self.counts["attempts_failed"] += 1
+            self.counts[reason] += 1
+        self.counts["failed"] += 1
 
-    async def session(host: str, port: int, source: str, cid: str, user: str | None,
+    async def session(self, host: str, port: int, source: str, cid: str, user: str | None,
                       password: str | None, topics: list[str]) -> str | None:
         """One connection; None once it got its SUBACK, else why it failed before."""
+        import trio
+
+        from pushsdk.protocol import Connect, Connection, Role, Subscribe
+
         try:
             stream = await trio.open_tcp_stream(host, port, local_address=source)
         except OSError:
@@ -120,7 +158,7 @@ def clients_main(spec: dict[str, Any]) -> None:
                 password=None if password is None else password.encode()))
                 + conn.send(Subscribe(1, tuple((t, 1) for t in topics))))
             with handshake:
-                await loop(stream, conn, handshake)
+                await self.serve(stream, conn, handshake)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         await trio.aclose_forcefully(stream)
@@ -128,8 +166,11 @@ def clients_main(spec: dict[str, Any]) -> None:
             return None
         return "no_suback" if handshake.cancelled_caught else "closed_early"
 
-    async def loop(stream: trio.abc.Stream, conn: Connection,
-                   handshake: trio.CancelScope) -> None:
+    async def serve(self, stream: trio.abc.Stream, conn: Connection,
+                    handshake: trio.CancelScope) -> None:
+        """Read the connection until it ends: count the SUBACK, acknowledge and time pushes."""
+        from pushsdk.protocol import NEED_DATA, ConnAck, PubAck, Publish, SubAck
+
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
@@ -141,50 +182,25 @@ def clients_main(spec: dict[str, Any]) -> None:
                 if event.return_code:
                     return
             elif isinstance(event, SubAck):
-                counts["connected"] += 1
+                self.counts["connected"] += 1
                 handshake.deadline = math.inf
             elif isinstance(event, Publish):
                 now = time.time()
                 if event.packet_id is None:
                     raise RuntimeError("a QoS 0 PUBLISH on a QoS 1 subscription")
                 await stream.send_all(conn.send(PubAck(event.packet_id)))
-                body = json.loads(event.payload)
-                probe = body["message"]["data"] if "message" in body else body
-                counts["received"] += 1
-                if probe["k"] == "b":
-                    broadcast_at.append(now)
-                else:
-                    latencies.append(now - probe["ts"])
-                    last_single[0] = now
+                self._received(json.loads(event.payload), now)
             else:
                 return
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            start = trio.current_time()
-            for n, c in enumerate(spec["clients"]):
-                due = start + n / spec["rate"]
-                if due > trio.current_time():
-                    await trio.sleep_until(due)
-                nursery.start_soon(one, *c)
-            with trio.move_on_after(spec["timeout"]):
-                while counts["connected"] + counts["failed"] < len(spec["clients"]):
-                    await trio.sleep(0.05)
-            took = trio.current_time() - start
-            print(json.dumps({**counts, "seconds": took}), flush=True)
-            while (command := (await trio.to_thread.run_sync(sys.stdin.readline)).strip()):
-                if command == "count":
-                    print(json.dumps({**counts, "broadcast": len(broadcast_at),
-                                      "last_single": last_single[0]}), flush=True)
-                elif command == "report":
-                    print(json.dumps({**counts, "latencies": latencies,
-                                      "broadcast_at": broadcast_at,
-                                      "last_single": last_single[0]}), flush=True)
-                else:
-                    break
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
+    def _received(self, body: dict[str, Any], now: float) -> None:
+        probe = body["message"]["data"] if "message" in body else body
+        self.counts["received"] += 1
+        if probe["k"] == "b":
+            self.broadcast_at.append(now)
+        else:
+            self.latencies.append(now - probe["ts"])
+            self.last_single = now
 
 
 class ClientProcess:
@@ -405,7 +421,7 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
     server = subprocess.Popen(
         [sys.executable, "-m", "simulator", "server", "--db", db, "--workers", str(workers),
          "--http-port", "0", "--mqtt-port", "0", "--push-rate", "1000000",
-         "--log-level", "warning", *BENCHMARK_LIMITS],
+         "--log-level", "warning", *LOOPBACK_LIMITS],
         stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_raise_nofile)
     procs: list[ClientProcess] = []
     try:
@@ -566,79 +582,13 @@ def run_broker_side(brokers: list[Any], n: int, rate: float, seconds: float, ram
             "cpu_connect_s": round(cpu1 - cpu0, 2),
             "connects_per_cpu_s": round(connect["connected"] / max(1e-9, cpu1 - cpu0))}
 
-        async def publish(items: list[tuple[int, str]], pace: float,
-                          linger: Callable[[], _T]) -> _T:
-            """Publish ``items`` at ``pace``; once every PUBACK is in, ``linger()`` (in a
-            thread) with the publishers still connected: amqtt drops the deliveries still
-            under way of a publisher whose connection ends. Returns what ``linger`` did."""
-            from pushsdk.protocol import (
-                ConnAck,
-                Connect,
-                Connection,
-                PubAck,
-                Publish,
-                Role,
-            )
-
-            async def per_broker(b: Mosquitto, mine: list[str]) -> None:
-                stream = await trio.open_tcp_stream("127.0.0.1", b.port)
-                conn = Connection(Role.CLIENT)
-                await stream.send_all(conn.send(Connect(client_id=f"pub-{b.port}",
-                                                        keepalive=0, clean_session=True)))
-                pending = 0
-
-                async def reader() -> None:
-                    nonlocal pending
-                    from pushsdk.protocol import NEED_DATA
-                    while True:
-                        event = conn.next_event()
-                        if event is NEED_DATA:
-                            data = await stream.receive_some(65536)
-                            if not data:
-                                return
-                            conn.receive_data(data)
-                        elif isinstance(event, PubAck):
-                            pending -= 1
-                            if pending == 0 and done:
-                                return
-                        elif not isinstance(event, ConnAck):
-                            return
-                done = False
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(reader)
-                    start = trio.current_time()
-                    for k, topic in enumerate(mine):
-                        await trio.sleep_until(start + k / pace)
-                        pending += 1
-                        payload = json.dumps({"k": "b" if topic == "all" else "s",
-                                              "ts": time.time()}).encode()
-                        await stream.send_all(conn.send(Publish(topic, payload, qos=1,
-                                                                packet_id=k % 65535 + 1)))
-                    done = True
-                    if pending == 0:
-                        inner.cancel_scope.cancel()
-                acked.append(b)
-                await release.wait()
-                await stream.aclose()
-
-            acked: list[Mosquitto] = []
-            release = trio.Event()
-            async with trio.open_nursery() as nursery:
-                shares = [[t for i, t in items if i % len(brokers) == j]
-                          for j in range(len(brokers))]
-                for b, mine in zip(brokers, shares):
-                    if mine:
-                        nursery.start_soon(per_broker, b, mine)
-                while len(acked) < sum(1 for mine in shares if mine):
-                    await trio.sleep(0.01)
-                value = await trio.to_thread.run_sync(linger)
-                release.set()
-            return value
+        def publish(items: list[tuple[int, str]], pace: float, linger: Callable[[], _T]) -> _T:
+            return trio.run(publish_to_brokers, brokers, items, pace, linger)
 
         # Broadcast: one PUBLISH to "all" per broker (each broker holds its share).
         t0 = time.time()
-        trio.run(publish, [(j, "all") for j in range(len(brokers))], 1.0,
-                 lambda: wait_received(procs, connect["connected"], t0 + 120))
+        publish([(j, "all") for j in range(len(brokers))], 1.0,
+                lambda: wait_received(procs, connect["connected"], t0 + 120))
         got = collect(procs)
         cpu2 = cpu(members)
         # Broadcast times to 0.1 ms: Mosquitto reaches a few dozen clients in under 5 ms.
@@ -651,11 +601,10 @@ def run_broker_side(brokers: list[Any], n: int, rate: float, seconds: float, ram
                                           for _ in range(pushes or int(rate * seconds)))]
         t0 = time.time()
         if pushes:
-            singles = trio.run(publish, items, 1e9,
-                               lambda: wait_singles(procs, len(items), t0 + 60))
+            singles = publish(items, 1e9, lambda: wait_singles(procs, len(items), t0 + 60))
             result["throughput"] = throughput(len(items), singles, t0, cpu(members) - cpu2)
             return result
-        trio.run(publish, items, rate / len(brokers), lambda: None)
+        publish(items, rate / len(brokers), lambda: None)
         took = time.time() - t0
         time.sleep(2.0)
         cpu3 = cpu(members)
@@ -670,6 +619,81 @@ def run_broker_side(brokers: list[Any], n: int, rate: float, seconds: float, ram
             p.stop()
         for b in brokers:
             b.stop()
+
+
+async def publish_to_brokers(brokers: list[Any], items: list[tuple[int, str]], pace: float,
+                             linger: Callable[[], _T]) -> _T:
+    """Publish ``items`` (client index, topic) at ``pace`` per broker, each on the broker
+    that holds that client (index modulo the brokers); once every PUBACK is in,
+    ``linger()`` (in a thread) with the publishers still connected: amqtt drops the
+    deliveries still under way of a publisher whose connection ends. Returns what
+    ``linger`` did."""
+    import trio
+
+    acked: list[Any] = []
+    release = trio.Event()
+    async with trio.open_nursery() as nursery:
+        shares = [[t for i, t in items if i % len(brokers) == j] for j in range(len(brokers))]
+        for b, mine in zip(brokers, shares):
+            if mine:
+                nursery.start_soon(_publisher, b.port, mine, pace, acked, release)
+        while len(acked) < sum(1 for mine in shares if mine):
+            await trio.sleep(0.01)
+        value = await trio.to_thread.run_sync(linger)
+        release.set()
+    return value
+
+
+async def _publisher(port: int, topics: list[str], pace: float, acked: list[Any],
+                     release: trio.Event) -> None:
+    """One QoS 1 publisher on the broker at ``port``: ``topics`` at ``pace``; in ``acked``
+    once every PUBACK came, then connected until ``release``."""
+    import trio
+
+    from pushsdk.protocol import Connect, Connection, Publish, Role
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    conn = Connection(Role.CLIENT)
+    await stream.send_all(conn.send(Connect(client_id=f"pub-{port}", keepalive=0,
+                                            clean_session=True)))
+    state = {"pending": 0, "done": False}
+    async with trio.open_nursery() as inner:
+        inner.start_soon(_read_pubacks, stream, conn, state)
+        start = trio.current_time()
+        for k, topic in enumerate(topics):
+            await trio.sleep_until(start + k / pace)
+            state["pending"] += 1
+            payload = json.dumps({"k": "b" if topic == "all" else "s",
+                                  "ts": time.time()}).encode()
+            await stream.send_all(conn.send(Publish(topic, payload, qos=1,
+                                                    packet_id=k % 65535 + 1)))
+        state["done"] = True
+        if state["pending"] == 0:
+            inner.cancel_scope.cancel()
+    acked.append(port)
+    await release.wait()
+    await stream.aclose()
+
+
+async def _read_pubacks(stream: trio.abc.Stream, conn: Connection, state: dict[str, Any],
+                        ) -> None:
+    """Count the publisher's PUBACKs down; return once all are in after the last PUBLISH,
+    at EOF, or at anything but a CONNACK or a PUBACK."""
+    from pushsdk.protocol import NEED_DATA, ConnAck, PubAck
+
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            conn.receive_data(data)
+        elif isinstance(event, PubAck):
+            state["pending"] -= 1
+            if state["pending"] == 0 and state["done"]:
+                return
+        elif not isinstance(event, ConnAck):
+            return
 
 
 def main(argv: list[str] | None = None) -> int:

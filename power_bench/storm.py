@@ -44,7 +44,7 @@ from pushsdk.backoff import Backoff
 from pushsdk.errors import ServerUnavailable
 from pushsdk.transport import TcpConnector
 
-from .chaos import ServerProcess, create_app, free_port
+from simulator.server.child import LOOPBACK_LIMITS, ServerChild, free_port
 
 __all__ = ["NoJitterBackoff", "StormServer", "run_storm", "peak_rate", "main"]
 
@@ -73,7 +73,7 @@ def peak_rate(times: list[float], window: float = 1.0) -> int:
     return best
 
 
-class StormServer(ServerProcess):
+class StormServer(ServerChild):
     """The server under test, one process or ``--workers N``, killed the hard way.
 
     ``pushsim server --workers N`` starts its gateway processes in sessions of their own
@@ -190,11 +190,12 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
     log = workdir / "server.log"
     started = time.monotonic()
     run_deadline = started + run_timeout
-    server = StormServer(db, http_port=http_port, mqtt_port=mqtt_port, extra=extra, log=log)
+    server = StormServer(db, http_port=http_port, mqtt_port=mqtt_port, limits=LOOPBACK_LIMITS,
+                         extra=extra, log=log)
     ctx = multiprocessing.get_context("spawn")
     procs, pipes = [], []
     try:
-        app = create_app(server.http_port, "storm")
+        app = server.create_app("storm")
         ips = [f"127.0.0.{2 + i}" for i in range(sources)]
         per = -(-handsets // workers)
         for w in range(workers):
@@ -214,7 +215,8 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
         server_rss_before = server.rss_each()
         kill_at = time.time()
         server.kill()
-        server = StormServer(db, http_port=http_port, mqtt_port=mqtt_port, extra=extra, log=log)
+        server = StormServer(db, http_port=http_port, mqtt_port=mqtt_port, limits=LOOPBACK_LIMITS,
+                         extra=extra, log=log)
         restart_s = time.time() - kill_at
         left = max(1.0, run_deadline - time.monotonic())
         for pipe in pipes:  # a duration: workers count it on their own trio clock

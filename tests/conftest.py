@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from simulator.server.child import ServerChild
 from support.mosquitto import Broker, run_mosquitto
-from support.server import ROOT, ServerProcess
+from support.server import ROOT, start_server
 
 
 @pytest.fixture
@@ -25,14 +26,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def server_process() -> Iterator[Callable[..., ServerProcess]]:
+def server_process() -> Iterator[Callable[..., ServerChild]]:
     """Start the reference server as a child process: ``server_process(db, **options)`` takes
-    :class:`support.server.ServerProcess`'s arguments and returns it once it is ready. Every
+    the arguments of :func:`support.server.start_server` and returns it once it is ready. Every
     server started is stopped (SIGTERM, then SIGKILL) by its process id when the test ends."""
-    started: list[ServerProcess] = []
+    started: list[ServerChild] = []
 
-    def start(db: Path | str, **options: Any) -> ServerProcess:
-        server = ServerProcess(db, **options)
+    def start(db: Path | str, **options: Any) -> ServerChild:
+        server = start_server(db, **options)
         started.append(server)
         return server
 

@@ -13,24 +13,24 @@ import pytest
 
 from fleet_harness import ADMIN_TOKEN, ReferenceServer, stop_process
 from support.mosquitto import Broker
-from support.server import ServerProcess
+from simulator.server.child import ServerChild
 
 
-def _server(server_process: Callable[..., ServerProcess], *options: str) -> dict:
+def _server(server_process: Callable[..., ServerChild], *options: str) -> dict:
     """The reference server on free ports with an in-memory database and its default limits:
     its JSON line (``http``, ``mqtt``, ``admin_token``, ...)."""
     return server_process(":memory:", extra=options, limits=(), admin_token=ADMIN_TOKEN).info
 
 
 @pytest.fixture
-def reference_server(server_process: Callable[..., ServerProcess]) -> ReferenceServer:
+def reference_server(server_process: Callable[..., ServerChild]) -> ReferenceServer:
     """The reference server as a subprocess, on free ports."""
     info = _server(server_process)
     return ReferenceServer(info["http"], info["mqtt"], info["admin_token"])
 
 
 @pytest.fixture
-def ws_server_info(server_process: Callable[..., ServerProcess]) -> dict:
+def ws_server_info(server_process: Callable[..., ServerChild]) -> dict:
     """The reference server serving MQTT over WebSocket too (``--ws-port``): its JSON line
     (``http``, ``mqtt``, ``ws``)."""
     return _server(server_process, "--ws-port", "0")
@@ -38,7 +38,7 @@ def ws_server_info(server_process: Callable[..., ServerProcess]) -> dict:
 
 @pytest.fixture
 def tls_server_info(tmp_path: Path,
-                    server_process: Callable[..., ServerProcess]) -> tuple[dict, Path]:
+                    server_process: Callable[..., ServerChild]) -> tuple[dict, Path]:
     """The reference server with TLS on: its JSON line (plain ``http`` too) and the CA."""
     tls_dir = tmp_path / "tls"
     info = _server(server_process, "--tls-dir", str(tls_dir), "--https-port", "0",

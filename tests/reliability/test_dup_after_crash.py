@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from server_harness import Harness, payload  # noqa: E402
 from simulator.server import Committer, Limits, PushServer, ServerSettings, SqliteStore  # noqa: E402
 from simulator.server.committer import in_thread  # noqa: E402
-from test_server_process import ServerProcess  # noqa: E402
+from test_server_process import ServerCommand  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 ADMIN = "dup-admin"
@@ -50,7 +50,7 @@ async def test_redeliveries_after_a_crash_carry_dup(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
     store.close()
 
-    restarted = ServerProcess("--db", str(crashed), "--http-port", "0", "--mqtt-port", "0",
+    restarted = ServerCommand("--db", str(crashed), "--http-port", "0", "--mqtt-port", "0",
                               "--admin-token", ADMIN)
     try:
         await restarted.started()

@@ -26,7 +26,7 @@ import trio
 import trio.testing
 
 from support.http import basic_auth, create_app, http_request, metrics
-from support.server import ServerProcess
+from simulator.server.child import ServerChild
 from pushsdk import PushClient, ServerConfig, parse_strategy
 from pushsdk.clock import VirtualClock
 from pushsdk.protocol import (
@@ -96,7 +96,7 @@ def _oversized_body(port: int) -> bytes:
 
 @pytest.mark.timeout(60)
 async def test_idle_floods_slowloris_and_oversized_bodies_over_real_sockets(
-        tmp_path: Path, server_process: Callable[..., ServerProcess]) -> None:
+        tmp_path: Path, server_process: Callable[..., ServerChild]) -> None:
     server = await trio.to_thread.run_sync(lambda: server_process(
         tmp_path / "push.db", log=tmp_path / "server.log",
         extra=("--connect-timeout", str(TIMEOUT), "--request-timeout", str(TIMEOUT))))

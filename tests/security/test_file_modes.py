@@ -1,7 +1,7 @@
 """Files the server creates are its owner's alone (0600), whatever the umask: the database
 and its WAL and shared-memory files (they hold token hashes, pushes and device keys), TLS
-private keys, the metrics snapshots of ``--workers`` and the chaos benchmark's server
-log."""
+private keys, the metrics snapshots of ``--workers`` and the server log :class:`ServerChild`
+keeps for the benchmarks and tests."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from power_bench.chaos import ServerProcess, create_app
+from simulator.server.child import LOOPBACK_LIMITS, ServerChild
 from simulator.server import SqliteStore
 from simulator.server.tls import TlsFiles, ensure_credentials
 
@@ -53,17 +53,17 @@ def test_tls_keys_are_0600(tmp_path: Path, open_umask: None) -> None:
 def test_a_server_process_and_its_workers_create_only_private_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``pushsim server --workers 2`` under umask 000, through an app creation and a
-    scrape (the workers then keep their metrics snapshots), and the benchmark's log."""
+    scrape (the workers then keep their metrics snapshots), and ServerChild's log."""
     db = tmp_path / "cluster.db"
     log = tmp_path / "server.log"
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the supervisor's control directory
     previous = os.umask(0)
     try:
-        server = ServerProcess(db, extra=("--workers", "2"), log=log)
+        server = ServerChild(db, extra=("--workers", "2"), limits=LOOPBACK_LIMITS, log=log)
     finally:
         os.umask(previous)
     try:
-        assert create_app(server.http_port)["app_key"]
+        assert server.create_app("modes")["app_key"]
         with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=10) as answer:
             assert answer.status == 200
         snapshots = {f.name: mode(f) for f in tmp_path.glob("pushsim-cluster-*/*.json")}

@@ -16,7 +16,7 @@ import trio
 
 from pushsdk.protocol import PubAck, Publish
 from server_harness import MqttTestClient, basic, payload
-from test_server_process import ROOT, ServerProcess
+from test_server_process import ROOT, ServerCommand
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -26,7 +26,7 @@ DEVICES = 24
 
 @pytest.fixture
 async def cluster(tmp_path: Path):
-    server = ServerProcess("--db", str(tmp_path / "cluster.db"), "--http-port", "0",
+    server = ServerCommand("--db", str(tmp_path / "cluster.db"), "--http-port", "0",
                            "--mqtt-port", "0", "--admin-token", ADMIN, "--workers", "2")
     try:
         info = await server.started()
@@ -38,14 +38,14 @@ async def cluster(tmp_path: Path):
             server.proc.communicate()
 
 
-async def _metric(server: ServerProcess, name: str) -> int:
+async def _metric(server: ServerCommand, name: str) -> int:
     r = await server.http("GET", "/metrics")
     match = re.search(rf"^pushsim_{name} (\d+)$", r.body.decode(), re.M)
     assert match, name
     return int(match[1])
 
 
-async def _devices(server: ServerProcess, n: int) -> tuple[dict[str, str], list[dict[str, Any]]]:
+async def _devices(server: ServerCommand, n: int) -> tuple[dict[str, str], list[dict[str, Any]]]:
     app = (await server.http("POST", "/v1/apps", {"name": "cluster"},
                              {"Authorization": f"Bearer {ADMIN}"})).json
     devices = []
@@ -57,7 +57,7 @@ async def _devices(server: ServerProcess, n: int) -> tuple[dict[str, str], list[
     return app, devices
 
 
-async def _connect(server: ServerProcess, app: dict[str, str],
+async def _connect(server: ServerCommand, app: dict[str, str],
                    device: dict[str, Any]) -> MqttTestClient:
     client = await server.mqtt()
     connack = await client.connect(device["registration_id"], app["app_key"], device["token"])
@@ -66,7 +66,7 @@ async def _connect(server: ServerProcess, app: dict[str, str],
     return client
 
 
-async def test_pushes_reach_devices_on_every_worker_exactly_once(cluster: ServerProcess) -> None:
+async def test_pushes_reach_devices_on_every_worker_exactly_once(cluster: ServerCommand) -> None:
     server = cluster
     app, devices = await _devices(server, DEVICES)
     clients = [await _connect(server, app, device) for device in devices]
@@ -114,7 +114,7 @@ async def test_pushes_reach_devices_on_every_worker_exactly_once(cluster: Server
 
 
 async def test_takeover_across_workers_closes_the_older_connection(
-        cluster: ServerProcess) -> None:
+        cluster: ServerCommand) -> None:
     server = cluster
     app, (device,) = await _devices(server, 1)
     old = await _connect(server, app, device)
@@ -138,7 +138,7 @@ async def test_takeover_across_workers_closes_the_older_connection(
     assert server.stop()[0] == 0
 
 
-async def test_a_crashed_worker_is_restarted(cluster: ServerProcess) -> None:
+async def test_a_crashed_worker_is_restarted(cluster: ServerCommand) -> None:
     server = cluster
     app, devices = await _devices(server, 8)
     stderr = server.proc.stderr
@@ -175,7 +175,7 @@ def test_memory_database_is_refused_with_workers() -> None:
     assert len(lines) == 1 and lines[0].startswith("pushsim server: error: --workers"), lines
 
 
-async def test_metrics_add_up_all_workers_and_never_go_backwards(cluster: ServerProcess) -> None:
+async def test_metrics_add_up_all_workers_and_never_go_backwards(cluster: ServerCommand) -> None:
     """Scrapes land on either worker (SO_REUSEPORT); under load, and across a worker's
     crash and restart, every counter only grows (parsed with prometheus_client's own
     parser), and the totals are the whole server's."""
@@ -249,7 +249,7 @@ def _counters(text: str) -> dict[tuple[str, tuple], float]:
     return values
 
 
-async def _retrying(server: ServerProcess, method: str, path: str):
+async def _retrying(server: ServerCommand, method: str, path: str):
     """A request that may land on a worker being killed: tried again on a new connection."""
     import h11
 
@@ -261,7 +261,7 @@ async def _retrying(server: ServerProcess, method: str, path: str):
     raise AssertionError(f"{method} {path} never answered")
 
 
-async def _worker_pids(server: ServerProcess) -> list[int]:
+async def _worker_pids(server: ServerCommand) -> list[int]:
     """The workers' pids, from the supervisor's log line once they listen."""
     while True:
         line = await trio.to_thread.run_sync(server.proc.stderr.readline)
@@ -271,7 +271,7 @@ async def _worker_pids(server: ServerProcess) -> list[int]:
             return [int(match[1]), int(match[2])]
 
 
-async def _wait_restart(server: ServerProcess, restarted: trio.Event) -> None:
+async def _wait_restart(server: ServerCommand, restarted: trio.Event) -> None:
     while True:
         line = await trio.to_thread.run_sync(server.proc.stderr.readline)
         assert line, "server ended"

@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "process-admin"
 
 
-class ServerProcess:
+class ServerCommand:
+    """``python -m simulator.server *args`` exactly as given, stdout and stderr captured: the
+    command line under test (tests that only need a running server use ``server_process``)."""
+
     def __init__(self, *args: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
@@ -63,10 +66,10 @@ class ServerProcess:
 
 @pytest.fixture
 def processes():
-    started: list[ServerProcess] = []
+    started: list[ServerCommand] = []
 
-    def start(*args: str) -> ServerProcess:
-        proc = ServerProcess(*args)
+    def start(*args: str) -> ServerCommand:
+        proc = ServerCommand(*args)
         started.append(proc)
         return proc
 
@@ -107,7 +110,7 @@ async def test_accepted_push_survives_kill_9_and_is_delivered_once(processes,
                                 {"X-App-Key": app["app_key"]})).json
     audience = {"registration_id": [device["registration_id"]]}
 
-    async def connect(srv: ServerProcess) -> tuple[MqttTestClient, bool]:
+    async def connect(srv: ServerCommand) -> tuple[MqttTestClient, bool]:
         client = await srv.mqtt()
         connack = await client.connect(device["registration_id"], app["app_key"],
                                        device["token"])

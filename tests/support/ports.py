@@ -1,12 +1,7 @@
-"""The one free-port helper of the tests."""
+"""The tests' free-port helper: :func:`simulator.server.child.free_port`, shared with the
+benchmarks (a loopback TCP port free a moment ago)."""
 from __future__ import annotations
 
-import socket
+from simulator.server.child import free_port
 
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (for a child that must be told its port,
-    or a server restarted on the same port). A listener that can bind port 0 itself should."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port"]
