@@ -17,7 +17,6 @@ Deliberately nothing here imports the project: these tests see it from the outsi
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 
-from support.http import http_request
+from support.http import basic_auth, http_request, metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -183,7 +182,7 @@ class Api:
         return body
 
     def push(self, app: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
-        status, answer = self.request("POST", "/v1/push", body, basic(app))
+        status, answer = self.request("POST", "/v1/push", body, basic_auth(app))
         assert status == 200, answer
         return answer
 
@@ -195,7 +194,7 @@ class Api:
         return self.push(app, body)["msg_id"]
 
     def status(self, app: dict[str, str], msg_id: str) -> dict[str, Any]:
-        status, body = self.request("GET", f"/v1/messages/{msg_id}", headers=basic(app))
+        status, body = self.request("GET", f"/v1/messages/{msg_id}", headers=basic_auth(app))
         assert status == 200, body
         return body
 
@@ -213,19 +212,7 @@ class Api:
 
     def metrics(self) -> dict[str, float]:
         """``/metrics`` parsed into ``{"name{labels}": value}``."""
-        status, text = self.request("GET", "/metrics")
-        assert status == 200, text
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
-
-
-def basic(app: dict[str, str]) -> dict[str, str]:
-    raw = f"{app['app_key']}:{app['master_secret']}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return metrics(self.port)
 
 
 class Listener(Proc):

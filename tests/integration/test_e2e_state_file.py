@@ -41,9 +41,9 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
 
 def _delete(server, app: dict[str, str], rid: str) -> None:
     """The app server frees the device id (HTTP Basic master secret)."""
-    from integration_harness import basic
+    from support.http import basic_auth
 
-    status, body = server.api.request("DELETE", f"/v1/devices/{rid}", headers=basic(app))
+    status, body = server.api.request("DELETE", f"/v1/devices/{rid}", headers=basic_auth(app))
     assert status == 200, body
 
 
