@@ -427,6 +427,45 @@ def main(argv: list[str] | None = None) -> int:
         result = (sdk_idle if argv[0] == "_sdk" else paho_idle)(n, port, rate, timeout)
         print(json.dumps(result))
         return 0
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.sizes, args.idle_n, args.big, args.server_n = "2000", 2000, 0, 1000
+        args.memory_n, args.dask_n = 2000, 1000
+    steps = set(args.steps.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"machine": machine(), "load_at_start": os.getloadavg(),
+                              "idle": {}, "server": None, "fleet": [], "big": None,
+                              "memory": None, "dask": None}
+    print(json.dumps(report["machine"]), flush=True)
+    work = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
+
+    for kind in ("sdk", "paho") if "idle" in steps else ():
+        report["idle"][kind] = result = idle_step(kind, args.idle_n, args.rate, work)
+        print(kind, json.dumps(result), flush=True)
+    if args.server_n and "server" in steps:
+        report["server"] = server_step(args.server_n, out)
+        print(json.dumps(report["server"]), flush=True)
+    for n in (int(s) for s in args.sizes.split(",") if s and "sizes" in steps):
+        report["fleet"].append(result := size_step(n, work, out))
+        print(json.dumps(result), flush=True)
+    if args.memory_n and "memory" in steps:
+        report["memory"] = memory_step(args.memory_n, work, out)
+        print(json.dumps(report["memory"]), flush=True)
+    if args.dask_n and "dask" in steps:
+        report["dask"] = dask_step(args.dask_n, work, out)
+        print(json.dumps({k: v for k, v in report["dask"].items() if k != "runs"}), flush=True)
+    if args.big and "big" in steps:
+        report["big"] = big_step(args.big, work, out)
+        print(json.dumps(report["big"]), flush=True)
+
+    report["load_at_end"] = os.getloadavg()
+    (out / "fleet_scale.json").write_text(json.dumps(report, indent=1) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m power_bench.fleet_scale")
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     parser.add_argument("--out", default="fleet-scale-out")
@@ -445,104 +484,84 @@ def main(argv: list[str] | None = None) -> int:
                         help="handsets of the --cluster vs --workers 2 comparison (0 = skip)")
     parser.add_argument("--steps", default="idle,server,sizes,big,memory,dask",
                         help="which steps to run (comma-separated)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.sizes, args.idle_n, args.big, args.server_n = "2000", 2000, 0, 1000
-        args.memory_n, args.dask_n = 2000, 1000
-    steps = set(args.steps.split(","))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"machine": machine(), "load_at_start": os.getloadavg(),
-                              "idle": {}, "server": None, "fleet": [], "big": None,
-                              "memory": None, "dask": None}
-    print(json.dumps(report["machine"]), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="fleet-scale-"))
+    return parser
 
-    for kind in ("sdk", "paho") if "idle" in steps else ():
-        broker = Mosquitto(work)
-        try:
-            result = _child(kind, args.idle_n, broker.port, args.rate, timeout=120)
-            result["broker_rss_mb"] = round(broker.rss() / 2**20, 1)
-        finally:
+
+def idle_step(kind: str, n: int, rate: float, work: Path) -> dict[str, Any]:
+    """``n`` idle clients of ``kind`` (``sdk`` or ``paho``) in a child against a fresh
+    Mosquitto, started at ``rate``; the child's figures and the broker's RSS."""
+    broker = Mosquitto(work)
+    try:
+        result = _child(kind, n, broker.port, rate, timeout=120)
+        result["broker_rss_mb"] = round(broker.rss() / 2**20, 1)
+    finally:
+        broker.stop()
+    return result
+
+
+def server_step(n: int, out: Path) -> dict[str, Any]:
+    """``pushsim fleet`` of ``n`` handsets against a fresh reference server."""
+    server = ReferenceServer()
+    try:
+        cli = fleet_args(server.http, n, ramp=1000.0, workers=2, push_rate=100, hold=20,
+                         admin_token=server.admin_token)
+        result = fleet_run(cli, out / f"server-{n}", timeout=n / 1000 + 180)
+        result["server_rss_mb"] = round(server.rss() / 2**20, 1)
+    finally:
+        server.stop()
+    return result
+
+
+def size_step(n: int, work: Path, out: Path) -> dict[str, Any]:
+    """``pushsim fleet`` of ``n`` handsets against one fresh Mosquitto (ramp and workers
+    by size)."""
+    broker = Mosquitto(work)
+    try:
+        workers = 1 if n <= 5000 else 2
+        ramp = 3000.0 if n <= 5000 else 2000.0 if n <= 10000 else 1500.0
+        cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", n, ramp=ramp, workers=workers,
+                         push_rate=500, hold=20)
+        return fleet_run(cli, out / f"fleet-{n}", timeout=n / ramp + 180)
+    finally:
+        broker.stop()
+
+
+def big_step(n: int, work: Path, out: Path) -> dict[str, Any]:
+    """The largest fleet: ``n`` handsets as shards of at most 18,000, one ``pushsim fleet``
+    process and one Mosquitto each, run at once, then merged (``pushsim merge``)."""
+    shards = -(-n // 18000)
+    brokers = [Mosquitto(work) for _ in range(shards)]
+    try:
+        ramp = 1200.0
+        runs = []
+        for i, broker in enumerate(brokers):
+            cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", n, ramp=ramp, workers=1,
+                             push_rate=300, hold=30, shard=f"{i}/{shards}",
+                             run_id=f"big{os.getpid()}")
+            command = [sys.executable, "-m", "simulator", "fleet", *cli,
+                       "--out", str(out / f"big-{i}"), "--no-progress"]
+            runs.append((cli, subprocess.Popen(command, stdout=subprocess.PIPE,
+                                               stderr=subprocess.PIPE, text=True)))
+        started = time.monotonic()
+        errors = []
+        for _cli, proc in runs:
+            _, stderr = proc.communicate(timeout=n / ramp + 300)
+            if proc.returncode != 0:
+                errors.append(stderr.strip())
+        wall = time.monotonic() - started
+        broker_rss = [round(b.rss() / 2**20, 1) for b in brokers]
+    finally:
+        for broker in brokers:
             broker.stop()
-        report["idle"][kind] = result
-        print(kind, json.dumps(result), flush=True)
-
-    if args.server_n and "server" in steps:
-        server = ReferenceServer()
-        try:
-            cli = fleet_args(server.http, args.server_n, ramp=1000.0, workers=2, push_rate=100,
-                             hold=20, admin_token=server.admin_token)
-            result = fleet_run(cli, out / f"server-{args.server_n}",
-                               timeout=args.server_n / 1000 + 180)
-            result["server_rss_mb"] = round(server.rss() / 2**20, 1)
-        finally:
-            server.stop()
-        report["server"] = result
-        print(json.dumps(result), flush=True)
-
-    for n in (int(s) for s in args.sizes.split(",") if s and "sizes" in steps):
-        broker = Mosquitto(work)
-        try:
-            workers = 1 if n <= 5000 else 2
-            ramp = 3000.0 if n <= 5000 else 2000.0 if n <= 10000 else 1500.0
-            cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", n, ramp=ramp, workers=workers,
-                             push_rate=500, hold=20)
-            result = fleet_run(cli, out / f"fleet-{n}", timeout=n / ramp + 180)
-        finally:
-            broker.stop()
-        report["fleet"].append(result)
-        print(json.dumps(result), flush=True)
-
-    if args.memory_n and "memory" in steps:
-        report["memory"] = memory_step(args.memory_n, work, out)
-        print(json.dumps(report["memory"]), flush=True)
-    if args.dask_n and "dask" in steps:
-        report["dask"] = dask_step(args.dask_n, work, out)
-        print(json.dumps({k: v for k, v in report["dask"].items() if k != "runs"}), flush=True)
-
-    if args.big and "big" in steps:
-        shards = -(-args.big // 18000)
-        brokers = [Mosquitto(work) for _ in range(shards)]
-        try:
-            ramp = 1200.0
-            runs = []
-            for i, broker in enumerate(brokers):
-                cli = fleet_args(f"mqtt://127.0.0.1:{broker.port}", args.big, ramp=ramp,
-                                 workers=1, push_rate=300, hold=30, shard=f"{i}/{shards}",
-                                 run_id=f"big{os.getpid()}")
-                command = [sys.executable, "-m", "simulator", "fleet", *cli,
-                           "--out", str(out / f"big-{i}"), "--no-progress"]
-                runs.append((cli, subprocess.Popen(command, stdout=subprocess.PIPE,
-                                                   stderr=subprocess.PIPE, text=True)))
-            started = time.monotonic()
-            errors = []
-            for _cli, proc in runs:
-                _, stderr = proc.communicate(timeout=args.big / ramp + 300)
-                if proc.returncode != 0:
-                    errors.append(stderr.strip())
-            wall = time.monotonic() - started
-            broker_rss = [round(b.rss() / 2**20, 1) for b in brokers]
-        finally:
-            for broker in brokers:
-                broker.stop()
-        if errors:
-            report["big"] = {"error": errors}
-        else:
-            merge = subprocess.run(
-                [sys.executable, "-m", "simulator", "merge",
-                 *[str(out / f"big-{i}") for i in range(shards)], "--out", str(out / "big")],
-                capture_output=True, text=True, timeout=600)
-            report["big"] = {"commands": [_shell(cli) for cli, _ in runs], "wall_s": wall,
-                             "brokers": shards, "broker_rss_mb": broker_rss,
-                             "merge_ok": merge.returncode == 0, **_headline(out / "big")}
-        print(json.dumps(report["big"]), flush=True)
-
-    report["load_at_end"] = os.getloadavg()
-    (out / "fleet_scale.json").write_text(json.dumps(report, indent=1) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
-
+    if errors:
+        return {"error": errors}
+    merge = subprocess.run(
+        [sys.executable, "-m", "simulator", "merge",
+         *[str(out / f"big-{i}") for i in range(shards)], "--out", str(out / "big")],
+        capture_output=True, text=True, timeout=600)
+    return {"commands": [_shell(cli) for cli, _ in runs], "wall_s": wall, "brokers": shards,
+            "broker_rss_mb": broker_rss, "merge_ok": merge.returncode == 0,
+            **_headline(out / "big")}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -83,10 +84,22 @@ def write_report(out: Path, run: BenchRun) -> list[Path]:
 
 
 def render_markdown(run: BenchRun, out: Path) -> str:
-    m = run.matrix
     link = _linker(out)
     by_key = {(r["strategy"], r["scenario"]): r for r in run.summary}
-    lines = [
+    lines = _intro(run, link)
+    lines += _scenario_sections(run, by_key)
+    lines += _relative_sections(run, by_key)
+    lines += _PLOTS_SECTION
+    lines += _interval_section(run)
+    lines += _how_section(run)
+    lines += _models_section(run, link)
+    lines += _FILES_SECTION
+    return "\n".join(lines)
+
+
+def _intro(run: BenchRun, link: Callable[[str, str], str]) -> list[str]:
+    m = run.matrix
+    return [
         "# Heartbeat strategies compared",
         "",
         f"`{run.command}` — {len(m.strategies)} strategies × {len(m.scenarios)} scenarios × "
@@ -114,7 +127,12 @@ def render_markdown(run: BenchRun, out: Path) -> str:
         "",
         *_goal_notes(run),
     ]
-    lines += ["## Results per scenario", ""]
+
+
+def _scenario_sections(run: BenchRun, by_key: dict[tuple[str, str], dict]) -> list[str]:
+    """One table per scenario: each strategy's figures with their intervals."""
+    m = run.matrix
+    lines = ["## Results per scenario", ""]
     for scenario in m.scenarios:
         sent = [r["pushes_sent"] for r in run.summary if r["scenario"] == scenario.name]
         lines += [f"### {scenario.name}", "", f"{scenario.description}. "
@@ -131,6 +149,13 @@ def render_markdown(run: BenchRun, out: Path) -> str:
              for s in m.strategies if (r := by_key.get((s, scenario.name)))],
             align="lrrrrrrr")
         lines.append("")
+    return lines
+
+
+def _relative_sections(run: BenchRun, by_key: dict[tuple[str, str], dict]) -> list[str]:
+    """Energy of every strategy relative to the bound and to Mars, scenario by scenario."""
+    m = run.matrix
+    lines: list[str] = []
     for reference in (ORACLE, "mars"):
         if reference not in m.strategies:
             continue
@@ -144,45 +169,45 @@ def render_markdown(run: BenchRun, out: Path) -> str:
             [s, *[_relative(by_key, s, reference, sc.name) for sc in m.scenarios]]
             for s in m.strategies], align="l" + "r" * len(m.scenarios))
         lines.append("")
-    lines += [
-        "## Plots",
-        "",
-        f"![energy against p95 latency]({PLOTS['pareto']})",
-        "",
-        "Energy per handset-day against p95 delivery latency, one panel per scenario "
-        "(latency on a log axis where it spans decades; bars: 95 % intervals; faint "
-        "dots: single seeds). "
-        "The dashed line joins the strategies no other beats on both axes (the Pareto front).",
-        "",
-        f"![energy per day]({PLOTS['energy']})",
-        "",
-        "Energy per handset-day per strategy, one panel per scenario (bars: mean over seeds; "
-        "error bars: 95 % intervals; dots: single seeds).",
-        "",
-        f"![battery per day]({PLOTS['battery']})",
-        "",
-        "Battery % per day by scenario and strategy (95 % intervals).",
-        "",
-    ]
-    lines += _interval_section(run)
-    lines += _how_section(run)
-    lines += _models_section(run, link)
-    lines += [
-        "## Files",
-        "",
-        "- `results.csv`: one row per strategy × scenario × seed, the interfaces §4 summary "
-        "columns plus `seed`.",
-        "- `summary.csv`: one row per strategy × scenario: `seeds`, then the mean of each "
-        "figure across seeds under its documented name (docs/interfaces.md §4) and its "
-        "sample sd as `<name>_sd`, the "
-        "95 % intervals as `<name>_ci95_low`/`_high`, per-handset figures, and `vs_oracle`: "
-        "the energy ÷ the bound on the same handsets, with its interval.",
-        "- `trajectories.csv`: every traced heartbeat (`kind` = beat: the interval in force, "
-        "the silence the ping tested, lateness, outcome) and probe (`kind` = probe).",
-        "- the PNG plots above.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
+
+
+_PLOTS_SECTION = [
+    "## Plots",
+    "",
+    f"![energy against p95 latency]({PLOTS['pareto']})",
+    "",
+    "Energy per handset-day against p95 delivery latency, one panel per scenario "
+    "(latency on a log axis where it spans decades; bars: 95 % intervals; faint "
+    "dots: single seeds). "
+    "The dashed line joins the strategies no other beats on both axes (the Pareto front).",
+    "",
+    f"![energy per day]({PLOTS['energy']})",
+    "",
+    "Energy per handset-day per strategy, one panel per scenario (bars: mean over seeds; "
+    "error bars: 95 % intervals; dots: single seeds).",
+    "",
+    f"![battery per day]({PLOTS['battery']})",
+    "",
+    "Battery % per day by scenario and strategy (95 % intervals).",
+    "",
+]
+
+_FILES_SECTION = [
+    "## Files",
+    "",
+    "- `results.csv`: one row per strategy × scenario × seed, the interfaces §4 summary "
+    "columns plus `seed`.",
+    "- `summary.csv`: one row per strategy × scenario: `seeds`, then the mean of each "
+    "figure across seeds under its documented name (docs/interfaces.md §4) and its "
+    "sample sd as `<name>_sd`, the "
+    "95 % intervals as `<name>_ci95_low`/`_high`, per-handset figures, and `vs_oracle`: "
+    "the energy ÷ the bound on the same handsets, with its interval.",
+    "- `trajectories.csv`: every traced heartbeat (`kind` = beat: the interval in force, "
+    "the silence the ping tested, lateness, outcome) and probe (`kind` = probe).",
+    "- the PNG plots above.",
+    "",
+]
 
 
 def _goal_notes(run: BenchRun) -> list[str]:
