@@ -24,6 +24,7 @@ variant is ``tests/reliability/test_storm.py``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -168,6 +169,25 @@ async def _worker_main(first: int, count: int, http_url: str, app_key: str,
 
 # --- one run ------------------------------------------------------------------------------------
 
+def _start_workers(handsets: int, workers: int, url: str, app_key: str, ips: list[str],
+                   jitter: bool, ramp: float, seed: int, procs: list[Any], pipes: list[Any],
+                   ) -> None:
+    """Start ``workers`` spawned processes holding ``handsets`` between them (worker ``w`` a
+    contiguous share, seed ``seed + w``, ``ramp / workers`` connects per second), each
+    appended to ``procs`` as it starts (for the caller to stop whatever happens) and the
+    parent end of its pipe to ``pipes``."""
+    ctx = multiprocessing.get_context("spawn")
+    per = -(-handsets // workers)
+    for w in range(workers):
+        first, count = w * per, min(per, handsets - w * per)
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, daemon=True, args=(
+            first, count, url, app_key, ips, jitter, ramp / workers, seed + w, child))
+        proc.start()
+        procs.append(proc)
+        pipes.append(parent)
+
+
 def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float | None,
               workdir: Path, sources: int = 8, ramp: float = 400.0,
               run_timeout: float = 240.0, seed: int = 1,
@@ -190,23 +210,17 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
     log = workdir / "server.log"
     started = time.monotonic()
     run_deadline = started + run_timeout
-    server = StormServer(db, http_port=http_port, mqtt_port=mqtt_port, limits=LOOPBACK_LIMITS,
-                         extra=extra, log=log)
-    ctx = multiprocessing.get_context("spawn")
-    procs, pipes = [], []
+    # The same ports, options and log after the kill: the handsets come back to it.
+    start_server = functools.partial(StormServer, db, http_port=http_port, mqtt_port=mqtt_port,
+                                     limits=LOOPBACK_LIMITS, extra=extra, log=log)
+    server = start_server()
+    procs: list[Any] = []
+    pipes: list[Any] = []
     try:
         app = server.create_app("storm")
         ips = [f"127.0.0.{2 + i}" for i in range(sources)]
-        per = -(-handsets // workers)
-        for w in range(workers):
-            first, count = w * per, min(per, handsets - w * per)
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, daemon=True, args=(
-                first, count, server.http_url, app["app_key"], ips, jitter,
-                ramp / workers, seed + w, child))
-            proc.start()
-            procs.append(proc)
-            pipes.append(parent)
+        _start_workers(handsets, workers, server.http_url, app["app_key"], ips, jitter, ramp,
+                       seed, procs, pipes)
         for pipe in pipes:
             if not pipe.poll(max(0.0, run_deadline - time.monotonic())):
                 raise RuntimeError("handsets did not all connect in time")
@@ -215,8 +229,7 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
         server_rss_before = server.rss_each()
         kill_at = time.time()
         server.kill()
-        server = StormServer(db, http_port=http_port, mqtt_port=mqtt_port, limits=LOOPBACK_LIMITS,
-                         extra=extra, log=log)
+        server = start_server()
         restart_s = time.time() - kill_at
         left = max(1.0, run_deadline - time.monotonic())
         for pipe in pipes:  # a duration: workers count it on their own trio clock
