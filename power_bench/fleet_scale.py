@@ -43,15 +43,12 @@ from typing import Any
 
 import psutil
 
+from simulator.server.child import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Child:
@@ -75,7 +72,7 @@ class Mosquitto(_Child):
     """A broker process of our own on a free loopback port (stopped by its pid)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         conf = workdir / f"mosquitto-{self.port}.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                         "persistence false\nmax_queued_messages 1000\nlog_dest none\n")

@@ -37,14 +37,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from simulator.server.child import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 KEEPALIVE = 600
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rss() -> int:
@@ -202,7 +199,7 @@ class Broker:
     """One Mosquitto of our own (stopped by its pid)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         conf = workdir / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                         "persistence false\nlog_dest none\n")

@@ -527,7 +527,7 @@ class Amqtt:
     its logging and $SYS plugins (stopped by its pid)."""
 
     def __init__(self, workdir: Path) -> None:
-        from power_bench.chaos import free_port
+        from simulator.server.child import free_port
 
         self.port = free_port()
         conf = workdir / f"amqtt-{self.port}.yaml"
