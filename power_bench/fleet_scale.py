@@ -25,11 +25,9 @@ Writes ``fleet_scale.json`` and prints a Markdown table. Every step has a time l
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
-import random
 import resource
 import selectors
 import shutil
@@ -43,6 +41,7 @@ from typing import Any
 
 import psutil
 
+from power_bench.sdk_vs_paho import _source_ips, paho_side, sdk_side
 from simulator.server.child import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -118,17 +117,6 @@ def selectors_select(files: list, timeout: float) -> list:
         return [key.fileobj for key, _ in selector.select(timeout)]
 
 
-def _source_ips(n: int) -> list[str]:
-    """Enough loopback addresses for ``n`` connections (10,000 each, well under the ports)."""
-    count = max(1, -(-n // 10_000))
-    return [f"127.0.0.{2 + i}" for i in range(count)]
-
-
-def _rss() -> int:
-    gc.collect()
-    return psutil.Process().memory_info().rss
-
-
 def _raise_nofile() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -145,123 +133,26 @@ def _child(kind: str, n: int, port: int, rate: float, timeout: float) -> dict[st
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# --- the SDK alone --------------------------------------------------------------------------
+# --- idle connections: the SDK alone, and paho-mqtt ---------------------------------------
 
 def sdk_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
-    """N PushClients in one trio.run: connect, subscribe, idle. Prints nothing itself."""
-    import trio
+    """N PushClients in one trio.run: connect, subscribe, idle (:func:`sdk_side`, MQTT
+    3.1.1). Prints nothing itself."""
+    return _idle_figures(n, sdk_side(n, port, rate, timeout=timeout))
 
-    from pushsdk import BrokerConfig, ClientState, PushClient, Subscription, TcpConnector
-
-    _raise_nofile()
-
-    async def main() -> dict[str, Any]:
-        connected = 0
-        all_in = trio.Event()
-
-        def on_state(old: ClientState, new: ClientState, reason: str) -> None:
-            nonlocal connected
-            if new is ClientState.CONNECTED:
-                connected += 1
-                if connected == n:
-                    all_in.set()
-            elif old is ClientState.CONNECTED:
-                connected -= 1
-
-        connectors = [TcpConnector(source_ip=ip) for ip in _source_ips(n)]
-        rng = random.Random(1)  # shared, as pushsim fleet does (a Random is 2.5 KB)
-        rss_before = _rss()
-        clients = [PushClient(BrokerConfig(host="127.0.0.1", port=port, client_id=f"sdk-{i}",
-                                           topics=(Subscription(f"sdk/{i}", 1),),
-                                           keepalive=600),
-                              connector=connectors[i % len(connectors)], rng=rng,
-                              on_message=lambda m: None, on_state_change=on_state)
-                   for i in range(n)]
-        async with trio.open_nursery() as nursery:
-            start = trio.current_time()
-            # Paced in 1 ms steps (5 clients per step at 5,000/s): a sleep per client would
-            # cost this loop a scheduler pass per connection, measured against the SDK.
-            step = max(1, int(rate / 1000)) if rate else len(clients)
-            for i, client in enumerate(clients):
-                if rate and i % step == 0:
-                    await trio.sleep_until(start + i / rate)
-                nursery.start_soon(client.run)
-            with trio.move_on_after(timeout):
-                await all_in.wait()
-            seconds = trio.current_time() - start
-            got = connected
-            await trio.sleep(2.0)  # SUBACKs in, everything idle
-            rss_after = _rss()
-            attempts = sum(c.statistics().connect_attempts for c in clients)
-            nursery.cancel_scope.cancel()
-        return {"n": n, "connected": got, "seconds_to_connect": seconds,
-                "connect_rate_per_s": got / seconds, "connect_attempts": attempts,
-                "rss_before": rss_before, "rss_after": rss_after,
-                "bytes_per_connection": (rss_after - rss_before) / max(1, got)}
-
-    return trio.run(main)
-
-
-# --- paho-mqtt, one selector thread ---------------------------------------------------------
 
 def paho_idle(n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
-    """N paho clients driven by one selector loop: connect, subscribe QoS 1, idle."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    """N paho clients driven by one selector loop: connect, subscribe QoS 1, idle
+    (:func:`paho_side`, MQTT 3.1.1)."""
+    return _idle_figures(n, paho_side(n, port, rate, timeout=timeout))
 
-    _raise_nofile()
-    ips = _source_ips(n)
-    selector = selectors.DefaultSelector()
-    state = {"connected": 0}
-    dirty: set = set()
 
-    def on_connect(client, userdata, flags, reason_code, properties):
-        if not reason_code.is_failure:
-            state["connected"] += 1
-            client.subscribe(userdata, qos=1)
-            dirty.add(client)
-
-    def pump(wait: float) -> None:
-        for key, _ in selector.select(wait):
-            key.data.loop_read()
-        for client in list(dirty):
-            if client.want_write():
-                client.loop_write()
-            else:
-                dirty.discard(client)
-
-    rss_before = _rss()
-    clients = []
-    start = time.monotonic()
-    for i in range(n):
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
-                             clean_session=False, protocol=mqtt.MQTTv311, userdata=f"paho/{i}")
-        client.on_connect = on_connect
-        client.connect("127.0.0.1", port, keepalive=600, bind_address=ips[i % len(ips)])
-        sock = client.socket()
-        assert sock is not None, "paho has the socket once connect() returned"
-        selector.register(sock, selectors.EVENT_READ, client)
-        dirty.add(client)
-        clients.append(client)
-        if rate:
-            while time.monotonic() < start + (i + 1) / rate:
-                pump(max(0.0, min(0.01, start + (i + 1) / rate - time.monotonic())))
-        else:
-            pump(0)
-    deadline = start + timeout
-    while state["connected"] < n and time.monotonic() < deadline:
-        pump(0.05)
-    seconds = time.monotonic() - start
-    got = state["connected"]
-    settle = time.monotonic() + 2.0
-    while time.monotonic() < settle:
-        pump(0.05)
-    for client in clients:
-        client.loop_misc()
-    rss_after = _rss()
-    return {"n": n, "connected": got, "seconds_to_connect": seconds,
-            "connect_rate_per_s": got / seconds, "rss_before": rss_before,
-            "rss_after": rss_after, "bytes_per_connection": (rss_after - rss_before) / max(1, got)}
+def _idle_figures(n: int, side: dict[str, Any]) -> dict[str, Any]:
+    got, before, after = side["connected"], side["rss_before"], side["rss_after"]
+    return {"n": n, "connected": got, "seconds_to_connect": side["seconds"],
+            "connect_rate_per_s": got / side["seconds"],
+            "connect_attempts": side["connect_attempts"], "rss_before": before,
+            "rss_after": after, "bytes_per_connection": (after - before) / max(1, got)}
 
 
 # --- pushsim fleet ---------------------------------------------------------------------------
