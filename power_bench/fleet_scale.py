@@ -29,9 +29,7 @@ import json
 import os
 import platform
 import resource
-import selectors
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,55 +39,17 @@ from typing import Any
 
 import psutil
 
-from power_bench.sdk_vs_paho import _source_ips, paho_side, sdk_side
-from simulator.server.child import free_port
+from power_bench.children import (
+    MOSQUITTO, Child, Mosquitto, raise_nofile, select_readable, source_ips,
+)
+from power_bench.sdk_vs_paho import paho_side, sdk_side
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 # --- helpers ------------------------------------------------------------------------------
 
 
-class _Child:
-    """A child process of the benchmark: its memory, and a stop that always reaps it."""
-
-    proc: subprocess.Popen
-
-    def rss(self) -> int:
-        return psutil.Process(self.proc.pid).memory_info().rss
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-class Mosquitto(_Child):
-    """A broker process of our own on a free loopback port (stopped by its pid)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        conf = workdir / f"mosquitto-{self.port}.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        "persistence false\nmax_queued_messages 1000\nlog_dest none\n")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("mosquitto did not start (run .ci/install-deps)") from None
-                time.sleep(0.05)
-
-
-class ReferenceServer(_Child):
+class ReferenceServer(Child):
     """``pushsim server --db :memory:`` on free ports (stopped by its pid)."""
 
     def __init__(self) -> None:
@@ -98,29 +58,16 @@ class ReferenceServer(_Child):
             [sys.executable, "-m", "simulator", "server", "--db", ":memory:", "--http-port",
              "0", "--mqtt-port", "0", "--admin-token", self.admin_token, "--push-rate", "5000",
              "--log-level", "error"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, preexec_fn=_raise_nofile)
+            text=True, preexec_fn=raise_nofile)
         try:
             stdout = self.proc.stdout
             assert stdout is not None  # stdout=PIPE
-            if not selectors_select([stdout], 30):
+            if not select_readable([stdout], 30):
                 raise RuntimeError("pushsim server did not start")
             self.http = json.loads(stdout.readline())["http"]
         except BaseException:
             self.stop()
             raise
-
-
-def selectors_select(files: list, timeout: float) -> list:
-    with selectors.DefaultSelector() as selector:
-        for f in files:
-            selector.register(f, selectors.EVENT_READ)
-        return [key.fileobj for key, _ in selector.select(timeout)]
-
-
-def _raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def _child(kind: str, n: int, port: int, rate: float, timeout: float) -> dict[str, Any]:
@@ -204,7 +151,7 @@ def fleet_args(url: str, n: int, *, ramp: float, workers: int, push_rate: float,
     args = [*target, "--handsets", str(n), "--duration", f"{duration:.0f}",
             "--ramp", f"{ramp:g}", "--push-rate", f"{push_rate:g}", "--workers", str(workers),
             "--drain", "15"]
-    addresses = max(2, len(_source_ips(n)))  # at least two, to show the spreading
+    addresses = max(2, len(source_ips(n)))  # at least two, to show the spreading
     args += ["--source-ips", f"127.0.0.2-127.0.0.{1 + addresses}"]
     if shard:
         args += ["--shard", shard]
@@ -253,7 +200,7 @@ class DaskCluster:
                     [dask, "worker", "--scheduler-file", str(file), *loopback, "--no-nanny",
                      "--nthreads", "1", "--local-directory", str(workdir / f"w{n}")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
-                    preexec_fn=_raise_nofile))
+                    preexec_fn=raise_nofile))
             from distributed import Client
             with Client(self.address, timeout=30, set_as_default=False) as client:
                 client.wait_for_workers(workers, timeout=60)

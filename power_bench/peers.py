@@ -41,7 +41,8 @@ from typing import Any
 import attrs
 
 from power_bench import sdk_vs_paho, server_scale, sim_speed
-from power_bench.fleet_scale import _raise_nofile, machine
+from power_bench.children import raise_nofile
+from power_bench.fleet_scale import machine
 
 BROADCAST_GOAL_DEVICES = 50_000
 BROADCAST_WORKERS = 3  # 50,000 connections need 3 processes under 20,000 open files each
@@ -260,7 +261,7 @@ NOT_MEASURED = ("not measured by this command: 100,000 handsets x 24 h with --wo
 
 def run(sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
     """Every comparison of ``sizes``; the rows and the raw figures."""
-    _raise_nofile()
+    raise_nofile()
     started, load_before = time.time(), os.getloadavg()
     rows, raw = sdk_rows(sizes.sdk_clients, log)
     report: dict[str, Any] = {"machine": machine(), "sizes": attrs.asdict(sizes),

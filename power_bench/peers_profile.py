@@ -33,7 +33,7 @@ from typing import Any
 
 from power_bench import sdk_vs_paho, server_scale
 from simulator.server.child import LOOPBACK_LIMITS
-from power_bench.fleet_scale import _raise_nofile, selectors_select
+from power_bench.children import Mosquitto, raise_nofile, select_readable
 
 TOP = 10
 
@@ -71,9 +71,9 @@ def _short(text: str) -> str:
 # --- the SDK, in this process -----------------------------------------------------------------
 
 def profile_sdk(n: int, version: str) -> str:
-    _raise_nofile()
+    raise_nofile()
     with tempfile.TemporaryDirectory(prefix="peers-profile-") as tmp:
-        broker = sdk_vs_paho.Broker(Path(tmp))
+        broker = Mosquitto(Path(tmp))
         try:
             tracemalloc.start(1)
             before = tracemalloc.take_snapshot()
@@ -83,7 +83,7 @@ def profile_sdk(n: int, version: str) -> str:
             tracemalloc.stop()
             memory = memory_top(before, taken[0], n)
             broker.stop()
-            broker = sdk_vs_paho.Broker(Path(tmp))  # fresh sessions for the CPU run
+            broker = Mosquitto(Path(tmp))  # fresh sessions for the CPU run
             profile = cProfile.Profile()
             profile.enable()
             figures = sdk_vs_paho.sdk_side(n, broker.port, 0.0, version)
@@ -137,7 +137,7 @@ def profile_server(n: int, kind: str, workdir: Path) -> str:
         env={**os.environ, "PEERS_N": str(n)})
     procs: list[server_scale.ClientProcess] = []
     try:
-        if not selectors_select([server.stdout], 60):
+        if not select_readable([server.stdout], 60):
             raise RuntimeError("pushsim server did not start")
         assert server.stdout is not None
         info = json.loads(server.stdout.readline())
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1:
         parser.error("--clients must be positive")
-    _raise_nofile()
+    raise_nofile()
     print(profile_sdk(args.clients, args.mqtt_version), flush=True)
     with tempfile.TemporaryDirectory(prefix="peers-profile-") as tmp:
         for kind in ("memory", "cpu"):

@@ -21,14 +21,10 @@ The load average before and after is printed with the figures: record them only 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import random
-import resource
 import selectors
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,27 +33,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from simulator.server.child import free_port
+from power_bench.children import Mosquitto, own_rss, raise_nofile, source_ips
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 KEEPALIVE = 600
 
-
-
-def _rss() -> int:
-    gc.collect()
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _raise_nofile() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _source_ips(n: int) -> list[str]:
-    """Loopback source addresses, 10,000 connections each (well under the port range)."""
-    return [f"127.0.0.{2 + i}" for i in range(max(1, -(-n // 10_000)))]
 
 
 # --- the two sides, each in its own process ---------------------------------------------------
@@ -76,7 +55,7 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
     # The child's argv carries a str; BrokerConfig's validator refuses any but its literals.
     mqtt_version = cast(MqttVersion, version)
 
-    _raise_nofile()
+    raise_nofile()
 
     async def main() -> dict[str, Any]:
         connected = 0
@@ -91,9 +70,9 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
             elif old is ClientState.CONNECTED:  # counted while connected, not per connect
                 connected -= 1
 
-        connectors = [TcpConnector(source_ip=ip) for ip in _source_ips(n)]
+        connectors = [TcpConnector(source_ip=ip) for ip in source_ips(n)]
         rng = random.Random(1)  # shared, as pushsim fleet does (a Random is 2.5 KB)
-        before = _rss()
+        before = own_rss()
         clients = [PushClient(BrokerConfig(host="127.0.0.1", port=port, client_id=f"sdk-{i}",
                                            topics=(Subscription(f"sdk/{i}", 1),),
                                            keepalive=KEEPALIVE, mqtt_version=mqtt_version),
@@ -111,7 +90,7 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
             seconds = trio.current_time() - start
             got = connected
             await trio.sleep(2.0)  # SUBACKs in, everything idle
-            after = _rss()
+            after = own_rss()
             if at_idle is not None:
                 at_idle()
             attempts = sum(c.statistics().connect_attempts for c in clients)
@@ -131,8 +110,8 @@ def paho_side(n: int, port: int, rate: float, version: str = "3.1.1",
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    _raise_nofile()
-    ips = _source_ips(n)
+    raise_nofile()
+    ips = source_ips(n)
     selector = selectors.DefaultSelector()
     state = {"connected": 0}
     dirty: set[Any] = set()
@@ -158,7 +137,7 @@ def paho_side(n: int, port: int, rate: float, version: str = "3.1.1",
     if v5:
         expiry = Properties(PacketTypes.CONNECT)
         expiry.SessionExpiryInterval = 0xFFFFFFFF
-    before = _rss()
+    before = own_rss()
     clients = []
     start = time.monotonic()
     for i in range(n):
@@ -194,42 +173,12 @@ def paho_side(n: int, port: int, rate: float, version: str = "3.1.1",
         pump(0.05)
     for client in clients:
         client.loop_misc()
-    after = _rss()
+    after = own_rss()
     return {"connected": got, "seconds": seconds, "rss_before": before, "rss_after": after,
             "connect_attempts": n}  # paho's connect() blocks until TCP is up: one each
 
 
 # --- the run -----------------------------------------------------------------------------------
-
-class Broker:
-    """One Mosquitto of our own (stopped by its pid)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        "persistence false\nlog_dest none\n")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, preexec_fn=_raise_nofile)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 def measure_side(kind: str, n: int, port: int, rate: float,
                  version: str = "3.1.1") -> dict[str, Any]:
@@ -250,7 +199,7 @@ def run(n: int, rate: float, version: str = "3.1.1") -> dict[str, Any]:
     """Both sides against one fresh Mosquitto, one after the other."""
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="sdk-vs-paho-") as tmp:
-        broker = Broker(Path(tmp))
+        broker = Mosquitto(Path(tmp))
         try:
             sdk = measure_side("sdk", n, broker.port, rate, version)
             paho = measure_side("paho", n, broker.port, rate, version)

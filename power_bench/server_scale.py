@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from pushsdk.protocol import Connection
 
 from simulator.server.child import LOOPBACK_LIMITS
-from power_bench.fleet_scale import Mosquitto, _raise_nofile, machine, selectors_select
+from power_bench.children import Mosquitto, raise_nofile, select_readable
+from power_bench.fleet_scale import machine
 
 PER_PROCESS = 17_000  # client connections per client process (under the 20,000 files)
 PER_BROKER = 19_000
@@ -207,7 +208,7 @@ class ClientProcess:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "power_bench.server_scale", "_clients"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None  # stdin=PIPE, stdout=PIPE
         self.stdin: IO[str] = stdin
@@ -216,7 +217,7 @@ class ClientProcess:
         self.stdin.flush()
 
     def line(self, timeout: float) -> dict[str, Any]:
-        if not selectors_select([self.stdout], timeout):
+        if not select_readable([self.stdout], timeout):
             raise RuntimeError("client process did not answer")
         return json.loads(self.stdout.readline())
 
@@ -422,11 +423,11 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
         [sys.executable, "-m", "simulator", "server", "--db", db, "--workers", str(workers),
          "--http-port", "0", "--mqtt-port", "0", "--push-rate", "1000000",
          "--log-level", "warning", *LOOPBACK_LIMITS],
-        stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_raise_nofile)
+        stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=raise_nofile)
     procs: list[ClientProcess] = []
     try:
         assert server.stdout is not None  # stdout=PIPE
-        if not selectors_select([server.stdout], 60):
+        if not select_readable([server.stdout], 60):
             raise RuntimeError("pushsim server did not start")
         info = json.loads(server.stdout.readline())
         mqtt_port = int(info["mqtt"].rsplit(":", 1)[1])
@@ -717,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-mosquitto", action="store_true")
     parser.add_argument("--out", default="server-scale")
     args = parser.parse_args(argv)
-    _raise_nofile()
+    raise_nofile()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": machine(), "connections": args.connections,

@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import signal
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pushsdk.backoff import Backoff
 from pushsdk.errors import ServerUnavailable
 from pushsdk.transport import TcpConnector
 
+from power_bench.children import raise_nofile
 from simulator.server.child import LOOPBACK_LIMITS, ServerChild, free_port
 
 __all__ = ["NoJitterBackoff", "StormServer", "run_storm", "peak_rate", "main"]
@@ -56,11 +56,6 @@ class NoJitterBackoff(Backoff):
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         return self.ceiling(attempt)
-
-
-def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def peak_rate(times: list[float], window: float = 1.0) -> int:
@@ -116,7 +111,7 @@ class StormServer(ServerChild):
 
 def _worker(first: int, count: int, http_url: str, app_key: str, sources: list[str],
             jitter: bool, ramp: float, seed: int, pipe: Any) -> None:
-    _raise_nofile()
+    raise_nofile()
     trio.run(_worker_main, first, count, http_url, app_key, sources, jitter, ramp, seed, pipe)
 
 
@@ -198,7 +193,7 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
     processes (each has its own token bucket) each gets ``connect_rate / server_workers``.
     The whole run (ramp-up and storm) is bounded by ``run_timeout`` seconds.
     """
-    _raise_nofile()
+    raise_nofile()
     load_at_start = os.getloadavg()
     db = workdir / f"storm-{handsets}-{jitter}-{connect_rate}.db"
     http_port, mqtt_port = free_port(), free_port()
