@@ -73,6 +73,20 @@ class Child:
             self.proc.kill()
             self.proc.wait()
 
+    def wait_listening(self, port: int, timeout: float, failure: str) -> None:
+        """Until ``127.0.0.1:port`` accepts a connection; after ``timeout`` seconds, or if
+        the process exits first, stop it and raise ``RuntimeError(failure)``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(failure) from None
+                time.sleep(0.05)
+
 
 class Mosquitto(Child):
     """A Mosquitto of our own on a free loopback port: anonymous, no persistence, no log,
@@ -86,13 +100,4 @@ class Mosquitto(Child):
                         "persistence false\nmax_queued_messages 1000\nlog_dest none\n")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("mosquitto did not start (run .ci/install-deps)") from None
-                time.sleep(0.05)
+        self.wait_listening(self.port, 10, "mosquitto did not start (run .ci/install-deps)")

@@ -34,7 +34,6 @@ import hashlib
 import json
 import math
 import random
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -46,14 +45,14 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
+from power_bench.children import Child, Mosquitto, raise_nofile, select_readable
+from power_bench.fleet_scale import machine
+from simulator.server.child import LOOPBACK_LIMITS, free_port
+
 if TYPE_CHECKING:
     import trio
 
     from pushsdk.protocol import Connection
-
-from simulator.server.child import LOOPBACK_LIMITS
-from power_bench.children import Mosquitto, raise_nofile, select_readable
-from power_bench.fleet_scale import machine
 
 PER_PROCESS = 17_000  # client connections per client process (under the 20,000 files)
 PER_BROKER = 19_000
@@ -523,13 +522,11 @@ AMQTT_MAIN = ("import resource, sys\n"
               "main()\n")
 
 
-class Amqtt:
+class Amqtt(Child):
     """amqtt's broker (the Python MQTT broker) on a free loopback port, anonymous, without
     its logging and $SYS plugins (stopped by its pid)."""
 
     def __init__(self, workdir: Path) -> None:
-        from simulator.server.child import free_port
-
         self.port = free_port()
         conf = workdir / f"amqtt-{self.port}.yaml"
         conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{self.port}\n"
@@ -537,25 +534,7 @@ class Amqtt:
                         "    allow_anonymous: true\n")
         self.proc = subprocess.Popen([sys.executable, "-c", AMQTT_MAIN, "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("amqtt did not start (pip install -e '.[bench]')") \
-                        from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.wait_listening(self.port, 30, "amqtt did not start (pip install -e '.[test]')")
 
 
 def run_mosquitto_side(n: int, rate: float, seconds: float, ramp: float,
