@@ -262,7 +262,7 @@ class NetworkEvent:
     def switched_to(self) -> NetworkSpec:
         """The network a ``switch`` moves to (``ValueError`` for an outage event)."""
         if self.network is None:
-            raise ValueError(f"a {self.kind} event switches to no network")
+            raise ValueError(f"an {self.kind} event switches to no network")
         return self.network
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from simulator.app_state import AppState
 from simulator.doze import DozeState
-from simulator.scenario import Scenario
+from simulator.scenario import NetworkEvent, Scenario
 
 HOUR = 3600.0
 
@@ -109,6 +109,18 @@ def test_commuter_switches_through_the_day():
         at = 8.5 * HOUR if switches[0].t <= 8.5 * HOUR else switches[0].t
         assert spec.network_at(at).radio == "lte"
         assert [n.name for n in spec.networks()] == ["home", "lte", "office"]
+
+
+def test_a_switch_names_its_network_and_an_outage_none():
+    spec = Scenario.builtin("commuter").handset_spec(0, seed=3)
+    switch = next(e for e in spec.network_events if e.kind == "switch")
+    assert switch.switched_to is switch.network and switch.network.name == "lte"
+    with pytest.raises(ValueError, match="a switch event needs the network it switches to"):
+        NetworkEvent(1.0, "switch")
+    with pytest.raises(ValueError, match="an outage_start event has no network"):
+        NetworkEvent(1.0, "outage_start", switch.network)
+    with pytest.raises(ValueError, match="an outage_end event switches to no network"):
+        _ = NetworkEvent(1.0, "outage_end").switched_to
 
 
 def test_a_run_starting_at_noon_begins_at_the_office():
