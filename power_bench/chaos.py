@@ -39,7 +39,7 @@ import trio
 from pushsdk import PushClient, ServerConfig, parse_strategy
 from pushsdk.backoff import Backoff
 from pushsdk.transport import ByteStream, TcpConnector
-from simulator.server.child import (
+from simulator.server_child import (
     LOOPBACK_LIMITS, ServerChild, basic_auth, create_app, free_port, metrics,
 )
 

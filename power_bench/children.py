@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from simulator.server.child import free_port
+from simulator.server_child import free_port
 
 __all__ = ["MOSQUITTO", "Child", "Mosquitto", "own_rss", "raise_nofile", "select_readable",
            "source_ips"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from power_bench import sdk_vs_paho, server_scale
-from simulator.server.child import LOOPBACK_LIMITS
+from simulator.server_child import LOOPBACK_LIMITS
 from power_bench.children import Mosquitto, raise_nofile, select_readable
 
 TOP = 10

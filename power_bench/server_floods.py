@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulator.server.child import ServerChild, basic_auth, http_request, metrics
+from simulator.server_child import ServerChild, basic_auth, http_request, metrics
 
 FLOODS = ("registrations", "receipts", "probes", "connections", "requests", "bad_connects")
 ATTACKER_ADDRESS = "127.0.0.2"

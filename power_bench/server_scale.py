@@ -47,7 +47,7 @@ import psutil
 
 from power_bench.children import Child, Mosquitto, raise_nofile, select_readable
 from power_bench.fleet_scale import machine
-from simulator.server.child import LOOPBACK_LIMITS, free_port
+from simulator.server_child import LOOPBACK_LIMITS, free_port
 
 if TYPE_CHECKING:
     import trio

@@ -45,7 +45,7 @@ from pushsdk.errors import ServerUnavailable
 from pushsdk.transport import TcpConnector
 
 from power_bench.children import raise_nofile
-from simulator.server.child import LOOPBACK_LIMITS, ServerChild, free_port
+from simulator.server_child import LOOPBACK_LIMITS, ServerChild, free_port
 
 __all__ = ["NoJitterBackoff", "StormServer", "run_storm", "peak_rate", "main"]
 

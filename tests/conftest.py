@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from simulator.server.child import ServerChild
+from simulator.server_child import ServerChild
 from support.mosquitto import Broker, run_mosquitto
 from support.server import ROOT, start_server
 

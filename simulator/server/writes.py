@@ -295,7 +295,7 @@ def read_device(db: sqlite3.Connection, registration_id: str) -> Device | None:
         return None
     tags = tuple(tag for (tag,) in db.execute(
         "SELECT tag FROM tags WHERE registration_id = ? ORDER BY tag", (registration_id,)))
-    registration_id, app_key, device_id, platform, alias = row
+    _rid, app_key, device_id, platform, alias = row  # _rid == registration_id
     return Device(registration_id, app_key, device_id, platform, alias, tags)
 
 

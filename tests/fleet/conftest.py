@@ -13,7 +13,7 @@ import pytest
 
 from fleet_harness import ADMIN_TOKEN, ReferenceServer, stop_process
 from support.mosquitto import Broker
-from simulator.server.child import ServerChild
+from simulator.server_child import ServerChild
 
 
 def _server(server_process: Callable[..., ServerChild], *options: str) -> dict:

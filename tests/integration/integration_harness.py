@@ -13,7 +13,9 @@
 Every child is registered with a :class:`ProcessGroup` (the ``procs`` fixture of conftest.py), which
 SIGKILLs whatever is still running when the test ends, whatever the outcome.
 
-Deliberately nothing here imports the project: these tests see it from the outside.
+Deliberately nothing here runs the project in-process: these tests see it from the outside. The
+one import from it is the HTTP helper (``support.http``, over ``simulator/server_child.py``:
+the standard library's ``http.client`` and nothing of the server or the SDK).
 """
 from __future__ import annotations
 

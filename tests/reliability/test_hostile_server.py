@@ -26,7 +26,7 @@ import trio
 import trio.testing
 
 from support.http import basic_auth, create_app, http_request, metrics
-from simulator.server.child import ServerChild
+from simulator.server_child import ServerChild
 from pushsdk import PushClient, ServerConfig, parse_strategy
 from pushsdk.clock import VirtualClock
 from pushsdk.protocol import (

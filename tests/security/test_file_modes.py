@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.server.child import LOOPBACK_LIMITS, ServerChild
+from simulator.server_child import LOOPBACK_LIMITS, ServerChild
 from simulator.server import SqliteStore
 from simulator.server.tls import TlsFiles, ensure_credentials
 

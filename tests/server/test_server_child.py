@@ -1,11 +1,11 @@
-"""``simulator.server.child``: the server child the benchmarks and tests share."""
+"""``simulator.server_child``: the server child the benchmarks and tests share."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from simulator.server.child import LOOPBACK_LIMITS, ServerChild, basic_auth, http_request
+from simulator.server_child import LOOPBACK_LIMITS, ServerChild, basic_auth, http_request
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 

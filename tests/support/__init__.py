@@ -8,7 +8,7 @@
 - :mod:`support.http`: :func:`~support.http.http_request` and the few calls every HTTP test makes.
 
 The server child, the free port and the HTTP calls are implemented once, in
-:mod:`simulator.server.child`, which the benchmarks use too; these modules give the tests'
+:mod:`simulator.server_child`, which the benchmarks use too; these modules give the tests'
 defaults.
 
 ``tests/`` is on ``sys.path`` while the suite runs (``tests/conftest.py`` has no package around

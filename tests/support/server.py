@@ -1,11 +1,11 @@
-"""The tests' server process: :class:`simulator.server.child.ServerChild` (the one
+"""The tests' server process: :class:`simulator.server_child.ServerChild` (the one
 implementation, which the benchmarks use too) started with the tests' defaults."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from simulator.server.child import LOOPBACK_LIMITS, ServerChild
+from simulator.server_child import LOOPBACK_LIMITS, ServerChild
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "test-admin"

@@ -29,7 +29,7 @@ LOOPBACK_LIMITS = ("--registration-rate", "off", "--connection-rate", "off",
 
 #: The folder holding the ``simulator`` package: the child's working directory and
 #: ``PYTHONPATH``, so that it runs this very tree.
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
