@@ -33,9 +33,11 @@ class PreflightError(Exception):
 
 
 def _preflight_id(plan: FleetPlan) -> str:
-    """The pre-flight's device (client) id: the run's prefix and ``preflight``, never the id
-    of a handset (theirs end in a number, :meth:`FleetPlan.device_id`)."""
-    return f"{plan.client_id_prefix}preflight"
+    """The pre-flight's device (client) id: the run's prefix, ``preflight`` and the shard,
+    never the id of a handset (theirs are the prefix and a number, :meth:`FleetPlan.device_id`).
+    Per shard: shards of one run started at once (one run id, several machines) would
+    otherwise take the same client id over from each other at the broker."""
+    return f"{plan.client_id_prefix}preflight-{plan.shard.index}"
 
 
 def prepare_server(url: str, *, admin_token: str | None, app_key: str | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -298,3 +299,15 @@ def test_live_buckets_are_cumulative():
     assert snap["count"] == 4 and snap["sum"] == pytest.approx(100.0065)
     assert snap["buckets"][0] == 1 and snap["buckets"][LIVE_BOUNDS.index(0.005)] == 3
     assert snap["buckets"][-1] == 3  # 100 s is only in +Inf
+
+
+def test_the_shards_of_one_run_preflight_under_ids_of_their_own():
+    """Shards started at once with one run id: a shared pre-flight client id would make the
+    broker take one shard's pre-flight over with the other's (no SUBACK for the first)."""
+    from simulator.fleet.preflight import _preflight_id
+
+    plans = [attrs.evolve(config(12, shard=f"{i}/3"), run_id="byhand") for i in range(3)]
+    ids = [_preflight_id(plan) for plan in plans]
+    assert ids == ["pushsim-byhand-preflight-0", "pushsim-byhand-preflight-1",
+                   "pushsim-byhand-preflight-2"]
+    assert not set(ids) & {plans[0].device_id(i) for i in range(12)}
