@@ -147,45 +147,47 @@ class Session:
 
     async def serve(self) -> None:
         """Run until the link ends or the host stops; :meth:`finish` afterwards."""
-        core = self.core
-        tasks: Any = self.io.task_group() if _may_probe(core.strategy) else \
-            contextlib.nullcontext()
+        core, io, stream = self.core, self.io, self.stream
+        tasks: Any = io.task_group() if _may_probe(core.strategy) else contextlib.nullcontext()
         try:
             async with tasks as self._tasks:
-                await self._loop()
+                # The loop is inline, not a method, and so is its wait: an idle connection's
+                # stack is two coroutine frames (0.6 KB) shorter.
+                while True:
+                    stopping = await self._settle()
+                    if not stopping:
+                        core.pump()
+                    # Acknowledgements of messages the app has seen go out even when stopping.
+                    if not await self.flush() or stopping:
+                        break
+                    event = self._next_event()
+                    if isinstance(event, Ended):
+                        self.error = self.error or event.error
+                        break
+                    if event is not None:
+                        await self._handle(event)
+                        continue
+                    deadline = self._tick_if_due()
+                    if deadline is None or self._woken:  # woken while busy: look again first
+                        continue
+                    # Bytes until the deadline or a wake(), whichever comes first.
+                    async with io.scope(deadline) as scope:
+                        self._wait_scope = scope
+                        try:
+                            data = await stream.receive_some(RECEIVE_SIZE)
+                        except STREAM_ERRORS as exc:
+                            self.error = ConnectionLost(f"connection lost: {_why(exc)}")
+                            break
+                        finally:
+                            self._wait_scope = None
+                        core.receive_data(data, io.now())
+                        del data  # not held by this frame while the connection idles
                 if self._tasks is not None:
                     self._tasks.cancel()  # a probe still out dies with the connection
         finally:
             self._tasks = None
-            self.uptime = self.io.now() - core.connected_at
+            self.uptime = io.now() - core.connected_at
             core.tally.connected_time += self.uptime
-
-    async def _loop(self) -> None:
-        core = self.core
-        while True:
-            stopping = await self._settle()
-            if not stopping:
-                core.pump()
-            # Acknowledgements of messages the app has seen go out even when stopping.
-            if not await self.flush() or stopping:
-                return
-            event = self._next_event()
-            if isinstance(event, Ended):
-                self.error = self.error or event.error
-                return
-            if event is not None:
-                await self._handle(event)
-                continue
-            deadline = self._tick_if_due()
-            if deadline is None:
-                continue
-            try:
-                data = await self._wait(deadline)
-            except ConnectionLost as exc:
-                self.error = exc
-                return
-            if data is not None:
-                core.receive_data(data, self.io.now())
 
     async def _settle(self) -> bool:
         """Save what changed and acknowledge a message the app has finished with; whether
@@ -248,20 +250,6 @@ class Session:
         ok, silence = await self.host.probe(target)
         self.core.probe_done(ok, silence, self.io.now())
         self.wake()  # the interval in force may have changed
-
-    async def _wait(self, deadline: float) -> bytes | bytearray | None:
-        """Bytes received before ``deadline`` or a :meth:`wake`; None if none came."""
-        if self._woken:  # woken while the loop was busy: look again first
-            return None
-        async with self.io.scope(deadline) as scope:
-            self._wait_scope = scope
-            try:
-                return await self.stream.receive_some(RECEIVE_SIZE)
-            except STREAM_ERRORS as exc:
-                raise ConnectionLost(f"connection lost: {_why(exc)}") from None
-            finally:
-                self._wait_scope = None
-        return None
 
     async def flush(self) -> bool:
         """Write what the core has to send, each write bounded by the ping timeout (a

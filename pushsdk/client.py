@@ -315,13 +315,36 @@ class PushClient:
         self._wake_loop()
 
     async def _run(self) -> None:
-        assert self._io is not None
-        self._driver = self._io.current_task()
+        io = self._io
+        assert io is not None
+        self._driver = io.current_task()
         try:
             if self._closing:
                 return
             await self._load_state()
-            await self._connection_loop()
+            # The connection loop, and in it one attempt (register if needed, connect,
+            # handshake, serve), inline rather than methods of their own: a connected
+            # client's stack holds two coroutine frames less.
+            attempt = 0
+            while not self._closing:
+                if await self._wait_for_network(io):
+                    continue
+                self._interrupted = False
+                opened: list[Any] = [None, None]  # the stream, the session
+                try:
+                    ending = await self._open(opened)
+                    if ending is None:
+                        ending = await self._serve(opened[1])
+                finally:
+                    self._cycle_scope = None
+                    if opened[0] is not None:
+                        await io.close_stream(opened[0])
+                if self._closing:
+                    return
+                if ending.error is not None and ending.error.permanent:
+                    self._fail(ending.error)
+                    return
+                attempt = await self._back_off(io, ending, attempt)
         finally:
             self._finished = True
             error = self._error
@@ -802,32 +825,6 @@ class PushClient:
         self._tally.bytes_down += received
 
     # --- the connection loop --------------------------------------------------------------
-
-    async def _connection_loop(self) -> None:
-        io = self._io
-        assert io is not None
-        attempt = 0
-        while not self._closing:
-            if await self._wait_for_network(io):
-                continue
-            self._interrupted = False
-            # One attempt: register if needed, connect, handshake, serve (inline rather than
-            # a method of its own: one coroutine frame less per connected client).
-            opened: list[Any] = [None, None]  # the stream, the session
-            try:
-                ending = await self._open(opened)
-                if ending is None:
-                    ending = await self._serve(opened[1])
-            finally:
-                self._cycle_scope = None
-                if opened[0] is not None:
-                    await io.close_stream(opened[0])
-            if self._closing:
-                return
-            if ending.error is not None and ending.error.permanent:
-                self._fail(ending.error)
-                return
-            attempt = await self._back_off(io, ending, attempt)
 
     async def _wait_for_network(self, io: Backend) -> bool:
         """Wait while there is no network or the device dozes; True if it waited."""
