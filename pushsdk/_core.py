@@ -600,7 +600,10 @@ class SessionCore:
         elif isinstance(event, (PubAck, PubRec, PubComp)):
             self._outbound_ack(event)
         elif isinstance(event, (SubAck, UnsubAck)):
-            request = self.store.requests.pop(event.packet_id, None)
+            requests = self.store.requests
+            request = requests.pop(event.packet_id, None)
+            if not requests:
+                requests.clear()  # an emptied dict keeps its table (160 B); this frees it
             if request is not None:
                 request.result = event.return_codes if isinstance(event, SubAck) else ()
                 request.reason_string = event.properties.reason_string

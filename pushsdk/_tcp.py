@@ -9,25 +9,58 @@ no data; a cancelled ``send_all`` leaves the stream unusable, as trio documents)
 directly. It does not detect two tasks using one direction at once: a session has one task.
 Checked against trio's own conformance suite (``trio.testing.check_half_closeable_stream``).
 TLS wraps it like any other stream.
+
+A :class:`TrafficObserver` set on ``stream.observer`` is told of every write and read — what
+a wrapping stream would see, without the coroutine frame a wrapper keeps alive while the
+connection idles (a fleet meters tens of thousands of radios this way).
 """
 from __future__ import annotations
 
 import errno
 import os
 import socket
+from typing import Protocol
 
 import trio
 
-__all__ = ["TcpStream", "open_tcp"]
+__all__ = ["TcpStream", "TrafficObserver", "open_tcp"]
 
 _MAX_RECEIVE = 65536
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN)
 
 
-class TcpStream(trio.abc.HalfCloseableStream):
-    """A connected, non-blocking ``socket.socket`` as a trio stream (``.socket``)."""
+def _recv(sock: socket.socket, max_bytes: int) -> bytes | None:
+    """What the socket has, or None when it has nothing yet.
 
-    __slots__ = ("_closed", "_eof_sent", "_sending", "socket")
+    A function of its own so that the BlockingIOError is raised and caught in a frame that
+    ends here: raised in ``receive_some`` it would give that coroutine a frame object (and
+    waiting inside the except block would keep the error, its traceback and message), alive
+    for as long as the connection idles, 0.2 to 0.8 KB per connection."""
+    try:
+        return sock.recv(max_bytes)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+
+
+class TrafficObserver(Protocol):
+    """Told of a :class:`TcpStream`'s traffic, synchronously, from the task doing the I/O."""
+
+    def on_sent(self, nbytes: int) -> None:
+        """A write of ``nbytes`` is handed to the socket (one ``send_all``, or what one
+        ``try_send`` wrote); called before the bytes are out, as for a wrapping stream."""
+
+    def on_received(self, data: bytes) -> None:
+        """``receive_some`` is returning ``data`` (never empty: EOF is not reported)."""
+
+
+class TcpStream(trio.abc.HalfCloseableStream):
+    """A connected, non-blocking ``socket.socket`` as a trio stream (``.socket``).
+
+    ``observer``: a :class:`TrafficObserver` to tell of each write and read, or None."""
+
+    __slots__ = ("_closed", "_eof_sent", "_sending", "observer", "socket")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -39,6 +72,7 @@ class TcpStream(trio.abc.HalfCloseableStream):
         self._closed = False
         self._eof_sent = False
         self._sending = False  # a send_all or send_eof is under way (they may not overlap)
+        self.observer: TrafficObserver | None = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -59,6 +93,8 @@ class TcpStream(trio.abc.HalfCloseableStream):
             sock = self.socket
             yielded = False
             with memoryview(data) as view:
+                if self.observer is not None and view.nbytes:
+                    self.observer.on_sent(view.nbytes)
                 sent, total = 0, len(view)
                 while sent < total:
                     try:
@@ -85,11 +121,14 @@ class TcpStream(trio.abc.HalfCloseableStream):
         if self._eof_sent:
             raise trio.ClosedResourceError("cannot send data after sending EOF")
         try:
-            return self.socket.send(data)
+            sent = self.socket.send(data)
         except BlockingIOError:
             return 0
         except OSError as exc:
             raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+        if sent and self.observer is not None:
+            self.observer.on_sent(sent)
+        return sent
 
     async def wait_send_all_might_not_block(self) -> None:
         self._start_sending()
@@ -122,21 +161,14 @@ class TcpStream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint_if_cancelled()
         sock = self.socket
         yielded = False
-        while True:
-            try:
-                data = sock.recv(max_bytes)
-                break
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
-            # Outside the except block: waiting inside it would keep the BlockingIOError,
-            # its traceback and message alive for as long as the connection is idle, 0.6 KB
-            # per connection. Cancellable while nothing has been read: no data is lost.
+        while (data := _recv(sock, max_bytes)) is None:
+            # Cancellable while nothing has been read: no data is lost.
             await trio.lowlevel.wait_readable(sock)
             yielded = True
         if not yielded:
             await trio.lowlevel.cancel_shielded_checkpoint()
+        if data and self.observer is not None:
+            self.observer.on_received(data)
         return data
 
     async def aclose(self) -> None:

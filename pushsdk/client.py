@@ -19,6 +19,7 @@ backoff — is injected. See docs/sdk.md.
 from __future__ import annotations
 
 import base64
+import functools
 import inspect
 import json
 import logging
@@ -101,6 +102,16 @@ WARN_AFTER_FAILURES = 3
 MAX_KEEPALIVE = 65535
 #: The packet id of a QoS 1/2 message not sent yet (the session gives it its own).
 UNSENT = 1
+#: What a client is given when it is given none. Immutable, so one is shared by all
+#: clients of a process (a fleet holds thousands).
+_SYSTEM_CLOCK = SystemClock()
+_DEFAULT_BACKOFF = Backoff()
+
+
+@functools.lru_cache(maxsize=8)
+def _fixed_strategy(interval: int) -> FixedStrategy:
+    """The default strategy, beating every ``interval`` seconds; frozen, so shared."""
+    return FixedStrategy(interval)
 
 
 @attrs.define(eq=False)
@@ -195,9 +206,9 @@ class PushClient:
         # filters the broker holds, for a restart) is not kept (a fleet holds thousands).
         self._ephemeral = state_store is None
         self._rng = rng or random.Random()
-        self._strategy = strategy or FixedStrategy(
+        self._strategy = strategy or _fixed_strategy(
             config.keepalive if isinstance(config, BrokerConfig) else 270)
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or _DEFAULT_BACKOFF
         self._ping_timeout = (self._timeouts.ping or self._strategy.ping_timeout
                               or DEFAULT_PING_TIMEOUT)
         self._keepalive = self._declared_keepalive()
@@ -205,7 +216,7 @@ class PushClient:
                                       self._limits.dedup_window)
         self._on_new_token = on_new_token
         self._on_state_change = on_state_change
-        self._env = Environment(clock or SystemClock(), status.network_key,
+        self._env = Environment(clock or _SYSTEM_CLOCK, status.network_key,
                                 status.network_type, status.app_state)
         self._tally = Tally()
         self._outbox = MessageStore()

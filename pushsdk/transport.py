@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from . import _backend
 from ._session import ByteStream
-from ._tcp import open_tcp
+from ._tcp import TcpStream, TrafficObserver, open_tcp
 from .errors import (
     CertificateFileError,
     ConfigurationError,
@@ -35,8 +35,8 @@ from .errors import (
     TransportError,
 )
 
-__all__ = ["AsyncioStream", "ByteStream", "Connector", "TcpConnector", "TlsError",
-           "TLSVerificationFailed", "TransportError", "spki_sha256"]
+__all__ = ["AsyncioStream", "ByteStream", "Connector", "TcpConnector", "TcpStream", "TlsError",
+           "TLSVerificationFailed", "TrafficObserver", "TransportError", "spki_sha256"]
 
 
 class Connector(Protocol):
@@ -144,6 +144,10 @@ class TcpConnector:
 
     Certificate problems raise :class:`~pushsdk.errors.TLSVerificationFailed` (permanent:
     retrying cannot fix them); other handshake failures raise :class:`TlsError`.
+
+    Under trio, a plain connection to a literal IP address is a :class:`TcpStream`, whose
+    ``observer`` (a :class:`TrafficObserver`) may be set to be told of each write and read;
+    TLS, names and asyncio give other streams.
     """
 
     def __init__(
@@ -271,7 +275,7 @@ class TcpConnector:
 
     async def _open_tcp(self, host: str, port: int) -> trio.abc.HalfCloseableStream:
         """A TCP stream to ``host:port``. An IP address is dialled directly into a lean
-        :class:`~pushsdk._tcp.TcpStream`; a name goes through trio's ``open_tcp_stream``
+        :class:`TcpStream`; a name goes through trio's ``open_tcp_stream``
         (resolution, happy eyeballs over its addresses), whose nursery and tasks per
         attempt are wasted on a literal address — which is what fleets of thousands of
         clients connect to."""

@@ -22,7 +22,7 @@ from pushsdk.transport import TcpConnector, TransportError
 
 from .plan import BrokerTarget, FleetPlan, ServerTarget
 from .publisher import PushFailed, check_subscribe, mqtt_session
-from .traffic import MeteredConnector
+from .traffic import MeteredConnector, SubackScanner, WebSocketSubackScanner
 from .senders import HttpClient, HttpError, check_app, create_app, delete_device
 
 __all__ = ["PreflightError", "preflight", "prepare_server"]
@@ -129,6 +129,7 @@ class _Subscribed:
 
     def __init__(self, done: trio.Event) -> None:
         self._done = done
+        self._scanner: SubackScanner | WebSocketSubackScanner | None = None
 
     def up(self, nbytes: int) -> None:
         pass
@@ -136,14 +137,20 @@ class _Subscribed:
     def down(self, nbytes: int) -> None:
         pass
 
-    def on_tcp(self, seconds: float, stream: object) -> None:
+    def on_sent(self, nbytes: int) -> None:
         pass
+
+    def on_received(self, data: bytes) -> None:
+        if self._scanner is not None and self._scanner.feed(data):
+            self._scanner = None
+            self._done.set()
+
+    def on_tcp(self, seconds: float, stream: object,
+               scanner: SubackScanner | WebSocketSubackScanner | None) -> None:
+        self._scanner = scanner
 
     def watching_suback(self) -> bool:
         return True
-
-    def on_suback(self) -> None:
-        self._done.set()
 
 
 async def _broker(plan: FleetPlan) -> None:

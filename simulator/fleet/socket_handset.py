@@ -24,7 +24,7 @@ from pushsdk.transport import TcpConnector
 from simulator.metrics import HandsetResult
 from simulator.radio import RadioModel
 
-from .traffic import CountingStream, MeteredConnector
+from .traffic import MeteredConnector, SubackScanner, WebSocketSubackScanner
 from .workload import Ledger, MemberLedger, decode_tracer
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class SocketHandset:
         "index", "group", "device_id", "source_ip", "client", "meter", "ledger", "observer",
         "ready", "subscribed", "link", "packets_up", "packets_down", "started_at", "ended_at",
         "first_connected_at", "failures", "_mark", "_tcp_s", "_registration_s", "_first",
-        "_connected", "_clean",
+        "_connected", "_clean", "_scanner",
     )
 
     def __init__(self, index: int, observer: FleetObserver, *, group: int, groups: int,
@@ -68,7 +68,10 @@ class SocketHandset:
         self.ledger = ledger if ledger is not None else Ledger(groups)
         self.ready = False  # subscribed now: pushes to its group can be counted on for it
         self.subscribed = False  # subscribed at least once
-        self.link: CountingStream | None = None  # the current MQTT stream
+        self.link: trio.abc.Stream | None = None  # the current MQTT stream
+        # Looks for the first SUBACK on the current MQTT stream; None once seen, or when the
+        # stream was opened subscribed (a persistent session).
+        self._scanner: SubackScanner | WebSocketSubackScanner | None = None
         self.packets_up = self.packets_down = 0
         self.started_at = self.ended_at = self.first_connected_at = math.nan
         self.failures = 0
@@ -97,7 +100,7 @@ class SocketHandset:
         registration = self.client.registration
         return registration.registration_id if registration else None
 
-    # --- traffic (called by the streams of MeteredConnector) ------------------------------
+    # --- traffic (from MeteredConnector and the MQTT stream, as its TrafficObserver) ---------
 
     def up(self, nbytes: int) -> None:
         self.packets_up += 1
@@ -107,15 +110,24 @@ class SocketHandset:
         self.packets_down += 1
         self.meter.on_packet(trio.current_time(), "down", nbytes)
 
-    def on_tcp(self, seconds: float, stream: CountingStream | None) -> None:
+    on_sent = up
+
+    def on_received(self, data: bytes) -> None:
+        self.down(len(data))
+        if self._scanner is not None and self._scanner.feed(data):
+            self._scanner = None
+            self._on_suback()
+
+    def on_tcp(self, seconds: float, stream: trio.abc.Stream,
+               scanner: SubackScanner | WebSocketSubackScanner | None) -> None:
         self._tcp_s = seconds
-        if stream is not None:
-            self.link = stream
+        self.link = stream
+        self._scanner = scanner
 
     def watching_suback(self) -> bool:
         return not self.ready
 
-    def on_suback(self) -> None:
+    def _on_suback(self) -> None:
         if not self.ready:
             self.ready = True
             first = not self.subscribed

@@ -1,12 +1,13 @@
 """What a handset sends and receives, seen from the streams its connector hands out.
 
 :class:`MeteredConnector` wraps the SDK's :class:`~pushsdk.transport.TcpConnector`: it times the
-TCP (and TLS) connect and wraps each stream in a :class:`CountingStream`, which counts
-writes/reads per direction and offers each one to the handset's radio meter — one
-``send_all`` or ``receive_some`` is one packet burst, the granularity at which a radio sees
-the application's traffic. TCP/IP headers, TLS records and bare ACKs are not seen here.
+TCP (and TLS) connect and has each stream's writes and reads counted per direction and
+offered to the handset's radio meter — one write or one ``receive_some`` is one packet
+burst, the granularity at which a radio sees the application's traffic. A plain TCP stream
+tells its observer (the handset) itself; TLS streams are wrapped in a :class:`CountingStream`.
+TCP/IP headers, TLS records and bare ACKs are not seen here.
 
-On the MQTT connection the stream also watches for the first SUBACK (a 2-byte fixed-header
+On the MQTT connection the handset also watches for the first SUBACK (a 2-byte fixed-header
 scan, dropped once seen; over WebSocket, inside the frames): only then is the handset's
 subscription known to exist at the broker, and pushes to it can be counted on.
 """
@@ -16,9 +17,10 @@ from typing import Protocol, cast
 
 import trio
 
-from pushsdk.transport import TcpConnector
+from pushsdk.transport import TcpConnector, TcpStream, TrafficObserver
 
-__all__ = ["CountingStream", "MeteredConnector", "SubackScanner", "WebSocketSubackScanner"]
+__all__ = ["CountingStream", "MeteredConnector", "PlainTraffic", "SubackScanner",
+           "WebSocketSubackScanner"]
 
 _SUBACK = 9
 
@@ -108,30 +110,46 @@ class WebSocketSubackScanner:
 
 
 class _Meter(Protocol):
-    """Where a stream reports its traffic: the handset (see ``SocketHandset``)."""
+    """Where a handset's traffic goes: the handset itself (see ``SocketHandset``)."""
 
     def up(self, nbytes: int) -> None: ...
     def down(self, nbytes: int) -> None: ...
-    def on_tcp(self, seconds: float, stream: CountingStream | None) -> None: ...
+    def on_sent(self, nbytes: int) -> None: ...
+    def on_received(self, data: bytes) -> None: ...
+    def on_tcp(self, seconds: float, stream: trio.abc.Stream,
+               scanner: SubackScanner | WebSocketSubackScanner | None) -> None: ...
     def watching_suback(self) -> bool: ...
-    def on_suback(self) -> None: ...
+
+
+class PlainTraffic:
+    """The observer of a connection that is not the MQTT one (the SDK's HTTP requests):
+    counted, not scanned."""
+
+    __slots__ = ("_meter",)
+
+    def __init__(self, meter: _Meter) -> None:
+        self._meter = meter
+
+    def on_sent(self, nbytes: int) -> None:
+        self._meter.up(nbytes)
+
+    def on_received(self, data: bytes) -> None:
+        self._meter.down(len(data))
 
 
 class CountingStream(trio.abc.Stream):
-    """A stream that reports its traffic (and optionally the first SUBACK) to a handset."""
+    """A stream that tells a :class:`~pushsdk.transport.TrafficObserver` of its traffic,
+    for streams that have no observer slot of their own (TLS, names resolved by trio)."""
 
-    __slots__ = ("_inner", "_meter", "_scanner")
+    __slots__ = ("_inner", "_observer")
 
-    def __init__(self, inner: trio.abc.Stream, meter: _Meter, watch_suback: bool,
-                 websocket: bool = False) -> None:
+    def __init__(self, inner: trio.abc.Stream, observer: TrafficObserver) -> None:
         self._inner = inner
-        self._meter = meter
-        self._scanner: SubackScanner | WebSocketSubackScanner | None = None
-        if watch_suback:
-            self._scanner = WebSocketSubackScanner() if websocket else SubackScanner()
+        self._observer = observer
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self._meter.up(len(data))
+        if data:
+            self._observer.on_sent(len(data))
         await self._inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -140,10 +158,7 @@ class CountingStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self._inner.receive_some(max_bytes)
         if data:
-            self._meter.down(len(data))
-            if self._scanner is not None and self._scanner.feed(data):
-                self._scanner = None
-                self._meter.on_suback()
+            self._observer.on_received(data if type(data) is bytes else bytes(data))
         return data
 
     async def aclose(self) -> None:
@@ -151,8 +166,11 @@ class CountingStream(trio.abc.Stream):
 
 
 class MeteredConnector:
-    """Connector for one handset: times connects, counts traffic, spots the first SUBACK
-    of each MQTT connection opened while the handset is not yet subscribed."""
+    """Connector for one handset: times connects, has each stream's traffic counted, and
+    has the first SUBACK of each MQTT connection opened while the handset is not yet
+    subscribed looked for. A plain TCP stream (:class:`~pushsdk.transport.TcpStream`)
+    reports to its observer itself; other streams are wrapped in a :class:`CountingStream`
+    (which keeps one more coroutine frame alive per idle connection)."""
 
     __slots__ = ("_inner", "_meter", "_mqtt", "_websocket")
 
@@ -168,9 +186,14 @@ class MeteredConnector:
         # The fleet runs on trio, so the connector's streams are trio streams (pushsdk's
         # ByteStream protocol is their subset; CountingStream needs all of trio's Stream).
         stream = cast(trio.abc.Stream, await self._inner.connect(host, port, tls=tls))
-        if not self._mqtt:
-            return CountingStream(stream, self._meter, False)
-        counting = CountingStream(stream, self._meter, self._meter.watching_suback(),
-                                  self._websocket)
-        self._meter.on_tcp(trio.current_time() - started, counting)
-        return counting
+        observer: TrafficObserver = self._meter if self._mqtt else PlainTraffic(self._meter)
+        if isinstance(stream, TcpStream):
+            stream.observer = observer
+        else:
+            stream = CountingStream(stream, observer)
+        if self._mqtt:
+            scanner: SubackScanner | WebSocketSubackScanner | None = None
+            if self._meter.watching_suback():
+                scanner = WebSocketSubackScanner() if self._websocket else SubackScanner()
+            self._meter.on_tcp(trio.current_time() - started, stream, scanner)
+        return stream

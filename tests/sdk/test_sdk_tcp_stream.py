@@ -82,3 +82,53 @@ async def test_cancelling_a_receive_loses_nothing():
     assert await a.receive_some() == b"after"
     await a.aclose()
     await b.aclose()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, object]] = []
+
+    def on_sent(self, nbytes: int) -> None:
+        self.seen.append(("sent", nbytes))
+
+    def on_received(self, data: bytes) -> None:
+        self.seen.append(("received", data))
+
+
+async def test_an_observer_is_told_of_every_write_and_read_but_not_of_eof():
+    a, b = _pair()
+    recorder = a.observer = _Recorder()
+    await a.send_all(b"hello")
+    await a.send_all(b"")  # nothing written: nothing to tell
+    assert a.try_send(b"ping") == 4
+    got = b""
+    while len(got) < 9:
+        got += await b.receive_some()
+    assert got == b"helloping"
+    await b.send_all(b"world")
+    assert await a.receive_some() == b"world"
+    await b.send_eof()
+    assert await a.receive_some() == b""
+    assert recorder.seen == [("sent", 5), ("sent", 4), ("received", b"world")]
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_a_write_that_waits_for_the_socket_is_told_once():
+    a, b = _pair()
+    recorder = a.observer = _Recorder()
+    payload = b"x" * 2_000_000  # more than the socket buffers: send_all waits in between
+
+    async def drain() -> bytes:
+        got = bytearray()
+        while len(got) < len(payload):
+            got += await b.receive_some()
+        return bytes(got)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.send_all, payload)
+        got = await drain()
+    assert got == payload
+    assert recorder.seen == [("sent", len(payload))]
+    await a.aclose()
+    await b.aclose()
