@@ -345,7 +345,16 @@ class PushClient:
                 try:
                     ending = await self._open(opened)
                     if ending is None:
-                        ending = await self._serve(opened[1])
+                        # The session is served from this frame, between a prologue and an
+                        # epilogue of its own: an idle connection's stack holds one
+                        # coroutine frame (0.3 KB) less.
+                        session = opened[1]
+                        try:
+                            if await self._begin_serving(session):
+                                await session.serve()
+                        finally:
+                            self._session = None
+                        ending = await self._end_serving(session)
                 finally:
                     self._cycle_scope = None
                     if opened[0] is not None:
@@ -927,7 +936,9 @@ class PushClient:
             ask_reply_timeout=self._timeouts.ping is None and _asks_reply(self._strategy))
         return Session(core, stream, _Host(self), self._io)
 
-    async def _serve(self, session: Session) -> _Ending:
+    async def _begin_serving(self, session: Session) -> bool:
+        """Count the connect, subscribe and flush the handshake's follow-ups; whether the
+        session is up (it is now :attr:`_session`; :meth:`_run` clears it)."""
         tally = self._tally
         tally.connects += 1
         if self._ever_connected:
@@ -941,13 +952,14 @@ class PushClient:
             core.memory_dirty = False
             await self._remember(core.network_key, core.memory)
         self._session = session
-        try:
-            self._subscribe_on_connect(core, session.session_present)
-            if await session.flush():
-                self._set_state(ClientState.CONNECTED, Reason("connected", "connected"))
-                await session.serve()
-        finally:
-            self._session = None
+        self._subscribe_on_connect(core, session.session_present)
+        if not await session.flush():
+            return False
+        self._set_state(ClientState.CONNECTED, Reason("connected", "connected"))
+        return True
+
+    async def _end_serving(self, session: Session) -> _Ending:
+        """Say goodbye if closing, finish the session; how the connection ended."""
         if self._closing:
             await session.say_goodbye()
         await session.finish(self._closing)
