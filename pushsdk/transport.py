@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from . import _backend
 from ._session import ByteStream
 from ._tcp import TcpStream, TrafficObserver, open_tcp
+from ._websocket import WebSocketStream, open_websocket
 from .errors import (
     CertificateFileError,
     ConfigurationError,
@@ -36,7 +37,8 @@ from .errors import (
 )
 
 __all__ = ["AsyncioStream", "ByteStream", "Connector", "TcpConnector", "TcpStream", "TlsError",
-           "TLSVerificationFailed", "TrafficObserver", "TransportError", "spki_sha256"]
+           "TLSVerificationFailed", "TrafficObserver", "TransportError", "WebSocketStream",
+           "open_websocket", "spki_sha256"]
 
 
 class Connector(Protocol):

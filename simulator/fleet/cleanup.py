@@ -78,7 +78,7 @@ async def _forget_session(connector: TcpConnector, plan: FleetPlan, client_id: s
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
     finally:
-        await trio.aclose_forcefully(link.stream)
+        await link.close()
 
 
 async def _delete_devices(connector: TcpConnector, plan: FleetPlan,

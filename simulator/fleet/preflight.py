@@ -173,7 +173,7 @@ async def _broker(plan: FleetPlan) -> None:
     except (TransportError, OSError) as exc:
         raise PreflightError(f"broker at {target.url}: {exc}") from None
     finally:
-        await trio.aclose_forcefully(link.stream)
+        await link.close()
     if granted is None:
         raise PreflightError(f"broker at {target.url} refused SUBSCRIBE to {topic!r} "
                              f"(QoS {plan.workload.qos}): check its ACL for the run's topics")

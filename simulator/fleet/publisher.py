@@ -1,15 +1,15 @@
 """The fleet's MQTT publisher: QoS 0, 1 or 2 over one connection that comes back by itself.
 
 Written with the project's sans-IO codec (:mod:`pushsdk.protocol`), in MQTT 3.1.1 or 5.0,
-over TCP, TLS or WebSocket (:mod:`.ws_stream`). Several tasks publish at once (pipelined;
-each waits for its own acknowledgement). When the connection breaks — the broker
-restarted, a proxy dropped it — :meth:`MqttPublisher.run` reconnects like a handset does,
-with exponential backoff and full jitter (:class:`pushsdk.Backoff`, the randomness
-injected), and each push in flight is written again: a PUBLISH with DUP=1, or the PUBREL
-of a QoS 2 exchange past PUBREC (MQTT 3.1.1 §4.4, 5.0 §4.4). For QoS 1 and 2 the session
-is persistent (clean session 0; in 5.0 a Session Expiry Interval), so the broker keeps its
-half of those exchanges across the break; the clean-up (:mod:`.cleanup`) removes it at
-the end of the run.
+over TCP, TLS or WebSocket (the SDK's :func:`pushsdk.transport.open_websocket`). Several
+tasks publish at once (pipelined; each waits for its own acknowledgement). When the
+connection breaks — the broker restarted, a proxy dropped it — :meth:`MqttPublisher.run`
+reconnects like a handset does, with exponential backoff and full jitter
+(:class:`pushsdk.Backoff`, the randomness injected), and each push in flight is written
+again: a PUBLISH with DUP=1, or the PUBREL of a QoS 2 exchange past PUBREC (MQTT 3.1.1 §4.4,
+5.0 §4.4). For QoS 1 and 2 the session is persistent (clean session 0; in 5.0 a Session
+Expiry Interval), so the broker keeps its half of those exchanges across the break; the
+clean-up (:mod:`.cleanup`) removes it at the end of the run.
 
 Nothing the broker or the network does raises out of this module except
 :class:`PushFailed` (one push not acknowledged in time, or refused by a 5.0 reason code,
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import trio
 
-from pushsdk import Backoff
+from pushsdk import Backoff, ProtocolViolation
 from pushsdk.protocol import (
     NEED_DATA,
     NO_PROPERTIES,
@@ -46,10 +46,9 @@ from pushsdk.protocol import (
     SubAck,
     Subscribe,
 )
-from pushsdk.transport import Connector, TransportError
+from pushsdk.transport import ByteStream, Connector, TransportError, open_websocket
 
 from .plan import BrokerTarget
-from .ws_stream import open_websocket_stream
 
 __all__ = ["MqttPublisher", "PublisherRefused", "PushFailed", "mqtt_session"]
 
@@ -57,7 +56,9 @@ __all__ = ["MqttPublisher", "PublisherRefused", "PushFailed", "mqtt_session"]
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 #: Reconnect backoff of the publisher: a broker back after a restart is found within ~5 s.
 PUBLISHER_BACKOFF = Backoff(initial=0.25, multiplier=2.0, max_delay=5.0, reset_after=10.0)
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ProtocolError)
+# ProtocolViolation: the WebSocket layer's (a text frame, a malformed frame).
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ProtocolError,
+           ProtocolViolation)
 
 
 class PushFailed(Exception):
@@ -87,7 +88,7 @@ class _Link:
 
     __slots__ = ("conn", "freed", "last_sent", "lock", "reason", "scope", "stream")
 
-    def __init__(self, stream: trio.abc.Stream, version: int = 4) -> None:
+    def __init__(self, stream: ByteStream, version: int = 4) -> None:
         self.stream = stream
         self.scope: trio.CancelScope | None = None
         self.reason = "connection lost"
@@ -111,19 +112,28 @@ class _Link:
         self.freed.set()
         self.freed = trio.Event()
 
+    async def close(self) -> None:
+        """Close the connection at once (no DISCONNECT, no WebSocket close handshake)."""
+        await _close_forcefully(self.stream)
 
-async def _open(connector: Connector, target: BrokerTarget) -> trio.abc.Stream:
-    # The connectors' streams are trio streams (pushsdk's ByteStream protocol is their
-    # subset).
-    stream = cast(trio.abc.Stream,
-                  await connector.connect(target.host, target.port, tls=target.tls))
+
+async def _close_forcefully(stream: ByteStream) -> None:
+    # trio.aclose_forcefully for any ByteStream (the SDK's WebSocket stream is not a
+    # trio.abc.AsyncResource): close in a cancelled scope, so nothing waits on the peer.
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await stream.aclose()
+
+
+async def _open(connector: Connector, target: BrokerTarget) -> ByteStream:
+    stream = await connector.connect(target.host, target.port, tls=target.tls)
     if target.websocket_path is None:
         return stream
     try:
-        return await open_websocket_stream(stream, target.host, target.port,
-                                           target.websocket_path, tls=target.tls)
+        return await open_websocket(stream, target.host, target.port, target.websocket_path,
+                                    tls=target.tls)
     except BaseException:
-        await trio.aclose_forcefully(stream)
+        await _close_forcefully(stream)
         raise
 
 
@@ -164,7 +174,7 @@ async def mqtt_session(connector: Connector, target: BrokerTarget, client_id: st
         if not isinstance(answer, ConnAck):
             problem = f"broker {where} closed the connection before CONNACK"
         elif answer.return_code != 0:
-            await trio.aclose_forcefully(stream)
+            await _close_forcefully(stream)
             text = f"broker {where} refused the connection ({_connack_text(answer, version)})"
             if version == 5 and answer.return_code in _RETRY_LATER:
                 raise TransportError(text)
@@ -173,7 +183,7 @@ async def mqtt_session(connector: Connector, target: BrokerTarget, client_id: st
             raise refused
         else:
             return link, answer
-    await trio.aclose_forcefully(stream)
+    await _close_forcefully(stream)
     raise TransportError(problem)
 
 
@@ -380,7 +390,7 @@ class MqttPublisher:
                 nursery.cancel_scope.cancel()
         finally:
             self._lost(link, link.reason)
-            await trio.aclose_forcefully(link.stream)
+            await link.close()
         return trio.current_time() - since
 
     async def _read(self, link: _Link) -> str:
@@ -453,7 +463,7 @@ class MqttPublisher:
                     await link.send(Disconnect())
                 except _BROKEN:
                     pass
-            await trio.aclose_forcefully(link.stream)
+            await link.close()
 
 
 def _signal_all(event: trio.Event) -> None:

@@ -15,7 +15,7 @@ from wsproto.events import (
 )
 
 from pushsdk import BrokerConfig, ConnectTimeout, ProtocolViolation, PushClient
-from pushsdk._websocket import open_websocket
+from pushsdk.transport import open_websocket
 from pushsdk.protocol import ConnAck, Connection, PingResp, Publish, Role
 from sdk_harness import mosquitto
 from ws_bridge import ws_bridge
