@@ -29,6 +29,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -332,29 +333,50 @@ async def _drain(config: ChaosConfig, provider: Provider,
     return trio.current_time() - drain_start
 
 
+class _ServerLife:
+    """The server child across its kills: started again on the same ports, token and log
+    each time, so devices come back to the same server."""
+
+    def __init__(self, start: Callable[[], ServerChild]) -> None:
+        self._start = start
+        self.kills = 0
+        self.rss_peak = 0
+
+    async def begin(self) -> None:
+        self.server = await trio.to_thread.run_sync(self._start)
+        self.note_rss()
+
+    def note_rss(self) -> None:
+        self.rss_peak = max(self.rss_peak, self.server.rss())
+
+    async def kill_and_restart(self, downtime: float) -> None:
+        self.note_rss()
+        await trio.to_thread.run_sync(self.server.kill)
+        self.kills += 1
+        await trio.sleep(downtime)
+        self.server = await trio.to_thread.run_sync(self._start)
+
+    async def end(self) -> None:
+        await trio.to_thread.run_sync(self.server.terminate)
+
+
 async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
     """Run one chaos experiment (see the module docstring) and count what the apps saw."""
     wall_start = time.monotonic()
     rng = random.Random(config.seed)
-    db = workdir / "chaos.db"
-    http_port, mqtt_port = free_port(), free_port()
-    log = workdir / "server.log"
-    # The same ports, token and log at every restart: devices come back to the same server.
-    start_server = functools.partial(ServerChild, db, http_port=http_port, mqtt_port=mqtt_port,
-                                     admin_token=ADMIN, limits=LOOPBACK_LIMITS, log=log)
-    server = await trio.to_thread.run_sync(start_server)
-    holder = {"server": server}
-    rss_peak = server.rss()
+    life = _ServerLife(functools.partial(
+        ServerChild, workdir / "chaos.db", http_port=free_port(), mqtt_port=free_port(),
+        admin_token=ADMIN, limits=LOOPBACK_LIMITS, log=workdir / "server.log"))
+    await life.begin()
     clients: list[PushClient] = []
     seen: list[collections.Counter[str]] = [collections.Counter()
                                             for _ in range(config.devices)]
-    relay = FaultRelay(server.mqtt_port, random.Random(rng.random()))
-    kills = 0
+    relay = FaultRelay(life.server.mqtt_port, random.Random(rng.random()))
     try:
-        app = await trio.to_thread.run_sync(create_app, server.http_port, "chaos", ADMIN)
+        app = await trio.to_thread.run_sync(create_app, life.server.http_port, "chaos", ADMIN)
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve)
-            clients += _clients(config, server.http_url, app["app_key"],
+            clients += _clients(config, life.server.http_url, app["app_key"],
                                 _RelayConnector(relay.port), rng, seen)
             for client in clients:
                 nursery.start_soon(client.run)
@@ -363,7 +385,7 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
                     await client.wait_connected()
             targets = [_registration_id(client) for client in clients]
 
-            provider = Provider(lambda: holder["server"].http_port, app, targets,
+            provider = Provider(lambda: life.server.http_port, app, targets,
                                 config.pushes, config.push_rate)
             duration = config.pushes / config.push_rate
             # Kill moments: seeded, one at a random moment in each of `kills` equal slices
@@ -381,24 +403,26 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
             nursery.start_soon(faults)
             for t in kill_at:
                 await trio.sleep_until(start + t)
-                rss_peak = max(rss_peak, holder["server"].rss())
-                await trio.to_thread.run_sync(holder["server"].kill)
-                kills += 1
-                await trio.sleep(rng.uniform(0.0, config.max_downtime))
-                holder["server"] = await trio.to_thread.run_sync(start_server)
+                await life.kill_and_restart(rng.uniform(0.0, config.max_downtime))
             await trio.to_thread.run_sync(provider.join)
             if provider.errors:
                 raise RuntimeError(f"provider failed: {provider.errors[:3]}")
 
-            drain_s = await _drain(config, provider, seen, holder["server"])
-            rss_peak = max(rss_peak, holder["server"].rss())
+            drain_s = await _drain(config, provider, seen, life.server)
+            life.note_rss()
             await trio.sleep(0.5)  # anything still on the wire arrives (and would count)
             for client in clients:
                 await client.aclose()
             nursery.cancel_scope.cancel()
     finally:
-        await trio.to_thread.run_sync(holder["server"].terminate)
+        await life.end()
+    return _report(config, provider, seen, clients, relay, life,
+                   drain_s=drain_s, wall_s=time.monotonic() - wall_start)
 
+
+def _report(config: ChaosConfig, provider: Provider, seen: list[collections.Counter[str]],
+            clients: list[PushClient], relay: FaultRelay, life: _ServerLife, *,
+            drain_s: float, wall_s: float) -> ChaosReport:
     lost_ids, duplicate_ids, maybe_ids, unexpected = _tally(config.devices, provider, seen)
     stats = [client.statistics() for client in clients]
     return ChaosReport(
@@ -408,7 +432,7 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
         maybe_delivered=len(maybe_ids),
         refused_retries=provider.refused,
         throttled_retries=provider.throttled,
-        server_kills=kills,
+        server_kills=life.kills,
         link_drops=relay.drops,
         link_blackholes=relay.blackholes,
         delivered_callbacks=sum(sum(c.values()) for c in seen),
@@ -418,8 +442,8 @@ async def run_chaos(config: ChaosConfig, workdir: Path) -> ChaosReport:
         reconnects=sum(s.reconnects for s in stats),
         connect_attempts=sum(s.connect_attempts for s in stats),
         drain_s=drain_s,
-        wall_s=time.monotonic() - wall_start,
-        server_rss_peak_mb=rss_peak / 2**20,
+        wall_s=wall_s,
+        server_rss_peak_mb=life.rss_peak / 2**20,
         client_rss_mb=psutil.Process().memory_info().rss / 2**20,
         lost_ids=tuple(lost_ids[:20]),
         duplicate_ids=tuple(duplicate_ids[:20]),

@@ -105,8 +105,6 @@ def paho_side(n: int, port: int, rate: float, version: str = "3.1.1",
               timeout: float = 120.0) -> dict[str, Any]:
     """N paho clients on one selector loop: counts, seconds to the last CONNACK (waiting at
     most ``timeout``), RSS."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -141,18 +139,8 @@ def paho_side(n: int, port: int, rate: float, version: str = "3.1.1",
     clients = []
     start = time.monotonic()
     for i in range(n):
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
-                             clean_session=None if v5 else False,
-                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                             userdata=f"paho/{i}")
+        client = _connect_paho(i, port, ips[i % len(ips)], expiry)
         client.on_connect = on_connect
-        if v5:
-            client.connect("127.0.0.1", port, keepalive=KEEPALIVE,
-                           bind_address=ips[i % len(ips)], clean_start=False,
-                           properties=expiry)
-        else:
-            client.connect("127.0.0.1", port, keepalive=KEEPALIVE,
-                           bind_address=ips[i % len(ips)])
         sock = client.socket()
         assert sock is not None, "paho has the socket once connect() returned"
         selector.register(sock, selectors.EVENT_READ, client)
@@ -176,6 +164,25 @@ def paho_side(n: int, port: int, rate: float, version: str = "3.1.1",
     after = own_rss()
     return {"connected": got, "seconds": seconds, "rss_before": before, "rss_after": after,
             "connect_attempts": n}  # paho's connect() blocks until TCP is up: one each
+
+
+def _connect_paho(i: int, port: int, ip: str, expiry: Any) -> Any:
+    """paho client ``paho-<i>`` from ``ip``, TCP up and CONNECT sent (persistent session;
+    on MQTT 5 when ``expiry``, the CONNECT properties, is given). ``on_connect`` is set
+    afterwards: paho calls it only from a read."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    v5 = expiry is not None
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"paho-{i}",
+                         clean_session=None if v5 else False,
+                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, userdata=f"paho/{i}")
+    if v5:
+        client.connect("127.0.0.1", port, keepalive=KEEPALIVE, bind_address=ip,
+                       clean_start=False, properties=expiry)
+    else:
+        client.connect("127.0.0.1", port, keepalive=KEEPALIVE, bind_address=ip)
+    return client
 
 
 # --- the run -----------------------------------------------------------------------------------

@@ -425,10 +425,7 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
         stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=raise_nofile)
     procs: list[ClientProcess] = []
     try:
-        assert server.stdout is not None  # stdout=PIPE
-        if not select_readable([server.stdout], 60):
-            raise RuntimeError("pushsim server did not start")
-        info = json.loads(server.stdout.readline())
+        info = _startup_line(server)
         mqtt_port = int(info["mqtt"].rsplit(":", 1)[1])
         time.sleep(1.0)
         members = tree(server.pid)
@@ -472,13 +469,8 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
         time.sleep(2.0)
         cpu3, ccpu3 = cpu(members), cpu(loaders)
         got = collect(procs)
-        lat = got["latencies"]
-        result["single"] = {"rate": rate, "seconds": round(took, 2), "sent": sent["ok"],
-                            "failed": sent["failed"], "delivered": len(lat),
-                            "achieved_rate": round(sent["ok"] / took),
-                            "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
-                            "max_ms": pct(lat, 1.0), "cpu_s": round(cpu3 - cpu2, 2),
-                            "client_cpu_s": round(ccpu3 - ccpu2, 2)}
+        result["single"] = _single_figures(rate, took, sent, got["latencies"],
+                                           cpu3 - cpu2, ccpu3 - ccpu2)
         result["broadcast"]["received_by_clients"] = len(got["broadcast_at"])
         result["broadcast"]["all_received_s"] = round(max(got["broadcast_at"]) - broadcast_t0,
                                                       4) if got["broadcast_at"] else None
@@ -488,6 +480,26 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
             p.stop()
         server.terminate()
         server.wait(timeout=60)
+
+
+def _startup_line(server: subprocess.Popen[str]) -> dict[str, Any]:
+    """The JSON line ``pushsim server`` prints once it listens (within 60 s)."""
+    assert server.stdout is not None  # stdout=PIPE
+    if not select_readable([server.stdout], 60):
+        raise RuntimeError("pushsim server did not start")
+    info: dict[str, Any] = json.loads(server.stdout.readline())
+    return info
+
+
+def _single_figures(rate: float, took: float, sent: dict[str, Any], lat: list[float],
+                    cpu_s: float, client_cpu_s: float) -> dict[str, Any]:
+    """The single-target step's figures: sent in ``took`` s, ``lat`` received (ms)."""
+    return {"rate": rate, "seconds": round(took, 2), "sent": sent["ok"],
+            "failed": sent["failed"], "delivered": len(lat),
+            "achieved_rate": round(sent["ok"] / took),
+            "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+            "max_ms": pct(lat, 1.0), "cpu_s": round(cpu_s, 2),
+            "client_cpu_s": round(client_cpu_s, 2)}
 
 
 def _http_broadcast(url: str, app_key: str, secret: str, procs: list[ClientProcess],

@@ -229,24 +229,7 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
         left = max(1.0, run_deadline - time.monotonic())
         for pipe in pipes:  # a duration: workers count it on their own trio clock
             pipe.send(("killed", kill_at, left))
-        server_peak = server.rss_each()
-
-        def sample() -> None:
-            nonlocal server_peak
-            now = server.rss_each()
-            if len(now) == len(server_peak):
-                server_peak = [max(a, b) for a, b in zip(server_peak, now)]
-            else:
-                server_peak = now if sum(now) > sum(server_peak) else server_peak
-
-        results = []
-        for pipe in pipes:
-            while not pipe.poll(0.25):
-                sample()
-                if time.monotonic() > run_deadline + 10:
-                    raise RuntimeError("the storm did not settle in time")
-            results.append(pipe.recv())
-            sample()
+        results, server_peak = _await_results(pipes, server, run_deadline + 10)
     finally:
         for proc in procs:
             proc.terminate()
@@ -272,6 +255,31 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
         "ramp_s": round(ramp_s, 1),
         "per_second": _histogram(times, kill_at),
     }
+
+
+def _await_results(pipes: list[Any], server: StormServer, deadline: float,
+                   ) -> tuple[list[Any], list[int]]:
+    """Every worker's result (in order), sampling the server's RSS per process meanwhile;
+    ``(results, peak RSS per process)``. RuntimeError past ``deadline`` (monotonic)."""
+    peak = server.rss_each()
+
+    def sample() -> None:
+        nonlocal peak
+        now = server.rss_each()
+        if len(now) == len(peak):
+            peak = [max(a, b) for a, b in zip(peak, now)]
+        else:  # a worker process came or went: keep the larger set
+            peak = now if sum(now) > sum(peak) else peak
+
+    results = []
+    for pipe in pipes:
+        while not pipe.poll(0.25):
+            sample()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the storm did not settle in time")
+        results.append(pipe.recv())
+        sample()
+    return results, peak
 
 
 def _histogram(times: list[float], origin: float) -> list[int]:

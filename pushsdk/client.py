@@ -221,6 +221,10 @@ class PushClient:
         self._tally = Tally()
         self._outbox = MessageStore()
         self._sdk_state = SdkState()
+        self._init_run_state()
+
+    def _init_run_state(self) -> None:
+        """What the run changes, as it stands before the client starts."""
         self._state = ClientState.IDLE
         # Events are created only when something waits on them (a fleet holds thousands
         # of clients, and most never do): see _signal.
