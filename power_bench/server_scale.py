@@ -440,13 +440,9 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
         cpu1 = cpu(members)
         loaders = [psutil.Process(p.proc.pid) for p in procs]
         ccpu1 = cpu(loaders)
-        result: dict[str, Any] = {
-            "workers": workers, "connect": connect,
-            "rss_before_mb": round(base_rss / 2**20, 1), "rss_connected_mb": round(held / 2**20, 1),
-            "bytes_per_connection": round((held - base_rss) / max(1, connect["connected"])),
-            "rss_per_process_mb": [round(p.memory_info().rss / 2**20, 1) for p in members],
-            "cpu_connect_s": round(cpu1 - cpu0, 2),
-            "connects_per_cpu_s": round(connect["connected"] / max(1e-9, cpu1 - cpu0))}
+        result = {"workers": workers, "connect": connect,
+                  **_connected_figures(members, connect["connected"], base_rss, held,
+                                       cpu1 - cpu0)}
         broadcast_t0 = time.time()
         result["broadcast"] = _http_broadcast(info["http"], app_key, secret, procs,
                                               connect["connected"])
@@ -480,6 +476,17 @@ def run_server_side(n: int, workers: int, rate: float, seconds: float, ramp: flo
             p.stop()
         server.terminate()
         server.wait(timeout=60)
+
+
+def _connected_figures(members: list[psutil.Process], connected: int, base_rss: int,
+                       held: int, cpu_s: float) -> dict[str, Any]:
+    """Memory and CPU of the server's processes once ``connected`` devices are idle."""
+    return {
+        "rss_before_mb": round(base_rss / 2**20, 1), "rss_connected_mb": round(held / 2**20, 1),
+        "bytes_per_connection": round((held - base_rss) / max(1, connected)),
+        "rss_per_process_mb": [round(p.memory_info().rss / 2**20, 1) for p in members],
+        "cpu_connect_s": round(cpu_s, 2),
+        "connects_per_cpu_s": round(connected / max(1e-9, cpu_s))}
 
 
 def _startup_line(server: subprocess.Popen[str]) -> dict[str, Any]:

@@ -236,23 +236,31 @@ def run_storm(handsets: int, *, workers: int, jitter: bool, connect_rate: float 
         for proc in procs:
             proc.join(10)
         server.terminate()
-    times = sorted(t for r in results for t in r[1])
-    back = len(times)
     return {
         "handsets": handsets, "workers": workers, "server_workers": server_workers,
         "load_avg_at_start": [round(x, 2) for x in load_at_start],
         "backoff": "full jitter" if jitter else "no jitter",
         "connect_rate_limit": connect_rate,
+        "restart_s": round(restart_s, 2),
+        "server_rss_before_mb": [round(r / 2**20, 1) for r in server_rss_before],
+        "server_rss_peak_after_mb": [round(r / 2**20, 1) for r in server_peak],
+        "ramp_s": round(ramp_s, 1),
+        **_comeback(results, kill_at),
+    }
+
+
+def _comeback(results: list[Any], kill_at: float) -> dict[str, Any]:
+    """What the workers saw after the kill at ``kill_at`` (Unix time): how many handsets
+    came back and when, refusals and attempts, their own peak RSS."""
+    times = sorted(t for r in results for t in r[1])
+    back = len(times)
+    return {
         "back": back,
         "all_back_s": round(times[-1] - kill_at, 2) if back else None,
-        "restart_s": round(restart_s, 2),
         "peak_connects_per_s": peak_rate(times),
         "admission_refusals": sum(r[2] for r in results),
         "connect_attempts_total": sum(r[4] for r in results),
-        "server_rss_before_mb": [round(r / 2**20, 1) for r in server_rss_before],
-        "server_rss_peak_after_mb": [round(r / 2**20, 1) for r in server_peak],
         "worker_rss_peak_mb": [round(r[3] / 2**20, 1) for r in results],
-        "ramp_s": round(ramp_s, 1),
         "per_second": _histogram(times, kill_at),
     }
 
