@@ -89,13 +89,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _trajectories(matrix, count: int, workers: int, progress: bool) -> list:
+    """The interval over time of ``count`` handsets of ``mixed`` (else the first scenario),
+    first seed, for each adaptive strategy of the matrix; none if there is none."""
+    from power_bench.trajectory import capture_all, is_adaptive, pick_handsets
+
+    traced = [s for s in matrix.strategies if is_adaptive(s)]
+    if not (traced and count):
+        return []
+    scenario = next((s for s in matrix.scenarios if s.name == "mixed"), matrix.scenarios[0])
+    hours, seed = matrix.hours_for(scenario), matrix.seeds[0]
+    indices = pick_handsets(scenario, matrix.handsets, seed, hours, count)
+    return capture_all(scenario, traced, indices, handsets=matrix.handsets, hours=hours,
+                       seed=seed, workers=workers, progress=progress)
+
+
 def run(args, argv: list[str]) -> int:
     # Imported here so that --help and argument mistakes answer at once.
     from power_bench.bench import (
         FULL, QUICK, Matrix, aggregate, default_strategies, goal_check, run_matrix,
     )
     from power_bench.report import BenchRun, write_report
-    from power_bench.trajectory import capture_all, is_adaptive, pick_handsets
 
     started_at = time.perf_counter()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -127,16 +141,8 @@ def run(args, argv: list[str]) -> int:
     summary = aggregate(rows, handsets)
 
     t0 = time.perf_counter()
-    traced = [s for s in matrix.strategies if is_adaptive(s)]
     count = profile.trace_handsets if args.trace_handsets is None else args.trace_handsets
-    trajectories = []
-    if traced and count:
-        scenario = next((s for s in matrix.scenarios if s.name == "mixed"), matrix.scenarios[0])
-        hours, seed = matrix.hours_for(scenario), matrix.seeds[0]
-        indices = pick_handsets(scenario, matrix.handsets, seed, hours, count)
-        trajectories = capture_all(scenario, traced, indices, handsets=matrix.handsets,
-                                   hours=hours, seed=seed, workers=args.workers,
-                                   progress=progress)
+    trajectories = _trajectories(matrix, count, args.workers, progress)
     trace_s = time.perf_counter() - t0
 
     goal = goal_check(summary, rows)
