@@ -410,13 +410,7 @@ class Connection:
         pos = self._pos
         available = len(buf) - pos
         if not available:
-            if not self._eof:
-                return NEED_DATA
-            if self._closed_reported:
-                raise LocalProtocolError("next_event() called again after ConnectionClosed")
-            self._closed_reported = True
-            self._set_state(CLOSED)
-            return _CONNECTION_CLOSED
+            return self._end_of_stream() if self._eof else NEED_DATA
 
         # Check type, flags and direction from the first byte alone, so a wrong packet is
         # refused before we wait for (and buffer) its body.
@@ -461,6 +455,14 @@ class Connection:
         if next_state is not self._state:
             self._transition(event, next_state, RECV)
         return event  # type: ignore[no-any-return]
+
+    def _end_of_stream(self) -> ConnectionClosed:
+        """EOF at a packet boundary: ConnectionClosed, once."""
+        if self._closed_reported:
+            raise LocalProtocolError("next_event() called again after ConnectionClosed")
+        self._closed_reported = True
+        self._set_state(CLOSED)
+        return _CONNECTION_CLOSED
 
     def events(self) -> Iterator[Event]:
         """Yield buffered events until NEED_DATA; stops after :class:`ConnectionClosed`."""
