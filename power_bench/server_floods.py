@@ -148,39 +148,59 @@ def measure(server: ServerChild, app: dict[str, str], victim: dict[str, Any],
     return trio.run(_measure, server, app, victim, seconds, rate, flood)
 
 
+class _Victim:
+    """The device whose push latency is measured: its own MQTT connection, subscribed QoS 1
+    to its inbox; each push's latency runs from the monotonic time in its data."""
+
+    def __init__(self, stream: Any) -> None:
+        from pushsdk.protocol import Connection, Role
+
+        self.stream = stream
+        self.codec = Connection(Role.CLIENT)
+        self.latencies: list[float] = []
+
+    @classmethod
+    async def connect(cls, port: int, app: dict[str, str], victim: dict[str, Any]) -> _Victim:
+        import trio
+
+        from pushsdk.protocol import ConnAck, Connect, SubAck, Subscribe
+
+        self = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        await self.stream.send_all(self.codec.send(Connect(
+            client_id=victim["registration_id"], username=app["app_key"], keepalive=0,
+            password=victim["token"].encode())))
+        assert isinstance(await self._next_event(), ConnAck)
+        await self.stream.send_all(self.codec.send(Subscribe(1, ((victim["inbox"], 1),))))
+        assert isinstance(await self._next_event(), SubAck)
+        return self
+
+    async def _next_event(self) -> Any:
+        from pushsdk.protocol import NEED_DATA
+
+        while (event := self.codec.next_event()) is NEED_DATA:
+            self.codec.receive_data(await self.stream.receive_some(65536))
+        return event
+
+    async def receive(self) -> None:
+        """Time and acknowledge every push, until cancelled."""
+        from pushsdk.protocol import PubAck, Publish
+
+        while True:
+            event = await self._next_event()
+            if isinstance(event, Publish):
+                sent = json.loads(event.payload)["message"]["data"]
+                self.latencies.append(time.monotonic() - sent)
+                if event.packet_id is None:
+                    raise RuntimeError("a QoS 0 PUBLISH on a QoS 1 subscription")
+                await self.stream.send_all(self.codec.send(PubAck(event.packet_id)))
+
+
 async def _measure(server: ServerChild, app: dict[str, str], victim: dict[str, Any],
                    seconds: float, rate: float, flood: Any) -> dict[str, Any]:
     import trio
 
-    from pushsdk.protocol import (NEED_DATA, ConnAck, Connect, Connection, PubAck, Publish,
-                                  Role, SubAck, Subscribe)
-
-    stream = await trio.open_tcp_stream("127.0.0.1", server.mqtt_port)
-    codec = Connection(Role.CLIENT)
-    latencies: list[float] = []
-
-    async def next_event() -> Any:
-        while (event := codec.next_event()) is NEED_DATA:
-            codec.receive_data(await stream.receive_some(65536))
-        return event
-
-    await stream.send_all(codec.send(Connect(client_id=victim["registration_id"],
-                                             username=app["app_key"], keepalive=0,
-                                             password=victim["token"].encode())))
-    assert isinstance(await next_event(), ConnAck)
-    await stream.send_all(codec.send(Subscribe(1, ((victim["inbox"], 1),))))
-    assert isinstance(await next_event(), SubAck)
-
-    async def receive() -> None:
-        while True:
-            event = await next_event()
-            if isinstance(event, Publish):
-                sent = json.loads(event.payload)["message"]["data"]
-                latencies.append(time.monotonic() - sent)
-                if event.packet_id is None:
-                    raise RuntimeError("a QoS 0 PUBLISH on a QoS 1 subscription")
-                await stream.send_all(codec.send(PubAck(event.packet_id)))
-
+    device = await _Victim.connect(server.mqtt_port, app, victim)
+    latencies = device.latencies
     headers = {**basic_auth(app), "Content-Type": "application/json"}
     body = {"audience": {"registration_id": [victim["registration_id"]]}}
     pusher = _Pusher(server.http_port, headers)
@@ -194,7 +214,7 @@ async def _measure(server: ServerChild, app: dict[str, str], victim: dict[str, A
         await trio.sleep(1.0)  # the flood is on
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(receive)
+        nursery.start_soon(device.receive)
         start = trio.current_time()
         n = int(seconds * rate)
         for k in range(n):
@@ -204,7 +224,7 @@ async def _measure(server: ServerChild, app: dict[str, str], victim: dict[str, A
             while len(latencies) < n:
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
-    await stream.aclose()
+    await device.stream.aclose()
     ms = sorted(x * 1000 for x in latencies)
 
     def pct(p: float) -> float | None:
