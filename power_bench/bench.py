@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 
 from pushsdk.heartbeat import known_strategies
-from simulator.metrics import SUMMARY_FIELDS, summarise
+from simulator.metrics import SUMMARY_FIELDS, defined, summarise
 from simulator.runner import plan_jobs, run_jobs
 from simulator.scenario import BUILTIN_SCENARIOS, Scenario
 from simulator.strategies import ORACLE
@@ -171,7 +171,7 @@ def aggregate(rows: Sequence[dict], handsets: Sequence = ()) -> list[dict]:
         out = {"strategy": strategy, "scenario": scenario, "seeds": len(group),
                "handsets": group[0]["handsets"], "hours": group[0]["hours"]}
         for metric in MEANS:
-            values = [r[metric] for r in group if not _undefined(r.get(metric))]
+            values = [r[metric] for r in group if defined(r.get(metric))]
             out[metric] = statistics.fmean(values) if values else math.nan
             out[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else math.nan
         summary.append(out)
@@ -306,10 +306,10 @@ def goal_check(summary: Sequence[dict], rows: Sequence[dict] = ()) -> GoalCheck:
 
 def _scenario_criteria(a: dict, o: dict, m: dict) -> tuple[Criterion, ...]:
     ratio: float = a.get("vs_oracle", math.nan)  # absent: computed below, as for NaN
-    if _undefined(ratio):
+    if not defined(ratio):
         ratio = _ratio(a["energy_j_per_day"], o["energy_j_per_day"])
     low, high = a.get("vs_oracle_ci95_low"), a.get("vs_oracle_ci95_high")
-    ci = "" if _undefined(low) else f"[{low:.2f}–{high:.2f}]"
+    ci = "" if not defined(low) else f"[{low:.2f}–{high:.2f}]"
     delivery = a["delivery_ratio"]
     dead = a.get("dead_time_awake_fraction", a.get("dead_time_fraction"))
     if dead is None:
@@ -326,36 +326,32 @@ def _scenario_criteria(a: dict, o: dict, m: dict) -> tuple[Criterion, ...]:
                   "dead_time_awake_fraction", (dead, m.get("dead_time_awake_fraction",
                                                           math.nan))),
         Criterion("p95 latency ÷ mars", _ratio(p95, p95_mars), "≤ 1",
-                  p95 <= p95_mars or _undefined(p95), f"{_num(p95)} s vs {_num(p95_mars)} s",
+                  p95 <= p95_mars or not defined(p95), f"{_num(p95)} s vs {_num(p95_mars)} s",
                   "latency_p95_s", (p95, p95_mars)),
     )
 
 
 def _interval(row: dict, metric: str, fmt) -> str:
     low, high = row.get(f"{metric}_ci95_low"), row.get(f"{metric}_ci95_high")
-    return "" if _undefined(low) else f"[{fmt(low)}–{fmt(high)}]"
+    return "" if not defined(low) else f"[{fmt(low)}–{fmt(high)}]"
 
 
 def _pct(value: float) -> str:
-    return "–" if _undefined(value) else f"{value:.2%}"
+    return "–" if not defined(value) else f"{value:.2%}"
 
 
 def _num(value: float) -> str:
-    if _undefined(value):
+    if not defined(value):
         return "–"
     return f"{value:.3f}" if value < 10 else f"{value:,.0f}"
 
 
 def _ratio(a: float, b: float) -> float:
-    if _undefined(a) or _undefined(b):
+    if not defined(a) or not defined(b):
         return math.nan
     if b == 0:
         return 1.0 if a == 0 else math.inf
     return a / b
-
-
-def _undefined(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _plain(value):

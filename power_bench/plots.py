@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,7 +19,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from power_bench.trajectory import Trajectory  # noqa: E402
-from simulator.metrics import BATTERY_J  # noqa: E402
+from simulator.metrics import BATTERY_J, defined  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.typing import ColorType
@@ -236,11 +236,6 @@ def _legend(fig, colours: dict[str, ColorType], summary) -> None:
 def _sd(row: dict, key: str):
     sd = row.get(f"{key}_sd")
     return sd if defined(sd) else None
-
-
-def defined(value: float | None) -> TypeGuard[float]:
-    """A number: neither None nor NaN."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def unique(values) -> list:

@@ -16,11 +16,11 @@ import attrs
 
 from power_bench.bench import RESULT_FIELDS, SUMMARY_CSV_FIELDS, GoalCheck, Matrix, write_csv
 from power_bench.plots import (
-    colours_for, defined, plot_battery, plot_energy, plot_intervals, plot_pareto,
+    colours_for, plot_battery, plot_energy, plot_intervals, plot_pareto,
 )
 from power_bench.trajectory import Trajectory
 from pushsdk.heartbeat import parse_strategy
-from simulator.metrics import BATTERY_J
+from simulator.metrics import BATTERY_J, defined
 from simulator.radio import get_model
 from simulator.scenario import (
     BUILTIN_SCENARIOS, Choice, Exponential, Fixed, Mixture, Scenario, Uniform,

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 import attrs
 
@@ -88,6 +89,11 @@ SUMMARY_FIELDS = (
 #: pushes.csv: one row per (push, target handset).
 PUSH_FIELDS = ("strategy", "scenario", "seed", "handset", "group", "plan_id", "accepted_s",
                "delivered_s", "latency_s")
+
+
+def defined(value: float | None) -> TypeGuard[float]:
+    """A number: neither None nor NaN (a summary's "not measured" is either)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from simulator.metrics import HandsetResult
+from simulator.metrics import HandsetResult, defined
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -118,7 +118,7 @@ def _intervals(rows: Sequence[HandsetResult], row: dict) -> dict[str, float]:
     stats = _Columns(rows).statistics(idx)
     tail = (1 - LEVEL) / 2 * 100
     for column in CI_COLUMNS:
-        if _undefined(row.get(column)):
+        if not defined(row.get(column)):
             continue
         values = stats[column][~np.isnan(stats[column])]
         if len(values):
@@ -162,10 +162,6 @@ def paired_ratio(results: Sequence[HandsetResult], strategy: str, reference: str
         return (ratio, math.nan, math.nan)
     low, high = np.percentile(ratios, [2.5, 97.5])
     return (float(ratio), float(low), float(high))
-
-
-def _undefined(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 __all__ = ["CI_COLUMNS", "CI_FIELDS", "HANDSET_FIELDS", "LEVEL", "RESAMPLES", "add_intervals",
