@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from . import _backend
 from ._session import ByteStream
-from ._tcp import TcpStream, TrafficObserver, open_tcp
+from .tcp import TcpStream, TrafficObserver, open_tcp
 from ._websocket import WebSocketStream, open_websocket
 from .errors import (
     CertificateFileError,

@@ -5,7 +5,13 @@
 group committer, :class:`~.mqtt_session.Flusher` and ``SendGuard`` while it serves.
 :func:`run_server` adds opening and closing the store. ``reuse_port=True`` listens with
 ``SO_REUSEPORT``, so that the worker processes of ``pushsim server --workers N`` share the
-ports (:func:`reuseport_listeners`, also used by ``cluster.py`` to reserve them).
+ports (:func:`reuseport_socket`, also used by ``supervisor.py`` to reserve them).
+
+The plain MQTT port, where the idle devices are, is accepted by the server itself
+(:func:`_serve_mqtt_listener`): each connection is a :class:`pushsdk.tcp.TcpStream`, a
+trio stream over the OS socket that holds about a kilobyte less than ``trio.SocketStream``
+and writes what the kernel takes at once without a scheduler round trip
+(``TcpStream.try_send``). TLS, WebSocket and HTTP ports use trio's listeners.
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from pushsdk.tcp import TcpStream
+
 from .gctune import server_gc
 from .websocket import PATH as WS_PATH
 from .mqtt_gateway import serve_mqtt
@@ -31,7 +39,7 @@ if TYPE_CHECKING:
     from .settings import ServerSettings
     from .wallclock import WallClock
 
-__all__ = ["RunningServer", "peer_address", "reuseport_listeners", "reuseport_socket",
+__all__ = ["RunningServer", "listening_sockets", "peer_address", "reuseport_socket",
            "run_server", "serve_tcp"]
 
 log = server_logger("simulator.server")
@@ -93,7 +101,7 @@ def peer_address(stream: trio.abc.Stream) -> str | None:
     """The source address of an accepted TCP stream (under TLS too), None if it has none."""
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
+    if not isinstance(stream, (trio.SocketStream, TcpStream)):
         return None
     try:
         address = stream.socket.getpeername()
@@ -123,10 +131,15 @@ def reuseport_socket(host: str, port: int, family: int | None = None,
     if sockaddr is None:
         family, sockaddr = _addresses(host, port)[0]
     assert family is not None
+    return _bound_socket(family, sockaddr, reuse_port=True)
+
+
+def _bound_socket(family: int, sockaddr: Any, *, reuse_port: bool) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
@@ -136,20 +149,27 @@ def reuseport_socket(host: str, port: int, family: int | None = None,
     return sock
 
 
-async def reuseport_listeners(port: int, host: str) -> list[trio.SocketListener]:
-    """Listeners on every address of ``host`` with ``SO_REUSEPORT``: several processes
-    may listen on the same port and the kernel spreads new connections among them."""
-    listeners = []
+#: As trio's listeners ask: the kernel caps it at net.core.somaxconn.
+_BACKLOG = 0xFFFF
+
+
+def listening_sockets(port: int, host: str, *, reuse_port: bool) -> list[socket.socket]:
+    """Non-blocking listening TCP sockets on every address of ``host``, bound as trio's
+    ``open_tcp_listeners`` binds them (``SO_REUSEADDR``, IPv6 only on IPv6 addresses);
+    with ``reuse_port`` also ``SO_REUSEPORT``: several processes may listen on the same
+    port and the kernel spreads new connections among them."""
+    sockets: list[socket.socket] = []
     try:
         for family, sockaddr in _addresses(host, port):
-            sock = reuseport_socket(host, port, family, sockaddr)
-            sock.listen(socket.SOMAXCONN)
-            listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+            sock = _bound_socket(family, sockaddr, reuse_port=reuse_port)
+            sockets.append(sock)
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
     except BaseException:
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
+        for sock in sockets:
+            sock.close()
         raise
-    return listeners
+    return sockets
 
 
 # --- serving -------------------------------------------------------------------------------
@@ -188,19 +208,23 @@ def _handlers(server: PushServer, tls: ssl.SSLContext | None, ports: dict[str, i
     return handlers
 
 
-async def _open(handlers: dict[str, Any], host: str, reuse_port: bool,
-                ) -> dict[str, list[trio.SocketListener]]:
-    open_listeners = reuseport_listeners if reuse_port else trio.open_tcp_listeners
-    listeners: dict[str, list[trio.SocketListener]] = {}
+def _open(handlers: dict[str, Any], host: str, reuse_port: bool,
+          ) -> dict[str, list[socket.socket]]:
+    """kind -> its listening sockets; none is left open if one cannot be bound."""
+    opened: dict[str, list[socket.socket]] = {}
     try:
         for kind, (port, _) in handlers.items():
-            listeners[kind] = await open_listeners(port, host=host)
+            opened[kind] = listening_sockets(port, host, reuse_port=reuse_port)
     except BaseException:
-        for opened in listeners.values():
-            for listener in opened:
-                await trio.aclose_forcefully(listener)
+        _close(opened)
         raise
-    return listeners
+    return opened
+
+
+def _close(opened: dict[str, list[socket.socket]]) -> None:
+    for sockets in opened.values():
+        for sock in sockets:
+            sock.close()
 
 
 async def serve_tcp(server: PushServer, *, host: str = "127.0.0.1", http_port: int = 8480,
@@ -229,8 +253,18 @@ async def serve_tcp(server: PushServer, *, host: str = "127.0.0.1", http_port: i
     handlers = _handlers(server, tls, {"http": http_port, "mqtt": mqtt_port,
                                        "mqtts": mqtts_port, "https": https_port,
                                        "ws": ws_port, "wss": wss_port})
-    listeners = await _open(handlers, host, reuse_port)
-    ports = {kind: opened[0].socket.getsockname()[1] for kind, opened in listeners.items()}
+    opened = _open(handlers, host, reuse_port)
+    try:
+        await _serve(server, tls, host, handlers, opened, task_status)
+    finally:
+        _close(opened)
+
+
+async def _serve(server: PushServer, tls: ssl.SSLContext | None, host: str,
+                 handlers: dict[str, tuple[int, Callable[[trio.abc.Stream], Awaitable[None]]]],
+                 opened: dict[str, list[socket.socket]],
+                 task_status: trio.TaskStatus[RunningServer]) -> None:
+    ports = {kind: sockets[0].getsockname()[1] for kind, sockets in opened.items()}
     # What registration answers advertise: TLS whenever it is on (that is how the SDK
     # learns to use it), with the port really bound.
     if tls is not None:
@@ -253,10 +287,12 @@ async def serve_tcp(server: PushServer, *, host: str = "127.0.0.1", http_port: i
                 await nursery.start(server.send_guard.run)
             for kind, (_, handler) in handlers.items():
                 if handler is MQTT_DIRECT:
-                    for listener in listeners[kind]:
-                        nursery.start_soon(_serve_mqtt_listener, server, listener)
+                    for sock in opened[kind]:
+                        nursery.start_soon(_serve_mqtt_listener, server, sock)
                 else:
-                    nursery.start_soon(trio.serve_listeners, handler, listeners[kind])
+                    listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                                 for sock in opened[kind]]
+                    nursery.start_soon(trio.serve_listeners, handler, listeners)
             task_status.started(running)
             log.info("listening on %s: %s", host,
                      ", ".join(f"{kind.upper()} port {port}" for kind, port in ports.items()))
@@ -269,24 +305,51 @@ async def MQTT_DIRECT(stream: trio.abc.Stream) -> None:  # noqa: N802 - a marker
 
 #: Accept errors that mean "out of descriptors or buffers for now" (what trio's
 #: serve_listeners sleeps over too); any other error ends the listener.
-_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: Accept errors about the connection being accepted, not the listener: skipped, as
+#: trio's SocketListener skips them.
+_ACCEPT_SKIP = frozenset(getattr(errno, name) for name in (
+    "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+    "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH") if hasattr(errno, name))
 
 
-async def _serve_mqtt_listener(server: PushServer, listener: trio.SocketListener) -> None:
-    """trio.serve_listeners for the plain MQTT port, with ``serve_mqtt`` as each
-    connection task's root: two frames fewer on every idle connection's stack than a
-    handler wrapped twice (trio's and ours)."""
+async def _serve_mqtt_listener(server: PushServer, sock: socket.socket) -> None:
+    """Accept plain MQTT connections on the listening ``sock`` as TcpStreams,
+    with ``serve_mqtt`` as each connection task's root: two frames fewer on every idle
+    connection's stack than a handler wrapped twice (trio's serve_listeners and ours)."""
     async with trio.open_nursery() as nursery:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_RETRY:
-                    raise
-                log.error("accept failed: %s; retrying in 0.1 s", exc)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(serve_mqtt, server, stream, peer_address(stream))
+        try:
+            while True:
+                accepted = _accept(sock)
+                if accepted is None:  # nothing to accept: wait outside any except block
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                if isinstance(accepted, OSError):
+                    log.error("accept failed: %s; retrying in 0.1 s", accepted)
+                    await trio.sleep(0.1)
+                    continue
+                conn, address = accepted
+                peer = str(address[0]) if isinstance(address, tuple) else None
+                nursery.start_soon(serve_mqtt, server, TcpStream(conn), peer)
+                await trio.lowlevel.checkpoint()  # a stream of connections yields too
+        finally:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+
+
+def _accept(sock: socket.socket) -> tuple[socket.socket, Any] | OSError | None:
+    """A new connection and its address; None if none is waiting (or the one waiting
+    went away first), the error if out of descriptors or buffers for now."""
+    try:
+        return sock.accept()
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno in _ACCEPT_SKIP:
+            return None
+        if exc.errno in _ACCEPT_RETRY:
+            return exc
+        raise
 
 
 async def _run_flusher(server: PushServer, *,

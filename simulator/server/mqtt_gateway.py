@@ -58,7 +58,7 @@ async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
     :func:`refuse_connection`. ``counted``: the caller counted it in
     ``server.connections`` already (MQTT over WebSocket). One function, not two, because
     its frame stays on every idle connection's stack; it is also the task's root on
-    sockets (``listeners.serve_mqtt_listeners``)."""
+    sockets (``listeners._serve_mqtt_listener``)."""
     connections = server.connections
     if not counted and not connections.enter("mqtt", peer):
         await refuse_connection(server, stream, peer)

@@ -21,7 +21,6 @@ simulation).
 from __future__ import annotations
 
 import math
-import os
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -45,6 +44,7 @@ from pushsdk.protocol import (
     UnsubAck,
     Unsubscribe,
 )
+from pushsdk.tcp import TcpStream
 
 from . import mqtt5, writes
 from .logs import server_logger
@@ -89,7 +89,7 @@ class MqttSession:
         "server", "stream", "conn", "registration_id", "app_key", "inbox", "expiry",
         "keepalive", "sub_qos", "inflight", "last_seq", "next_packet_id", "exhausted",
         "flushing", "detached", "nursery", "outbox", "connack", "token_hash", "revoke_at",
-        "v5", "farewell", "scope", "fd",
+        "v5", "farewell", "scope", "tcp",
     )
 
     def __init__(self, server: PushServer, stream: trio.abc.Stream, conn: Connection,
@@ -121,8 +121,8 @@ class MqttSession:
         self.farewell: bytes | None = None
         #: Ends the connection: cancelled by a takeover; deadline = keepalive, revocation.
         self.scope: trio.CancelScope | None = None
-        #: The descriptor of a plain TCP socket (written and read directly), else -1.
-        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        #: ``stream`` when it is a plain TCP stream, whose fast path writes use, else None.
+        self.tcp = stream if type(stream) is TcpStream else None
 
     def __repr__(self) -> str:
         return f"<MqttSession {self.registration_id} inflight={len(self.inflight)}>"
@@ -251,17 +251,14 @@ class MqttSession:
     # --- receiving ----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        """CONNACK, then the device's packets until the connection ends. On a plain TCP
-        socket it reads straight from it: one frame and no per-read objects while idle
-        (``stream.receive_some`` keeps five frames and an exception on the stack)."""
+        """CONNACK, then the device's packets until the connection ends."""
         if self.detached:  # taken over already
             return
         await self._send(self.connack)
         self.connack = b""
         self.wake()
-        conn, scope, stream, fd = self.conn, self.scope, self.stream, self.fd
+        conn, scope, stream = self.conn, self.scope, self.stream
         assert scope is not None
-        sock = stream.socket if fd >= 0 else None  # type: ignore[attr-defined]
         # MQTT-3.1.2-24: silence for 1.5 x keepalive ends the connection; 0 disables it.
         # The connection's one scope has its deadline moved on by every packet (never
         # past the token's revocation): far cheaper than a scope per read.
@@ -277,15 +274,7 @@ class MqttSession:
                         self._queue_farewell(conn.send(exc.answer))
                     raise _Closed(f"protocol error: {exc}", -1) from None
                 if event is NEED_DATA:
-                    if sock is None:
-                        conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
-                        continue
-                    data = _read_some(fd)
-                    if data is None:  # nothing yet: wait outside any except block
-                        await trio.lowlevel.wait_readable(sock)
-                        continue
-                    await trio.lowlevel.checkpoint()  # as receive_some does: fairness
-                    conn.receive_data(data)
+                    conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
                     continue
                 if grace != math.inf:
                     scope.deadline = min(trio.current_time() + grace, self.revoke_at)
@@ -405,22 +394,22 @@ class MqttSession:
         write.
 
         If another task is writing, ``data`` is appended to what it will write next and
-        this returns at once: no lock, no waiting task. On a plain TCP socket what the
-        kernel takes at once is written straight to it (no scheduler round trip, which
-        ``send_all`` costs twice per write); the rest, and everything on other streams,
-        goes through ``send_all``. A device that does not read for ``send_timeout`` is
-        disconnected (:class:`SendGuard`).
+        this returns at once: no lock, no waiting task. On a plain TCP stream what the
+        kernel takes at once is written with ``TcpStream.try_send`` (no scheduler round
+        trip, which ``send_all`` costs twice per write); the rest, and everything on
+        other streams, goes through ``send_all``. A device that does not read for
+        ``send_timeout`` is disconnected (:class:`SendGuard`).
         """
         if self.outbox is not None:
             self.outbox += data
             return
         self.outbox = outbox = bytearray()
         guard = self.server.send_guard
-        fd = self.fd
+        tcp = self.tcp
         try:
             while data:
-                if fd >= 0:  # a plain TCP socket: what the kernel takes at once, directly
-                    data = data[_write_some(fd, data):]
+                if tcp is not None:  # what the kernel takes at once, without waiting
+                    data = data[tcp.try_send(data):]
                 if data:
                     await guard.send(self, data)
                 data = bytes(outbox)
@@ -530,26 +519,6 @@ class MqttSession:
             packet_id = packet_id % 65535 + 1
         self.next_packet_id = packet_id % 65535 + 1
         return packet_id
-
-
-def _read_some(fd: int) -> bytes | None:
-    """What a non-blocking socket holds now (b"" at EOF or a reset), None if nothing."""
-    try:
-        return os.read(fd, RECEIVE_SIZE)
-    except BlockingIOError:
-        return None
-    except OSError:  # ECONNRESET, ...: as good as EOF here
-        return b""
-
-
-def _write_some(fd: int, data: bytes) -> int:
-    """Write what a non-blocking socket takes now; how many bytes (0 if none)."""
-    try:
-        return os.write(fd, data)
-    except BlockingIOError:
-        return 0
-    except OSError as exc:  # EPIPE, ECONNRESET, ...: the device is gone
-        raise trio.BrokenResourceError(f"socket write failed: {exc}") from None
 
 
 class Flusher:

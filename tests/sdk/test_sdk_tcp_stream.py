@@ -1,4 +1,4 @@
-"""pushsdk._tcp.TcpStream: trio's stream conformance suite, and connecting for real."""
+"""pushsdk.tcp.TcpStream: trio's stream conformance suite, and connecting for real."""
 import errno
 from functools import partial
 import socket
@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from pushsdk._tcp import TcpStream, open_tcp
+from pushsdk.tcp import TcpStream, open_tcp
 
 
 def _pair() -> tuple[TcpStream, TcpStream]:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import trio
 
 from pushsdk.protocol import Disconnect
 from server_harness import HttpTestClient, MqttTestClient, basic, payload
+from support.server import start_server
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
@@ -181,3 +183,49 @@ def test_user_mistakes_are_one_line_errors(case: str, tmp_path: Path) -> None:
         assert lines[-1].startswith("pushsim server: error: argument --http-port")
     else:
         assert len(lines) == 1 and lines[0].startswith("pushsim server: error: "), lines
+
+
+#: A 3.1.1 CONNECT (client id "emfile", username "nobody", password "x"): refused with
+#: CONNACK 4 or 5, then closed, so that every answered connection gives its descriptor back.
+_UNKNOWN_CONNECT = (b"\x10\x1d\x00\x04MQTT\x04\xc2\x00\x3c"
+                    b"\x00\x06emfile\x00\x06nobody\x00\x01x")
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.mark.timeout(60)
+def test_out_of_descriptors_the_mqtt_listener_waits_and_serves_everyone(tmp_path: Path) -> None:
+    """EMFILE on accept: the plain MQTT listener logs one line, retries, and answers the
+    connections that waited in the backlog once descriptors are free again."""
+    import resource
+
+    log = tmp_path / "server.log"
+    server = start_server(tmp_path / "push.db", log=log)
+    try:
+        pid = server.proc.pid
+        in_use = len(os.listdir(f"/proc/{pid}/fd"))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 3, in_use + 3))
+        clients = [socket.create_connection(("127.0.0.1", server.mqtt_port), timeout=10)
+                   for _ in range(10)]
+        try:
+            # Three are accepted and wait for their CONNECT; the others cannot be.
+            assert _wait_for(lambda: "accept failed: [Errno 24]" in log.read_text(), 10)
+            for client in clients:
+                client.sendall(_UNKNOWN_CONNECT)
+            answers = [client.recv(4) for client in clients]
+        finally:
+            for client in clients:
+                client.close()
+        assert all(a[:3] == b"\x20\x02\x00" and a[3] in (4, 5) for a in answers), answers
+        assert server.proc.poll() is None
+    finally:
+        server.terminate()
+    assert server.proc.returncode == 0
+    assert "Traceback" not in log.read_text()

@@ -1,5 +1,9 @@
 """A lean trio stream over a connected TCP socket, for fleets of plain connections.
 
+Shared by the SDK (plain connections to literal addresses) and the reference server (its
+plain MQTT port): it imports nothing else of ``pushsdk``, and the import contracts in
+``pyproject.toml`` let the server take it beside the codec.
+
 ``trio.SocketStream`` wraps a trio socket object that wraps the OS socket, and adds conflict
 detectors and a context manager per call: about a kilobyte per connection, which a process
 holding tens of thousands of idle push connections feels. :class:`TcpStream` keeps what the
@@ -112,9 +116,9 @@ class TcpStream(trio.abc.HalfCloseableStream):
             self._sending = False
 
     def try_send(self, data: bytes) -> int:
-        """Write what the socket takes now, without waiting; bytes written (an SDK fast
-        path: a small packet to an idle socket needs no deadline guard). Raises like
-        :meth:`send_all`."""
+        """Write what the socket takes now, without waiting; bytes written (a fast path:
+        a small packet to an idle socket needs no deadline guard and no scheduler round
+        trip). Raises like :meth:`send_all`."""
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this stream")
         self._check_open()
