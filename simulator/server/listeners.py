@@ -9,8 +9,8 @@ ports (:func:`reuseport_socket`, also used by ``supervisor.py`` to reserve them)
 
 The plain MQTT port, where the idle devices are, is accepted by the server itself
 (:func:`_serve_mqtt_listener`): each connection is a :class:`pushsdk.tcp.TcpStream`, a
-trio stream over the OS socket that holds about a kilobyte less than ``trio.SocketStream``
-and writes what the kernel takes at once without a scheduler round trip
+slotted trio stream over the OS socket (no trio socket object, no conflict detectors) that
+writes what the kernel takes at once without a scheduler round trip
 (``TcpStream.try_send``). TLS, WebSocket and HTTP ports use trio's listeners.
 """
 from __future__ import annotations
