@@ -226,12 +226,15 @@ async def _measure(server: ServerChild, app: dict[str, str], victim: dict[str, A
         nursery.cancel_scope.cancel()
     await device.stream.aclose()
     ms = sorted(x * 1000 for x in latencies)
+    # When in the phase the slowest pushes were received (pushes go out every 1/rate s).
+    slowest = sorted(((x * 1000, k / rate) for k, x in enumerate(latencies)), reverse=True)[:5]
 
     def pct(p: float) -> float | None:
         return round(ms[min(len(ms) - 1, int(p * len(ms)))], 2) if ms else None
 
     return {"pushes": n, "received": len(ms), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "max_ms": pct(1.0)}
+            "max_ms": pct(1.0),
+            "slowest_ms_at_s": [[round(x, 2), round(t, 2)] for x, t in slowest]}
 
 
 class _Pusher:

@@ -127,6 +127,8 @@ class HttpConnection:
                 return
             if conn.their_state is not h11.DONE:
                 return
+            if reply.pause:  # back-pressure: the client's next bytes wait in the kernel
+                await trio.sleep(min(reply.pause, limits.idle_timeout))
             data, closed = conn.trailing_data
             self.framing = _Framing(bytearray(data), closed)
             self.conn = self._new_conn()

@@ -6,7 +6,9 @@ pushes. Virtual time, in-memory connections with a source address the server is 
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 
 import pytest
 import trio
@@ -176,3 +178,48 @@ async def test_new_connections_and_requests_per_source_address(make_harness,
     await over.expect_closed()  # over the connection rate: closed before CONNECT
     stats = harness.server.statistics()
     assert stats.requests_rate_limited == 1 and stats.connections_refused_per_address == 2
+
+
+async def test_pipelined_requests_over_the_rate_wait_out_their_retry_after(
+        make_harness, autojump_clock) -> None:
+    """A client over its address's request rate gets one 429 and then nothing of its is read
+    until the Retry-After it was given has passed: TCP back-pressure, not a parse and a 429
+    for every request it has pipelined behind (what the server_floods benchmark measures)."""
+    harness = make_harness(request_rate_per_address=2.0, request_burst_per_address=4.0)
+    bystander = await _bystander(harness)
+    stream = harness.open_stream("handle_http_stream", ATTACKER)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    start = trio.current_time()
+    await stream.send_all(request * 19 + last)
+    answers: list[tuple[float, int]] = []
+    while chunk := await stream.receive_some(65536):
+        answers += [(trio.current_time() - start, int(status))
+                    for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", chunk)]
+    # The burst of 4, one 429 (Retry-After: 1), then each second the 2 tokens that came
+    # back and the next request's 429.
+    expected = [(0.0, 200)] * 4 + [(0.0, 429)] + [
+        (float(second), status) for second in range(1, 6) for status in (200, 200, 429)]
+    assert answers == expected
+    assert harness.server.statistics().requests_rate_limited == 6  # not 16
+    await _still_served(harness, bystander)
+
+
+async def test_pipelined_registrations_over_the_rate_wait_too(make_harness,
+                                                              autojump_clock) -> None:
+    harness = make_harness(registration_rate_per_address=1.0,
+                           registration_burst_per_address=3.0)
+    app = await harness.create_app()
+    stream = harness.open_stream("handle_http_stream", ATTACKER)
+    bodies = [json.dumps({"device_id": f"p{i}", "platform": "android"}).encode()
+              for i in range(6)]
+    await stream.send_all(b"".join(
+        b"POST /v1/devices HTTP/1.1\r\nHost: x\r\nX-App-Key: %s\r\nContent-Length: %d\r\n%s\r\n%s"
+        % (app["app_key"].encode(), len(body), b"Connection: close\r\n" if i == 5 else b"",
+           body) for i, body in enumerate(bodies)))
+    start = trio.current_time()
+    answers: list[tuple[float, int]] = []
+    while chunk := await stream.receive_some(65536):
+        answers += [(trio.current_time() - start, int(status))
+                    for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", chunk)]
+    assert answers == [(0.0, 200)] * 3 + [(0.0, 429), (1.0, 200), (1.0, 429)]
