@@ -18,8 +18,9 @@ fast as it can, on another loopback address):
 - ``bad_connects``: CONNECTs with a wrong token (each refusal is logged: a log flood).
 
 Reported per phase: the victim's p50/p99/max latency and the ratio to idle (the goal: within
-2x), what the attacker sent, the server counters that went up, and how much the server's log
-grew. Run under the benchmark lock; note the load average (in the report).
+2x), the server's CPU seconds over the phase, what the attacker sent, the server counters
+that went up, and how much the server's log grew. Run under the benchmark lock; note the
+load average (in the report).
 """
 from __future__ import annotations
 
@@ -69,15 +70,15 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def _flood(kind: str, spec: dict[str, Any], stop: Any, counts: Any) -> None:
-    """Run one flood until ``stop`` is set; ``counts[0]`` = what was sent."""
+def _flood(kind: str, spec: dict[str, Any], stop: Any, mine: list[int]) -> None:
+    """Run one flood until ``stop`` is set; ``mine`` = [sent, errors] of this thread."""
     held: list[socket.socket] = []
     try:
         while not stop.is_set():
             try:
-                counts[0] += _flood_step(kind, spec, held)
+                mine[0] += _flood_step(kind, spec, held)
             except OSError:
-                counts[1] += 1
+                mine[1] += 1
                 time.sleep(0.01)
     finally:
         for sock in held:
@@ -122,18 +123,25 @@ def _flood_step(kind: str, spec: dict[str, Any], held: list[socket.socket]) -> i
         held.append(sock)
         return 1
     with _connect(mqtt_port) as sock:  # bad_connects
-        sock.sendall(_mqtt_connect(spec["rid"], spec["app_key"], "wrong-token"))
-        sock.recv(4)
+        try:
+            sock.sendall(_mqtt_connect(spec["rid"], spec["app_key"], "wrong-token"))
+            sock.recv(4)
+        except ConnectionResetError:  # refused unread: on to the next at once
+            pass
         return 1
 
 
 def _attacker(kind: str, spec: dict[str, Any], stop: Any, counts: Any) -> None:
-    threads = [threading.Thread(target=_flood, args=(kind, spec, stop, counts), daemon=True)
-               for _ in range(4)]
+    # Each thread counts on its own: ``counts[0] += n`` from 4 threads loses updates (a get
+    # and a set, each under the array's lock, not one step), so the sums are taken at the end.
+    mine = [[0, 0] for _ in range(4)]
+    threads = [threading.Thread(target=_flood, args=(kind, spec, stop, own), daemon=True)
+               for own in mine]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    counts[0], counts[1] = sum(own[0] for own in mine), sum(own[1] for own in mine)
 
 
 # --- the victim ----------------------------------------------------------------------------
@@ -285,7 +293,9 @@ def run(seconds: float, rate: float, floods: tuple[str, ...]) -> dict[str, Any]:
                     "app_key": app["app_key"], "rid": flooder["registration_id"],
                     "token": flooder["token"],
                     "receipt": _receipt(f"rcpt/{app['app_key']}/{flooder['registration_id']}")}
+            cpu_before = _cpu_seconds(server.proc.pid)
             idle = measure(server, app, victim, seconds, rate)
+            idle["server_cpu_s"] = round(_cpu_seconds(server.proc.pid) - cpu_before, 2)
             report["phases"]["idle"] = idle
             print(f"idle: {idle}", flush=True)
             for kind in floods:
@@ -302,10 +312,12 @@ def _phase(kind: str, spec: dict[str, Any], server: ServerChild, app: dict[str, 
            victim: dict[str, Any], seconds: float, rate: float, log: Path,
            idle: dict[str, Any]) -> dict[str, Any]:
     before, log_before = metrics(server.http_port), log.stat().st_size
+    cpu_before = _cpu_seconds(server.proc.pid)
     stop = multiprocessing.Event()
     counts = multiprocessing.Array("q", 2)
     attacker = multiprocessing.Process(target=_attacker, args=(kind, spec, stop, counts))
     result = measure(server, app, victim, seconds, rate, attacker.start)
+    server_cpu = _cpu_seconds(server.proc.pid) - cpu_before
     stop.set()
     attacker.join(30)
     if attacker.is_alive():
@@ -317,8 +329,15 @@ def _phase(kind: str, spec: dict[str, Any], server: ServerChild, app: dict[str, 
             and "latency" not in name}
     return {**result, "p50_ratio": _ratio(result["p50_ms"], idle["p50_ms"]),
             "p99_ratio": _ratio(result["p99_ms"], idle["p99_ms"]),
+            "server_cpu_s": round(server_cpu, 2),
             "attacker_sent": counts[0], "attacker_errors": counts[1],
             "log_bytes": log.stat().st_size - log_before, "counters": grew}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
