@@ -20,6 +20,7 @@ import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -29,7 +30,13 @@ from pushsdk.tcp import TcpStream
 
 from .gctune import server_gc
 from .websocket import PATH as WS_PATH
-from .mqtt_gateway import serve_mqtt
+from .mqtt_gateway import (
+    REFUSALS_READ,
+    refusal_answer,
+    refusal_codec,
+    refuse_connection,
+    serve_mqtt,
+)
 from .mqtt_session import Flusher
 from .store import SqliteStore
 from .logs import server_logger
@@ -330,11 +337,48 @@ async def _serve_mqtt_listener(server: PushServer, sock: socket.socket) -> None:
                     continue
                 conn, address = accepted
                 peer = str(address[0]) if isinstance(address, tuple) else None
-                nursery.start_soon(serve_mqtt, server, TcpStream(conn), peer)
+                if server.connections.enter("mqtt", peer):
+                    nursery.start_soon(partial(serve_mqtt, server, TcpStream(conn), peer,
+                                               entered=True))
+                elif not _refused_at_once(server, conn, peer):
+                    nursery.start_soon(refuse_connection, server, TcpStream(conn), peer)
                 await trio.lowlevel.checkpoint()  # a stream of connections yields too
         finally:
             trio.lowlevel.notify_closing(sock)
             sock.close()
+
+
+def _refused_at_once(server: PushServer, sock: socket.socket, peer: str | None) -> bool:
+    """End, without a task, a connection refused for its address's limits when what it
+    has sent so far settles the answer (``refusal_answer``: an MQTT 5.0 CONNECT is told
+    why, all else is closed without a word), or when the gateway is waiting on
+    ``REFUSALS_READ`` refused connections already. False when it has sent no whole CONNECT
+    yet and there is room to wait for one (``refuse_connection``, in a task). Under a flood
+    of refused connections each then costs an accept, a peek and a close."""
+    waiting = False  # for (the rest of) a CONNECT
+    try:
+        data = sock.recv(4096, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+    except BlockingIOError:
+        data, waiting = b"", True
+    except OSError:  # reset already
+        data = b""
+    answer = None
+    if data:
+        codec = refusal_codec()
+        codec.receive_data(data)
+        answer = refusal_answer(codec, server.connections.over_rate(peer))
+        waiting = answer == b""
+    if waiting and server.connections.refusing < REFUSALS_READ:
+        return False
+    log.debug("closing a connection from %s: over that address's limits", peer)
+    if answer:
+        try:  # read what was peeked, so that the close is a FIN after the CONNACK, not a RST
+            sock.recv(len(data), socket.MSG_DONTWAIT)
+            sock.send(answer, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+    sock.close()
+    return True
 
 
 def _accept(sock: socket.socket) -> tuple[socket.socket, Any] | OSError | None:

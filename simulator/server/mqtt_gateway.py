@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from .records import TokenOwner
     from .server import PushServer
 
-__all__ = ["PROBE_SUFFIX", "inbox_topic", "receipt_topic", "refuse_connection", "serve_mqtt"]
+__all__ = ["PROBE_SUFFIX", "inbox_topic", "receipt_topic", "refusal_answer", "refusal_codec",
+           "refuse_connection", "serve_mqtt"]
 
 log = server_logger("simulator.server.mqtt")
 
@@ -49,18 +50,19 @@ PROBE_SUFFIX = "/probe"
 
 
 async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
-                     peer: str | None = None, *, counted: bool = False) -> None:
+                     peer: str | None = None, *, entered: bool = False) -> None:
     """Serve one MQTT connection until it ends; closes ``stream``. Never raises for
     anything the peer does.
 
     A connection from an address over its limits (``max_connections_per_address``, the
     per-address connection rate) is refused before anything else is done for it:
-    :func:`refuse_connection`. ``counted``: the caller counted it in
-    ``server.connections`` already (MQTT over WebSocket). One function, not two, because
-    its frame stays on every idle connection's stack; it is also the task's root on
-    sockets (``listeners._serve_mqtt_listener``)."""
+    :func:`refuse_connection`. ``entered``: the caller has entered it in
+    ``server.connections`` already, and it was admitted (the plain MQTT listener, which
+    refuses without a task; MQTT over WebSocket); it is left here all the same. One
+    function, not two, because its frame stays on every idle connection's stack; it is
+    also the task's root on sockets (``listeners._serve_mqtt_listener``)."""
     connections = server.connections
-    if not counted and not connections.enter("mqtt", peer):
+    if not entered and not connections.enter("mqtt", peer):
         await refuse_connection(server, stream, peer)
         return
     conn = Connection(Role.SERVER, protocol_version=None,
@@ -76,8 +78,7 @@ async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
     except Exception:  # a bug: logged, this connection ends, the listener goes on
         log.exception("MQTT connection handler failed")
     finally:
-        if not counted:
-            connections.leave("mqtt", peer)
+        connections.leave("mqtt", peer)
         await trio.aclose_forcefully(stream)
 
 
@@ -112,23 +113,38 @@ async def refuse_connection(server: PushServer, stream: trio.abc.Stream,
 
 
 async def _tell_refused(server: PushServer, stream: trio.abc.Stream, rate: bool) -> None:
-    conn = Connection(Role.SERVER, protocol_version=5, max_packet_size=4096)
-    while True:
-        try:
-            event = conn.next_event()
-        except RemoteProtocolError:
-            return  # not an MQTT 5.0 CONNECT (or not whole in 4 KiB): just close
-        if event is NEED_DATA:
-            conn.receive_data(await stream.receive_some(4096))
-            continue
-        if isinstance(event, Connect):
-            if rate:
-                code, text = ReasonCode.CONNECTION_RATE_EXCEEDED, "too many new connections " \
-                    "from your address; retry later"
-            else:
-                code, text = ReasonCode.QUOTA_EXCEEDED, "too many connections from your address"
-            await stream.send_all(conn.send(mqtt5.refusal(conn, 3, code, text)))
-        return
+    conn = refusal_codec()
+    while (answer := refusal_answer(conn, rate)) == b"":
+        conn.receive_data(await stream.receive_some(4096))
+    if answer is not None:
+        await stream.send_all(answer)
+
+
+def refusal_codec() -> Connection:
+    """The codec that reads a refused connection's CONNECT (:func:`refusal_answer`)."""
+    return Connection(Role.SERVER, protocol_version=5, max_packet_size=4096)
+
+
+def refusal_answer(conn: Connection, rate: bool) -> bytes | None:
+    """What to tell a connection refused for its address's limits, from what ``conn``
+    (:func:`refusal_codec`) has been given: for an MQTT 5.0 CONNECT, CONNACK 0x9F
+    "connection rate exceeded" (``rate``) or 0x97 "quota exceeded"; None (close without a
+    word) for anything else, 3.1.1 included, which has no CONNACK for it; ``b""`` while the
+    CONNECT is not whole. Pure: the callers do the I/O."""
+    try:
+        event = conn.next_event()
+    except RemoteProtocolError:
+        return None  # not an MQTT 5.0 CONNECT (or not whole in 4 KiB)
+    if event is NEED_DATA:
+        return b""
+    if not isinstance(event, Connect):
+        return None
+    if rate:
+        code, text = ReasonCode.CONNECTION_RATE_EXCEEDED, \
+            "too many new connections from your address; retry later"
+    else:
+        code, text = ReasonCode.QUOTA_EXCEEDED, "too many connections from your address"
+    return conn.send(mqtt5.refusal(conn, 3, code, text))
 
 
 async def _read_connect(server: PushServer, stream: trio.abc.Stream,

@@ -161,18 +161,21 @@ async def serve_websocket(server: PushServer, stream: trio.abc.Stream,
                 pass
         await trio.aclose_forcefully(stream)
         return
+    handed_over = False  # to serve_mqtt, which leaves the connection table
     try:
         ws = WSConnection(ConnectionType.SERVER)
         inner = None
         with trio.move_on_after(server.limits.connect_timeout):
             inner = await _handshake(stream, ws)
         if inner is not None:
-            await serve_mqtt(server, inner, peer, counted=True)
+            handed_over = True
+            await serve_mqtt(server, inner, peer, entered=True)
             await _close(stream, ws, inner)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
-        connections.leave("mqtt", peer)
+        if not handed_over:
+            connections.leave("mqtt", peer)
         await trio.aclose_forcefully(stream)
 
 
