@@ -176,11 +176,17 @@ class TcpStream(trio.abc.HalfCloseableStream):
         return data
 
     async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        """Close at once, without a checkpoint (``aclose`` is this and a checkpoint): for a
+        task that is ending, where ``trio.aclose_forcefully`` would add a cancel scope and
+        a cancelled checkpoint — measurable when thousands of connections end at once."""
         if not self._closed:
             self._closed = True
             trio.lowlevel.notify_closing(self.socket)  # wakes a task blocked on it
             self.socket.close()
-        await trio.lowlevel.checkpoint()
 
 
 async def open_tcp(host: str, port: int, family: int, source_ip: str | None) -> TcpStream:

@@ -13,9 +13,20 @@ from collections import Counter
 
 import trio
 
+from pushsdk.tcp import TcpStream
+
 from .ratelimit import KeyedBuckets
 
-__all__ = ["ConnectionTable"]
+__all__ = ["ConnectionTable", "close_stream"]
+
+
+async def close_stream(stream: trio.abc.Stream) -> None:
+    """Close an ended connection's ``stream``, cancelled or not: a ``TcpStream`` (the plain
+    ports) at once, any other as ``trio.aclose_forcefully`` does."""
+    if isinstance(stream, TcpStream):
+        stream.close()
+    else:
+        await trio.aclose_forcefully(stream)
 
 
 class ConnectionTable:

@@ -31,13 +31,14 @@ from .validation import (
     parse_json,
 )
 
+from .connections import close_stream
 from .records import Refused
 from .logs import server_logger
 
 if TYPE_CHECKING:
     from .server import PushServer
 
-__all__ = ["serve_http"]
+__all__ = ["TOO_MANY_CONNECTIONS", "serve_http"]
 
 log = server_logger("simulator.server.http")
 
@@ -373,19 +374,26 @@ async def answer(server: PushServer, request: h11.Request, body: bytes,
 
 # --- the connection ----------------------------------------------------------------------
 
+#: The answer to a connection refused for its source address's limits (before it is read).
+TOO_MANY_CONNECTIONS = error_reply(429, "too_many_connections",
+                                   "too many connections from your address",
+                                   headers=(("Retry-After", "1"),), close=True)
+
+
 async def serve_http(server: PushServer, stream: trio.abc.Stream,
-                     peer: str | None = None) -> None:
-    """Serve HTTP/1.1 on one accepted connection until it ends. Never raises for anything
-    the client does. A connection from an address holding ``max_connections_per_address``
-    already gets 429 (``Retry-After``) at once and is closed."""
+                     peer: str | None = None, *, entered: bool = False) -> None:
+    """Serve HTTP/1.1 on one accepted connection until it ends; closes ``stream``. Never
+    raises for anything the client does. A connection from an address over its limits
+    (``max_connections_per_address``, the per-address connection rate) gets
+    :data:`TOO_MANY_CONNECTIONS` at once and is closed. ``entered``: the caller has entered
+    it in ``server.connections`` already, and it was admitted (the plain HTTP listener,
+    which refuses without a task); it is left here all the same."""
     from .http_connection import HttpConnection, refuse
 
     connections = server.connections
-    if not connections.enter("http", peer):
+    if not entered and not connections.enter("http", peer):
         try:
-            await refuse(stream, server.limits, server.counters, error_reply(
-                429, "too_many_connections", "too many connections from your address",
-                headers=(("Retry-After", "1"),), close=True))
+            await refuse(stream, server.limits, server.counters, TOO_MANY_CONNECTIONS)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -398,6 +406,8 @@ async def serve_http(server: PushServer, stream: trio.abc.Stream,
         await connection.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass
+    except Exception:  # a bug: logged, this connection ends, the listener goes on
+        log.exception("HTTP connection handler failed")
     finally:
         connections.leave("http", peer)
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)

@@ -35,7 +35,7 @@ from .logs import server_logger
 if TYPE_CHECKING:
     from .settings import Limits
 
-__all__ = ["HttpConnection", "head_problem", "refuse"]
+__all__ = ["HttpConnection", "count_reply", "head_problem", "refuse", "reply_bytes"]
 
 log = server_logger("simulator.server.http")
 
@@ -267,23 +267,8 @@ class HttpConnection:
         conn = self.conn
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return False
-        counters = self.counters
-        counters.http_requests += 1  # type: ignore[attr-defined]
-        counters.http_responses[reply.status] += 1  # type: ignore[attr-defined]
-        headers = [
-            ("Content-Type", reply.content_type),
-            ("Content-Length", str(len(reply.body))),
-            ("Cache-Control", "no-store"),
-            ("Server", "pushsim"),
-            *reply.headers,
-        ]
-        if reply.close:
-            headers.append(("Connection", "close"))
-        data = conn.send(h11.Response(status_code=reply.status, headers=headers,
-                                      reason=_REASONS.get(reply.status, b"")))
-        if reply.body and not head:
-            data += conn.send(h11.Data(data=reply.body))
-        data += conn.send(h11.EndOfMessage())
+        count_reply(self.counters, reply)
+        data = reply_bytes(conn, reply, head=head)
         with trio.move_on_after(self.limits.request_timeout):
             await self.stream.send_all(data)
             return True
@@ -302,6 +287,32 @@ class HttpConnection:
                 if not data:
                     return
                 drained += len(data)
+
+
+def reply_bytes(conn: h11.Connection, reply: Reply, *, head: bool = False) -> bytes:
+    """``reply`` as the bytes to send on ``conn`` (which is then DONE sending); the body
+    left out for a HEAD request. A fresh ``h11.Connection(h11.SERVER)`` gives the answer to
+    a connection refused before it is read (h11 lets a server answer first)."""
+    headers = [
+        ("Content-Type", reply.content_type),
+        ("Content-Length", str(len(reply.body))),
+        ("Cache-Control", "no-store"),
+        ("Server", "pushsim"),
+        *reply.headers,
+    ]
+    if reply.close:
+        headers.append(("Connection", "close"))
+    data = conn.send(h11.Response(status_code=reply.status, headers=headers,
+                                  reason=_REASONS.get(reply.status, b"")))
+    if reply.body and not head:
+        data += conn.send(h11.Data(data=reply.body))
+    return data + conn.send(h11.EndOfMessage())
+
+
+def count_reply(counters: object, reply: Reply) -> None:
+    """One answer sent, in ``http_requests`` and ``http_responses`` by status."""
+    counters.http_requests += 1  # type: ignore[attr-defined]
+    counters.http_responses[reply.status] += 1  # type: ignore[attr-defined]
 
 
 async def refuse(stream: trio.abc.Stream, limits: Limits, counters: object,

@@ -7,20 +7,18 @@ group committer, :class:`~.mqtt_session.Flusher` and ``SendGuard`` while it serv
 ``SO_REUSEPORT``, so that the worker processes of ``pushsim server --workers N`` share the
 ports (:func:`reuseport_socket`, also used by ``supervisor.py`` to reserve them).
 
-The plain MQTT port, where the idle devices are, is accepted by the server itself
-(:func:`_serve_mqtt_listener`): each connection is a :class:`pushsdk.tcp.TcpStream`, a
-slotted trio stream over the OS socket (no trio socket object, no conflict detectors) that
-writes what the kernel takes at once without a scheduler round trip
-(``TcpStream.try_send``). TLS, WebSocket and HTTP ports use trio's listeners.
+The plain MQTT and HTTP ports are accepted by the server itself (:mod:`.accept`): each
+connection is a :class:`pushsdk.tcp.TcpStream`, a slotted trio stream over the OS socket
+(no trio socket object, no conflict detectors) that writes what the kernel takes at once
+without a scheduler round trip (``TcpStream.try_send``), and a connection refused for its
+address's limits costs no task. TLS and WebSocket ports use trio's listeners.
 """
 from __future__ import annotations
 
-import errno
 import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -28,15 +26,9 @@ import trio
 
 from pushsdk.tcp import TcpStream
 
+from .accept import DIRECT_KINDS, serve_listener
 from .gctune import server_gc
 from .websocket import PATH as WS_PATH
-from .mqtt_gateway import (
-    REFUSALS_READ,
-    refusal_answer,
-    refusal_codec,
-    refuse_connection,
-    serve_mqtt,
-)
 from .mqtt_session import Flusher
 from .store import SqliteStore
 from .logs import server_logger
@@ -195,7 +187,7 @@ def _handlers(server: PushServer, tls: ssl.SSLContext | None, ports: dict[str, i
         return guarded
 
     handlers = {"http": (ports["http"] or 0, handle(server.handle_http_stream)),
-                "mqtt": (ports["mqtt"] or 0, MQTT_DIRECT)}
+                "mqtt": (ports["mqtt"] or 0, handle(server.handle_mqtt_stream))}
     if ports["ws"] is not None:
         handlers["ws"] = (ports["ws"], handle(server.handle_ws_stream))
     if tls is not None:
@@ -293,9 +285,9 @@ async def _serve(server: PushServer, tls: ssl.SSLContext | None, host: str,
             if not server.send_guard.running:
                 await nursery.start(server.send_guard.run)
             for kind, (_, handler) in handlers.items():
-                if handler is MQTT_DIRECT:
+                if kind in DIRECT_KINDS:
                     for sock in opened[kind]:
-                        nursery.start_soon(_serve_mqtt_listener, server, sock)
+                        nursery.start_soon(serve_listener, server, sock, kind)
                 else:
                     listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                                  for sock in opened[kind]]
@@ -303,97 +295,6 @@ async def _serve(server: PushServer, tls: ssl.SSLContext | None, host: str,
             task_status.started(running)
             log.info("listening on %s: %s", host,
                      ", ".join(f"{kind.upper()} port {port}" for kind, port in ports.items()))
-
-
-async def MQTT_DIRECT(stream: trio.abc.Stream) -> None:  # noqa: N802 - a marker
-    """Marks the plain MQTT port in ``_handlers``: served by :func:`_serve_mqtt_listener`."""
-    raise AssertionError("never called")  # pragma: no cover
-
-
-#: Accept errors that mean "out of descriptors or buffers for now" (what trio's
-#: serve_listeners sleeps over too); any other error ends the listener.
-_ACCEPT_RETRY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-#: Accept errors about the connection being accepted, not the listener: skipped, as
-#: trio's SocketListener skips them.
-_ACCEPT_SKIP = frozenset(getattr(errno, name) for name in (
-    "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
-    "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH") if hasattr(errno, name))
-
-
-async def _serve_mqtt_listener(server: PushServer, sock: socket.socket) -> None:
-    """Accept plain MQTT connections on the listening ``sock`` as TcpStreams,
-    with ``serve_mqtt`` as each connection task's root: two frames fewer on every idle
-    connection's stack than a handler wrapped twice (trio's serve_listeners and ours)."""
-    async with trio.open_nursery() as nursery:
-        try:
-            while True:
-                accepted = _accept(sock)
-                if accepted is None:  # nothing to accept: wait outside any except block
-                    await trio.lowlevel.wait_readable(sock)
-                    continue
-                if isinstance(accepted, OSError):
-                    log.error("accept failed: %s; retrying in 0.1 s", accepted)
-                    await trio.sleep(0.1)
-                    continue
-                conn, address = accepted
-                peer = str(address[0]) if isinstance(address, tuple) else None
-                if server.connections.enter("mqtt", peer):
-                    nursery.start_soon(partial(serve_mqtt, server, TcpStream(conn), peer,
-                                               entered=True))
-                elif not _refused_at_once(server, conn, peer):
-                    nursery.start_soon(refuse_connection, server, TcpStream(conn), peer)
-                await trio.lowlevel.checkpoint()  # a stream of connections yields too
-        finally:
-            trio.lowlevel.notify_closing(sock)
-            sock.close()
-
-
-def _refused_at_once(server: PushServer, sock: socket.socket, peer: str | None) -> bool:
-    """End, without a task, a connection refused for its address's limits when what it
-    has sent so far settles the answer (``refusal_answer``: an MQTT 5.0 CONNECT is told
-    why, all else is closed without a word), or when the gateway is waiting on
-    ``REFUSALS_READ`` refused connections already. False when it has sent no whole CONNECT
-    yet and there is room to wait for one (``refuse_connection``, in a task). Under a flood
-    of refused connections each then costs an accept, a peek and a close."""
-    waiting = False  # for (the rest of) a CONNECT
-    try:
-        data = sock.recv(4096, socket.MSG_DONTWAIT | socket.MSG_PEEK)
-    except BlockingIOError:
-        data, waiting = b"", True
-    except OSError:  # reset already
-        data = b""
-    answer = None
-    if data:
-        codec = refusal_codec()
-        codec.receive_data(data)
-        answer = refusal_answer(codec, server.connections.over_rate(peer))
-        waiting = answer == b""
-    if waiting and server.connections.refusing < REFUSALS_READ:
-        return False
-    log.debug("closing a connection from %s: over that address's limits", peer)
-    if answer:
-        try:  # read what was peeked, so that the close is a FIN after the CONNACK, not a RST
-            sock.recv(len(data), socket.MSG_DONTWAIT)
-            sock.send(answer, socket.MSG_DONTWAIT)
-        except OSError:
-            pass
-    sock.close()
-    return True
-
-
-def _accept(sock: socket.socket) -> tuple[socket.socket, Any] | OSError | None:
-    """A new connection and its address; None if none is waiting (or the one waiting
-    went away first), the error if out of descriptors or buffers for now."""
-    try:
-        return sock.accept()
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        if exc.errno in _ACCEPT_SKIP:
-            return None
-        if exc.errno in _ACCEPT_RETRY:
-            return exc
-        raise
 
 
 async def _run_flusher(server: PushServer, *,

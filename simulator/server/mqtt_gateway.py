@@ -31,6 +31,7 @@ from pushsdk.protocol import (
 )
 
 from . import mqtt5, writes
+from .connections import close_stream
 from .logs import server_logger
 from .mqtt_session import MqttSession, inbox_topic, receipt_topic
 
@@ -60,7 +61,7 @@ async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
     ``server.connections`` already, and it was admitted (the plain MQTT listener, which
     refuses without a task; MQTT over WebSocket); it is left here all the same. One
     function, not two, because its frame stays on every idle connection's stack; it is
-    also the task's root on sockets (``listeners._serve_mqtt_listener``)."""
+    also the task's root on sockets (``accept.serve_listener``)."""
     connections = server.connections
     if not entered and not connections.enter("mqtt", peer):
         await refuse_connection(server, stream, peer)
@@ -79,7 +80,7 @@ async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
         log.exception("MQTT connection handler failed")
     finally:
         connections.leave("mqtt", peer)
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)
 
 
 #: A connection refused for its address's limits waits at most this long for its CONNECT,

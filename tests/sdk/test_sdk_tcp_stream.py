@@ -132,3 +132,27 @@ async def test_a_write_that_waits_for_the_socket_is_told_once():
     assert recorder.seen == [("sent", len(payload))]
     await a.aclose()
     await b.aclose()
+
+
+async def test_close_ends_the_stream_at_once_and_wakes_a_blocked_receive():
+    a, b = _pair()
+    woken: list[type[BaseException]] = []
+
+    async def receive() -> None:
+        try:
+            await a.receive_some()
+        except trio.ClosedResourceError as exc:
+            woken.append(type(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        a.close()  # no checkpoint: nothing else runs in between
+        assert a.socket.fileno() == -1
+        a.close()  # twice is harmless
+    assert woken == [trio.ClosedResourceError]
+    assert await b.receive_some() == b""  # the peer sees the end
+    with pytest.raises(trio.ClosedResourceError):
+        await a.send_all(b"late")
+    await a.aclose()  # and aclose after close too
+    await b.aclose()

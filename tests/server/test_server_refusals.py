@@ -1,18 +1,22 @@
-"""Connections refused for their source address's limits on the plain MQTT port.
+"""Connections refused for their source address's limits on the plain MQTT and HTTP ports.
 
 The listener refuses them itself, without a task, when what they have sent settles the
-answer (``listeners._refused_at_once``): an MQTT 5.0 CONNECT is told why (CONNACK 0x9F or
+answer (``accept.refuse_mqtt_at_once``): an MQTT 5.0 CONNECT is told why (CONNACK 0x9F or
 0x97), anything else is closed without a word. One that has sent nothing yet is waited for
-in a task (``mqtt_gateway.refuse_connection``), at most ``REFUSALS_READ`` at a time.
-Unit tests over a socket pair (no event loop), then the listener on loopback.
+in a task (``mqtt_gateway.refuse_connection``), at most ``REFUSALS_READ`` at a time. An
+HTTP connection always gets its 429 at once (``accept.refuse_http_at_once``), after what it
+has sent is read. Unit tests over a socket pair (no event loop), then the listener on
+loopback.
 """
 from __future__ import annotations
 
 import functools
+import json
 import random
 import socket
 from collections.abc import Iterator
 
+import h11
 import pytest
 import trio
 
@@ -33,7 +37,9 @@ from simulator.server import (
     SqliteStore,
     run_server,
 )
-from simulator.server.listeners import _refused_at_once
+from simulator.server.accept import refuse_http_at_once, refuse_mqtt_at_once
+from simulator.server.http_api import TOO_MANY_CONNECTIONS
+from simulator.server.http_connection import reply_bytes
 from simulator.server.mqtt_gateway import REFUSALS_READ
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,7 +91,7 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 def test_a_5_0_connect_over_the_rate_is_told_so_and_closed_with_a_fin(server, pair) -> None:
     accepted, client = pair
     client.sendall(connect_bytes(5))
-    assert _refused_at_once(server, accepted, PEER)
+    assert refuse_mqtt_at_once(server, accepted, PEER)
     assert accepted.fileno() == -1
     events = answer_to(client, 5)
     assert "reset" not in events  # the CONNECT was read before the close
@@ -101,7 +107,7 @@ async def test_an_address_holding_its_most_connections_is_told_its_quota(server,
         assert server.connections.enter("mqtt", PEER)
     assert not server.connections.enter("mqtt", PEER)  # the third is refused
     client.sendall(connect_bytes(5))
-    assert _refused_at_once(server, accepted, PEER)
+    assert refuse_mqtt_at_once(server, accepted, PEER)
     connack, _ = answer_to(client, 5)
     assert isinstance(connack, ConnAck)
     assert connack.reason_code == ReasonCode.QUOTA_EXCEEDED
@@ -112,7 +118,7 @@ async def test_an_address_holding_its_most_connections_is_told_its_quota(server,
 def test_anything_but_a_5_0_connect_is_closed_without_a_word(server, pair, sent) -> None:
     accepted, client = pair
     client.sendall(sent)
-    assert _refused_at_once(server, accepted, PEER)
+    assert refuse_mqtt_at_once(server, accepted, PEER)
     assert accepted.fileno() == -1
     events = answer_to(client, 5)
     assert not any(isinstance(event, ConnAck) for event in events)
@@ -122,7 +128,7 @@ def test_anything_but_a_5_0_connect_is_closed_without_a_word(server, pair, sent)
 def test_a_connection_without_a_whole_connect_is_left_to_a_task(server, pair, sent) -> None:
     accepted, client = pair
     client.sendall(sent)
-    assert not _refused_at_once(server, accepted, PEER)
+    assert not refuse_mqtt_at_once(server, accepted, PEER)
     rest = connect_bytes(5)[len(sent):]
     client.sendall(rest)
     accepted.settimeout(5)
@@ -135,9 +141,18 @@ def test_a_connection_without_a_whole_connect_is_left_to_a_task(server, pair, se
 def test_no_task_waits_once_the_gateway_waits_on_refusals_read(server, pair) -> None:
     accepted, client = pair
     server.connections.refusing = REFUSALS_READ
-    assert _refused_at_once(server, accepted, PEER)
+    assert refuse_mqtt_at_once(server, accepted, PEER)
     assert accepted.fileno() == -1
     assert client.recv(16) == b""
+
+
+async def start_one_connection_server(nursery: trio.Nursery) -> RunningServer:
+    """A server on loopback that admits one new connection per address, then ~none."""
+    settings = ServerSettings(admin_token=ADMIN, limits=Limits(
+        connection_rate_per_address=0.001, connection_burst_per_address=1.0))
+    running: RunningServer = await nursery.start(functools.partial(
+        run_server, settings, http_port=0, mqtt_port=0))
+    return running
 
 
 def refusals_seen(running: RunningServer) -> list[list[object]]:
@@ -163,11 +178,8 @@ def refusals_seen(running: RunningServer) -> list[list[object]]:
 
 
 async def test_the_listener_refuses_over_the_rate_and_serves_the_admitted() -> None:
-    settings = ServerSettings(admin_token=ADMIN, limits=Limits(
-        connection_rate_per_address=0.001, connection_burst_per_address=1.0))
     async with trio.open_nursery() as nursery:
-        running: RunningServer = await nursery.start(functools.partial(
-            run_server, settings, http_port=0, mqtt_port=0))
+        running = await start_one_connection_server(nursery)
         admitted, told, closed, late = await trio.to_thread.run_sync(refusals_seen, running)
         connections = running.server.connections
         with trio.fail_after(5):
@@ -183,3 +195,60 @@ async def test_the_listener_refuses_over_the_rate_and_serves_the_admitted() -> N
     assert not any(isinstance(event, ConnAck) for event in closed)
     assert connections.refused == 3 and not connections.by_address
     assert stats.mqtt_connections_refused == 1  # the admitted one, by the gateway
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+def read_to_end(client: socket.socket) -> bytes:
+    """All a client reads until its connection ends; a reset fails the test."""
+    client.settimeout(5)
+    got = b""
+    while data := client.recv(65536):
+        got += data
+    return got
+
+
+def too_many(answer: bytes) -> None:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 429 ")
+    assert b"\r\nRetry-After: 1\r\n" in head and b"\r\nConnection: close" in head
+    assert json.loads(body)["error"]["code"] == "too_many_connections"
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3],
+                         ids=["nothing yet", "requests already sent"])
+def test_a_refused_http_connection_reads_its_429_and_an_end_not_a_reset(server, pair,
+                                                                         sent) -> None:
+    accepted, client = pair
+    client.sendall(sent)
+    refuse_http_at_once(server, accepted, PEER,
+                        reply_bytes(h11.Connection(h11.SERVER), TOO_MANY_CONNECTIONS))
+    assert accepted.fileno() == -1
+    too_many(read_to_end(client))
+    assert server.counters.http_responses[429] == 1 and server.counters.http_requests == 1
+
+
+def http_answers(running: RunningServer) -> tuple[bytes, bytes]:
+    """From 127.0.0.1, over a rate of one new connection: what the admitted connection
+    (one request, ``Connection: close``) and a refused one (sending nothing) read."""
+    port = running.http_port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as admitted, \
+            socket.create_connection(("127.0.0.1", port), timeout=5) as refused:
+        admitted.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return read_to_end(admitted), read_to_end(refused)
+
+
+async def test_the_http_listener_answers_429_over_the_rate_and_serves_the_admitted() -> None:
+    async with trio.open_nursery() as nursery:
+        running = await start_one_connection_server(nursery)
+        served, refused = await trio.to_thread.run_sync(http_answers, running)
+        connections = running.server.connections
+        with trio.fail_after(5):
+            while connections.open["http"]:
+                await trio.sleep(0.01)
+        stats = running.server.statistics()
+        nursery.cancel_scope.cancel()
+    assert served.startswith(b"HTTP/1.1 200 ")
+    too_many(refused)
+    assert connections.refused == 1 and not connections.by_address
+    assert dict(stats.http_responses) == {200: 1, 429: 1}
