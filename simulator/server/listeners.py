@@ -186,6 +186,8 @@ def _handlers(server: PushServer, tls: ssl.SSLContext | None, ports: dict[str, i
 
         return guarded
 
+    # The plain "http" and "mqtt" ports are served by accept.serve_listener (DIRECT_KINDS),
+    # not by these handlers; the http one is what HTTPS wraps.
     handlers = {"http": (ports["http"] or 0, handle(server.handle_http_stream)),
                 "mqtt": (ports["mqtt"] or 0, handle(server.handle_mqtt_stream))}
     if ports["ws"] is not None:
