@@ -31,7 +31,7 @@ message breaks (Maximum QoS, Retain Available, Maximum Packet Size) fails that m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Set as AbstractSet
+from collections.abc import Callable, Mapping, Set as AbstractSet
 from typing import Any
 
 import attrs
@@ -113,6 +113,8 @@ class Environment:
     foreground_changed_at: float | None = None
     device_idle: bool = False
     idle_ended_at: float = -math.inf
+    #: The platform's "is the default network active?" query, or None (it cannot say).
+    network_active: Callable[[], bool] | None = None
 
 
 @attrs.define(eq=False)
@@ -542,6 +544,7 @@ class SessionCore:
             silence=silence,
             foreground_changed_at=env.foreground_changed_at,
             server_keepalive=self.server_keepalive,
+            network_active=None if env.network_active is None else env.network_active(),
         )
 
     def heartbeat_failed(self, now: float) -> None:

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -153,7 +153,10 @@ class PushClient:
     ``clock`` [SystemClock()], ``rng`` [random.Random()], ``strategy`` [fixed:270 in server
     mode, fixed:<keepalive> in broker mode], ``backoff`` [Backoff()]; grouped options
     ``timeouts`` [:class:`Timeouts`], ``limits`` [:class:`Limits`], ``device``
-    [:class:`DeviceStatus`] (their fields are also accepted as plain keywords).
+    [:class:`DeviceStatus`] (their fields are also accepted as plain keywords);
+    ``network_active`` [None], the platform's query "is the default network active now?"
+    (Android's ``ConnectivityManager.isDefaultNetworkActive()``), which strategies read as
+    ``HeartbeatContext.network_active``.
     """
 
     # Slots keep each of the thousands of clients a simulation runs small.
@@ -187,6 +190,7 @@ class PushClient:
         timeouts: Timeouts | None = None,
         limits: Limits | None = None,
         device: DeviceStatus | None = None,
+        network_active: Callable[[], bool] | None = None,
         **flat: Unpack[FlatOptions],
     ) -> None:
         if not isinstance(config, (ServerConfig, BrokerConfig)):
@@ -217,7 +221,8 @@ class PushClient:
         self._on_new_token = on_new_token
         self._on_state_change = on_state_change
         self._env = Environment(clock or _SYSTEM_CLOCK, status.network_key,
-                                status.network_type, status.app_state)
+                                status.network_type, status.app_state,
+                                network_active=network_active)
         self._tally = Tally()
         self._outbox = MessageStore()
         self._sdk_state = SdkState()

@@ -49,6 +49,9 @@ MQTT_PORT = 1883
 _MSS = WIRE.mss
 _HEADER = WIRE.header_bytes
 _PER_ACK = WIRE.segments_per_ack
+#: Idle timers behind ``network_active`` (AOSP ConnectivityService defaults, seconds).
+_ACTIVITY_TIMEOUT = 10.0
+_ACTIVITY_TIMEOUT_WIFI = 15.0
 
 
 class LazyRandom:
@@ -352,7 +355,7 @@ class VirtualHandset:
             network_key=self.network.key, network_type=self.network.type,
             app_state=spec.app.state_at(0.0).value, on_notification=self._on_push,
             on_message=self._on_push, on_deleted=self._on_deleted,
-            on_state_change=self._on_state_change,
+            on_state_change=self._on_state_change, network_active=self.network_active,
         )
         self._screen(spec.app.state_at(0.0).value, 0.0)
 
@@ -576,6 +579,19 @@ class VirtualHandset:
             self.client.notify_network_changed(None, self.network.type)
         else:
             self.client.notify_network_changed(self.network.key, self.network.type)
+
+    def network_active(self) -> bool:
+        """Android's ``ConnectivityManager.isDefaultNetworkActive()``: the interface's idle
+        timer has not fired, i.e. the network carried traffic (any app's, the app on screen
+        included) within the last 10 s on cellular, 15 s on Wi-Fi (AOSP
+        ``ConnectivityService.setupDataActivityTracking`` defaults)."""
+        if not self.online:
+            return False
+        meter = self._meters.get(self.network.radio)
+        if meter is None:
+            return False
+        timeout = _ACTIVITY_TIMEOUT_WIFI if self.network.type == "wifi" else _ACTIVITY_TIMEOUT
+        return trio.current_time() - meter.busy_until < timeout
 
     def on_background_traffic(self, bytes_up: int, bytes_down: int) -> None:
         """Another app uses the radio now (counted apart so the SDK's share can be told)."""

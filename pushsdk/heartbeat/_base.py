@@ -76,6 +76,11 @@ class HeartbeatContext:
     """MQTT 5: the Server Keep Alive of the connection's CONNACK (seconds; the server's
     ceiling on the keepalive, which the client then uses instead of the declared one), or
     ``None`` when the server sent none (always in MQTT 3.1.1)."""
+    network_active: bool | None = None
+    """Whether the platform reports the default network active now, i.e. it carried traffic
+    moments ago and the radio is still in its high-power state (Android's
+    ``ConnectivityManager.isDefaultNetworkActive()``); ``None`` when the platform does not
+    say (no ``network_active`` query was given to the client)."""
 
 
 State = TypeVar("State")

@@ -38,7 +38,9 @@ Rules:
   than the radio's, so a free ping pays only when it replaces most of a beat). With
   ``screen_hints`` it also pings the moment the screen goes off
   after a session (the app that was in front kept the radio up: docs/energy.md, screen-on
-  sharing), if that much silence has passed. Each free beat moves the next paid one out.
+  sharing), if that much silence has passed and the platform does not say the network is
+  idle (``ctx.network_active is False``: the session sent nothing, so there is no tail).
+  Each free beat moves the next paid one out.
 """
 from __future__ import annotations
 

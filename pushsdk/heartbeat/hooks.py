@@ -6,7 +6,8 @@ active for another app (``PushClient.notify_radio_active``, Android's
 ``OnNetworkActiveListener``), a ping goes out early once ``piggyback_after`` of the interval
 has passed, because it then lands in the radio's tail and costs a fraction of a wake-up; and
 with ``screen_hints`` a ping goes out the moment the screen goes off after a session (the app
-that was in front kept the radio up, docs/energy.md). A ping sent early tests less silence
+that was in front kept the radio up, docs/energy.md), unless the platform says the network
+is idle (``HeartbeatContext.network_active``). A ping sent early tests less silence
 than the interval, so its answer is *not* passed to the wrapped strategy (it proves nothing
 about the NAT); its failure is, since a shorter silence failed.
 
@@ -45,10 +46,15 @@ class HookedState:
 def screen_just_went_off(ctx: HeartbeatContext, last_ping_at: float, interval: float,
                          share: float) -> bool:
     """The screen went off after the last answered ping, moments ago, and ``share`` of the
-    interval has passed since that ping: the session's radio tail is still running."""
+    interval has passed since that ping: the session's radio tail is still running.
+
+    Unless the platform says otherwise: where it answers ``network_active`` and the answer
+    is False, the session did not keep the radio up (the app in front sent nothing), and a
+    ping now would pay a whole wake-up."""
     return (ctx.app_state == "inactive" and ctx.app_state_since > last_ping_at > -math.inf
             and ctx.now - ctx.app_state_since < _SCREEN_TAIL_S
-            and ctx.now - last_ping_at >= share * interval)
+            and ctx.now - last_ping_at >= share * interval
+            and ctx.network_active is not False)
 
 
 @attrs.frozen

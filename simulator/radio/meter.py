@@ -99,6 +99,12 @@ class RadioMeter:
         """Time of the last packet offered (``None`` before the first)."""
         return None if self._first_t is None else self._last_t
 
+    @property
+    def busy_until(self) -> float:
+        """End of the last promotion, transfer or hold booked (``-inf`` before any): when
+        the link last carried something, as an interface idle timer sees it."""
+        return self._busy_until
+
     def on_packet(self, t: float, direction: str, nbytes: int) -> None:
         """Offer a packet of ``nbytes`` at time ``t`` (seconds, non-decreasing).
 

@@ -194,10 +194,19 @@ def test_free_beats_on_radio_activity_and_as_a_screen_session_ends():
     assert AdaptiveStrategy(screen_hints=False).interval(pinged, off) == 270
 
 
-def screen_ctx(now, since=-1e6, silence=0.0):
+def test_no_screen_off_ping_when_the_platform_says_the_network_is_not_active():
+    """A session that sent nothing left no radio tail to ride on (``screen-dark``)."""
+    pinged = ADAPTIVE.on_success(ADAPTIVE.start(None, ctx(network_type="cellular")),
+                                 screen_ctx(now=100.0, silence=270))
+    assert ADAPTIVE.interval(pinged, screen_ctx(500.0, 499.5, active=False)) == 270
+    assert ADAPTIVE.interval(pinged, screen_ctx(500.0, 499.5, active=True)) == 0.0
+    assert ADAPTIVE.interval(pinged, screen_ctx(500.0, 499.5, active=None)) == 0.0
+
+
+def screen_ctx(now, since=-1e6, silence=0.0, active=None):
     return HeartbeatContext(now=now, wall_time=1_700_000_000.0 + now, network_key="k",
                             network_type="cellular", app_state="inactive",
-                            app_state_since=since, silence=silence)
+                            app_state_since=since, silence=silence, network_active=active)
 
 
 @pytest.mark.parametrize("memory", [None, {}, {"strategy": "mars", "low": 1},

@@ -42,12 +42,14 @@ def test_a_ping_as_the_screen_goes_off_like_adaptive():
     assert hooked.interval(state, at(400.0, since=390.0)) == 600  # off too long ago
     assert HookedStrategy(parse_strategy("fixed:600"), screen_hints=False).interval(
         state, at(400.0, since=399.0)) == 600
+    # The platform says the network is idle: the session left no tail to ride on.
+    assert hooked.interval(state, at(400.0, since=399.0, active=False)) == 600
 
 
-def at(now, since=-1e6, silence=0.0):
+def at(now, since=-1e6, silence=0.0, active=None):
     return HeartbeatContext(now=now, wall_time=WALL0 + now, network_key="k",
                             network_type="cellular", app_state="inactive",
-                            app_state_since=since, silence=silence)
+                            app_state_since=since, silence=silence, network_active=active)
 
 
 def test_an_early_ping_teaches_the_wrapped_strategy_nothing_a_full_one_does():

@@ -22,8 +22,10 @@ def one_network(
     *, nat: float, behaviour: str = "drop", radio: str = "lte", net_type: str = "cellular",
     latency_ms: float = 40, jitter_ms: float = 0, group: str = "", workload: str = NO_PUSHES,
     name: str = "test-world", network: str = "", start: str = "00:00",
+    app: str = '{ model = "background" }',
 ) -> Scenario:
-    """A one-network, one-group scenario: screen off all run (``background`` app model),
+    """A one-network, one-group scenario: screen off all run (``background`` app model,
+    unless ``app`` is another inline table),
     no Doze unless ``group`` turns it on, no pushes unless ``workload`` asks for them.
     Jitter is 0 by default so virtual times are exact. ``network`` adds keys to the
     network's table (e.g. ``nat_refresh = "outbound"``)."""
@@ -42,7 +44,7 @@ jitter_ms = {jitter_ms}
 [[groups]]
 name = "g"
 network = "net"
-app = {{ model = "background" }}
+app = {app}
 {group}
 {workload}
 """)

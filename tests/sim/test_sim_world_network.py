@@ -366,3 +366,22 @@ broadcast_per_day = 0
     assert alone.energy_j == pytest.approx(24 * get_model("lte").isolated_energy(), rel=0.02)
     # Only the transfers of its own bytes: well under a millijoule per beat.
     assert shared.energy_j < 0.001 * 24
+
+
+def test_a_screen_off_ping_goes_out_only_when_the_session_left_the_network_active():
+    """``+hooks`` pings as a screen session ends, when the handset's ``network_active``
+    (Android's isDefaultNetworkActive: traffic within 10 s on cellular) says the session's
+    radio tail is running; where the app on screen sent nothing it is the plain schedule."""
+    def scenario(screen_radio):
+        return one_network(nat=3600, start="10:00",
+                           app='{ model = "user", opens_per_day = 200 }',
+                           group=f'cpu = "none"\nscreen_radio = {str(screen_radio).lower()}')
+    plain = run_one(scenario(False), "fixed:600", hours=6, seed=5)
+    dark = run_one(scenario(False), "fixed:600+hooks", hours=6, seed=5)
+    shared = run_one(scenario(True), "fixed:600+hooks", hours=6, seed=5)
+    # Without the check the dark run sends 73 beats and spends twice the plain energy.
+    assert (dark.heartbeats, dark.energy_j) == (plain.heartbeats, plain.energy_j)
+    assert plain.heartbeats == 35 and plain.energy_j == pytest.approx(459.7, abs=0.1)
+    alone = run_one(scenario(True), "fixed:600", hours=6, seed=5)
+    assert shared.heartbeats == 73  # pings in the sessions' tails ...
+    assert shared.energy_j < 0.2 * alone.energy_j  # ... which cost almost nothing
