@@ -34,8 +34,19 @@ async def _still_served(harness: Harness, bystander: tuple[dict, dict, object]) 
     assert payload(await client.expect_publish())["msg_id"] == msg_id  # type: ignore[attr-defined]
 
 
+async def _timed_statuses(stream, start: float) -> list[tuple[float, int]]:
+    """(seconds after ``start``, status) of every HTTP answer read until the server closes."""
+    answers: list[tuple[float, int]] = []
+    while chunk := await stream.receive_some(65536):
+        answers += [(trio.current_time() - start, int(status))
+                    for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", chunk)]
+    return answers
+
+
 async def test_registrations_per_source_address_and_per_app(make_harness,
                                                             autojump_clock) -> None:
+    """Registrations: 3 at once then one a second per address, 6 at once per app over all
+    addresses; each refusal a 429 with Retry-After, another device still served."""
     harness = make_harness(registration_rate_per_address=1.0,
                            registration_burst_per_address=3.0,
                            registration_rate_per_app=0.01, registration_burst_per_app=6.0)
@@ -192,10 +203,7 @@ async def test_pipelined_requests_over_the_rate_wait_out_their_retry_after(
     last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     start = trio.current_time()
     await stream.send_all(request * 19 + last)
-    answers: list[tuple[float, int]] = []
-    while chunk := await stream.receive_some(65536):
-        answers += [(trio.current_time() - start, int(status))
-                    for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", chunk)]
+    answers = await _timed_statuses(stream, start)
     # The burst of 4, one 429 (Retry-After: 1), then each second the 2 tokens that came
     # back and the next request's 429.
     expected = [(0.0, 200)] * 4 + [(0.0, 429)] + [
@@ -207,6 +215,8 @@ async def test_pipelined_requests_over_the_rate_wait_out_their_retry_after(
 
 async def test_pipelined_registrations_over_the_rate_wait_too(make_harness,
                                                               autojump_clock) -> None:
+    """Pipelined registrations over the address's registration rate wait like requests do:
+    3 answered at once, one 429, then nothing read until its Retry-After (1 s) has passed."""
     harness = make_harness(registration_rate_per_address=1.0,
                            registration_burst_per_address=3.0)
     app = await harness.create_app()
@@ -217,9 +227,5 @@ async def test_pipelined_registrations_over_the_rate_wait_too(make_harness,
         b"POST /v1/devices HTTP/1.1\r\nHost: x\r\nX-App-Key: %s\r\nContent-Length: %d\r\n%s\r\n%s"
         % (app["app_key"].encode(), len(body), b"Connection: close\r\n" if i == 5 else b"",
            body) for i, body in enumerate(bodies)))
-    start = trio.current_time()
-    answers: list[tuple[float, int]] = []
-    while chunk := await stream.receive_some(65536):
-        answers += [(trio.current_time() - start, int(status))
-                    for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", chunk)]
+    answers = await _timed_statuses(stream, trio.current_time())
     assert answers == [(0.0, 200)] * 3 + [(0.0, 429), (1.0, 200), (1.0, 429)]
