@@ -34,6 +34,7 @@ from simulator.server import (
     PushServer,
     RunningServer,
     ServerSettings,
+    ServerStatistics,
     SqliteStore,
     run_server,
 )
@@ -177,15 +178,20 @@ def refusals_seen(running: RunningServer) -> list[list[object]]:
             sock.close()
 
 
+async def statistics_once_closed(running: RunningServer, kind: str) -> ServerStatistics:
+    """The server's statistics once its last ``kind`` connection has ended (within 5 s)."""
+    with trio.fail_after(5):
+        while running.server.connections.open[kind]:
+            await trio.sleep(0.01)
+    return running.server.statistics()
+
+
 async def test_the_listener_refuses_over_the_rate_and_serves_the_admitted() -> None:
     async with trio.open_nursery() as nursery:
         running = await start_one_connection_server(nursery)
         admitted, told, closed, late = await trio.to_thread.run_sync(refusals_seen, running)
         connections = running.server.connections
-        with trio.fail_after(5):
-            while connections.open["mqtt"]:
-                await trio.sleep(0.01)
-        stats = running.server.statistics()
+        stats = await statistics_once_closed(running, "mqtt")
         nursery.cancel_scope.cancel()
     assert [type(event) for event in admitted] == [ConnAck, ConnectionClosed]
     assert admitted[0].reason_code == ReasonCode.BAD_USER_NAME_OR_PASSWORD
@@ -243,10 +249,7 @@ async def test_the_http_listener_answers_429_over_the_rate_and_serves_the_admitt
         running = await start_one_connection_server(nursery)
         served, refused = await trio.to_thread.run_sync(http_answers, running)
         connections = running.server.connections
-        with trio.fail_after(5):
-            while connections.open["http"]:
-                await trio.sleep(0.01)
-        stats = running.server.statistics()
+        stats = await statistics_once_closed(running, "http")
         nursery.cancel_scope.cancel()
     assert served.startswith(b"HTTP/1.1 200 ")
     too_many(refused)
