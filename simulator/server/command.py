@@ -177,7 +177,12 @@ def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
         f"{LIMITS.connection_burst_per_address:g} (default %(default)s)")
     add("--request-rate", type=_limit(float), default=LIMITS.request_rate_per_address,
         metavar="PER_S", help="HTTP requests per second per source address, bursts of "
-        f"{LIMITS.request_burst_per_address:g}; 429 over it (default %(default)s)")
+        f"{LIMITS.request_burst_per_address:g}; over it a request waits for its turn "
+        "(--request-delay), then 429 (default %(default)s)")
+    add("--request-delay", type=non_negative_float,
+        default=LIMITS.request_delay_per_address, metavar="S",
+        help="longest wait for its turn of a request over --request-rate; 0: 429 at once "
+             "(default %(default)g)")
     add("--max-connections-per-address", type=_limit(int),
         default=LIMITS.max_connections_per_address, metavar="N",
         help="concurrent connections from one source address (default %(default)s)")
@@ -214,6 +219,7 @@ def settings_from_args(args: argparse.Namespace, rng: random.Random) -> RunSetti
         receipt_rate=args.receipt_rate, max_probes_per_device=args.max_probes,
         connection_rate_per_address=args.connection_rate,
         request_rate_per_address=args.request_rate,
+        request_delay_per_address=args.request_delay,
         max_connections_per_address=args.max_connections_per_address,
         max_requests_per_connection=args.max_requests_per_connection,
         max_keepalive=args.max_keepalive)

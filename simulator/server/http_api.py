@@ -339,12 +339,16 @@ async def answer(server: PushServer, request: h11.Request, body: bytes,
     A write (push, registration, ...) is answered once it is committed; if the commit
     fails the answer is 503 ``storage_unavailable`` and nothing of it was stored."""
     if peer is not None:
-        wait = server.request_limit.take(peer, trio.current_time())
-        if wait:
+        admitted, wait = server.request_limit.reserve(
+            peer, trio.current_time(), server.limits.request_delay_per_address)
+        if not admitted:
             server.counters.requests_rate_limited += 1
             retry_after = max(1, math.ceil(wait))
             return error_reply(429, "rate_limited", "too many requests from your address",
                                headers=(("Retry-After", str(retry_after)),), pause=retry_after)
+        if wait:  # over the rate: its turn comes in ``wait`` (pacing, not bursts)
+            server.counters.requests_delayed += 1
+            await trio.sleep(wait)
     path = request.target.decode("latin-1").partition("?")[0]
     methods, param = _route(path)
     if methods is None:

@@ -69,6 +69,7 @@ class ServerCounters:
     mqtt_sessions_revoked: int = 0
     rate_limited: int = 0
     requests_rate_limited: int = 0
+    requests_delayed: int = 0
     registrations: int = 0
     registrations_refused: int = 0
     registrations_rate_limited: int = 0
@@ -124,6 +125,7 @@ class ServerStatistics:
     mqtt_sessions_revoked: int
     rate_limited: int
     requests_rate_limited: int
+    requests_delayed: int
     registrations: int
     registrations_refused: int
     registrations_rate_limited: int
@@ -171,6 +173,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("rate_limited", "counter", "Pushes refused with 429 by the per-app rate limit."),
     ("requests_rate_limited", "counter",
      "HTTP requests refused with 429: their source address sent too many."),
+    ("requests_delayed", "counter",
+     "HTTP requests over their source address's rate that waited for their turn."),
     ("registrations", "counter", "Registrations accepted (new devices and re-registrations)."),
     ("registrations_refused", "counter",
      "Re-registrations refused: proof missing or wrong (401/403), alias taken (409)."),

@@ -99,11 +99,16 @@ class Limits:
     connection_rate_per_address: float | None = attrs.field(
         default=200.0, validator=_optional_positive())
     connection_burst_per_address: float = attrs.field(default=2000.0, validator=_positive)
-    #: HTTP requests per second from one source address (all its connections): 429 with
-    #: Retry-After over it, answered before routing. None = no limit.
+    #: HTTP requests per second from one source address (all its connections), a token
+    #: bucket checked before routing; over it a request waits (next), then gets 429 with
+    #: Retry-After. None = no limit.
     request_rate_per_address: float | None = attrs.field(
         default=200.0, validator=_optional_positive())
     request_burst_per_address: float = attrs.field(default=2000.0, validator=_positive)
+    #: A request over that rate waits up to this long for its turn (requests over the
+    #: rate are paced, one per ``1 / rate``, as nginx's ``limit_req`` delays them) before
+    #: it is refused; 0: refused at once.
+    request_delay_per_address: float = attrs.field(default=1.0, validator=_non_negative)
     #: ``POST /v1/devices`` per app key (all addresses together); None = no limit.
     registration_rate_per_app: float | None = attrs.field(
         default=None, validator=_optional_positive())

@@ -172,7 +172,8 @@ async def test_a_log_flood_costs_a_counter(harness: Harness, autojump_clock,
 async def test_new_connections_and_requests_per_source_address(make_harness,
                                                                autojump_clock) -> None:
     harness = make_harness(connection_rate_per_address=2.0, connection_burst_per_address=3.0,
-                           request_rate_per_address=2.0, request_burst_per_address=4.0)
+                           request_rate_per_address=2.0, request_burst_per_address=4.0,
+                           request_delay_per_address=0.0)  # refused at once, not paced
     statuses = [(await harness.request("GET", "/healthz", peer=ATTACKER)).status
                 for _ in range(4)]
     assert statuses == [200, 200, 200, 429]  # the 4th connection: over the connection rate
@@ -193,10 +194,11 @@ async def test_new_connections_and_requests_per_source_address(make_harness,
 
 async def test_pipelined_requests_over_the_rate_wait_out_their_retry_after(
         make_harness, autojump_clock) -> None:
-    """A client over its address's request rate gets one 429 and then nothing of its is read
-    until the Retry-After it was given has passed: TCP back-pressure, not a parse and a 429
-    for every request it has pipelined behind (what the server_floods benchmark measures)."""
-    harness = make_harness(request_rate_per_address=2.0, request_burst_per_address=4.0)
+    """A client over its address's request rate (with no time to wait for its turn) gets
+    one 429 and then nothing of its is read until the Retry-After it was given has passed:
+    TCP back-pressure, not a parse and a 429 for every request it has pipelined behind."""
+    harness = make_harness(request_rate_per_address=2.0, request_burst_per_address=4.0,
+                           request_delay_per_address=0.0)
     bystander = await _bystander(harness)
     stream = harness.open_stream("handle_http_stream", ATTACKER)
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -211,6 +213,53 @@ async def test_pipelined_requests_over_the_rate_wait_out_their_retry_after(
     assert answers == expected
     assert harness.server.statistics().requests_rate_limited == 6  # not 16
     await _still_served(harness, bystander)
+
+
+async def test_requests_over_the_rate_are_paced_one_per_interval(make_harness,
+                                                                 autojump_clock) -> None:
+    """Requests over the address's rate wait for their turn (up to the request delay), one
+    per 1 / rate: after the burst of 4, pipelined requests at 2/s are answered 0.5 s apart,
+    all 200 — an even trickle instead of a burst each second (server_floods: a burst of an
+    attacker's requests delayed another app's pushes by 10-20 ms)."""
+    harness = make_harness(request_rate_per_address=2.0, request_burst_per_address=4.0,
+                           request_delay_per_address=1.0)
+    bystander = await _bystander(harness)
+    stream = harness.open_stream("handle_http_stream", ATTACKER)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    start = trio.current_time()
+    await stream.send_all(request * 9 + last)
+    answers = await _timed_statuses(stream, start)
+    assert [status for _, status in answers] == [200] * 10
+    assert [at for at, _ in answers] == pytest.approx([0.0] * 4 + [0.5 * k for k in range(1, 7)])
+    stats = harness.server.statistics()
+    assert stats.requests_delayed == 6 and stats.requests_rate_limited == 0
+    await _still_served(harness, bystander)
+
+
+async def test_the_wait_for_a_turn_is_bounded_then_429(make_harness, autojump_clock) -> None:
+    """The turns handed out are bounded by the request delay: with the burst spent, three
+    connections asking at once get turns 0.5 s and 1.0 s away; the third, 1.5 s away, is
+    over the 1 s delay and gets 429 with Retry-After 2 at once."""
+    harness = make_harness(request_rate_per_address=2.0, request_burst_per_address=4.0,
+                           request_delay_per_address=1.0)
+    client = harness.http_client(ATTACKER)
+    assert [(await client.request("GET", "/healthz")).status for _ in range(4)] == [200] * 4
+    start = trio.current_time()
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    results: list[tuple[float, int]] = []
+
+    async def ask() -> None:
+        stream = harness.open_stream("handle_http_stream", ATTACKER)
+        await stream.send_all(request)
+        results.extend(await _timed_statuses(stream, start))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(ask)
+    assert sorted(results) == [(0.0, 429), (pytest.approx(0.5), 200), (pytest.approx(1.0), 200)]
+    stats = harness.server.statistics()
+    assert stats.requests_delayed == 2 and stats.requests_rate_limited == 1
 
 
 async def test_pipelined_registrations_over_the_rate_wait_too(make_harness,
