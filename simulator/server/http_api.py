@@ -406,7 +406,7 @@ async def serve_http(server: PushServer, stream: trio.abc.Stream,
     try:
         connection = HttpConnection(
             stream, server.limits, lambda request, body: answer(server, request, body, peer),
-            server.counters)
+            server.counters, server.rng)
         await connection.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass

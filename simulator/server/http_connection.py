@@ -6,6 +6,10 @@ Rules, each covered by tests (``tests/server/test_server_http*.py``):
   ``{"error": {"code", "message"}}``; nothing a client sends produces a 500;
 * keep-alive, with an idle timeout between requests and at most
   ``max_requests_per_connection`` requests (the last answer says ``Connection: close``);
+  a connection silent that long (or silent from the start for ``request_timeout``) is
+  closed at a random moment up to ``timeout_spread`` of that time later, so that
+  connections opened together (a flood of held connections) do not all end in one
+  scheduler pass;
 * a request must arrive whole (head and body) within ``request_timeout`` of its first
   byte, else 408 and close — slow clients cannot hold connections open;
 * bodies over ``max_body_bytes`` get 413 without being read; heads over
@@ -22,6 +26,7 @@ Rules, each covered by tests (``tests/server/test_server_http*.py``):
 from __future__ import annotations
 
 import http
+import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -87,11 +92,12 @@ class _Framing:
 class HttpConnection:
     """Serves the requests of one accepted connection with ``answer`` until it ends."""
 
-    __slots__ = ("answer", "conn", "counters", "framing", "limits", "stream")
+    __slots__ = ("answer", "conn", "counters", "framing", "limits", "rng", "stream")
 
     def __init__(self, stream: trio.abc.Stream, limits: Limits, answer: Answer,
-                 counters: object) -> None:
+                 counters: object, rng: random.Random | None = None) -> None:
         self.stream = stream
+        self.rng = rng  # spreads silent closes (``timeout_spread``); None: none
         self.limits = limits
         self.answer = answer
         self.counters = counters
@@ -103,7 +109,7 @@ class HttpConnection:
 
     async def run(self) -> None:
         limits = self.limits
-        idle_deadline = trio.current_time() + limits.request_timeout  # first request
+        idle_deadline = self._silence_deadline(limits.request_timeout)  # first request
         served = 0
         while True:
             outcome = await self._read_request(idle_deadline)
@@ -132,7 +138,15 @@ class HttpConnection:
             data, closed = conn.trailing_data
             self.framing = _Framing(bytearray(data), closed)
             self.conn = self._new_conn()
-            idle_deadline = trio.current_time() + limits.idle_timeout
+            idle_deadline = self._silence_deadline(limits.idle_timeout)
+
+    def _silence_deadline(self, timeout: float) -> float:
+        """When a connection silent from now on is closed: ``timeout`` from now, plus up to
+        ``timeout_spread`` of it more."""
+        spread = self.limits.timeout_spread
+        if self.rng is not None and spread:
+            timeout *= 1.0 + spread * self.rng.random()
+        return trio.current_time() + timeout
 
     # --- reading -------------------------------------------------------------------------
 

@@ -49,6 +49,10 @@ class Limits:
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: An idle keep-alive connection is closed after this long without a new request.
     idle_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: A silent HTTP connection (no first request within ``request_timeout``, or none
+    #: after the last within ``idle_timeout``) is closed up to this fraction of that time
+    #: later, at random: connections opened together end spread out, not in one burst.
+    timeout_spread: float = attrs.field(default=0.25, validator=_non_negative)
     #: Requests answered on one keep-alive connection; the last answer says
     #: ``Connection: close`` (a client cannot keep one connection busy forever).
     max_requests_per_connection: int = attrs.field(default=1000, validator=_positive)

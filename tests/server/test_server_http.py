@@ -398,10 +398,21 @@ async def test_slow_body_gets_408_even_while_trickling(harness: Harness,
 
 async def test_silent_new_connection_closed_after_request_timeout(harness: Harness,
                                                                   autojump_clock) -> None:
-    stream = harness.open_stream("handle_http_stream")
-    data, closed = await read_raw_response(stream)
-    assert (data, closed) == (b"", True)
-    assert trio.current_time() == 10.0
+    """Closed without a word between 10 s (request_timeout) and 12.5 s (timeout_spread
+    0.25); connections opened together end spread over that window, not in one pass."""
+    closed_at: list[float] = []
+
+    async def silent() -> None:
+        data, closed = await read_raw_response(harness.open_stream("handle_http_stream"))
+        assert (data, closed) == (b"", True)
+        closed_at.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(silent)
+    assert len(closed_at) == 50 and min(closed_at) >= 10.0 and max(closed_at) <= 12.5
+    assert len({round(t, 3) for t in closed_at}) > 40  # spread, not together
+    assert max(closed_at) - min(closed_at) > 1.5
 
 
 async def test_idle_keep_alive_connection_closed_after_idle_timeout(harness: Harness,
@@ -411,7 +422,14 @@ async def test_idle_keep_alive_connection_closed_after_idle_timeout(harness: Har
     answered = trio.current_time()
     data, closed = await read_raw_response(client.stream)
     assert (data, closed) == (b"", True)
-    assert trio.current_time() - answered == 30.0
+    assert 30.0 <= trio.current_time() - answered <= 37.5
+
+
+async def test_silent_closes_are_exact_without_a_spread(make_harness, autojump_clock) -> None:
+    harness = make_harness(timeout_spread=0.0)
+    start = trio.current_time()
+    assert await read_raw_response(harness.open_stream("handle_http_stream")) == (b"", True)
+    assert trio.current_time() - start == 10.0
 
 
 # --- hostile input never gives a 500 ---------------------------------------------------------
