@@ -43,6 +43,19 @@ async def _timed_statuses(stream, start: float) -> list[tuple[float, int]]:
     return answers
 
 
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+HEALTHZ_LAST = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+async def _pipelined_healthz(harness: Harness, count: int) -> list[tuple[float, int]]:
+    """``count`` pipelined ``GET /healthz`` from ATTACKER on one connection, sent at once
+    (the last asks to close): the timed answers, as :func:`_timed_statuses`."""
+    stream = harness.open_stream("handle_http_stream", ATTACKER)
+    start = trio.current_time()
+    await stream.send_all(HEALTHZ * (count - 1) + HEALTHZ_LAST)
+    return await _timed_statuses(stream, start)
+
+
 async def test_registrations_per_source_address_and_per_app(make_harness,
                                                             autojump_clock) -> None:
     """Registrations: 3 at once then one a second per address, 6 at once per app over all
@@ -200,12 +213,7 @@ async def test_pipelined_requests_over_the_rate_wait_out_their_retry_after(
     harness = make_harness(request_rate_per_address=2.0, request_burst_per_address=4.0,
                            request_delay_per_address=0.0)
     bystander = await _bystander(harness)
-    stream = harness.open_stream("handle_http_stream", ATTACKER)
-    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    start = trio.current_time()
-    await stream.send_all(request * 19 + last)
-    answers = await _timed_statuses(stream, start)
+    answers = await _pipelined_healthz(harness, 20)
     # The burst of 4, one 429 (Retry-After: 1), then each second the 2 tokens that came
     # back and the next request's 429.
     expected = [(0.0, 200)] * 4 + [(0.0, 429)] + [
@@ -224,12 +232,7 @@ async def test_requests_over_the_rate_are_paced_one_per_interval(make_harness,
     harness = make_harness(request_rate_per_address=2.0, request_burst_per_address=4.0,
                            request_delay_per_address=1.0)
     bystander = await _bystander(harness)
-    stream = harness.open_stream("handle_http_stream", ATTACKER)
-    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    start = trio.current_time()
-    await stream.send_all(request * 9 + last)
-    answers = await _timed_statuses(stream, start)
+    answers = await _pipelined_healthz(harness, 10)
     assert [status for _, status in answers] == [200] * 10
     assert [at for at, _ in answers] == pytest.approx([0.0] * 4 + [0.5 * k for k in range(1, 7)])
     stats = harness.server.statistics()
@@ -246,12 +249,11 @@ async def test_the_wait_for_a_turn_is_bounded_then_429(make_harness, autojump_cl
     client = harness.http_client(ATTACKER)
     assert [(await client.request("GET", "/healthz")).status for _ in range(4)] == [200] * 4
     start = trio.current_time()
-    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     results: list[tuple[float, int]] = []
 
     async def ask() -> None:
         stream = harness.open_stream("handle_http_stream", ATTACKER)
-        await stream.send_all(request)
+        await stream.send_all(HEALTHZ_LAST)
         results.extend(await _timed_statuses(stream, start))
 
     async with trio.open_nursery() as nursery:
