@@ -72,10 +72,10 @@ class _Search:
         if stretch is None:
             return 0.0, y
         costs, after = stretch.costs, stretch.rtt * PING_TRIPS + MARGIN
+        lo = y - 1e-9 if low is None else low
         if view.zones.contains(y):
-            return 0.0, y + after
+            return view.cpu(lo, y, since=x), y + after
         if y - x >= costs.gap_s:
-            lo = y - 1e-9 if low is None else low
             return costs.isolated_j + view.cpu(lo, y), y + max(costs.free_s, after)
         return view.extension(costs, x, y), y + after
 
@@ -166,7 +166,7 @@ class _Search:
         beat = label._replace(beats=label.beats + 1)
         free = view.free.latest(x, horizon)
         if free is not None:
-            yield beat._replace(x=free + stretch.rtt * PING_TRIPS + MARGIN)
+            yield from self._free_beats(label, beat, horizon, stretch.rtt * PING_TRIPS + MARGIN)
         costs = stretch.costs
         far = view.allowed.latest(x + costs.gap_s, horizon)
         if far is not None and (free is None or far > free):
@@ -175,6 +175,44 @@ class _Search:
         for y in self._extensions(x, reach, horizon, nxt, stretch, far is None):
             cost, after = self.point(y, x)
             yield beat._replace(cost=label.cost + cost, x=after)
+
+    def _free_beats(self, label: _Label, beat: _Label, horizon: float,
+                    answered: float) -> Iterator[_Label]:
+        """Beats in zones (no radio cost) in ``(x, horizon]``, by what their CPU costs: the
+        latest with the screen on and the latest reached by beats each within the CPU's
+        awake time of the one before (nothing), then the latest of the rest (from the first
+        of them on, a wake-up: docs/oracle.md §2)."""
+        view, x = self.view, label.x
+        lit = view.free_lit.latest(x, horizon)
+        if lit is not None:
+            yield beat._replace(x=lit + answered)
+        chained = self._chained(x, horizon, answered)
+        if chained is not None and (lit is None or chained > lit):
+            yield beat._replace(x=chained + answered)
+        floor = max(x, lit or x, chained or x)
+        top = view.free.latest(floor, horizon)
+        if top is not None:
+            first = view.free.first(floor)
+            assert first is not None and first <= top
+            cpu = view.cpu(first, top, since=x, screen=False)
+            yield beat._replace(cost=label.cost + cpu, x=top + answered)
+
+    def _chained(self, x: float, horizon: float, answered: float) -> float | None:
+        """The latest free moment up to ``horizon`` reached from ``x`` by beats each less
+        than the CPU's awake time after the SDK's previous activity (so that none wakes
+        the CPU), or None."""
+        view, reached, since = self.view, None, x
+        while True:
+            y = view.free.latest(since, min(since + view.cpu_awake_s, horizon))
+            if y is None:
+                return reached
+            end = view.free.end_of(y)
+            y = min(horizon, end if end is not None else y)  # on along the whole span
+            if reached is not None and y <= reached:
+                return reached
+            reached, since = y, y + answered
+            if y >= horizon:
+                return reached
 
     def _extensions(self, x: float, reach: float, horizon: float, nxt: Forced | None,
                     stretch, no_far: bool) -> Iterator[float]:

@@ -17,6 +17,7 @@ bound; docs/oracle.md says why each choice does.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -261,8 +262,11 @@ class OracleView:
         self.zones = Spans(self._zones())
         self.free = Spans(intersect(self.zones.spans, self.allowed.spans))
         self.screen = Spans(union(day.screen_on))
-        self.cpu_j = (NEXUS4.voltage * NEXUS4.awake_a * NEXUS4.awake_s
-                      if day.spec is not None and day.spec.cpu == "nexus4" else 0.0)
+        self.free_lit = Spans(intersect(self.free.spans, self.screen.spans))  # no CPU wake
+        cpu = day.spec is not None and day.spec.cpu == "nexus4"
+        #: A wake-up's awake time (J; its 50 ms of computing is not counted: §2, CPU).
+        self.cpu_j = NEXUS4.voltage * NEXUS4.awake_a * NEXUS4.awake_s if cpu else 0.0
+        self.cpu_awake_s = NEXUS4.awake_s
         self.forced = self._forced(start)
         self.correction_j = self._correction()
 
@@ -391,13 +395,18 @@ class OracleView:
             return x
         return min(stretch.nat.expiry(x), stretch.end)
 
-    def cpu(self, low: float, y: float) -> float:
-        """CPU energy at least paid by a wake-up of the app at some moment of ``(low, y]``
-        (0 if the screen is on at any of them, or the run ends within the awake time)."""
-        if not self.cpu_j or self.screen.meets(low, y):
+    def cpu(self, low: float, y: float, since: float = -math.inf, *,
+            screen: bool = True) -> float:
+        """CPU energy at least paid by the app's activity at some moment of ``(low, y]``,
+        its previous activity being at ``since`` at latest: the awake time it adds (a
+        wake-up's, less what is left of the previous activity's or cut by the run's end).
+        0 if the screen is on at any of those moments (``screen=False``: the caller knows
+        it is off at every moment it stands for). Other apps' radio use does not wake the
+        app's CPU: a ping in a zone costs no radio energy but still this."""
+        if not self.cpu_j or (screen and self.screen.meets(low, y)):
             return 0.0
-        left = self.duration - y
-        return self.cpu_j * min(1.0, max(0.0, left) / NEXUS4.awake_s)
+        left = min(self.duration - y, low - since)
+        return self.cpu_j * min(1.0, max(0.0, left) / self.cpu_awake_s)
 
     def extension(self, costs: RadioCosts, x: float, y: float) -> float:
         """Energy of keeping one active stretch going from ``x`` to ``y``, outside zones."""

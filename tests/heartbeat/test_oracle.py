@@ -12,6 +12,7 @@ from oracle_days import ADVERSARIAL, DAYS, day_scenario
 from simulator.oracle import MARGIN, PING_TRIPS, handset_bound, lower_bound
 from simulator.oracle_view import OracleView, RadioCosts, Spans, subtract, union
 from simulator.radio import MODELS, get_model
+from simulator.radio.cpu import NEXUS4
 from simulator.runner import run_job
 from simulator.scenario import Scenario
 from simulator.simclock import SimulationClock
@@ -20,6 +21,10 @@ from simulator.world import RunConfig, World
 STRATEGIES = ("fixed:40", "fixed:120", "fixed:270", "fixed:40+hooks", "fcm", "mars",
               "mars+hooks", "courier", "courier:max=1800", "kontalk", "kontalk-344",
               "adaptive", "nat-aware")
+
+
+#: The awake second of a CPU wake-up, what the bound charges for one (docs/oracle.md §2).
+AWAKE_J = NEXUS4.voltage * NEXUS4.awake_a * NEXUS4.awake_s
 
 
 def quiet(**knobs):
@@ -60,11 +65,24 @@ def test_beats_ride_on_other_apps_wake_ups_for_free():
     assert bound.energy_j < 0.2 * lower_bound(OracleView(day_of(quiet(nat=300)))).energy_j
 
 
+@pytest.mark.parametrize("wakeups", [12, 60])
+def test_a_beat_on_other_apps_radio_use_still_wakes_the_app_s_cpu(wakeups):
+    """Other apps' radio use makes a beat's radio free, not its CPU: the meter books a
+    wake-up for every app activity with the screen off (simulator.radio.cpu). Only a beat
+    within the awake time of the one before, or at the run's very end, wakes nothing."""
+    off, cpu = (lower_bound(OracleView(day_of(quiet(nat=300, wakeups=wakeups, cpu=c))))
+                for c in (False, True))
+    # (search_j: before the correction for other apps' promotions, which clamps both to 0)
+    wakes = (cpu.search_j - off.search_j) / AWAKE_J
+    assert cpu.beats > 20 and cpu.beats - 2 <= wakes <= cpu.beats + 1
+
+
 def test_screen_sessions_make_beats_free_and_the_cpu_is_paid_otherwise():
     on = lower_bound(OracleView(day_of(quiet(nat=300, app="foreground"))))
     assert on.energy_j == 0.0  # the app on screen keeps the radio up all along
     off, cpu = (lower_bound(OracleView(day_of(quiet(nat=300, cpu=c)))) for c in (False, True))
-    assert cpu.energy_j - off.energy_j == pytest.approx((off.beats + 1) * 0.03964, rel=0.01)
+    # Each beat and the connect wake the CPU: its awake second is charged.
+    assert cpu.energy_j - off.energy_j == pytest.approx((off.beats + 1) * AWAKE_J, rel=0.01)
 
 
 def test_pushes_refresh_the_binding_and_cost_what_a_beat_there_would():
