@@ -36,10 +36,11 @@ Rules:
   costs a fraction of a wake-up, so the strategy takes one once ``piggyback_after`` of the
   interval has passed (on Wi-Fi ``piggyback_after_wifi``: there the CPU's wake costs more
   than the radio's, so a free ping pays only when it replaces most of a beat). With
-  ``screen_hints`` it also pings the moment the screen goes off
-  after a session (the app that was in front kept the radio up: docs/energy.md, screen-on
-  sharing), if that much silence has passed and the platform does not say the network is
-  idle (``ctx.network_active is False``: the session sent nothing, so there is no tail).
+  ``screen_hints`` it also pings the moment the screen comes on or goes off (the app in
+  front keeps the radio up: docs/energy.md, screen-on sharing; as the screen comes on the
+  CPU is awake too, so then ``piggyback_after`` suffices on Wi-Fi as well), if that much
+  silence has passed and the platform does not say the network is idle
+  (``ctx.network_active is False``: the session sent nothing, so there is no radio up).
   Each free beat moves the next paid one out.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ from typing import Any
 import attrs
 
 from ._base import HeartbeatContext, HeartbeatStrategy, register_strategy
-from .hooks import screen_just_went_off
+from .hooks import screen_just_changed, screen_share
 
 __all__ = ["AdaptiveState", "AdaptiveStrategy"]
 
@@ -109,7 +110,7 @@ class AdaptiveStrategy(HeartbeatStrategy):
     #: On Wi-Fi a wake-up's radio energy is small next to the CPU's (0.04 vs 0.06 J), and a
     #: free ping still wakes the CPU: it pays only when it replaces most of a beat.
     piggyback_after_wifi: float = 0.6
-    screen_hints: bool = True  # ping as a screen session ends (the radio's tail is paid)
+    screen_hints: bool = True  # ping as the screen comes on and goes off (its radio is up)
     recheck_after: float = 3600.0  # wall seconds between upward re-checks of changing NATs
     reprobe_after: float = 7 * 86400.0  # wall seconds, as Mars, for the others
     ping_timeout: float | None = 10.0
@@ -136,9 +137,10 @@ class AdaptiveStrategy(HeartbeatStrategy):
         return attrs.evolve(state, interval=self._main(state, ctx), streak=streak)
 
     def interval(self, state: AdaptiveState, ctx: HeartbeatContext) -> float:
-        if self.screen_hints and screen_just_went_off(ctx, state.last_ping_at, state.interval,
-                                                      self._share(ctx)):
-            return 0.0  # the screen just went off: the radio's tail is still running
+        if self.screen_hints and screen_just_changed(
+                ctx, state.last_ping_at, state.interval,
+                screen_share(ctx, self.piggyback_after, self.piggyback_after_wifi)):
+            return 0.0  # the screen just came on or went off: its radio is still up
         return state.interval
 
     def piggyback(self, state: AdaptiveState, ctx: HeartbeatContext, silence: float) -> bool:

@@ -5,9 +5,9 @@ unchanged and add the **free beats** ``adaptive`` takes: when the platform repor
 active for another app (``PushClient.notify_radio_active``, Android's
 ``OnNetworkActiveListener``), a ping goes out early once ``piggyback_after`` of the interval
 has passed, because it then lands in the radio's tail and costs a fraction of a wake-up; and
-with ``screen_hints`` a ping goes out the moment the screen goes off after a session (the app
-that was in front kept the radio up, docs/energy.md), unless the platform says the network
-is idle (``HeartbeatContext.network_active``). A ping sent early tests less silence
+with ``screen_hints`` a ping goes out the moment the screen comes on or goes off (the app in
+front keeps the radio up, docs/energy.md), unless the platform says the network is idle
+(``HeartbeatContext.network_active``). A ping sent early tests less silence
 than the interval, so its answer is *not* passed to the wrapped strategy (it proves nothing
 about the NAT); its failure is, since a shorter silence failed.
 
@@ -31,7 +31,7 @@ __all__ = ["HOOKS_SUFFIX", "HookedState", "HookedStrategy"]
 HOOKS_SUFFIX = "+hooks"
 #: A ping answered after less than this share of its interval was sent early.
 _FULL_SILENCE = 0.99
-#: The screen went off this recently: the radio is still in the session's tail.
+#: The screen changed this recently: a session's radio is still up.
 _SCREEN_TAIL_S = 2.0
 
 
@@ -43,18 +43,29 @@ class HookedState:
     last_ping_at: float = -math.inf
 
 
-def screen_just_went_off(ctx: HeartbeatContext, last_ping_at: float, interval: float,
-                         share: float) -> bool:
-    """The screen went off after the last answered ping, moments ago, and ``share`` of the
-    interval has passed since that ping: the session's radio tail is still running.
+def screen_just_changed(ctx: HeartbeatContext, last_ping_at: float, interval: float,
+                        share: float) -> bool:
+    """The screen came on or went off (or the app came to or left the front) after the last
+    answered ping, moments ago, and ``share`` of the interval has passed since that ping.
 
-    Unless the platform says otherwise: where it answers ``network_active`` and the answer
-    is False, the session did not keep the radio up (the app in front sent nothing), and a
+    Screen on: the CPU is awake for the app in front, which holds the radio up, so a ping
+    costs next to nothing. Screen off: the session's radio tail is still running, so a ping
+    costs a CPU wake-up but no radio promotion. Unless the platform says otherwise: where it
+    answers ``network_active`` and the answer is False, the app in front sent nothing, and a
     ping now would pay a whole wake-up."""
-    return (ctx.app_state == "inactive" and ctx.app_state_since > last_ping_at > -math.inf
+    return (ctx.app_state_since > last_ping_at > -math.inf
             and ctx.now - ctx.app_state_since < _SCREEN_TAIL_S
             and ctx.now - last_ping_at >= share * interval
             and ctx.network_active is not False)
+
+
+def screen_share(ctx: HeartbeatContext, share: float, share_wifi: float) -> float:
+    """The share of the interval after which a screen change is worth a ping: ``share`` with
+    the screen on (the ping is free); once it is off, the piggyback share of the network
+    (on Wi-Fi the CPU wake-up it still costs is most of a beat)."""
+    if ctx.app_state != "inactive" or ctx.network_type != "wifi":
+        return share
+    return share_wifi
 
 
 @attrs.frozen
@@ -87,8 +98,9 @@ class HookedStrategy(HeartbeatStrategy):
 
     def interval(self, state: HookedState, ctx: HeartbeatContext) -> float:
         interval = self.inner.interval(state.inner, ctx)
-        if self.screen_hints and screen_just_went_off(ctx, state.last_ping_at, interval,
-                                                      self._share(ctx)):
+        if self.screen_hints and screen_just_changed(
+                ctx, state.last_ping_at, interval,
+                screen_share(ctx, self.piggyback_after, self.piggyback_after_wifi)):
             return 0.0
         return interval
 

@@ -203,9 +203,25 @@ def test_no_screen_off_ping_when_the_platform_says_the_network_is_not_active():
     assert ADAPTIVE.interval(pinged, screen_ctx(500.0, 499.5, active=None)) == 0.0
 
 
-def screen_ctx(now, since=-1e6, silence=0.0, active=None):
+def test_a_free_ping_as_the_screen_comes_on_even_on_wifi():
+    """With the screen on the CPU is awake and the app in front holds the radio: a ping then
+    costs nothing, so 10 % of the interval is enough on Wi-Fi too (off, it needs 60 %)."""
+    wifi = ADAPTIVE.start(None, ctx())  # 120 s on Wi-Fi
+    pinged = ADAPTIVE.on_success(wifi, screen_ctx(now=100.0, silence=120, net="wifi"))
+    on = screen_ctx(now=112.5, since=112.0, net="wifi", app="background")
+    assert ADAPTIVE.interval(pinged, on) == 0.0  # 12.5 s of silence ≥ 10 % of 120 s
+    assert ADAPTIVE.interval(pinged, screen_ctx(111.5, 111.0, net="wifi",
+                                                app="background")) == 120  # too soon
+    assert ADAPTIVE.interval(pinged, screen_ctx(112.5, 112.0, net="wifi")) == 120  # off
+    assert ADAPTIVE.interval(pinged, screen_ctx(112.5, 112.0, net="wifi", app="foreground",
+                                                active=False)) == 120  # radio idle
+    assert ADAPTIVE.interval(pinged, screen_ctx(150.0, 112.0, net="wifi",
+                                                app="background")) == 120  # on for long
+
+
+def screen_ctx(now, since=-1e6, silence=0.0, active=None, net="cellular", app="inactive"):
     return HeartbeatContext(now=now, wall_time=1_700_000_000.0 + now, network_key="k",
-                            network_type="cellular", app_state="inactive",
+                            network_type=net, app_state=app,
                             app_state_since=since, silence=silence, network_active=active)
 
 

@@ -46,9 +46,19 @@ def test_a_ping_as_the_screen_goes_off_like_adaptive():
     assert hooked.interval(state, at(400.0, since=399.0, active=False)) == 600
 
 
-def at(now, since=-1e6, silence=0.0, active=None):
+def test_a_free_ping_as_the_screen_comes_on():
+    hooked = parse_strategy("fixed:600+hooks")
+    state = hooked.on_success(hooked.start(None, ctx()), at(100.0, silence=600))
+    on = dict(since=199.0, app="background", net="wifi")
+    assert hooked.interval(state, at(200.0, **on)) == 0.0  # 100 s ≥ 10 % of 600 s
+    assert hooked.interval(state, at(200.0, since=199.0, net="wifi")) == 600  # off: 60 %
+    assert hooked.interval(state, at(155.0, since=154.0, app="foreground")) == 600  # too soon
+    assert hooked.interval(state, at(200.0, **on, active=False)) == 600  # the radio is idle
+
+
+def at(now, since=-1e6, silence=0.0, active=None, app="inactive", net="cellular"):
     return HeartbeatContext(now=now, wall_time=WALL0 + now, network_key="k",
-                            network_type="cellular", app_state="inactive",
+                            network_type=net, app_state=app,
                             app_state_since=since, silence=silence, network_active=active)
 
 
