@@ -121,6 +121,9 @@ class Session:
         self._woken = True
         if self._wait_scope is not None:
             self._wait_scope.cancel()
+        interrupt = getattr(self.stream, "interrupt", None)
+        if interrupt is not None:  # a receive_until under way returns
+            interrupt()
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -152,6 +155,7 @@ class Session:
         """Run until the link ends or the host stops; :meth:`finish` afterwards."""
         core, io, stream = self.core, self.io, self.stream
         tasks: Any = io.task_group() if _may_probe(core.strategy) else _NO_TASKS
+        receive_until = getattr(stream, "receive_until", None) if io.name == "trio" else None
         try:
             async with tasks as self._tasks:
                 # The loop is inline, not a method, and so is its wait: an idle connection's
@@ -174,6 +178,16 @@ class Session:
                     if deadline is None or self._woken:  # woken while busy: look again first
                         continue
                     # Bytes until the deadline or a wake(), whichever comes first.
+                    if receive_until is not None:  # a plain TCP stream: parked, lighter
+                        try:
+                            data = await receive_until(RECEIVE_SIZE, deadline)
+                        except STREAM_ERRORS as exc:
+                            self.error = ConnectionLost(f"connection lost: {_why(exc)}")
+                            break
+                        if data is not None:
+                            core.receive_data(data, io.now())
+                            del data
+                        continue
                     async with io.scope(deadline) as scope:
                         self._wait_scope = scope
                         try:

@@ -27,6 +27,8 @@ from typing import Protocol
 
 import trio
 
+from . import _idle
+
 __all__ = ["TcpStream", "TrafficObserver", "open_tcp"]
 
 _MAX_RECEIVE = 65536
@@ -64,7 +66,7 @@ class TcpStream(trio.abc.HalfCloseableStream):
 
     ``observer``: a :class:`TrafficObserver` to tell of each write and read, or None."""
 
-    __slots__ = ("_closed", "_eof_sent", "_sending", "observer", "socket")
+    __slots__ = ("_closed", "_eof_sent", "_parked", "_sending", "observer", "socket")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -77,6 +79,9 @@ class TcpStream(trio.abc.HalfCloseableStream):
         self._eof_sent = False
         self._sending = False  # a send_all or send_eof is under way (they may not overlap)
         self.observer: TrafficObserver | None = None
+        # The wait of a receive_until under way: parked in the idle hub, or (no hub) the
+        # cancel scope that bounds it.
+        self._parked: _idle.Parked | trio.CancelScope | None = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -175,6 +180,53 @@ class TcpStream(trio.abc.HalfCloseableStream):
             self.observer.on_received(data)
         return data
 
+    async def receive_until(self, max_bytes: int, deadline: float) -> bytes | None:
+        """:meth:`receive_some`, or None once ``deadline`` (trio time) has passed or
+        :meth:`interrupt` was called: the idle wait of a push connection. On Linux it is
+        parked in the run's :class:`~pushsdk._idle.IdleHub` (no cancel scope and no trio
+        registration of its own); elsewhere a cancel scope bounds an ordinary wait. Also
+        None, now and then, when nothing had arrived after all: callers look again."""
+        self._check_open()
+        if self._parked is not None:
+            raise trio.BusyResourceError("another task is receiving on this stream")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = _recv(self.socket, max_bytes)
+        if data is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        elif not _idle.AVAILABLE:
+            with trio.move_on_at(deadline) as scope:
+                self._parked = scope
+                try:
+                    data = await self.receive_some(max_bytes)
+                finally:
+                    self._parked = None
+            return data
+        else:
+            parked = self._parked = _idle.hub().park(self.socket.fileno(), deadline)
+            try:
+                await trio.lowlevel.wait_task_rescheduled(parked.abort)
+            finally:
+                self._parked = None
+            if parked.result == _idle.CLOSED:
+                raise trio.ClosedResourceError("the stream was closed while receiving")
+            if parked.result != _idle.READY:
+                return None
+            data = _recv(self.socket, max_bytes)
+            if data is None:
+                return None
+        if data and self.observer is not None:
+            self.observer.on_received(data)
+        return data
+
+    def interrupt(self) -> None:
+        """End a :meth:`receive_until` under way, which then returns None (nothing if none
+        is): how another task wakes an idle connection."""
+        parked = self._parked
+        if isinstance(parked, _idle.Parked):
+            parked.hub.resume(parked, _idle.WOKEN)
+        elif parked is not None:
+            parked.cancel()
+
     async def aclose(self) -> None:
         self.close()
         await trio.lowlevel.checkpoint()
@@ -185,6 +237,9 @@ class TcpStream(trio.abc.HalfCloseableStream):
         a cancelled checkpoint — measurable when thousands of connections end at once."""
         if not self._closed:
             self._closed = True
+            parked = self._parked
+            if isinstance(parked, _idle.Parked):  # before the socket goes: it unregisters
+                parked.hub.resume(parked, _idle.CLOSED)
             trio.lowlevel.notify_closing(self.socket)  # wakes a task blocked on it
             self.socket.close()
 
