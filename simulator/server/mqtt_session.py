@@ -257,7 +257,7 @@ class MqttSession:
         await self._send(self.connack)
         self.connack = b""
         self.wake()
-        conn, scope, stream = self.conn, self.scope, self.stream
+        conn, scope, stream, tcp = self.conn, self.scope, self.stream, self.tcp
         assert scope is not None
         # MQTT-3.1.2-24: silence for 1.5 x keepalive ends the connection; 0 disables it.
         # The connection's one scope has its deadline moved on by every packet (never
@@ -274,7 +274,13 @@ class MqttSession:
                         self._queue_farewell(conn.send(exc.answer))
                     raise _Closed(f"protocol error: {exc}", -1) from None
                 if event is NEED_DATA:
-                    conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
+                    if tcp is not None:  # parked in the run's idle hub: no trio wait of its own
+                        data = await tcp.receive_until(RECEIVE_SIZE, math.inf)
+                        if data is not None:
+                            conn.receive_data(data)
+                        del data
+                    else:
+                        conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
                     continue
                 if grace != math.inf:
                     scope.deadline = min(trio.current_time() + grace, self.revoke_at)
