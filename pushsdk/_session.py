@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -130,7 +131,8 @@ class Session:
     async def handshake(self) -> Accepted | Refused:
         """Send CONNECT, return the CONNACK's meaning. The caller bounds the time it takes.
         Raises :class:`ConnectionLost` or :class:`ProtocolViolation`."""
-        core = self.core
+        core, stream = self.core, self.stream
+        receive_until = getattr(stream, "receive_until", None) if self.io.name == "trio" else None
         await self._write(core.data_to_send(), guard=None)
         while True:
             event = core.next_event()
@@ -144,7 +146,12 @@ class Session:
             if event is not None:
                 continue
             try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                if receive_until is not None:  # parked (the caller's scope bounds it)
+                    data = await receive_until(RECEIVE_SIZE, math.inf)
+                    if data is None:
+                        continue
+                else:
+                    data = await stream.receive_some(RECEIVE_SIZE)
             except STREAM_ERRORS as exc:
                 raise ConnectionLost(f"connection lost before CONNACK: {_why(exc)}") from None
             core.receive_data(data, self.io.now())
