@@ -113,7 +113,7 @@ class IdleHub:
 
     async def run(self) -> None:
         """The hub's system task: wait for the first ready socket or deadline, resume."""
-        epoll, parked, timers = self._epoll, self._parked, self._timers
+        epoll, parked = self._epoll, self._parked
         try:
             while True:
                 with trio.CancelScope(deadline=self._next_deadline()) as self._scope:
