@@ -56,6 +56,9 @@ class Parked:
         self.hub.drop(self)
         return trio.lowlevel.Abort.SUCCEEDED
 
+    # The record is its own abort function: no bound method is kept per parked wait.
+    __call__ = abort
+
 
 class IdleHub:
     """The parked waits of one trio run (see the module docstring); :func:`hub` gives it."""
@@ -73,7 +76,7 @@ class IdleHub:
 
     def park(self, fd: int, deadline: float) -> Parked:
         """Register the calling task's wait on ``fd`` until ``deadline`` (it must then call
-        ``trio.lowlevel.wait_task_rescheduled(parked.abort)`` at once)."""
+        ``trio.lowlevel.wait_task_rescheduled(parked)`` at once: it is its abort function)."""
         parked = Parked(self, trio.lowlevel.current_task(), fd)
         self._epoll.register(fd, _EVENTS)
         self._parked[fd] = parked

@@ -204,7 +204,7 @@ class TcpStream(trio.abc.HalfCloseableStream):
         else:
             parked = self._parked = _idle.hub().park(self.socket.fileno(), deadline)
             try:
-                await trio.lowlevel.wait_task_rescheduled(parked.abort)
+                await trio.lowlevel.wait_task_rescheduled(parked)
             finally:
                 self._parked = None
             if parked.result == _idle.CLOSED:

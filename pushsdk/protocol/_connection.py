@@ -410,7 +410,12 @@ class Connection:
         pos = self._pos
         available = len(buf) - pos
         if not available:
-            return self._end_of_stream() if self._eof else NEED_DATA
+            if self._eof:
+                return self._end_of_stream()
+            if pos:  # all consumed: free the bytes now, not at the next receive_data, so
+                del buf[:pos]  # an idle connection holds no copy of its last packet
+                self._pos = 0
+            return NEED_DATA
 
         # Check type, flags and direction from the first byte alone, so a wrong packet is
         # refused before we wait for (and buffer) its body.

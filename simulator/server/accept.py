@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,7 @@ async def serve_listener(server: PushServer, sock: socket.socket, kind: str) -> 
     """Accept ``kind`` ("http" or "mqtt") connections on the listening ``sock`` and serve
     each in a task of its own, until cancelled; closes ``sock``."""
     serve = serve_http if kind == "http" else serve_mqtt
+    task_name = f"{serve.__module__}.{serve.__qualname__}"
     refused_answer = reply_bytes(h11.Connection(h11.SERVER), TOO_MANY_CONNECTIONS)
     async with trio.open_nursery() as nursery:
         try:
@@ -80,10 +82,12 @@ async def serve_listener(server: PushServer, sock: socket.socket, kind: str) -> 
                     await trio.sleep(0.1)
                     continue
                 conn, address = accepted
-                peer = str(address[0]) if isinstance(address, tuple) else None
+                # Interned: devices behind one address (a carrier's NAT) share the string.
+                peer = sys.intern(str(address[0])) if isinstance(address, tuple) else None
                 if server.connections.enter(kind, peer):
+                    # A name given: trio would otherwise format one string per task.
                     nursery.start_soon(partial(serve, server, TcpStream(conn), peer,
-                                               entered=True))
+                                               entered=True), name=task_name)
                 elif kind == "http":
                     refuse_http_at_once(server, conn, peer, refused_answer)
                 elif not refuse_mqtt_at_once(server, conn, peer):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from typing import TYPE_CHECKING
 
 import attrs
@@ -70,10 +71,10 @@ async def serve_mqtt(server: PushServer, stream: trio.abc.Stream,
                       max_packet_size=server.limits.max_packet_size)
     try:
         connect = await _read_connect(server, stream, conn)
-        if connect is not None:
-            session = await _accept(server, stream, conn, connect)
-            if session is not None:
-                await session.run()
+        session = None if connect is None else await _accept(server, stream, conn, connect)
+        del connect  # this frame lasts as long as the connection: its token need not
+        if session is not None:
+            await session.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:  # a bug: logged, this connection ends, the listener goes on
@@ -248,7 +249,8 @@ async def _accept(server: PushServer, stream: trio.abc.Stream, conn: Connection,
     server.counters.messages_discarded += opened.discarded
     server.counters.messages_expired += opened.expired
     server.counters.mqtt_connections_accepted += 1
-    session = MqttSession(server, stream, conn, rid, owner.app_key,
+    # Interned: the devices of one app share one string, not a copy each from the store.
+    session = MqttSession(server, stream, conn, rid, sys.intern(owner.app_key),
                           mqtt5.session_expiry(connect), keepalive, opened.sub_qos, token_hash)
     session.revoke(_revoke_after(server, owner))
     server.sessions.attach(session)

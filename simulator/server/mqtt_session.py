@@ -86,10 +86,10 @@ class MqttSession:
     routing table (``registration_id -> session``) while connected."""
 
     __slots__ = (
-        "server", "stream", "conn", "registration_id", "app_key", "inbox", "expiry",
+        "server", "stream", "conn", "registration_id", "app_key", "expiry",
         "keepalive", "sub_qos", "inflight", "last_seq", "next_packet_id", "exhausted",
         "flushing", "detached", "nursery", "outbox", "connack", "token_hash", "revoke_at",
-        "v5", "farewell", "scope", "tcp",
+        "v5", "farewell", "scope", "tcp", "serving", "ending", "write_scope",
     )
 
     def __init__(self, server: PushServer, stream: trio.abc.Stream, conn: Connection,
@@ -100,7 +100,6 @@ class MqttSession:
         self.conn = conn
         self.registration_id = registration_id
         self.app_key = app_key
-        self.inbox = inbox_topic(app_key, registration_id)
         #: Seconds the session outlives the connection (0: ends with it; inf: for ever).
         self.expiry = expiry
         self.keepalive = keepalive
@@ -119,10 +118,20 @@ class MqttSession:
         self.v5 = conn.protocol_version == 5
         #: A 5.0 DISCONNECT to send before closing (why the server ends the connection).
         self.farewell: bytes | None = None
-        #: Ends the connection: cancelled by a takeover; deadline = keepalive, revocation.
+        #: Ends the connection where one is used (not on plain TCP sockets, see :meth:`run`):
+        #: cancelled by a takeover; deadline = keepalive, revocation.
         self.scope: trio.CancelScope | None = None
         #: ``stream`` when it is a plain TCP stream, whose fast path writes use, else None.
         self.tcp = stream if type(stream) is TcpStream else None
+        self.serving = False  # CONNACK sent: the queue may be flushed
+        self.ending = False  # the connection must end (a takeover, a stall)
+        #: Where no ``scope`` ends the connection: the blocking write under way, if any.
+        self.write_scope: trio.CancelScope | None = None
+
+    @property
+    def inbox(self) -> str:
+        """The device's inbox topic (made when used: not a string kept per connection)."""
+        return inbox_topic(self.app_key, self.registration_id)
 
     def __repr__(self) -> str:
         return f"<MqttSession {self.registration_id} inflight={len(self.inflight)}>"
@@ -132,21 +141,19 @@ class MqttSession:
     async def run(self) -> None:
         """Send CONNACK, then serve the device until its connection ends.
 
-        One cancel scope ends the connection, whatever ends it: its deadline is the
-        earlier of the keepalive's and the token's revocation, and a takeover cancels
-        it. On sockets (a :class:`Flusher` runs) that is all a connection holds besides
-        its task; otherwise a nursery hosts its flushes too."""
-        self.scope = scope = trio.CancelScope(deadline=self.revoke_at)
+        On a plain TCP socket with a :class:`Flusher` running, the connection holds its
+        task and nothing more: its read waits in the run's idle hub with the deadline
+        (the earlier of the keepalive's and the token's revocation), and whatever else
+        ends it (a takeover, a stall) sets ``ending`` and interrupts that wait, or
+        cancels the one blocking write under way (:meth:`_end`). A cancel scope of its
+        own would cost each idle device about 1 kB. Elsewhere one cancel scope does
+        all that, and without a Flusher a nursery hosts the flushes too."""
         try:
-            if self.server.flusher is not None:
-                with scope:
-                    await self._read_loop()
-            else:
+            if self.server.flusher is None:
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     try:
-                        with scope:
-                            await self._read_loop()
+                        await self._read_scoped()
                     finally:
                         # Detach the moment reading stops, before the nursery winds
                         # down: a flush task already scheduled must not write to a codec
@@ -154,16 +161,24 @@ class MqttSession:
                         # must not start one in it (wake() and flush() check `detached`).
                         self._detach()
                     nursery.cancel_scope.cancel()  # flushes still scheduled end here
+            elif self.tcp is not None:
+                await self._read_loop()
+            else:
+                await self._read_scoped()
         finally:
             self._detach()
-        self._closed_why()
         await self._send_farewell()
 
-    def _closed_why(self) -> None:
-        """Count and say why the scope ended the connection (revocation, keepalive)."""
-        scope = self.scope
-        if scope is None or not scope.cancelled_caught or trio.current_time() < scope.deadline:
-            return  # ended otherwise, or cancelled by another task (a takeover, a stall)
+    async def _read_scoped(self) -> None:
+        """:meth:`_read_loop` under the connection's cancel scope."""
+        self.scope = scope = trio.CancelScope(deadline=self.revoke_at)
+        with scope:
+            await self._read_loop()
+        if scope.cancelled_caught and trio.current_time() >= scope.deadline:
+            self._expired()  # not when cancelled by another task (a takeover, a stall)
+
+    def _expired(self) -> None:
+        """Count and say why the deadline ended the connection (revocation, keepalive)."""
         if trio.current_time() >= self.revoke_at:
             self.server.counters.mqtt_sessions_revoked += 1
             log.info("device %s: its token was revoked: connection closed",
@@ -181,6 +196,8 @@ class MqttSession:
         self.revoke_at = min(self.revoke_at, trio.current_time() + after)
         if self.scope is not None:
             self.scope.deadline = min(self.scope.deadline, self.revoke_at)
+        elif self.tcp is not None:
+            self.tcp.interrupt()  # a parked read takes the new deadline
 
     def take_over(self) -> None:
         """Close this connection because the device connected again (synchronously
@@ -204,8 +221,13 @@ class MqttSession:
 
     def _end(self) -> None:
         """Close the connection, from whichever task notices it must."""
+        self.ending = True
         if self.scope is not None:
             self.scope.cancel()
+        elif self.tcp is not None:
+            self.tcp.interrupt()  # the reader, if parked, sees `ending`
+            if self.write_scope is not None:
+                self.write_scope.cancel()
 
     def _detach(self) -> None:
         if self.detached:
@@ -256,34 +278,39 @@ class MqttSession:
             return
         await self._send(self.connack)
         self.connack = b""
+        self.serving = True
         self.wake()
-        conn, scope, stream, tcp = self.conn, self.scope, self.stream, self.tcp
-        assert scope is not None
+        conn, stream, tcp = self.conn, self.stream, self.tcp
         # MQTT-3.1.2-24: silence for 1.5 x keepalive ends the connection; 0 disables it.
-        # The connection's one scope has its deadline moved on by every packet (never
-        # past the token's revocation): far cheaper than a scope per read.
+        # The deadline is moved on by every packet (never past the token's revocation):
+        # far cheaper than a scope per read.
         grace = self.keepalive * 1.5 if self.keepalive else math.inf
-        scope.deadline = min(trio.current_time() + grace, self.revoke_at)
+        deadline = min(trio.current_time() + grace, self.revoke_at)
+        if self.scope is not None:
+            self.scope.deadline = deadline
         try:
-            while True:
-                try:
-                    event = conn.next_event()
-                except RemoteProtocolError as exc:
-                    self.server.counters.mqtt_protocol_errors += 1
-                    if exc.answer is not None:  # 5.0: the DISCONNECT saying why
-                        self._queue_farewell(conn.send(exc.answer))
-                    raise _Closed(f"protocol error: {exc}", -1) from None
+            while not self.ending:
+                event = self._next_event()
                 if event is NEED_DATA:
-                    if tcp is not None:  # parked in the run's idle hub: no trio wait of its own
-                        data = await tcp.receive_until(RECEIVE_SIZE, math.inf)
-                        if data is not None:
-                            conn.receive_data(data)
-                        del data
-                    else:
+                    if tcp is None:
                         conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
+                        continue
+                    # Parked in the run's idle hub: no trio wait of its own.
+                    data = await tcp.receive_until(RECEIVE_SIZE, deadline)
+                    if data is not None:
+                        conn.receive_data(data)
+                        del data
+                        continue
+                    # None: the deadline, an interrupt (_end, revoke) or nothing after all.
+                    deadline = min(deadline, self.revoke_at)
+                    if not self.ending and trio.current_time() >= deadline:
+                        self._expired()
+                        return
                     continue
-                if grace != math.inf:
-                    scope.deadline = min(trio.current_time() + grace, self.revoke_at)
+                moved = self._moved_on(grace)
+                if moved is None:
+                    return
+                deadline = moved
                 if isinstance(event, (ConnectionClosed, Disconnect)) or self.detached:
                     if isinstance(event, Disconnect):
                         self._on_disconnect(event)
@@ -295,6 +322,29 @@ class MqttSession:
                 self._say_farewell(why.reason, str(why)[:200])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+
+    def _moved_on(self, grace: float) -> float | None:
+        """A packet has come: the connection's new deadline (also the scope's, if it has
+        one), or None if the token's revocation has come (the connection is ending)."""
+        now = trio.current_time()
+        scope = self.scope
+        if scope is None and now >= self.revoke_at:
+            self._expired()  # no scope's deadline fires on a busy connection
+            return None
+        deadline = min(now + grace, self.revoke_at)
+        if scope is not None:
+            scope.deadline = deadline
+        return deadline
+
+    def _next_event(self) -> object:
+        conn = self.conn
+        try:
+            return conn.next_event()
+        except RemoteProtocolError as exc:
+            self.server.counters.mqtt_protocol_errors += 1
+            if exc.answer is not None:  # 5.0: the DISCONNECT saying why
+                self._queue_farewell(conn.send(exc.answer))
+            raise _Closed(f"protocol error: {exc}", -1) from None
 
     def _on_disconnect(self, event: Disconnect) -> None:
         """A 5.0 client may change its Session Expiry Interval when it disconnects (the
@@ -353,9 +403,10 @@ class MqttSession:
     async def _on_subscribe(self, event: Subscribe) -> None:
         codes = []
         granted = None
+        inbox = self.inbox
         refused = ReasonCode.NOT_AUTHORIZED if self.v5 else SUBACK_FAILURE
         for topic_filter, options in event.subscriptions:
-            if topic_filter == self.inbox:
+            if topic_filter == inbox:
                 # QoS 2 is downgraded to 1 (MQTT-3.9.3 allows it); 5.0's other option
                 # bits (No Local, Retain Handling, ...) change nothing for an inbox.
                 granted = min(options & 3, 1)
@@ -373,12 +424,13 @@ class MqttSession:
 
     async def _on_unsubscribe(self, event: Unsubscribe) -> None:
         subscribed = self.sub_qos is not None
-        if self.inbox in event.topic_filters and subscribed:
+        inbox = self.inbox
+        if inbox in event.topic_filters and subscribed:
             self.sub_qos = None
             self.server.committer.post(writes.set_subscriptions, (self.registration_id, None))
         codes: tuple[int, ...] = ()
         if self.v5:
-            codes = tuple(ReasonCode.SUCCESS if f == self.inbox and subscribed
+            codes = tuple(ReasonCode.SUCCESS if f == inbox and subscribed
                           else ReasonCode.NO_SUBSCRIPTION_EXISTED for f in event.topic_filters)
         await self._send(self.conn.send(UnsubAck(event.packet_id, codes)))
 
@@ -417,11 +469,24 @@ class MqttSession:
                 if tcp is not None:  # what the kernel takes at once, without waiting
                     data = data[tcp.try_send(data):]
                 if data:
-                    await guard.send(self, data)
+                    if self.scope is None and tcp is not None:
+                        await self._blocking_write(data)
+                    else:
+                        await guard.send(self, data)
                 data = bytes(outbox)
                 outbox.clear()
         finally:
             self.outbox = None
+
+    async def _blocking_write(self, data: bytes) -> None:
+        """``guard.send(self, data)`` under a scope that :meth:`_end` cancels, where no
+        cancel scope of the connection would end it (the writer may be the reader or a
+        Flusher lane)."""
+        with trio.CancelScope() as self.write_scope:
+            await self.server.send_guard.send(self, data)
+        self.write_scope = None
+        if self.ending:
+            raise trio.ClosedResourceError("the connection is ending")
 
     def stalled(self) -> None:
         """The device has not read what was written to it for ``send_timeout``: close."""
@@ -437,7 +502,7 @@ class MqttSession:
         the session's own.
         """
         self.exhausted = False
-        if self.flushing or self.scope is None or self.detached or self.sub_qos is None:
+        if self.flushing or not self.serving or self.detached or self.sub_qos is None:
             return
         self.flushing = True
         flusher = self.server.flusher
@@ -479,6 +544,7 @@ class MqttSession:
         counters = self.server.counters
         conn = self.conn
         now = self.server.clock.now() if self.v5 else 0.0
+        inbox = self.inbox
         data = bytearray()
         for row in rows:
             self.last_seq = row.seq
@@ -491,11 +557,11 @@ class MqttSession:
                 packet_id = self._new_packet_id()
                 self.inflight[packet_id] = row.seq
             if self.v5:
-                data += conn.send(Publish(self.inbox, payload, qos=qos,
+                data += conn.send(Publish(inbox, payload, qos=qos,
                                           dup=row.redelivery and qos > 0, packet_id=packet_id,
                                           properties=mqtt5.push_properties(row, now)))
             else:
-                data += conn.send(Publish(self.inbox, payload, qos=qos,
+                data += conn.send(Publish(inbox, payload, qos=qos,
                                           dup=row.redelivery and qos > 0, packet_id=packet_id))
             counters.messages_redelivered += row.redelivery
         counters.messages_sent += len(rows)
