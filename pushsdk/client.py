@@ -26,6 +26,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -92,6 +93,8 @@ from .state import MemoryStateStore, SdkState, StateStore
 from .transport import Connector, TcpConnector
 
 __all__ = ["PushClient"]
+
+_UNLIMITED: AbstractAsyncContextManager[Any] = nullcontext()  # stateless: shared
 
 log = logging.getLogger("pushsdk.client")
 
@@ -914,10 +917,11 @@ class PushClient:
                 self._set_state(ClientState.CONNECTING, Reason(f"connecting to {where}",
                                                                "connecting"))
                 self._tally.connect_attempts += 1
-                scope.deadline = io.now() + self._timeouts.connect
-                opened[0] = await self._open_stream(host, port, tls, path)
-                opened[1] = self._new_session(opened[0])
-                answer = await opened[1].handshake()
+                async with self._handshake_slot():  # the deadline runs once it has one
+                    scope.deadline = io.now() + self._timeouts.connect
+                    opened[0] = await self._open_stream(host, port, tls, path)
+                    opened[1] = self._new_session(opened[0])
+                    answer = await opened[1].handshake()
             except PushError as exc:
                 return _Ending(exc)
             except STREAM_ERRORS as exc:
@@ -934,6 +938,12 @@ class PushClient:
         if isinstance(answer, Refused):
             return self._refused(answer, opened[1].core.protocol_version, fresh, where)
         return None
+
+    def _handshake_slot(self) -> AbstractAsyncContextManager[Any]:
+        """The connector's bound on handshakes at once (``TcpConnector``'s
+        ``handshake_limiter``), or no bound (other connectors: the simulator's links)."""
+        limiter = getattr(self._connector, "handshake_limiter", None)
+        return _UNLIMITED if limiter is None else limiter
 
     def _new_session(self, stream: Any) -> Session:
         assert self._io is not None

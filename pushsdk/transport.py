@@ -36,7 +36,8 @@ from .errors import (
     TransportError,
 )
 
-__all__ = ["AsyncioStream", "ByteStream", "Connector", "TcpConnector", "TcpStream", "TlsError",
+__all__ = ["MAX_HANDSHAKES", "AsyncioStream", "ByteStream", "Connector", "TcpConnector",
+           "TcpStream", "TlsError",
            "TLSVerificationFailed", "TrafficObserver", "TransportError", "WebSocketStream",
            "open_websocket", "spki_sha256"]
 
@@ -129,6 +130,36 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+#: Connection handshakes at once in one trio run, across the TcpConnectors that share the
+#: run's limit (their default). Measured with 5,000 clients started together against
+#: Mosquitto (docs/benchmarks.md): unlimited, every client's handshake state is alive at
+#: the same moment and the process keeps the peak (9.7 KB per idle client against 6.9).
+MAX_HANDSHAKES = 256
+
+
+class _Shared:
+    """The default ``handshake_limiter``: the run's shared limit."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SHARED"
+
+
+SHARED = _Shared()
+_LIMITER: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
+    "pushsdk_handshakes")
+
+
+def _shared_limiter() -> trio.CapacityLimiter:
+    try:
+        return _LIMITER.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(MAX_HANDSHAKES)
+        _LIMITER.set(limiter)
+        return limiter
+
+
 class TcpConnector:
     """Real TCP connections, with TLS on request.
 
@@ -143,6 +174,13 @@ class TcpConnector:
       :class:`~pushsdk.errors.ConfigurationError` naming it.
     - ``connect_timeout``: seconds for TCP connect plus TLS handshake.
     - ``source_ip``: local address to bind (fleet runs use several to avoid port exhaustion).
+    - ``handshake_limiter``: bounds how many clients using this connector are in a
+      connection handshake at once (TCP connect through CONNACK): by default the trio run's
+      shared limit of :data:`MAX_HANDSHAKES`, across every ``TcpConnector`` of the run; a
+      ``trio.CapacityLimiter`` of one's own; or None for no limit. One client never
+      notices it. A process starting thousands at once (a fleet) keeps its connect storm
+      from holding every client's handshake state (and the broker's listen backlog) at
+      the same moment. Under asyncio there is no limit.
 
     Certificate problems raise :class:`~pushsdk.errors.TLSVerificationFailed` (permanent:
     retrying cannot fix them); other handshake failures raise :class:`TlsError`.
@@ -161,11 +199,13 @@ class TcpConnector:
         source_ip: str | None = None,
         cert_file: str | os.PathLike[str] | None = None,
         key_file: str | os.PathLike[str] | None = None,
+        handshake_limiter: trio.CapacityLimiter | None | _Shared = SHARED,
     ) -> None:
         if not connect_timeout > 0:
             raise ConfigurationError("connect_timeout must be positive")
         self.connect_timeout = connect_timeout
         self.source_ip = source_ip
+        self._limiter = handshake_limiter
         if pin_sha256 is None:
             self._pins: frozenset[bytes] = frozenset()
         elif isinstance(pin_sha256, (str, bytes)):
@@ -210,6 +250,16 @@ class TcpConnector:
             # System trust store, created on first TLS use (it costs a few ms).
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
+
+    @property
+    def handshake_limiter(self) -> trio.CapacityLimiter | None:
+        """What bounds this connector's concurrent handshakes in the current trio run
+        (see the class docstring); None under asyncio or when unlimited."""
+        if self._limiter is None or _backend.current() is _backend.ASYNCIO:
+            return None
+        if isinstance(self._limiter, _Shared):
+            return _shared_limiter()
+        return self._limiter
 
     async def connect(self, host: str, port: int, *, tls: bool) -> ByteStream:
         if _backend.current() is _backend.ASYNCIO:
