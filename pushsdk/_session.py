@@ -162,7 +162,9 @@ class Session:
         """Run until the link ends or the host stops; :meth:`finish` afterwards."""
         core, io, stream = self.core, self.io, self.stream
         tasks: Any = io.task_group() if _may_probe(core.strategy) else _NO_TASKS
-        receive_until = getattr(stream, "receive_until", None) if io.name == "trio" else None
+        # The stream itself, not its bound method: that would be one more object per
+        # idle connection.
+        parked: Any = stream if io.name == "trio" and hasattr(stream, "receive_until") else None
         try:
             async with tasks as self._tasks:
                 # The loop is inline, not a method, and so is its wait: an idle connection's
@@ -185,9 +187,9 @@ class Session:
                     if deadline is None or self._woken:  # woken while busy: look again first
                         continue
                     # Bytes until the deadline or a wake(), whichever comes first.
-                    if receive_until is not None:  # a plain TCP stream: parked, lighter
+                    if parked is not None:  # a plain TCP stream: parked, lighter
                         try:
-                            data = await receive_until(RECEIVE_SIZE, deadline)
+                            data = await parked.receive_until(RECEIVE_SIZE, deadline)
                         except STREAM_ERRORS as exc:
                             self.error = ConnectionLost(f"connection lost: {_why(exc)}")
                             break
