@@ -121,3 +121,32 @@ async def test_two_receivers_on_one_stream_is_an_error(autojump_clock):
         with pytest.raises(trio.BusyResourceError):
             await a.receive_until(100, trio.current_time() + 10)
         nursery.cancel_scope.cancel()
+
+
+async def test_ended_waits_leave_few_timer_entries_behind(hub, autojump_clock):
+    """Every wait pushes a deadline; those of waits that ended (here: data came) are swept
+    once they pass a quarter of the live ones, so an idle connection keeps about one."""
+    if not hub:
+        pytest.skip("no hub without epoll")
+    pairs = [_pair() for _ in range(200)]
+    most = 0
+    async with trio.open_nursery() as nursery:
+        async def idle(stream: TcpStream) -> None:
+            # Each wait's deadline is earlier than the last one's, so the entries of the
+            # waits that ended stay below the heap's top (the hub skips stale entries at
+            # the top as it goes; these only a sweep removes).
+            deadline = trio.current_time() + 1000
+            while await stream.receive_until(100, deadline) is not None:
+                deadline -= 1  # data came: wait again, with a new deadline entry
+
+        for a, _ in pairs:
+            nursery.start_soon(idle, a)
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(10):
+            for _, b in pairs:
+                await b.send_all(b"x")
+            await trio.testing.wait_all_tasks_blocked()
+            timers = _idle.hub()._timers
+            most = max(most, len(timers))
+        nursery.cancel_scope.cancel()
+    assert most <= 200 * 5 // 4 + 64 + 1
