@@ -261,8 +261,9 @@ class SessionCore:
         "_conn", "_events", "_out", "_resend", "accepted", "ask_reply", "connected_at",
         "env", "hb", "interval", "keepalive", "last_activity", "last_sent", "max_inflight",
         "memory", "memory_dirty", "network_key", "piggyback_now", "ping_lateness",
-        "ping_paused", "ping_sent_at", "ping_silence", "ping_timeout", "probing",
-        "reply_timeout", "server_keepalive", "store", "strategy", "tally", "ping_unwritten",
+        "ping_paused", "ping_sent_at", "ping_silence", "ping_timeout", "probe_not_before",
+        "probing", "reply_timeout", "server_keepalive", "store", "strategy", "tally",
+        "ping_unwritten",
     )
 
     def __init__(self, connect: Connect, *, now: float, store: MessageStore,
@@ -297,6 +298,7 @@ class SessionCore:
         self.ping_lateness = self.ping_silence = self.ping_paused = 0.0
         self.piggyback_now = False
         self.probing = False
+        self.probe_not_before = -math.inf  # after a probe refused for now (probe_deferred)
 
     # --- outputs ----------------------------------------------------------------------------
 
@@ -555,6 +557,12 @@ class SessionCore:
             self.hb, self.context(now, self.ping_lateness, self.ping_silence))
         self._note_memory()
 
+    def probe_deferred(self, until: float) -> None:
+        """A probe was refused for now: none is asked for before ``until`` (the strategy is
+        not told; on this connection only)."""
+        self.probing = False
+        self.probe_not_before = until
+
     def probe_done(self, ok: bool | None, silence: float, now: float) -> None:
         """A probe ended: ``ok`` True/False = the silence survived/failed; None = no probe."""
         self.probing = False
@@ -579,7 +587,7 @@ class SessionCore:
     def _maybe_probe(self, now: float) -> None:
         """Ask for a probe connection now, while the radio is up for our heartbeat, if the
         strategy wants one measured (pushsdk._probe)."""
-        if self.probing or not _may_probe(self.strategy):
+        if self.probing or now < self.probe_not_before or not _may_probe(self.strategy):
             return
         target = self.strategy.probe(self.hb, self.context(now))
         if target is not None and target > 0 and math.isfinite(target):

@@ -10,7 +10,12 @@ proves it does not. Either way the probe closes and the strategy learns
 only ever runs at intervals already proved safe.
 
 A server or broker that refuses the probe's login (or a network that refuses the
-connection) is reported as ``ok=None``: the strategy falls back to searching in-band.
+connection) is reported as ``ok=None``: the strategy falls back to searching in-band. A
+refusal *for now* — the server unavailable or busy, a quota of connections or their rate
+exceeded (CONNACK 3; 5.0: 0x88, 0x89, 0x97, 0x9F) — is no answer about probes at all: the
+strategy is told nothing and no probe is tried for 1.5 × the probe's keepalive. The usual
+cause is the device's own earlier probes that the NAT killed: the server still holds them,
+and forgets them after that long (MQTT-3.1.2-24).
 The client builds the probe's CONNECT (``PushClient._connect_packet(target)``).
 """
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from ._backend import Backend
@@ -30,7 +36,7 @@ from .protocol import ProtocolError
 if TYPE_CHECKING:
     from ._session import ByteStream
 
-__all__ = ["PROBE_SUFFIX", "run_probe"]
+__all__ = ["BUSY_CODES", "PROBE_SUFFIX", "ProbeResult", "run_probe"]
 
 log = logging.getLogger("pushsdk.client")
 
@@ -39,6 +45,20 @@ log = logging.getLogger("pushsdk.client")
 PROBE_SUFFIX = "/probe"
 _ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError,
            PushError)
+#: CONNACK codes that refuse a probe for now, not for good: 3.1.1's 3 "server unavailable";
+#: 5.0's server unavailable, server busy, quota exceeded, connection rate exceeded.
+BUSY_CODES = {4: frozenset({3}), 5: frozenset({0x88, 0x89, 0x97, 0x9F})}
+
+
+@attrs.frozen
+class ProbeResult:
+    """How a probe ended: ``ok`` True/False (the silence survived / did not) or None (no
+    probe could be made); ``retry_after`` > 0: refused for now, ask again after that long
+    (the strategy learns nothing)."""
+
+    ok: bool | None
+    silence: float = 0.0
+    retry_after: float = 0.0
 
 
 class _Probe:
@@ -66,10 +86,9 @@ class _Probe:
 
 async def run_probe(open_stream: Callable[[], Awaitable[ByteStream]], connect: Connect,
                     target: float, *, io: Backend, connect_timeout: float,
-                    ping_timeout: float, tally: Tally, name: str) -> tuple[bool | None, float]:
+                    ping_timeout: float, tally: Tally, name: str) -> ProbeResult:
     """Open a probe (``open_stream()``: the same transport as the main connection), wait
-    ``target`` s of silence, ping; ``(ok, silence)`` where ``ok`` is True/False (the silence
-    survived / did not) or None (no probe could be made)."""
+    ``target`` s of silence, ping; what came of it."""
     ok: bool | None = None
     silence = 0.0
     stream = None
@@ -81,6 +100,12 @@ async def run_probe(open_stream: Callable[[], Awaitable[ByteStream]], connect: C
             connack = await probe.next()
         if scope.cancelled_caught:
             log.info("%s: probe could not start: no answer in %g s", name, connect_timeout)
+        elif isinstance(connack, ConnAck) and \
+                connack.return_code in BUSY_CODES[5 if connect.protocol_level == 5 else 4]:
+            retry_after = 1.5 * connect.keepalive
+            log.info("%s: probe refused for now (%s); next probe in %g s", name, connack,
+                     retry_after)
+            return ProbeResult(None, 0.0, retry_after)
         elif not isinstance(connack, ConnAck) or connack.return_code != 0:
             log.info("%s: probe refused (%s); searching in-band", name, connack)
         else:
@@ -99,4 +124,4 @@ async def run_probe(open_stream: Callable[[], Awaitable[ByteStream]], connect: C
     finally:
         if stream is not None:
             await io.close_stream(stream)
-    return ok, silence
+    return ProbeResult(ok, silence)

@@ -33,6 +33,7 @@ from ._core import (
     SessionCore,
     _may_probe,
 )
+from ._probe import ProbeResult
 from .errors import ConnectionLost, ProtocolViolation, PushError
 from .protocol import Publish
 
@@ -89,8 +90,8 @@ class SessionHost(Protocol):
     def completed(self, item: Any) -> None:
         """An outbound message or a (un)subscribe request finished."""
 
-    async def probe(self, target: float) -> tuple[bool | None, float]:
-        """Run a probe connection; ``(ok, silence)``."""
+    async def probe(self, target: float) -> ProbeResult:
+        """Run a probe connection; how it ended."""
 
 
 class Session:
@@ -273,8 +274,11 @@ class Session:
             self.core.acknowledge(held.publish)
 
     async def _probe(self, target: float) -> None:
-        ok, silence = await self.host.probe(target)
-        self.core.probe_done(ok, silence, self.io.now())
+        result = await self.host.probe(target)
+        if result.retry_after > 0:  # refused for now: no lesson, and no probe meanwhile
+            self.core.probe_deferred(self.io.now() + result.retry_after)
+        else:
+            self.core.probe_done(result.ok, result.silence, self.io.now())
         self.wake()  # the interval in force may have changed
 
     async def flush(self) -> bool:

@@ -36,7 +36,7 @@ from . import _backend
 from ._backend import Backend, Event, Scope
 from ._core import Environment, MessageStore, Outbound, Refused, Request, SessionCore, Tally
 from ._options import DEFAULT_DEVICE, DEFAULT_LIMITS, DEFAULT_TIMEOUTS, FlatOptions, fold
-from ._probe import PROBE_SUFFIX, run_probe
+from ._probe import PROBE_SUFFIX, ProbeResult, run_probe
 from ._server_mode import profile_changes, register_again, registration_reason
 from ._session import STREAM_ERRORS, ByteStream, Session
 from ._websocket import open_websocket
@@ -1294,7 +1294,7 @@ class PushClient:
             return None, False, None
         return push.msg_id, True, push
 
-    async def _probe(self, target: float) -> tuple[bool | None, float]:
+    async def _probe(self, target: float) -> ProbeResult:
         endpoint = self._endpoint()
         assert self._io is not None
         return await run_probe(lambda: self._open_stream(*endpoint),
@@ -1342,7 +1342,7 @@ class _Host:
     def completed(self, item: Any) -> None:
         self._client._completed(item)
 
-    async def probe(self, target: float) -> tuple[bool | None, float]:
+    async def probe(self, target: float) -> ProbeResult:
         return await self._client._probe(target)
 
 

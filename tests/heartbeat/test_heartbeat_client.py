@@ -6,7 +6,7 @@ import trio
 
 from pushsdk import BrokerConfig, MemoryStateStore, PushClient, SdkState, VirtualClock
 from pushsdk.heartbeat import parse_strategy
-from pushsdk.protocol import Connect, PingReq
+from pushsdk.protocol import ConnAck, Connect, PingReq
 from sdk_harness import EPOCH, MemoryNetwork, ScriptedBroker
 
 HOST, PORT = "broker.test", 1883
@@ -140,3 +140,37 @@ async def test_a_probing_strategy_ends_a_dead_connection_cleanly_and_reconnects(
         stats = c.statistics()
     assert any(why.startswith("no PINGRESP within") for why in reasons)
     assert stats.heartbeats_failed >= 1 and stats.connects >= 2
+
+
+@pytest.mark.parametrize("version, busy, refused", [
+    (4, 3, 2),  # 3.1.1: "server unavailable" is for now; "identifier rejected" for good
+    (5, 0x97, 0x85),  # 5.0: "quota exceeded" for now; "client identifier not valid" for good
+])
+async def test_a_probe_refused_for_now_is_tried_again_later_not_given_up(
+        nursery, autojump_clock, version, busy, refused):
+    """A server that holds the device's earlier probes (their NAT died under them) refuses
+    the next one for now: the strategy learns nothing and keeps probing, after 1.5 × the
+    refused probe's keepalive. A refusal for good sends the search in-band."""
+    for code, gives_up in ((busy, False), (refused, True)):
+        def connack(connect, index, code=code):
+            return ConnAck(code) if connect.client_id.endswith("/probe") else ConnAck(0)
+
+        net, broker = setup(nursery, connack=connack, protocol_version=version)
+        store = MemoryStateStore()
+        config = BrokerConfig(host=HOST, port=PORT, client_id="c1", topics=["t/#"],
+                              keepalive=60, mqtt_version="5" if version == 5 else "3.1.1")
+        async with PushClient(config, connector=net, clock=VirtualClock(EPOCH),
+                              strategy=parse_strategy("adaptive"), rng=random.Random(1),
+                              network_key="wifi_home", state_store=store) as c:
+            await c.wait_connected()
+            await trio.sleep(1000)
+        probes = [(broker.times(Connect, i)[0], broker.conns[i].connect.keepalive)
+                  for i in range(1, len(broker.conns))]
+        memory = store.state.memory_for("wifi_home")
+        assert memory["inband"] is gives_up
+        if gives_up:
+            assert len(probes) == 1
+        else:
+            (first, keepalive), (second, _) = probes[:2]
+            assert second - first >= 1.5 * keepalive
+            assert second - first < 1.5 * keepalive + 121  # at the next main beat
