@@ -42,10 +42,10 @@ def own_rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def source_ips(n: int) -> list[str]:
+def source_ips(n: int, first: int = 2) -> list[str]:
     """Enough loopback source addresses for ``n`` connections (10,000 each, well under the
-    ephemeral port range)."""
-    return [f"127.0.0.{2 + i}" for i in range(max(1, -(-n // 10_000)))]
+    ephemeral port range), from ``127.0.0.<first>`` on."""
+    return [f"127.0.0.{first + i}" for i in range(max(1, -(-n // 10_000)))]
 
 
 def select_readable(files: list[Any], timeout: float) -> list[Any]:

@@ -21,6 +21,7 @@ The load average before and after is printed with the figures: record them only 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -43,7 +44,7 @@ KEEPALIVE = 600
 
 def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
              at_idle: Callable[[], None] | None = None, timeout: float = 120.0,
-             ) -> dict[str, Any]:
+             first_ip: int = 2) -> dict[str, Any]:
     """N SDK clients in one ``trio.run``: counts, seconds to the last CONNACK (waiting at
     most ``timeout``), RSS. ``at_idle()`` is called once every client is connected and idle
     (for a profiler)."""
@@ -70,7 +71,7 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
             elif old is ClientState.CONNECTED:  # counted while connected, not per connect
                 connected -= 1
 
-        connectors = [TcpConnector(source_ip=ip) for ip in source_ips(n)]
+        connectors = [TcpConnector(source_ip=ip) for ip in source_ips(n, first_ip)]
         rng = random.Random(1)  # shared, as pushsim fleet does (a Random is 2.5 KB)
         before = own_rss()
         clients = [PushClient(BrokerConfig(host="127.0.0.1", port=port, client_id=f"sdk-{i}",
@@ -102,14 +103,14 @@ def sdk_side(n: int, port: int, rate: float, version: str = "3.1.1",
 
 
 def paho_side(n: int, port: int, rate: float, version: str = "3.1.1",
-              timeout: float = 120.0) -> dict[str, Any]:
+              timeout: float = 120.0, first_ip: int = 2) -> dict[str, Any]:
     """N paho clients on one selector loop: counts, seconds to the last CONNACK (waiting at
     most ``timeout``), RSS."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     raise_nofile()
-    ips = source_ips(n)
+    ips = source_ips(n, first_ip)
     selector = selectors.DefaultSelector()
     state = {"connected": 0}
     dirty: set[Any] = set()
@@ -187,12 +188,19 @@ def _connect_paho(i: int, port: int, ip: str, expiry: Any) -> Any:
 
 # --- the run -----------------------------------------------------------------------------------
 
+#: Each side of each run connects from loopback addresses of its own (blocks of 10 from
+#: 127.0.0.2 on, in turn): the ports of the run before are still in TIME_WAIT for a minute,
+#: and three runs of 10,000 connections from one address exhaust its ephemeral ports (paho's
+#: bind then fails with EADDRINUSE).
+_ADDRESS_BLOCKS = itertools.cycle(range(2, 252, 10))
+
+
 def measure_side(kind: str, n: int, port: int, rate: float,
                  version: str = "3.1.1") -> dict[str, Any]:
     """One side (``"sdk"`` or ``"paho"``) in a fresh process; its figures."""
     done = subprocess.run([sys.executable, "-m", "power_bench.sdk_vs_paho", f"_{kind}",
-                           str(n), str(port), str(rate), version], capture_output=True,
-                          text=True, timeout=300)
+                           str(n), str(port), str(rate), version, str(next(_ADDRESS_BLOCKS))],
+                          capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} side failed: {done.stderr.strip()[-500:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -236,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("_sdk", "_paho"):
         n, port, rate, version = int(argv[1]), int(argv[2]), float(argv[3]), argv[4]
+        first_ip = int(argv[5]) if len(argv) > 5 else 2
         side = sdk_side if argv[0] == "_sdk" else paho_side
-        print(json.dumps(side(n, port, rate, version)))
+        print(json.dumps(side(n, port, rate, version, first_ip=first_ip)))
         return 0
     parser = argparse.ArgumentParser(prog="python -m power_bench.sdk_vs_paho",
                                      description=__doc__.split("\n\n")[0])
