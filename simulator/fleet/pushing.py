@@ -112,6 +112,11 @@ class PushGenerator:
         handsets = self.handsets
         return [handsets[i] for i in self.plan.members(group)]
 
+    def all_arrived(self) -> bool:
+        """Every push expected so far has reached its handsets."""
+        counters = self.observer.counters
+        return counters["delivered"] >= counters["expected"]
+
     def settled(self) -> bool:
         counters = self.observer.counters
         return (self.queued == 0 and self.in_flight == 0 and self.deferred == 0
@@ -123,6 +128,8 @@ class PushGenerator:
         failures = 0
         async for seq, scheduled in self.receive_channel:
             self.queued -= 1
+            if not self.pushing:  # the run is over (a stop): what is queued is not sent
+                continue
             group = seq % self.plan.groups
             receivers = [h for h in self._members(group) if h.ready]
             if self.plan.shared:  # one member gets it: the push is expected once
