@@ -5,13 +5,14 @@
 1. A database with one app and N devices is prepared directly through SQLite (a
    benchmark-only bulk registration: N ``POST /v1/devices`` would measure registration,
    not the gateway), then ``pushsim server --workers W`` is started on it.
-2. N plain MQTT clients (the project's sans-IO codec over trio, one task each, at most
-   PER_PROCESS per client process, one loopback source address per process) CONNECT with
-   the devices' tokens, SUBSCRIBE to their inboxes and stay idle (keepalive 0). A failed
-   attempt (refused, closed, no SUBACK within HANDSHAKE_S) is retried after a backoff, up
-   to ATTEMPTS times, as a device would; failed attempts are counted by reason. With
-   ``--workers W`` the server holds N / W connections per process: each must stay under
-   the open-files limit (20,000 here, so 50,000 need ``--workers 3``).
+2. N plain MQTT clients (the project's sans-IO codec over trio on the SDK's own
+   ``pushsdk.tcp.TcpStream``, one task each, at most PER_PROCESS per client process, one
+   loopback source address per process) CONNECT with the devices' tokens, SUBSCRIBE to
+   their inboxes and stay idle (keepalive 0). A failed attempt (refused, closed, no SUBACK
+   within HANDSHAKE_S) is retried after a backoff, up to ATTEMPTS times, as a device
+   would; failed attempts are counted by reason. With ``--workers W`` the server holds
+   N / W connections per process: each must stay under the open-files limit (20,000
+   here, so 50,000 need ``--workers 3``).
 3. Server RSS per idle connection = (RSS of all server processes with N connected −
    RSS before any connection) ÷ N.
 4. A broadcast (``audience: "all"``): time from the request until every client holds it
@@ -34,6 +35,7 @@ import hashlib
 import json
 import math
 import random
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -144,9 +146,12 @@ class _Clients:
         import trio
 
         from pushsdk.protocol import Connect, Connection, Role, Subscribe
+        from pushsdk.tcp import open_tcp
 
         try:
-            stream = await trio.open_tcp_stream(host, port, local_address=source)
+            # The SDK's own stream rather than trio.SocketStream: the load generator shares
+            # the machine's two cores with the server it measures, so it should cost little.
+            stream = await open_tcp(host, port, socket.AF_INET, source)
         except OSError:
             return "connect_error"
         conn = Connection(Role.CLIENT, max_packet_size=1 << 16)
