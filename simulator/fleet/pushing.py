@@ -112,10 +112,11 @@ class PushGenerator:
         handsets = self.handsets
         return [handsets[i] for i in self.plan.members(group)]
 
-    def all_arrived(self) -> bool:
-        """Every push expected so far has reached its handsets."""
+    def nothing_in_transit(self) -> bool:
+        """No push sent is waiting for the target's answer, and every push expected so far
+        has reached its handsets."""
         counters = self.observer.counters
-        return counters["delivered"] >= counters["expected"]
+        return self.in_flight == 0 and counters["delivered"] >= counters["expected"]
 
     def settled(self) -> bool:
         counters = self.observer.counters
@@ -156,6 +157,8 @@ class PushGenerator:
         try:
             await send(seq, receivers, observer.wall_t0 + (scheduled - observer.t0))
         except PushFailed as exc:
+            if self.cut_short:
+                return self._answered_too_late()
             self.failed += 1
             observer.per_second.add("pushes_failed", trio.current_time() - observer.t0)
             observer.push_failures[short_reason(str(exc))] += 1
@@ -167,6 +170,8 @@ class PushGenerator:
                     observer.on_expected(handset, seq)
             raise
         else:
+            if self.cut_short:
+                return self._answered_too_late()
             self.sent += 1
             observer.per_second.add("pushes_sent", trio.current_time() - observer.t0)
             ok = True
@@ -177,6 +182,13 @@ class PushGenerator:
         for handset in receivers:
             observer.on_expected(handset, seq)
         return ok, transport
+
+    def _answered_too_late(self) -> tuple[bool, bool]:
+        # The answer came after a stop's grace had ended (the task was already resuming
+        # when the senders were cancelled): the handsets are closing, so the push was in
+        # flight when the run ended, as if cancelled; neither sent nor lost.
+        self.unanswered += 1
+        return False, False
 
     def _tracer(self, seq: int, scheduled_wall: float) -> Tracer:
         return Tracer(self.plan.run_id, seq, seq % self.plan.groups, scheduled_wall)

@@ -11,8 +11,8 @@ their senders are connected):
 3. **close**: every client is closed (DISCONNECT), then the clean-up (:mod:`.cleanup`).
 
 A stop request (Ctrl-C, SIGTERM, the coordinator) ends phase 1 early and skips the drain,
-except that pushes the target has accepted get up to :data:`STOP_GRACE_S` to arrive (in
-transit when the stop came, not lost); the report is made all the same. Every second a
+except that pushes already sent get up to :data:`STOP_GRACE_S` to be answered and to arrive
+(in transit when the stop came, not lost); the report is made all the same. Every second a
 sample (connected handsets, RSS, CPU and the cumulative counters) goes to ``progress`` and
 into the timeline.
 """
@@ -104,9 +104,10 @@ def _ledgers(plan: FleetPlan, indices: list[int]) -> dict[int, MemberLedger]:
     return views
 
 
-#: After a stop, pushes the target has accepted get this long to reach their handsets (at
-#: most the planned drain): one accepted a few milliseconds before the stop is in transit,
-#: and counting it lost made a stopped run fail its "lost" gate now and then.
+#: After a stop, pushes already sent get this long (at most the planned drain) for the
+#: target's answer and to reach their handsets: one sent a few milliseconds before the stop
+#: is in transit, and counting it lost made a stopped run fail its "lost" gate now and then.
+#: One answered after it is counted unanswered (in flight when the run ended), not lost.
 STOP_GRACE_S = 1.0
 
 class _Worker:
@@ -257,7 +258,7 @@ class _Worker:
         if self.stop.is_set():  # no drain, but what the target accepted may still arrive
             self.generator.pushing = False  # and nothing more goes out meanwhile
             with trio.move_on_after(min(plan.drain, STOP_GRACE_S)):
-                while not self.generator.all_arrived():
+                while not self.generator.nothing_in_transit():
                     await trio.sleep(0.02)
         self.generator.cut_short = self.stop.is_set()
 

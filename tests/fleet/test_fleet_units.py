@@ -3,9 +3,12 @@ results round trip."""
 from __future__ import annotations
 
 import math
+import random
 
 import attrs
 import pytest
+import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,8 +20,11 @@ from simulator.fleet.limits import (
     parse_source_ips,
 )
 from simulator.fleet.measure import LIVE_BOUNDS, Histograms, LiveBuckets, PerSecond
+from simulator.fleet.observer import FleetObserver
 from simulator.fleet.plan import BrokerTarget, FleetPlan, Shard, Workload, parse_shard
+from simulator.fleet.pushing import PushGenerator
 from simulator.fleet.results import merge_timelines
+from simulator.fleet.socket_handset import SocketHandset
 from simulator.fleet.stages import (
     PushSchedule,
     RampSchedule,
@@ -37,6 +43,9 @@ from simulator.fleet.workload import (
     pushes_due,
     pushes_for,
 )
+from simulator.radio import get_model
+from pushsdk import BrokerConfig
+from pushsdk.transport import TcpConnector
 from pushsdk.protocol import ConnAck, Connect, Connection, PingResp, Publish, Role, SubAck
 
 TARGET = BrokerTarget.from_url("mqtt://127.0.0.1:1883")
@@ -311,3 +320,42 @@ def test_the_shards_of_one_run_preflight_under_ids_of_their_own():
     assert ids == ["pushsim-byhand-preflight-0", "pushsim-byhand-preflight-1",
                    "pushsim-byhand-preflight-2"]
     assert not set(ids) & {plans[0].device_id(i) for i in range(12)}
+
+
+def _generator_with_one_handset():
+    plan = config(1)
+    observer = FleetObserver(plan.run_id)
+    handset = SocketHandset(
+        0, observer, group=0, groups=plan.groups, device_id="h-0", connector=TcpConnector(),
+        config=BrokerConfig.from_url(TARGET.url, client_id="h-0", topics=["t"]), strategy=None,
+        radio=get_model("lte"), network_type="cellular", connect_timeout=5.0, rng=random.Random(0))
+    return PushGenerator(plan, 0, observer, {0: handset}, random.Random(0)), handset
+
+
+@pytest.mark.parametrize("stop_grace_over", [False, True])
+def test_a_push_in_flight_at_a_stop_is_lost_only_if_answered_in_time(stop_grace_over):
+    generator, handset = _generator_with_one_handset()
+    answer = trio.Event()
+
+    async def send(seq, receivers, scheduled_wall):
+        await answer.wait()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(generator._send_one, send, 0, trio.current_time(), [handset])
+            await trio.testing.wait_all_tasks_blocked()
+            # Waiting for its answer, the push is in transit: a stop's grace waits for it.
+            assert not generator.nothing_in_transit()
+            generator.cut_short = stop_grace_over
+            answer.set()
+
+    trio.run(main)
+    counters = generator.counters()
+    if stop_grace_over:  # answered after the grace: in flight when the run ended
+        assert (counters["pushes_sent"], counters["pushes_unanswered"]) == (0, 1)
+        assert (handset.ledger.expected, handset.ledger.lost) == (0, 0)
+        assert generator.nothing_in_transit()
+    else:  # answered in time: expected, and lost until it arrives
+        assert (counters["pushes_sent"], counters["pushes_unanswered"]) == (1, 0)
+        assert (handset.ledger.expected, handset.ledger.lost) == (1, 1)
+        assert not generator.nothing_in_transit()
