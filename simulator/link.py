@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 import trio
@@ -64,6 +65,14 @@ _EOF = b""
 _ARRIVED = -math.inf
 
 
+def _checked_max_bytes(max_bytes: int | None) -> int | None:
+    if max_bytes is not None:
+        max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as trio's streams
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+    return max_bytes
+
+
 class _End(trio.abc.HalfCloseableStream):
     """One end of a :class:`SimConnection`: a :class:`trio.abc.HalfCloseableStream` that passes
     ``trio.testing.check_half_closeable_stream``.
@@ -74,11 +83,14 @@ class _End(trio.abc.HalfCloseableStream):
     a cancel scope's deadline (no exception per packet). ``send_all`` never waits for the
     path (it has no buffer limit) but is a checkpoint, as the Stream contract asks;
     ``receive_some`` yields once, either while it waits or before it returns ready data.
+    ``receive_until`` and ``interrupt`` are those of ``pushsdk.tcp.TcpStream``, so the SDK
+    waits here as it does on a real socket: its deadline is a clock timer too.
     ``send_nowait`` writes without a checkpoint, for the server's gateway.
     """
 
     __slots__ = ("_conn", "_is_client", "_inbox", "_waiter", "_timer", "_closed", "_broken",
-                 "_last_due", "_eof_sent", "_eof_received", "_sending")
+                 "_last_due", "_eof_sent", "_eof_received", "_sending", "_until",
+                 "_interrupted")
 
     def __init__(self, conn: SimConnection, is_client: bool) -> None:
         self._conn = conn
@@ -92,6 +104,8 @@ class _End(trio.abc.HalfCloseableStream):
         self._eof_sent = False  # send_eof (or close) sent our FIN
         self._eof_received = False  # the peer's FIN was read: receive_some returns b""
         self._sending = False  # a task is inside send_all / wait_send_all_might_not_block
+        self._until = False  # the waiter is in receive_until: interrupt() may end it
+        self._interrupted = False  # interrupt() ended a receive_until that has not seen it
 
     # -- sending -----------------------------------------------------------------------
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -144,13 +158,34 @@ class _End(trio.abc.HalfCloseableStream):
             self._conn._transmit(self, _EOF)
 
     # -- receiving ---------------------------------------------------------------------
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    # receive_some and receive_until are plain functions handing back _receive's coroutine:
+    # a waiting reader's stack is then one frame, not two (a simulation holds thousands).
+    def receive_some(  # type: ignore[override]
+            self, max_bytes: int | None = None) -> Coroutine[Any, Any, bytes]:
+        return self._receive(max_bytes, math.inf, until=False)  # type: ignore[return-value]
+
+    def receive_until(self, max_bytes: int, deadline: float) -> Coroutine[Any, Any, bytes | None]:
+        """:meth:`receive_some`, or None once ``deadline`` (trio time) has passed or
+        :meth:`interrupt` was called: the idle wait of a push connection, as
+        ``pushsdk.tcp.TcpStream.receive_until`` (which the SDK then uses). The deadline is a
+        clock timer, like a packet's arrival: no cancel scope, no ``Cancelled`` raised."""
+        return self._receive(max_bytes, deadline, until=True)
+
+    def interrupt(self) -> None:
+        """End a :meth:`receive_until` under way, which then returns None (nothing if none
+        is): how another task wakes an idle connection."""
+        if self._waiter is not None and self._until:
+            self._interrupted = True
+            self._wake()
+
+    async def _receive(self, max_bytes: int | None, deadline: float, *,
+                       until: bool) -> bytes | None:
+        # Without a deadline (receive_some) it returns bytes, never None.
         if self._waiter is not None:
             raise trio.BusyResourceError("another task is already receiving")
-        if max_bytes is not None:
-            max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as trio's streams
-            if max_bytes < 1:
-                raise ValueError("max_bytes must be >= 1")
+        max_bytes = _checked_max_bytes(max_bytes)
+        clock = self._conn.clock
+        self._interrupted = False  # only a wait under way is interrupted
         yielded = False
         while True:
             if self._closed:
@@ -161,17 +196,23 @@ class _End(trio.abc.HalfCloseableStream):
                 await trio.lowlevel.checkpoint()
                 return b""
             inbox = self._inbox
-            if inbox:
-                due, data = inbox[0]
-                now = self._conn.clock.current_time()  # trio.current_time(), minus two calls
-            if not inbox or due > now:
-                # Park until data due now arrives, or until the head of the inbox is due (a
-                # time a later delivery may bring forward, see _deliver): one scheduler pass
-                # per delivery, no helper task, no cancel scope. Then re-check: a reset or
-                # close may have happened meanwhile.
+            now = clock.current_time()  # trio.current_time(), minus two calls
+            due = inbox[0][0] if inbox else math.inf
+            if due > now:
+                if self._interrupted or now >= deadline:
+                    self._interrupted = False
+                    if not yielded:
+                        await trio.lowlevel.checkpoint()
+                    return None
+                # Park until data due now arrives, or until the head of the inbox or the
+                # deadline is due (a time a later delivery may bring forward, see
+                # _deliver): one scheduler pass per delivery, no helper task, no cancel
+                # scope. Then re-check: a reset or close may have happened meanwhile.
                 self._waiter = trio.lowlevel.current_task()
-                if inbox:
-                    self._timer = self._conn.clock.call_at(due, self._wake)
+                self._until = until
+                wake_at = min(due, deadline)
+                if wake_at < math.inf:
+                    self._timer = clock.call_at(wake_at, self._wake)
                 await trio.lowlevel.wait_task_rescheduled(self._abort)
                 yielded = True
                 continue
@@ -179,15 +220,20 @@ class _End(trio.abc.HalfCloseableStream):
                 await trio.lowlevel.checkpoint()
                 yielded = True
                 continue  # re-check after yielding
-            del inbox[0]
-            if self._is_client and due != _ARRIVED:
-                self._conn.hooks.arrived(self._conn, now, len(data))
-            if not data:
-                self._eof_received = True  # the peer's FIN: end of stream, for good
-            elif max_bytes is not None and len(data) > max_bytes:
-                inbox.insert(0, (_ARRIVED, data[max_bytes:]))  # the radio has it already
-                data = data[:max_bytes]
-            return data
+            return self._take_head(now, max_bytes)
+
+    def _take_head(self, now: float, max_bytes: int | None) -> bytes:
+        """The head of the inbox, due by ``now``: up to ``max_bytes`` of it."""
+        inbox = self._inbox
+        due, data = inbox.pop(0)
+        if self._is_client and due != _ARRIVED:
+            self._conn.hooks.arrived(self._conn, now, len(data))
+        if not data:
+            self._eof_received = True  # the peer's FIN: end of stream, for good
+        elif max_bytes is not None and len(data) > max_bytes:
+            inbox.insert(0, (_ARRIVED, data[max_bytes:]))  # the radio has it already
+            data = data[:max_bytes]
+        return data
 
     def _abort(self, _raise_cancel) -> trio.lowlevel.Abort:
         self._waiter = None

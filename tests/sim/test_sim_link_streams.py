@@ -3,6 +3,7 @@
 A scripted ``PathHooks`` stands in for the handset's network so each test decides what the
 path does (pass, drop, reset, hold) and sees what the path was asked about.
 """
+import math
 import random
 
 import pytest
@@ -95,6 +96,42 @@ async def test_a_receiver_waiting_first_is_woken_by_the_arrival(sim_clock):
         await trio.sleep(3)
         await conn.client.send_all(b"late")
     assert got == [(b"late", pytest.approx(3 + LATENCY))]
+
+
+async def test_receive_until_returns_none_at_the_deadline_or_the_data_before_it(sim_clock):
+    conn, path = connection()
+    assert await conn.client.receive_until(100, 7.5) is None
+    assert trio.current_time() == 7.5
+    await conn.server.send_all(b"PINGRESP")  # arrives at 7.54, before the deadline
+    assert await conn.client.receive_until(100, 9.0) == b"PINGRESP"
+    assert trio.current_time() == pytest.approx(7.5 + LATENCY, abs=1e-9)
+    await conn.server.send_all(b"late")  # arrives at 7.58, after this deadline
+    assert await conn.client.receive_until(100, 7.56) is None
+    assert trio.current_time() == 7.56
+    assert await conn.client.receive_some() == b"late"
+    assert path.arrivals == [(pytest.approx(7.54), 8), (pytest.approx(7.58), 4)]
+
+
+async def test_interrupt_ends_a_receive_until_even_without_a_deadline(sim_clock):
+    conn, _ = connection()
+    got = []
+
+    async def receive(method, *args):
+        got.append((method.__name__, await method(*args), trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive, conn.client.receive_until, 100, math.inf)
+        await trio.sleep(2)
+        conn.client.interrupt()
+    assert got == [("receive_until", None, 2.0)]
+    conn.client.interrupt()  # nothing under way: the next wait is not ended by it
+    got.clear()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive, conn.client.receive_some)
+        await trio.sleep(2)
+        conn.client.interrupt()  # a receive_some goes on waiting
+        await conn.server.send_all(b"x")
+    assert got == [("receive_some", b"x", pytest.approx(4 + LATENCY))]
 
 
 async def test_jitter_never_reorders_segments(sim_clock):
