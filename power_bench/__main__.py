@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import platform
 import shlex
@@ -20,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from simulator.argtypes import non_negative_int, positive_int
+from simulator.argtypes import non_negative_int, positive_int, run_hours
 from simulator.cli import CommandError
 
 PROG = "python -m power_bench"
@@ -61,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "and power_bench/scenarios/*.toml)")
     parser.add_argument("--handsets", type=positive_int, default=None, metavar="N",
                         help="handsets per fleet (default 16, --quick 10)")
-    parser.add_argument("--hours", type=_positive_float, default=None, metavar="H",
+    parser.add_argument("--hours", type=run_hours, default=None, metavar="H",
                         help="simulated hours for every scenario (default: each scenario's own)")
     parser.add_argument("--trace-handsets", type=non_negative_int, default=None, metavar="N",
                         help="handsets whose interval is traced over time (default 4, "
@@ -215,16 +214,6 @@ def _machine(load) -> tuple[tuple[str, str], ...]:
          ", ".join(f"{x:.2f}" for x in load) + " (other jobs share the CPUs when it is high)"
          if load else "n/a"),
     )
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
 
 
 if __name__ == "__main__":

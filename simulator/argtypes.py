@@ -25,3 +25,11 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a number > 0")
+
+
+def run_hours(text: str) -> float:
+    """``--hours``: a run length from a minute to a year (as a scenario's ``hours``)."""
+    from simulator.scenario import MAX_HOURS, MIN_HOURS
+
+    return _number(text, float, lambda v: MIN_HOURS <= v <= MAX_HOURS,
+                   f"a number of hours from {MIN_HOURS:.4g} (a minute) to {MAX_HOURS:g} (a year)")

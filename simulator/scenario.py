@@ -49,6 +49,9 @@ BUILTIN_SCENARIOS: tuple[str, ...] = (
 DEFAULT_LINK_MS = {"wifi": (10.0, 5.0), "cellular": (40.0, 20.0)}
 
 DAY = 86400.0
+#: The run lengths a scenario or ``--hours`` may ask for: a minute to a year. A run's day is
+#: built up front, so a far longer one would fill memory before it began.
+MIN_HOURS, MAX_HOURS = 1 / 60, 8760.0
 _GOLDEN = (math.sqrt(5) - 1) / 2  # 1/φ: the Weyl sequence step for group assignment
 
 
@@ -428,8 +431,9 @@ class Scenario:
     def handset_spec(self, index: int, seed: int | str = 0, *,
                      hours: float | None = None) -> HandsetSpec:
         hours = self.hours if hours is None else hours
-        if not (hours > 0 and math.isfinite(hours)):
-            raise ValueError(f"hours must be a finite number > 0, got {hours!r}")
+        if not MIN_HOURS <= hours <= MAX_HOURS:
+            raise ValueError(f"hours must be from {MIN_HOURS:.4g} (a minute) to {MAX_HOURS:g} "
+                             f"(a year), got {hours!r}")
         if index < 0:
             raise ValueError(f"handset index must be ≥ 0, got {index}")
         duration = hours * 3600.0

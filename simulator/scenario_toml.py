@@ -6,6 +6,7 @@ Unknown keys are errors, so a typo never silently becomes a default.
 """
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ from simulator.scenario import (
     DAY,
     DEFAULT_LINK_MS,
     KNOWN_RADIO_MODELS,
+    MAX_HOURS,
+    MIN_HOURS,
     NETWORK_TYPES,
     CPU_MODELS,
     BackgroundModel,
@@ -36,7 +39,7 @@ from simulator.scenario import (
     SwitchRule,
     Uniform,
 )
-from simulator.workload import MAX_PAYLOAD_BYTES, Workload
+from simulator.workload import MAX_PAYLOAD_BYTES, MAX_TTL_S, Workload
 
 _REQUIRED = object()
 _Choice = TypeVar("_Choice", bound=str)
@@ -63,6 +66,7 @@ class _Table:
         return ScenarioError(f"{self.source}: {self.path(key)}: {message}")
 
     def has(self, key: str) -> bool:
+        self.used.add(key)  # a key asked about is one this table knows
         return key in self.data
 
     def raw(self, key: str, default: Any = _REQUIRED) -> Any:
@@ -138,6 +142,8 @@ class _Table:
 
 
 def _type_name(value: Any) -> str:
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "a TOML date or time"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
             list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
 
@@ -162,7 +168,8 @@ def _check_number(table: _Table, key: str, value: Any, *, minimum=None, maximum=
 def _parse_clock(table: _Table, key: str, value: Any) -> float:
     match = _CLOCK.match(value) if isinstance(value, str) else None
     if not match or int(match[1]) > 23 or int(match[2]) > 59:
-        raise table.error(key, f'must be a time of day "HH:MM", got {value!r}')
+        got = repr(value) if isinstance(value, str) else _type_name(value)
+        raise table.error(key, f'must be a time of day "HH:MM" (a quoted string), got {got}')
     return int(match[1]) * 3600.0 + int(match[2]) * 60.0
 
 
@@ -252,7 +259,7 @@ def _parse_scenario(top: _Table) -> Scenario:
         raise top.error("name", "must be letters, digits, '-', '_' or '.'")
     description = top.string("description")
     handsets = int(top.number("handsets", 100, minimum=1, integer=True))
-    hours = float(top.number("hours", 24, above=0))
+    hours = float(top.number("hours", 24, minimum=MIN_HOURS, maximum=MAX_HOURS))
     start = top.clock("start", "00:00")
 
     networks_table = top.table("networks")
@@ -454,6 +461,9 @@ def _parse_workload(t: _Table) -> Workload:
             kwargs["ttl_choices"] = tuple((int(v), w) for v, w in zip(ttl.values, ttl.weights))
         else:
             raise t.error("ttl_s", "must be a number or a choice (TTLs are a few fixed values)")
+        if max(v for v, _ in kwargs["ttl_choices"]) > MAX_TTL_S:
+            raise t.error("ttl_s", f"must not exceed {MAX_TTL_S} s (28 days: the server "
+                                   "refuses longer TTLs)")
     if t.has("payload_bytes"):
         size = t.distribution("payload_bytes", minimum=1)
         if isinstance(size, Fixed):

@@ -76,10 +76,16 @@ def strategy_for(name: str, spec) -> HeartbeatStrategy:
 
 def check_strategy(name: str) -> str:
     """``name`` if it is a known strategy; UnknownStrategyError (a ValueError) otherwise."""
+    if name.removesuffix("+hooks") in SIMULATION_ONLY and name not in SIMULATION_ONLY:
+        raise UnknownStrategyError(
+            f"bad heartbeat strategy {name!r}: +hooks is for strategies the SDK runs; "
+            f"{ORACLE} (a bound) and {NAT_AWARE} are simulation-only and take no hooks")
     if name not in SIMULATION_ONLY:
         try:
             _shared(name)
         except UnknownStrategyError as exc:
+            if not str(exc).startswith("unknown"):  # a known name, badly parameterised
+                raise
             raise UnknownStrategyError(
                 f"{exc}; in simulation also: {', '.join(SIMULATION_ONLY)}") from None
     return name

@@ -29,6 +29,9 @@ PayloadKind = Literal["notification", "message"]
 DAY = 86400.0
 #: Largest payload the workload generates; keeps every body under the server's 4096-byte limit.
 MAX_PAYLOAD_BYTES = 3000
+#: The largest push TTL the reference server accepts (``ServerSettings.max_ttl``, 28 days:
+#: FCM's maximum); a scenario asking for more is refused when it is read.
+MAX_TTL_S = 28 * 86400
 COLLAPSE_KEYS = ("ck-0", "ck-1", "ck-2")
 
 
@@ -140,6 +143,9 @@ class Workload:
             raise ValueError("workload.cohorts must be ≥ 1")
         if not self.ttl_choices or any(v < 0 or w < 0 for v, w in self.ttl_choices):
             raise ValueError("workload.ttl_s needs values ≥ 0 with weights ≥ 0")
+        if any(v > MAX_TTL_S for v, _ in self.ttl_choices):
+            raise ValueError(f"workload.ttl_s must not exceed {MAX_TTL_S} s (28 days: the "
+                             "server refuses longer TTLs)")
         if sum(w for _, w in self.ttl_choices) <= 0:
             raise ValueError("workload.ttl_s weights must not all be 0")
         low, high = self.payload_bytes

@@ -274,7 +274,10 @@ def parse_strategy(spec: str) -> HeartbeatStrategy:
     if spec.endswith("+hooks") and spec != "+hooks":
         from .hooks import HookedStrategy  # the wrapper imports this module
 
-        return HookedStrategy(parse_strategy(spec[: -len("+hooks")]))
+        inner = spec[: -len("+hooks")]
+        if inner.endswith("+hooks"):
+            raise UnknownStrategyError(f"bad heartbeat strategy {spec!r}: +hooks given twice")
+        return HookedStrategy(parse_strategy(inner))
     name, _, arg = spec.partition(":")
     entry = _REGISTRY.get(name)
     if entry is None:

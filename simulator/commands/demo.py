@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from simulator.argtypes import positive_float, positive_int
+from simulator.argtypes import positive_int, run_hours
 from simulator.commands.run import simulate
 
 DEMO_STRATEGIES = ("fixed:270", "fcm", "mars", "courier", "kontalk", "adaptive", "oracle")
@@ -19,7 +19,7 @@ DEMO_SCENARIO = "mixed"
 def add_arguments(parser) -> None:
     parser.add_argument("--handsets", type=positive_int, default=100,
                         help="virtual handsets per strategy (default 100)")
-    parser.add_argument("--hours", type=positive_float, default=24.0,
+    parser.add_argument("--hours", type=run_hours, default=24.0,
                         help="simulated hours (default 24)")
     parser.add_argument("--out", type=Path, default=Path("pushsim-out"))
     parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1))

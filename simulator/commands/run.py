@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from simulator.argtypes import positive_float, positive_int
+from simulator.argtypes import positive_int, run_hours
 from simulator.cli import CommandError
 
 
@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
                         help="built-in name (`pushsim scenarios`) or a TOML file")
     parser.add_argument("--handsets", type=positive_int, default=None,
                         help="virtual handsets (default: the scenario's)")
-    parser.add_argument("--hours", type=positive_float, default=None,
+    parser.add_argument("--hours", type=run_hours, default=None,
                         help="simulated hours (default: the scenario's)")
     parser.add_argument("--strategy", action="append", dest="strategies", metavar="NAME",
                         help="heartbeat strategy, repeatable (default: fixed:270)")

@@ -59,6 +59,8 @@ def read_capture(path: str | PathLike[str], device_ip: str | None = None) -> lis
                 packets.append(TracePacket(t, "up" if src == device else "down", size))
     except OSError as exc:
         raise TraceError(f"cannot read capture {path}: {exc.strerror or exc}") from None
+    except TraceError:  # already says what is wrong with which file
+        raise
     except (dpkt.dpkt.NeedData, dpkt.dpkt.UnpackError, ValueError, struct.error) as exc:
         raise TraceError(f"{path}: not a readable pcap/pcapng capture "
                          f"({exc or 'truncated'})") from None

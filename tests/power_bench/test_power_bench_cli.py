@@ -50,7 +50,8 @@ def test_a_tiny_matrix_writes_results_report_and_plots(tmp_path):
     (["--strategies", "trace:x"], "internal"),
     (["--scenarios", "nosuch"], "nosuch: neither a built-in scenario"),
     (["--seeds", "0"], "--seeds: must be a whole number ≥ 1, got '0'"),
-    (["--hours", "-1"], "--hours: must be a number > 0"),
+    (["--hours", "-1"], "--hours: must be a number of hours from 0.01667 (a minute) to 8760"),
+    (["--hours", "1e9"], "--hours: must be a number of hours from 0.01667 (a minute) to 8760"),
     (["--strategies", "mars", "mars"], "strategy named more than once: mars"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])

@@ -46,6 +46,7 @@ def test_parse_fixed_round_trips_its_name():
     ("fixed:0", ["(0, 65535]"]),
     ("fixed:70000", ["(0, 65535]"]),
     ("fixed:nan", ["(0, 65535]"]),
+    ("mars+hooks+hooks", ["bad heartbeat strategy 'mars+hooks+hooks': +hooks given twice"]),
 ])
 def test_parse_errors_are_clear(spec, words):
     with pytest.raises(UnknownStrategyError) as info:

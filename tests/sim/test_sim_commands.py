@@ -139,6 +139,16 @@ def test_unknown_strategy_is_a_one_line_error_and_writes_nothing(tmp_path):
     assert "oracle" in line
 
 
+@pytest.mark.parametrize("name", ["oracle+hooks", "nat-aware+hooks"])
+def test_simulation_only_names_take_no_hooks(tmp_path, name):
+    out = tmp_path / "never"
+    done = pushsim("run", "carrier-nat-5min", "--strategy", name, "--out", str(out),
+                   "--no-progress")
+    line = assert_one_line_error(done, f"bad heartbeat strategy '{name}'")
+    assert "simulation-only and take no hooks" in line
+    assert not out.exists()
+
+
 def test_bad_scenarios_are_one_line_errors(tmp_path):
     out = str(tmp_path / "out")
     assert_one_line_error(pushsim("run", "no-such-scenario", "--out", out), "no-such-scenario")
@@ -163,6 +173,19 @@ def test_bad_numbers_are_usage_errors_without_traceback(tmp_path):
     assert "--handsets" in last
     # The message speaks to the user, not in the parser's internal function names.
     assert "_positive" not in last
+
+
+@pytest.mark.parametrize("hours", ["1e300", "1e7", "8761", "0.001", "0", "nan"])
+def test_run_lengths_beyond_a_minute_to_a_year_are_refused_at_once(tmp_path, hours):
+    # A day is built up front: an absurd length would fill memory before the first event.
+    done = pushsim("run", "carrier-nat-5min", "--handsets", "1", "--hours", hours,
+                   "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        f"argument --hours: must be a number of hours from 0.01667 (a minute) to 8760 "
+        f"(a year), got '{hours}'")
+    assert not (tmp_path / "out").exists()
 
 
 def test_demo_runs_every_strategy_over_two_workers(tmp_path):

@@ -179,7 +179,10 @@ def test_reference_errors(tmp_path):
     switch = MINIMAL + '[[groups.switches]]\nat = "08:00"\nto = "office"\n'
     assert "groups[0].switches[0].to: unknown network 'office'" in bad(tmp_path, switch)
     clock = MINIMAL + '[[groups.switches]]\nat = "8am"\nto = "lte"\n'
-    assert 'must be a time of day "HH:MM"' in bad(tmp_path, clock)
+    assert 'must be a time of day "HH:MM" (a quoted string), got \'8am\'' in bad(tmp_path, clock)
+    toml_time = MINIMAL.replace("description", "start = 12:00:00\ndescription")
+    assert "start: must be a time of day \"HH:MM\" (a quoted string), got a TOML date or time" \
+        in bad(tmp_path, toml_time)
 
 
 def test_overlapping_switch_windows_are_refused(tmp_path):
@@ -214,6 +217,16 @@ def test_other_value_errors(tmp_path):
     assert "workload.ttl_s: must be a number or a choice" in bad(
         tmp_path, MINIMAL.replace("[networks.lte]",
                                   "[workload]\nttl_s = { uniform = [0, 10] }\n\n[networks.lte]"))
+    assert "workload.ttl_s: must not exceed 2419200 s" in bad(
+        tmp_path, MINIMAL.replace("[networks.lte]",
+                                  "[workload]\nttl_s = 2419201\n\n[networks.lte]"))
+    assert "hours: must be ≤ 8760" in bad(tmp_path, MINIMAL.replace(
+        'description', 'hours = 1e7\ndescription'))
+    assert "hours: must be ≥ 0.0166667" in bad(tmp_path, MINIMAL.replace(
+        'description', 'hours = 0.001\ndescription'))
+    # Every key the table knows is listed, also when none of them was given.
+    assert ("groups[0].doze.foo: unknown field (known here: deep, "
+            in bad(tmp_path, MINIMAL + "doze = { foo = 1 }\n"))
     no_groups = MINIMAL.split("[[groups]]")[0].replace("[networks.lte]",
                                                        "groups = []\n[networks.lte]")
     assert "groups: define at least one" in bad(tmp_path, no_groups)
