@@ -69,6 +69,12 @@ def cli_stages(handsets: int, duration: float, ramp: float, push_rate: float,
     return tuple(stages)
 
 
+#: Bounds on a stage: far beyond any real run (Mosquitto takes ~10^5 pushes/s on a core),
+#: low enough that the counts and per-second series stay meaningful numbers.
+MAX_STAGE_S = 365 * 86400
+MAX_PUSH_RATE = 1_000_000
+
+
 def check_stages(stages: Sequence[Stage], handsets: int) -> None:
     """:class:`StageError` unless the stages can run with ``handsets`` handsets."""
     if not stages:
@@ -78,10 +84,12 @@ def check_stages(stages: Sequence[Stage], handsets: int) -> None:
         where = f"stage {number} ({stage.label})"
         if stage.kind not in KINDS:
             raise StageError(f"{where}: kind must be one of {', '.join(KINDS)}")
-        if not (math.isfinite(stage.duration) and stage.duration >= 0):
-            raise StageError(f"{where}: duration must be a number of seconds >= 0")
-        if not (math.isfinite(stage.push_rate) and stage.push_rate >= 0):
-            raise StageError(f"{where}: push_rate must be a number >= 0")
+        if not 0 <= stage.duration <= MAX_STAGE_S:
+            raise StageError(f"{where}: duration must be a number of seconds from 0 to "
+                             f"{MAX_STAGE_S:,} (a year)")
+        if not 0 <= stage.push_rate <= MAX_PUSH_RATE:
+            raise StageError(f"{where}: push_rate must be a number from 0 to "
+                             f"{MAX_PUSH_RATE:,} per second")
         if stage.kind == "drain" and (number != len(stages) or stage.push_rate):
             raise StageError(f"{where}: drain must be the last stage and has no push_rate")
         if stage.kind == "ramp":

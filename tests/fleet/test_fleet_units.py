@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import attrs
 import pytest
@@ -126,6 +127,21 @@ def test_cli_stages_and_a_ramp_in_two_parts():
         check_stages(stages, 31)
     with pytest.raises(StageError, match="fraction must be in"):
         check_stages([*stages, Stage(kind="storm", duration=1, fraction=0)], 30)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("push_rate", 1e300, "push_rate must be a number from 0 to 1,000,000 per second"),
+    ("push_rate", math.nan, "push_rate must be a number from 0 to 1,000,000 per second"),
+    ("push_rate", -1.0, "push_rate must be a number from 0 to 1,000,000 per second"),
+    ("duration", 1e300, "duration must be a number of seconds from 0 to 31,536,000 (a year)"),
+    ("duration", math.inf, "duration must be a number of seconds from 0 to 31,536,000"),
+])
+def test_absurd_stage_figures_are_refused_before_anything_runs(field, value, message):
+    hold = attrs.evolve(Stage(kind="hold", duration=10, push_rate=5), **{field: value})
+    with pytest.raises(StageError, match=re.escape(f"stage 2 (hold): {message}")):
+        check_stages([Stage(kind="ramp", duration=1, handsets=2), hold], 2)
+    check_stages([Stage(kind="ramp", duration=1, handsets=2),
+                  Stage(kind="hold", duration=365 * 86400, push_rate=1e6)], 2)
 
 
 def test_storm_members_are_about_the_fraction_and_the_same_everywhere():
