@@ -6,7 +6,15 @@ JSON line per message dispatched, flushed at once (broker mode: ``{"topic", "pay
 the message is acknowledged (QoS 1/2) or written (QoS 0). Errors are one line on stderr and a
 non-zero exit status (2 for bad arguments, 1 for everything else). SIGTERM and SIGINT
 disconnect cleanly (MQTT DISCONNECT) and exit 0 (SIGTERM) or 130 (SIGINT, as a shell expects
-after Ctrl-C).
+after Ctrl-C). A reader that stops reading stdout (``| head -1``) ends the command quietly
+with exit status 0, whatever it was doing having been done (``register``: registered and
+saved).
+
+Arguments are checked before anything else happens: text options must be valid UTF-8 (bytes
+that are not arrive as lone surrogates), file names may be any bytes. ``register`` and
+``listen --server`` make sure that the state file can be written before they contact the
+server: a registration binds a new device key to the device id, and a key that is not saved
+locks the device id out (403 ``device_bound``).
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import argparse
 import base64
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -32,6 +41,7 @@ from .heartbeat import HeartbeatStrategy, UnknownStrategyError, known_strategies
 from .protocol import Properties
 from ._server_mode import register_again
 from .registration import parse_server_url
+from ._topics import validate_topic_name
 from .state import FileStateStore, SdkState
 from .transport import TcpConnector
 
@@ -49,6 +59,28 @@ class _Parser(argparse.ArgumentParser):
 
 class _Fail(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
+
+
+class _StdoutClosed(Exception):
+    """Whoever reads our stdout has gone (``pushsdk ... | head -1``): not an error, the
+    command stops quietly with exit status 0."""
+
+
+def _print_line(text: str) -> None:
+    """Print one line of output, flushed at once; :class:`_StdoutClosed` if the reader has
+    gone (EPIPE). The one place where the commands write to stdout."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # What is still buffered can never be written: send it, and whatever else follows
+        # (the flush at exit), to /dev/null, else Python reports the same error at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no real file descriptor (e.g. captured in a test)
+            pass
+        raise _StdoutClosed from None
 
 
 def _build_parser() -> _Parser:
@@ -118,19 +150,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.error("choose a command: register, listen or publish")
+    _check_text(parser, args)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format=f"{PROG}: %(message)s", stream=sys.stderr)
     try:
         if args.command == "register":
             _check_server_args(parser, args)
+            _check_state_file(args.state)
             return trio.run(_register, args)
         plan = _plan(parser, args)
         return trio.run(_publish if args.command == "publish" else _listen, plan)
     except (_Fail, PushError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    except _StdoutClosed:
+        return 0  # as `listen` when its reader goes: what was asked for is done
     except KeyboardInterrupt:
         return EXIT_SIGINT
+
+
+#: Options naming files: any bytes the file system allows (``sys.argv`` keeps bytes that are
+#: not UTF-8 as lone surrogates, and ``os`` turns them back into the same bytes).
+_FILE_OPTIONS = frozenset({"state", "ca", "cert", "key"})
+#: Options that go into MQTT UTF-8 strings (or binary data, the password), at most 65,535
+#: bytes each.
+_MQTT_STRINGS = frozenset({"client_id", "username", "password"})
+#: Options that go into an HTTP request line or header, or name the host to connect to:
+#: printable ASCII (percent-encode a path, write an international host name as xn--...).
+_ASCII_OPTIONS = frozenset({"server", "broker", "app_key"})
+_MQTT_MAX = 0xFFFF
+
+
+def _option(dest: str) -> str:
+    return "--tag" if dest == "tags" else "--" + dest.replace("_", "-")
+
+
+def _check_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every text option can be sent as what it is for; else a one-line argument error (exit
+    2) naming the option, before anything is loaded or connected."""
+    for dest, value in vars(args).items():
+        if dest in _FILE_OPTIONS or dest == "command":
+            continue
+        values = value if isinstance(value, list) else [value]
+        for text in values:
+            if not isinstance(text, str):
+                continue
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                parser.error(f"{_option(dest)} is not valid UTF-8")
+            if dest in _MQTT_STRINGS and size > _MQTT_MAX:
+                parser.error(f"{_option(dest)} is {size} bytes of UTF-8, over the MQTT "
+                             f"limit of {_MQTT_MAX}")
+            if dest in _ASCII_OPTIONS and not (text.isascii() and text.isprintable()
+                                               and " " not in text):
+                hint = ("" if dest == "app_key" else " (percent-encode the path, write an "
+                        "international host name as xn--...)")
+                parser.error(f"{_option(dest)} must be printable ASCII without spaces{hint}")
+
+
+def _check_state_file(path: str) -> None:
+    """Fail (exit 1) unless the state file can be saved, before the server is contacted:
+    a registration binds a new device key to the device id, and a key that cannot be saved
+    would lock that device id out."""
+    try:
+        FileStateStore(path).check_writable_sync()
+    except OSError as exc:
+        raise _Fail(f"cannot write state file {path}: {exc.strerror or exc}") from None
 
 
 def _check_server_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -164,7 +250,7 @@ async def _register(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _Fail(f"cannot write state file {args.state}: {exc.strerror or exc}") from None
     assert state.registration is not None
-    print(json.dumps(state.registration.answer()), flush=True)
+    _print_line(json.dumps(state.registration.answer()))
     return 0
 
 
@@ -201,6 +287,10 @@ def _broker_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 def _publish_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Plan:
+    try:
+        validate_topic_name(args.topic)
+    except ValueError as exc:
+        parser.error(str(exc))
     properties = _message_properties(parser, args)
     config = _broker_config(parser, args, clean_session=True)
     return _Plan(config, _connector(args),
@@ -249,6 +339,7 @@ def _listen_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _
     if not (args.server and args.app_key and args.device_id):
         parser.error("listen needs --server, --app-key and --device-id (or --broker ...)")
     _check_server_args(parser, args)
+    _check_state_file(args.state)
     server = ServerConfig(server_url=args.server, app_key=args.app_key,
                           device_id=args.device_id, platform=args.platform,
                           alias=args.alias, tags=args.tags)
@@ -363,8 +454,8 @@ async def _listen(plan: _Plan) -> int:
         else:
             line = dict(message.data)
         try:
-            print(json.dumps(line, ensure_ascii=False), flush=True)
-        except BrokenPipeError:  # e.g. `pushsdk listen | head -1`
+            _print_line(json.dumps(line, ensure_ascii=False))
+        except _StdoutClosed:  # e.g. `pushsdk listen | head -1`
             run.done.set()
             return
         count += 1

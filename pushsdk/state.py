@@ -260,6 +260,18 @@ class KeyFileKeyStore:
                 self._key = self._read() or self._create()
             return self._key
 
+    def check_readable(self) -> None:
+        """Raise the ``OSError`` that :meth:`load_key` would raise reading the key file (a
+        directory, no read permission); a missing file is fine (it is created on first use).
+        Nothing is created or changed."""
+        if self._key is not None:
+            return
+        try:
+            with open(self.path, "rb"):
+                pass
+        except FileNotFoundError:
+            pass
+
     def _read(self) -> bytes | None:
         try:
             key = self.path.read_bytes()
@@ -329,6 +341,24 @@ class FileStateStore:
     def save_sync(self, state: SdkState) -> None:
         plaintext = json.dumps(state.to_json(), separators=(",", ":")).encode()
         write_atomically(self.path, encrypt(self.key_store.load_key(), plaintext))
+
+    def check_writable_sync(self) -> None:
+        """Raise the ``OSError`` that :meth:`save` would raise because of where the file
+        is — its directory missing or not writable, the path a directory, the key file
+        unreadable — without writing any state or key: a probe file is created in the
+        directory and removed at once. For a caller that must not start something whose
+        result it could not keep (``pushsdk register`` binds a new device key on the server;
+        lost, it locks the device id out). Blocking; not a guarantee (a full disk, a change
+        in between)."""
+        if self.path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(self.path))
+        directory = self.path.parent if str(self.path.parent) else Path(".")
+        fd, probe = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".probe",
+                                     dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+        if isinstance(self.key_store, KeyFileKeyStore):
+            self.key_store.check_readable()
 
 
 def encrypt(key: bytes, plaintext: bytes) -> bytes:
