@@ -14,10 +14,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from hdrh.codec import HdrCookieException, HdrHistogramSettingsException, HdrLengthException
 
 from simulator.metrics import HandsetResult, write_results
 
@@ -120,13 +124,18 @@ def _at(processes: Sequence[dict[str, Any]], t: int) -> list[list[float]]:
 
 
 def read_results(directory: Path) -> FleetResults:
-    """Read a results directory written by :func:`write_results_dir`."""
+    """Read a results directory written by :func:`write_results_dir`; :class:`ResultsError`
+    (one line, naming the file) if it is not one."""
+    where = f"{directory}/fleet.json"
     try:
         with open(directory / "fleet.json") as f:
             fleet = json.load(f)
         if not isinstance(fleet, dict) or fleet.get("format") != FORMAT:
-            raise ResultsError(f"{directory}/fleet.json is not a pushsim fleet result "
-                               f"(format {FORMAT})")
+            raise ResultsError(f"{where} is not a pushsim fleet result (format {FORMAT})")
+        try:
+            _check_shape(fleet)
+        except _Malformed as exc:
+            raise ResultsError(f"{where}: not a fleet result ({exc})") from None
         samples: dict[int, list[float]] = {}
         for row in _read_csv(directory / "latencies.csv"):
             samples.setdefault(row["index"], []).append(row["latency_s"])
@@ -137,22 +146,6 @@ def read_results(directory: Path) -> FleetResults:
             rows.append((result, {name: row[name] for name in EXTRA_FIELDS}))
         events = [tuple(row[name] for name in EVENT_FIELDS)
                   for row in _read_csv(directory / "connects.csv")]
-        connect, pushes = fleet["connect"], fleet["pushes"]
-        return FleetResults(
-            run=fleet["run"], rows=rows, events=events, timeline=fleet["timeline"],
-            counters=Counter(fleet["counters"]),
-            failure_reasons=Counter(connect.get("failure_reasons", {})),
-            disconnect_reasons=Counter(connect.get("disconnect_reasons", {})),
-            push_failures=Counter(pushes.get("failure_reasons", {})),
-            processes=[{k: v for k, v in p.items() if not k.endswith("_mb")}
-                       for p in fleet["processes"]],
-            histograms=Histograms.decode([fleet["histograms"]]),
-            per_second=PerSecond.merge([fleet["per_second"]]),
-            shards=fleet["shards"], storms=fleet.get("storms", []),
-            publisher_events=[tuple(e) for e in fleet.get("publisher_events", [])],
-            cleanup=fleet.get("cleanup", {}), missing=fleet.get("missing", []),
-            failure_codes=Counter(connect.get("failure_codes", {})),
-            disconnect_codes=Counter(connect.get("disconnect_codes", {})))
     except FileNotFoundError as exc:
         raise ResultsError(f"{directory} is not a fleet results directory: "
                            f"{Path(exc.filename).name} is missing") from None
@@ -161,6 +154,205 @@ def read_results(directory: Path) -> FleetResults:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ResultsError(f"cannot read results in {directory}: "
                            f"{type(exc).__name__}: {exc}") from None
+    try:
+        return _from_fleet(fleet, rows, events)
+    except _Malformed as exc:
+        raise ResultsError(f"{where}: not a fleet result ({exc})") from None
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        # A shape _check_shape does not know of: still one line, naming the file.
+        raise ResultsError(f"{where}: malformed fleet result "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
+def _from_fleet(fleet: dict[str, Any], rows: list, events: list[tuple]) -> FleetResults:
+    connect, pushes = fleet["connect"], fleet["pushes"]
+    return FleetResults(
+        run=fleet["run"], rows=rows, events=events, timeline=fleet["timeline"],
+        counters=Counter(fleet["counters"]),
+        failure_reasons=Counter(connect.get("failure_reasons", {})),
+        disconnect_reasons=Counter(connect.get("disconnect_reasons", {})),
+        push_failures=Counter(pushes.get("failure_reasons", {})),
+        processes=[{k: v for k, v in p.items() if not k.endswith("_mb")}
+                   for p in fleet["processes"]],
+        histograms=_decode_histograms(fleet["histograms"]),
+        per_second=PerSecond.merge([fleet["per_second"]]),
+        shards=fleet["shards"], storms=fleet.get("storms", []),
+        publisher_events=[tuple(e) for e in fleet.get("publisher_events", [])],
+        cleanup=fleet.get("cleanup", {}), missing=fleet.get("missing", []),
+        failure_codes=Counter(connect.get("failure_codes", {})),
+        disconnect_codes=Counter(connect.get("disconnect_codes", {})))
+
+
+def _decode_histograms(encoded: dict[str, str]) -> Histograms:
+    """fleet.json's ``histograms``; :class:`_Malformed` naming the one that is corrupt."""
+    name = ""
+
+    def one_by_one() -> Iterable[dict[str, str]]:
+        nonlocal name
+        for name, text in encoded.items():  # name: read when decoding fails
+            yield {name: text}
+
+    try:
+        return Histograms.decode(one_by_one())
+    except _HDR_ERRORS as exc:
+        raise _Malformed(f"histograms.{name}: not an HDR histogram "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+# --- the shape of fleet.json, as far as a merge reads it ------------------------------------
+
+#: What hdrh raises decoding a corrupt histogram's base64 text (bad base64, zlib data, header,
+#: counts, or counts that do not fit the fleet's histograms: found by mutating real ones).
+_HDR_ERRORS = (ValueError, IndexError, OverflowError, RuntimeError, zlib.error,
+               HdrCookieException, HdrLengthException, HdrHistogramSettingsException)
+_KINDS: dict[str, tuple[type, ...]] = {
+    "an object": (dict,), "an array": (list,), "a string": (str,), "a number": (int, float),
+    "an integer": (int,),
+}
+_SHARD = re.compile(r"\d+/[1-9]\d*")
+#: Counts by reason in fleet.json's ``connect``, added up over the shards.
+_REASONS = ("failure_reasons", "disconnect_reasons", "failure_codes", "disconnect_codes")
+#: Figures of a process that a merge computes with (memory per connection, CPU share).
+_PROCESS_FIGURES = ("handsets", "connected_peak", "rss_start_bytes", "rss_connected_bytes",
+                    "rss_peak_bytes", "cpu_user_s", "cpu_system_s", "wall_s")
+#: What a shard's workers say of themselves (their "flags"), for the warnings.
+_WORKER_FIGURES = ("run_s", "max_send_lag_s", "sampler_late_max_s", "start_lag_max_s",
+                   "cpu_busy_s")
+#: Timeline gauges that a merge drops (it has each process's own).
+_TIMELINE_GAUGES = ("rss_bytes", "cpu_percent")
+
+
+class _Malformed(Exception):
+    """A field of fleet.json a merge reads is missing or has the wrong JSON type."""
+
+
+def _json_type(value: Any) -> str:
+    """What ``value`` is, in JSON's words (a string with its beginning)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return f"a string ({_short(value)})"
+    return next((name for name, types in _KINDS.items() if isinstance(value, types)),
+                type(value).__name__)
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 24 else repr(text[:20] + "…")
+
+
+def _expect(value: Any, kind: str, where: str, *, null: bool = False) -> Any:
+    """``value`` if it is of JSON type ``kind`` (or null, with ``null``), else _Malformed."""
+    if value is None and null:
+        return value
+    if isinstance(value, bool) or not isinstance(value, _KINDS[kind]):  # JSON has booleans
+        raise _Malformed(f"{where}: expected {kind}{' or null' if null else ''}, "
+                         f"got {_json_type(value)}")
+    return value
+
+
+def _field(parent: dict[str, Any], key: str, kind: str, where: str = "", *,
+           required: bool = True, null: bool = False) -> Any:
+    """``parent[key]`` checked against ``kind``; None when absent and not ``required``."""
+    if key not in parent:
+        if required:
+            raise _Malformed(f"{where}{key}: missing")
+        return None
+    return _expect(parent[key], kind, f"{where}{key}", null=null)
+
+
+def _each(values: list[Any] | dict[str, Any], kind: str, where: str, *,
+          null: bool = False) -> None:
+    """Every item of an array or value of an object is of JSON type ``kind``."""
+    pairs = values.items() if isinstance(values, dict) else enumerate(values)
+    for key, value in pairs:
+        at = f"{where}.{key}" if isinstance(values, dict) else f"{where}[{key}]"
+        _expect(value, kind, at, null=null)
+
+
+def _check_shape(fleet: dict[str, Any]) -> None:
+    """Raise :class:`_Malformed`, naming the field, if a field a merge reads is missing or of
+    the wrong JSON type. Only those: what a merge recomputes (the figures, warnings and
+    gates) is not looked at. Optional fields (results without storms, clean-up, ...) may be
+    absent, not null."""
+    _check_run(_field(fleet, "run", "an object"))
+    for part in ("connect", "pushes"):
+        figures_ = _field(fleet, part, "an object")
+        for key in _REASONS if part == "connect" else ("failure_reasons",):
+            _each(_field(figures_, key, "an object", f"{part}.", required=False) or {},
+                  "a number", f"{part}.{key}")
+    _each(_field(fleet, "counters", "an object"), "a number", "counters")
+    _each(_field(fleet, "histograms", "an object"), "a string", "histograms")
+    _check_series(fleet)
+    _check_parts(fleet)
+    _each(_field(fleet, "storms", "an array", required=False) or [], "an object", "storms")
+    for i, event in enumerate(_field(fleet, "publisher_events", "an array",
+                                     required=False) or []):
+        if not _expect(event, "an array", f"publisher_events[{i}]"):
+            raise _Malformed(f"publisher_events[{i}]: expected [t, kind, ...], got []")
+        _expect(event[0], "a number", f"publisher_events[{i}][0]")
+        _each(event[1:], "a string", f"publisher_events[{i}]")
+    cleanup = _field(fleet, "cleanup", "an object", required=False) or {}
+    for key, value in cleanup.items():
+        _expect(value, "a string" if key == "reason" else "a number", f"cleanup.{key}")
+    _each(_field(fleet, "missing", "an array", required=False) or [], "a string", "missing")
+
+
+def _check_run(run: dict[str, Any]) -> None:
+    for i, shard in enumerate(_field(run, "shards", "an array", "run.")):
+        if not _SHARD.fullmatch(_expect(shard, "a string", f"run.shards[{i}]")):
+            raise _Malformed(f"run.shards[{i}]: expected i/N, got {_short(shard)}")
+    for key in ("mode", "target", "strategy", "run_id"):
+        _field(run, key, "a string", "run.")
+    _field(run, "radio_model", "a string", "run.", required=False)
+    _field(run, "duration_s", "a number", "run.")
+    _field(run, "workers", "an integer", "run.", required=False)
+    for key in ("fleet_handsets", "ramp_per_s", "started_at"):
+        _field(run, key, "a number", "run.", required=False, null=True)
+    fingerprint = _field(run, "fingerprint", "an object", "run.", required=False) or {}
+    _each(_field(fingerprint, "stages", "an array", "run.fingerprint.", required=False) or [],
+          "an object", "run.fingerprint.stages")
+    _field(fingerprint, "workload", "an object", "run.fingerprint.", required=False)
+
+
+def _check_series(fleet: dict[str, Any]) -> None:
+    """The per-second counts and the timeline, added up second by second."""
+    per_second = _field(fleet, "per_second", "an object")
+    for name, series in _field(per_second, "counts", "an object", "per_second.").items():
+        _each(_expect(series, "an array", f"per_second.counts.{name}"), "a number",
+              f"per_second.counts.{name}")
+    for key in ("latency_sum", "latency_max", "lag_max"):
+        _each(_field(per_second, key, "an array", "per_second."), "a number",
+              f"per_second.{key}")
+    for i, sample in enumerate(_field(fleet, "timeline", "an array")):
+        where = f"timeline[{i}]"
+        _field(_expect(sample, "an object", where), "t", "an integer", f"{where}.")
+        for key, value in sample.items():
+            _expect(value, "a number", f"{where}.{key}", null=key in _TIMELINE_GAUGES)
+
+
+def _check_parts(fleet: dict[str, Any]) -> None:
+    """The shards (their workers' flags) and the processes (their memory and CPU)."""
+    for i, shard in enumerate(_field(fleet, "shards", "an array")):
+        where = f"shards[{i}]."
+        _expect(shard, "an object", where[:-1])
+        _field(shard, "start_wall", "a number", where, required=False, null=True)
+        for j, flags in enumerate(_field(shard, "flags", "an array", where)):
+            at = f"{where}flags[{j}]"
+            _field(_expect(flags, "an object", at), "stopped_early", "a string", f"{at}.")
+            for key in _WORKER_FIGURES:
+                _field(flags, key, "a number", f"{at}.", required=False)
+    for i, process in enumerate(_field(fleet, "processes", "an array")):
+        where = f"processes[{i}]."
+        _expect(process, "an object", where[:-1])
+        _field(process, "name", "a string", where, required=False)
+        for key in _PROCESS_FIGURES:
+            _field(process, key, "a number", where, required=False, null=key == "connected_peak")
+        for j, point in enumerate(_field(process, "timeline", "an array", where,
+                                         required=False) or []):
+            if len(_expect(point, "an array", f"{where}timeline[{j}]")) != 3:
+                raise _Malformed(f"{where}timeline[{j}]: expected [t, rss, cpu], "
+                                 f"got {len(point)} items")
+            _each(point, "a number", f"{where}timeline[{j}]")
 
 
 def _process_figures(process: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,14 @@
 """Mistakes end ``pushsim fleet`` / ``pushsim merge`` with one line on stderr and exit 2."""
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 
 from fleet_harness import pushsim
+from support.mosquitto import run_mosquitto
 from support.ports import free_port
 
 FLEET = ("fleet", "--handsets", "4", "--duration", "2")
@@ -107,3 +112,117 @@ def test_merge_mistakes(tmp_path):
                     "--out", str(tmp_path / "m"))
     assert twice.returncode == 2 and twice.stderr.count("\n") == 1
     assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory) -> Path:
+    """A real result of ``pushsim fleet`` against Mosquitto (one shard, 0/1), which merges on
+    its own; tests edit copies of it."""
+    directory = tmp_path_factory.mktemp("one-run")
+    with run_mosquitto(directory) as broker:
+        done = pushsim("fleet", "--broker", broker.url, "--handsets", "2", "--duration", "1",
+                       "--push-rate", "2", "--drain", "1", "--no-progress",
+                       "--out", str(directory / "run"))
+    assert done.returncode == 0, done.stderr
+    merged = pushsim("merge", str(directory / "run"), "--out", str(directory / "merged"))
+    assert merged.returncode == 0, merged.stderr
+    return directory / "run"
+
+
+@pytest.mark.parametrize("out", ["a", "./a/", "link", "{tmp}/a"])
+def test_merge_does_not_write_over_an_input(one_run, tmp_path, out):
+    shutil.copytree(one_run, tmp_path / "a")
+    (tmp_path / "link").symlink_to("a")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "a").iterdir()}
+    out = out.format(tmp=tmp_path)
+    done = pushsim("merge", "a", "--out", out, cwd=tmp_path)
+    assert done.returncode == 2
+    spelled = "" if out == "a" else " (a)"
+    assert done.stderr == (f"pushsim merge: --out {out} is one of the inputs{spelled}; write "
+                           "the merged result elsewhere\n")
+    assert done.stdout == ""
+    assert {f.name: f.read_bytes() for f in (tmp_path / "a").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "link"]
+
+
+def test_merge_does_not_write_over_the_second_input(one_run, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(one_run, tmp_path / name)
+    before = (tmp_path / "b" / "fleet.json").read_bytes()
+    done = pushsim("merge", "a", "b", "--out", "./b", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == ("pushsim merge: --out ./b is one of the inputs (b); write the "
+                           "merged result elsewhere\n")
+    assert (tmp_path / "b" / "fleet.json").read_bytes() == before
+
+
+def _edited(one_run: Path, to: Path, edit) -> Path:
+    """A copy of ``one_run`` whose fleet.json ``edit`` (a function of the parsed JSON) changed."""
+    shutil.copytree(one_run, to)
+    fleet = json.loads((to / "fleet.json").read_text())
+    edit(fleet)
+    (to / "fleet.json").write_text(json.dumps(fleet))
+    return to
+
+
+def _merge_refused(bad: Path, out: Path) -> str:
+    """Merge ``bad`` (into ``out``): refused with one line, exit 2, nothing written."""
+    done = pushsim("merge", str(bad), "--out", str(out))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"pushsim merge: {bad}/fleet.json: ")
+    assert not out.exists()
+    return done.stderr.removeprefix(f"pushsim merge: {bad}/fleet.json: ").rstrip("\n")
+
+
+FIELDS = {"run": "an object", "connect": "an object", "pushes": "an object",
+          "counters": "an object", "histograms": "an object", "per_second": "an object",
+          "cleanup": "an object", "timeline": "an array", "shards": "an array",
+          "processes": "an array", "storms": "an array", "publisher_events": "an array",
+          "missing": "an array"}
+
+
+@pytest.mark.parametrize(("value", "got"), [(None, "null"), ("zz", "a string ('zz')")],
+                         ids=["null", "string"])
+@pytest.mark.parametrize("field", sorted(FIELDS))
+def test_merge_refuses_a_top_level_field_of_the_wrong_type(one_run, tmp_path, field, value,
+                                                            got):
+    bad = _edited(one_run, tmp_path / "bad", lambda fleet: fleet.update({field: value}))
+    assert _merge_refused(bad, tmp_path / "m") == (
+        f"not a fleet result ({field}: expected {FIELDS[field]}, got {got})")
+
+
+def _set(path: tuple, value):
+    def edit(fleet):
+        for key in path[:-1]:
+            fleet = fleet[key]
+        fleet[path[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda fleet: fleet.pop("pushes"), "not a fleet result (pushes: missing)"),
+    (_set(("run", "shards"), "0/1"), "not a fleet result (run.shards: expected an array, "
+                                     "got a string ('0/1'))"),
+    (_set(("run", "shards"), ["one"]), "not a fleet result (run.shards[0]: expected i/N, "
+                                       "got 'one')"),
+    (_set(("run", "workers"), "2"), "not a fleet result (run.workers: expected an integer, "
+                                    "got a string ('2'))"),
+    (_set(("shards", 0, "flags"), None), "not a fleet result (shards[0].flags: expected an "
+                                         "array, got null)"),
+    (_set(("counters", "pushes_sent"), "2"), "not a fleet result (counters.pushes_sent: "
+                                             "expected a number, got a string ('2'))"),
+    (_set(("per_second", "counts", "connects"), 1), "not a fleet result "
+     "(per_second.counts.connects: expected an array, got a number)"),
+    (_set(("timeline", 0, "t"), None), "not a fleet result (timeline[0].t: expected an "
+                                       "integer, got null)"),
+    (_set(("cleanup", "failed"), True), "not a fleet result (cleanup.failed: expected a "
+                                        "number, got true)"),
+    (_set(("histograms", "latency"), "HISTFAAAAAA="), "not a fleet result (histograms.latency: "
+                                                      "not an HDR histogram ("),
+], ids=["absent", "run.shards", "run.shards[0]", "run.workers", "shards[0].flags",
+        "counters", "per_second", "timeline", "cleanup", "histogram"])
+def test_merge_refuses_a_fleet_json_with_a_field_of_the_wrong_shape(one_run, tmp_path, edit,
+                                                                     message):
+    bad = _edited(one_run, tmp_path / "bad", edit)
+    assert _merge_refused(bad, tmp_path / "m").startswith(message)
