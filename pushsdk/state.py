@@ -352,7 +352,7 @@ class FileStateStore:
         in between)."""
         if self.path.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(self.path))
-        directory = self.path.parent if str(self.path.parent) else Path(".")
+        directory = self.path.parent  # "." for a bare file name
         fd, probe = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".probe",
                                      dir=directory)
         os.close(fd)
